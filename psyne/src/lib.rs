@@ -27,33 +27,81 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+// Lets the derive's `::psyne::...` paths resolve inside this crate's own tests and docs.
+extern crate self as psyne;
+
 pub mod message;
 pub mod slab;
 
+pub use bytemuck;
 pub use message::{
     ElemType, Field, FieldSchema, LengthMismatch, Message, MessageHeader, MessageSchema, Shape,
     fnv1a64,
 };
+/// Derives [`Message`] for a `#[repr(C)]` struct of numbers and tensors.
+///
+/// The derive checks the layout at compile time and reports each mistake at the offending field:
+/// a missing `#[repr(C)]` (or `packed`/`transparent`), padding between fields or at the end,
+/// fields that are not plain old data (references, pointers, `Vec`, `String`, `bool`, `char`,
+/// `Option`, `usize`, tuples, ...), enums, unions, tuple structs, type or lifetime parameters,
+/// and unknown, duplicated or malformed `#[psyne(...)]` attributes. It generates:
+///
+/// * `unsafe impl Message` (`TYPE_ID`, `NAME`, `FINGERPRINT`, `FIELDS`), plus
+///   `bytemuck::Pod`, `bytemuck::Zeroable` and [`Field`] (so messages nest): write only
+///   `#[derive(Clone, Copy, PsyneMessage)]` and `#[repr(C)]`;
+/// * for a `[T; N]` field `x` of numbers: `x_vector()` / `x_vector_mut()`, nalgebra column
+///   vector views over the message memory;
+/// * for a `[[T; R]; C]` field (C columns of R rows), or a `[T; N]` field annotated
+///   `#[psyne(matrix(rows = R, cols = C))]`: `x_matrix()` / `x_matrix_mut()` (column-major
+///   views: element `(i, j)` is `x[j][i]`, or `x[i + j * R]` when flat) and
+///   `x_from_row_major(&[T])` / `x_to_row_major(&mut [T])` copies for row-major data.
+///   Strided row-major views are deliberately not offered (nalgebra 0.35's products are
+///   unsound on them, dimforge/nalgebra#1616).
+///
+/// Attributes: `#[psyne(name = "...")]` (stable name, default: the struct's name),
+/// `#[psyne(type_id = N)]` (explicit id; not on const-generic structs),
+/// `#[psyne(matrix(rows = R, cols = C))]` on a field. Element types: `f32 f64 i8 i16 i32 i64
+/// u8 u16 u32 u64`, and `half::f16`/`half::bf16` with the `half` feature; fields may also be
+/// other messages or arrays of them. Const-generic structs are supported: their layout checks
+/// run when an instantiation is first used through psyne (its constants or accessors), and
+/// each instantiation gets its own `TYPE_ID`.
+///
+/// ```
+/// use psyne::{Message, PsyneMessage};
+///
+/// #[derive(Clone, Copy, PsyneMessage)]
+/// #[repr(C)]
+/// #[psyne(name = "example.Dense")]
+/// struct Dense<const IN: usize, const OUT: usize> {
+///     weights: [[f32; OUT]; IN], // OUT x IN matrix, column-major
+///     input: [f32; IN],
+///     layer: u32,
+/// }
+///
+/// let mut d: Dense<3, 2> = bytemuck::Zeroable::zeroed();
+/// d.weights_from_row_major(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0])?; // picks x0 and x1
+/// d.input_vector_mut().copy_from_slice(&[7.0, 8.0, 9.0]);
+/// let y = d.weights_matrix() * d.input_vector();
+/// assert_eq!(y.as_slice(), &[7.0, 8.0]);
+/// assert_ne!(Dense::<3, 2>::TYPE_ID, Dense::<2, 3>::TYPE_ID);
+/// assert_eq!(Dense::<3, 2>::NAME, "example.Dense");
+/// # Ok::<(), psyne::LengthMismatch>(())
+/// ```
+///
+/// A mistake is a compile error at its span, for example:
+///
+/// ```compile_fail
+/// #[derive(Clone, Copy, psyne::PsyneMessage)]
+/// #[repr(C)]
+/// struct Bad {
+///     ready: bool, // error: field `ready` is `bool` ...; use `u8` (0 or 1)
+///     data: [f32; 4],
+/// }
+/// ```
 pub use psyne_derive::PsyneMessage;
 pub use slab::{Slab, SlabBuilder, SlabError};
 
 /// Items used by the code that `#[derive(PsyneMessage)]` generates. Not a public API: names and
 /// signatures change between versions without notice.
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::message::{
-        ElemType, Field, FieldSchema, LengthMismatch, Message, Shape, fingerprint, fnv1a64,
-        fnv1a64_u64,
-    };
-    pub use bytemuck;
-    pub use core;
-    pub use nalgebra;
-
-    /// `Some(shape)` unwrapped in a constant (the derive never builds more than 2 dimensions).
-    pub const fn shape(dims: &[usize]) -> Shape {
-        match Shape::new(dims) {
-            Some(s) => s,
-            None => panic!("psyne: too many dimensions"),
-        }
-    }
-}
+pub mod __private;

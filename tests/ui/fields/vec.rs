@@ -1,0 +1,10 @@
+use psyne::PsyneMessage;
+
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Bad {
+    data: [f32; 4],
+    data: Vec<f32>,
+}
+
+fn main() {}

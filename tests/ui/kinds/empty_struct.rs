@@ -1,0 +1,7 @@
+use psyne::PsyneMessage;
+
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Empty {}
+
+fn main() {}

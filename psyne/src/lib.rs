@@ -23,7 +23,8 @@
 //! assert_eq!(y.as_slice(), &[5.0, 5.0, 5.0]);
 //! ```
 //!
-//! Modules, from the bottom up: [`message`] (what a message is).
+//! Modules, from the bottom up: [`message`] (what a message is) and [`slab`] (the memory: huge
+//! pages, NUMA placement, locking, CUDA registration, shared mappings).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
@@ -99,7 +100,7 @@ pub use message::{
 /// }
 /// ```
 pub use psyne_derive::PsyneMessage;
-pub use slab::{Slab, SlabBuilder, SlabError};
+pub use slab::{HugePageSize, HugePages, Lock, Slab, SlabBuilder, SlabError};
 
 /// Items used by the code that `#[derive(PsyneMessage)]` generates. Not a public API: names and
 /// signatures change between versions without notice.

@@ -847,7 +847,13 @@ impl Slab {
             // an atomic add of 0 keeps whatever another mapping of a shared slab wrote.
             let byte =
                 unsafe { core::sync::atomic::AtomicU8::from_ptr(self.ptr.as_ptr().add(off)) };
-            byte.fetch_add(0, core::sync::atomic::Ordering::Relaxed);
+            // `black_box` hides the 0: LLVM turns an add of a known 0 into a plain load, which
+            // maps the shared zero page instead of faulting in a writable page (seen in release
+            // builds, where the test of this fallback then found nothing resident).
+            byte.fetch_add(
+                core::hint::black_box(0),
+                core::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 

@@ -23,18 +23,28 @@
 //! assert_eq!(y.as_slice(), &[5.0, 5.0, 5.0]);
 //! ```
 //!
-//! Modules, from the bottom up: [`message`] (what a message is) and [`slab`] (the memory: huge
-//! pages, NUMA placement, locking, CUDA registration, shared mappings).
+//! Modules, from the bottom up: [`message`] (what a message is), [`slab`] (the memory), [`sync`]
+//! (every atomic, fence and futex, swapped for loom's under `cfg(loom)`), [`ring`] (the SPSC
+//! byte-ring protocol), [`wait`] (spin, yield, park) and [`channel`] (typed and raw ends).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 // Lets the derive's `::psyne::...` paths resolve inside this crate's own tests and docs.
 extern crate self as psyne;
 
+pub mod channel;
 pub mod message;
+pub mod ring;
 pub mod slab;
+pub mod sync;
+pub mod wait;
 
 pub use bytemuck;
+pub use channel::{
+    BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, Loan, Producer,
+    ProducerStats, RawChannelBuilder, RawConsumer, RawProducer, RawReceived, Received, RecvError,
+    SendError,
+};
 pub use message::{
     ElemType, Field, FieldSchema, LengthMismatch, Message, MessageHeader, MessageSchema, Shape,
     fnv1a64,
@@ -101,6 +111,7 @@ pub use message::{
 /// ```
 pub use psyne_derive::PsyneMessage;
 pub use slab::{HugePageSize, HugePages, Lock, Slab, SlabBuilder, SlabError};
+pub use wait::Wait;
 
 /// Items used by the code that `#[derive(PsyneMessage)]` generates. Not a public API: names and
 /// signatures change between versions without notice.

@@ -51,7 +51,9 @@ const _: () = assert!(core::mem::size_of::<MessageHeader>() == 32);
 impl MessageHeader {
     /// Size of the header in bytes (32).
     pub const SIZE: usize = core::mem::size_of::<MessageHeader>();
-    /// The record is not a message: the writer skipped to the start of the ring.
+    /// The record is not a message but a filler the reader skips (`32 + len` bytes): written
+    /// where a record would cross the end of the ring (the next record is at offset 0) and before
+    /// a payload aligned to more than 64 bytes.
     pub const FLAG_WRAP: u32 = 1 << 0;
     /// The payload lives in device (GPU) memory; the ring carries only its offset.
     pub const FLAG_DEVICE: u32 = 1 << 1;

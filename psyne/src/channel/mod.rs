@@ -1,0 +1,476 @@
+//! Channels: typed [`Producer`]/[`Consumer`] ends and raw multi-type [`RawProducer`]/
+//! [`RawConsumer`] ends over one SPSC [`ring`].
+//!
+//! This module owns the user-facing API: builders, loans (`Loan`, `BytesLoan`), received messages
+//! (`Received`, `RawReceived`), errors and counters. It checks every user input (capacities,
+//! payload sizes, alignments) and reports bad ones as typed errors; it never panics on them and
+//! never allocates after [`ChannelBuilder::build`].
+//!
+//! Waiting is delegated to [`crate::wait`], the ring protocol to [`crate::ring`].
+
+mod raw;
+mod typed;
+
+pub use crate::ring::{ConsumerStats, ProducerStats};
+pub use raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
+pub use typed::{Consumer, Loan, Producer, Received};
+
+use crate::message::Message;
+use crate::ring::{self, MAX_ALIGN, MAX_REGION, MIN_REGION, Ring, RingSpec};
+use crate::slab::{HugePages, Lock, Slab, SlabBuilder, SlabError};
+use crate::wait::Wait;
+use core::fmt;
+use core::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+/// Entry point for building channels: [`Channel::builder`] (one message type) or
+/// [`Channel::raw`] (any message types and raw bytes).
+///
+/// A channel is one single-producer single-consumer ring in a [`Slab`]. The producer borrows a
+/// slot in the ring ([`Loan`]), writes the message in place and publishes it; the consumer reads it
+/// in place ([`Received`]) and its space is released when the `Received` drops. No copy, no
+/// allocation per message.
+///
+/// ```
+/// use psyne::{Channel, PsyneMessage, RecvError};
+///
+/// #[derive(Clone, Copy, PsyneMessage)]
+/// #[repr(C)]
+/// struct Activations {
+///     data: [f32; 256],
+///     step: u64,
+/// }
+///
+/// let (mut tx, mut rx) = Channel::<Activations>::builder().capacity(64).build()?;
+///
+/// let layer1 = std::thread::spawn(move || -> Result<(), psyne::SendError> {
+///     for step in 0..1000u64 {
+///         let mut msg = tx.allocate()?; // a slot in the ring: no copy, no allocation
+///         msg.data_vector_mut().fill(0.5); // nalgebra view over the message memory
+///         msg.step = step;
+///         msg.send();
+///     }
+///     Ok(()) // dropping `tx` disconnects; messages already sent are still delivered
+/// });
+///
+/// let weights = nalgebra::DVector::<f32>::from_element(256, 2.0);
+/// let mut received = 0u64;
+/// loop {
+///     match rx.recv() {
+///         Ok(msg) => {
+///             assert_eq!(msg.step, received);
+///             assert_eq!(msg.header().sequence, received);
+///             assert_eq!(weights.dot(&msg.data_vector()), 256.0); // read in place
+///             received += 1;
+///         } // `msg` dropped: its space goes back to the producer
+///         Err(RecvError::Disconnected) => break,
+///         Err(e) => return Err(e.into()),
+///     }
+/// }
+/// layer1.join().unwrap()?;
+/// assert_eq!(received, 1000);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Channel<T = ()> {
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Message> Channel<T> {
+    /// A builder for a channel carrying messages of type `T`.
+    pub fn builder() -> ChannelBuilder<T> {
+        ChannelBuilder {
+            opts: Options::default(),
+            capacity: Capacity::Messages(256),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl Channel<()> {
+    /// A builder for a raw channel: any [`Message`] types and raw byte payloads, told apart by the
+    /// type id in each header.
+    pub fn raw() -> RawChannelBuilder {
+        RawChannelBuilder {
+            opts: Options::default(),
+            capacity_bytes: 1 << 16,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Channel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Channel")
+    }
+}
+
+/// Options shared by both builders.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    huge_pages: HugePages,
+    numa_node: Option<u32>,
+    lock: Lock,
+    wait: Wait,
+    timestamps: bool,
+}
+
+impl Options {
+    fn slab(&self, region: usize) -> SlabBuilder {
+        let mut b = Slab::builder(Ring::slab_size(region))
+            .huge_pages(self.huge_pages)
+            .lock(self.lock);
+        if let Some(node) = self.numa_node {
+            b = b.numa_node(node);
+        }
+        b
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Capacity {
+    Messages(usize),
+    Bytes(usize),
+}
+
+/// Region length for `bytes` requested bytes: the next power of two, at least [`MIN_REGION`].
+fn region_for_bytes(bytes: usize) -> Result<usize, ChannelError> {
+    if bytes == 0 {
+        return Err(ChannelError::ZeroCapacity);
+    }
+    match bytes.max(MIN_REGION).checked_next_power_of_two() {
+        Some(r) if r <= MAX_REGION => Ok(r),
+        _ => Err(ChannelError::CapacityTooLarge { bytes }),
+    }
+}
+
+/// Builder of a typed channel; see [`Channel::builder`].
+///
+/// Defaults: room for 256 messages, normal pages, no NUMA binding, no `mlock`,
+/// [`Wait::default()`], no timestamps.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ChannelBuilder<T> {
+    opts: Options,
+    capacity: Capacity,
+    _t: PhantomData<fn() -> T>,
+}
+
+macro_rules! slab_options {
+    () => {
+        /// Huge-page preference for the slab (see [`SlabBuilder::huge_pages`]).
+        pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
+            self.opts.huge_pages = huge_pages;
+            self
+        }
+
+        /// Binds the slab's memory to NUMA node `node` (see [`SlabBuilder::numa_node`]).
+        pub fn numa_node(mut self, node: u32) -> Self {
+            self.opts.numa_node = Some(node);
+            self
+        }
+
+        /// Whether to `mlock` the slab (see [`SlabBuilder::lock`]).
+        pub fn lock(mut self, lock: Lock) -> Self {
+            self.opts.lock = lock;
+            self
+        }
+
+        /// How both ends wait when the ring is full or empty (default [`Wait::default()`]).
+        pub fn wait(mut self, wait: Wait) -> Self {
+            self.opts.wait = wait;
+            self
+        }
+
+        /// Whether each message's header records its send time (`CLOCK_MONOTONIC`, ns) in
+        /// [`MessageHeader::timestamp_ns`](crate::MessageHeader::timestamp_ns). Default: off
+        /// (the field is 0), since reading the clock costs ~20 ns per message.
+        pub fn timestamps(mut self, on: bool) -> Self {
+            self.opts.timestamps = on;
+            self
+        }
+    };
+}
+
+impl<T: Message> ChannelBuilder<T> {
+    /// Room for at least `messages` messages in flight (the ring is rounded up to a power of two
+    /// bytes, so there may be room for more).
+    pub fn capacity(mut self, messages: usize) -> Self {
+        self.capacity = Capacity::Messages(messages);
+        self
+    }
+
+    /// A ring of at least `bytes` bytes (rounded up to a power of two). It must hold at least one
+    /// record (`ring::record_size(size_of::<T>())` bytes).
+    pub fn capacity_bytes(mut self, bytes: usize) -> Self {
+        self.capacity = Capacity::Bytes(bytes);
+        self
+    }
+
+    slab_options!();
+
+    /// Maps the slab, initialises the ring and returns both ends.
+    pub fn build(self) -> Result<(Producer<T>, Consumer<T>), ChannelError> {
+        let size = core::mem::size_of::<T>();
+        let align = ring::payload_align(core::mem::align_of::<T>());
+        if align > MAX_ALIGN {
+            return Err(ChannelError::Alignment {
+                align,
+                max: MAX_ALIGN,
+            });
+        }
+        let record = match ring::record_size(size) {
+            Some(r) if size <= u32::MAX as usize && r <= MAX_REGION => r,
+            _ => {
+                return Err(ChannelError::MessageTooLarge {
+                    record: size,
+                    capacity_bytes: MAX_REGION,
+                });
+            }
+        };
+        let stride = record.next_multiple_of(align);
+        let region = match self.capacity {
+            Capacity::Messages(0) | Capacity::Bytes(0) => return Err(ChannelError::ZeroCapacity),
+            Capacity::Messages(n) => match n.checked_mul(stride) {
+                Some(bytes) => region_for_bytes(bytes)?,
+                None => {
+                    return Err(ChannelError::CapacityTooLarge { bytes: usize::MAX });
+                }
+            },
+            Capacity::Bytes(n) => region_for_bytes(n)?,
+        };
+        if record > region || align > region {
+            return Err(ChannelError::MessageTooLarge {
+                record: record.max(align),
+                capacity_bytes: region,
+            });
+        }
+        let ring = Ring::new(
+            self.opts.slab(region),
+            RingSpec {
+                len: region,
+                type_id: T::TYPE_ID,
+                fingerprint: T::FINGERPRINT,
+                wait: self.opts.wait,
+            },
+        )?;
+        let (tx, rx) = raw::pair(ring, self.opts.timestamps);
+        Ok((Producer::new(tx), Consumer::new(rx)))
+    }
+}
+
+/// Builder of a raw channel; see [`Channel::raw`].
+///
+/// Defaults: a 64 KiB ring, normal pages, no NUMA binding, no `mlock`, [`Wait::default()`], no
+/// timestamps.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RawChannelBuilder {
+    opts: Options,
+    capacity_bytes: usize,
+}
+
+impl RawChannelBuilder {
+    /// A ring of at least `bytes` bytes (rounded up to a power of two, at least 64). The largest
+    /// payload is the ring size minus 32 bytes ([`RawProducer::max_payload`]).
+    pub fn capacity_bytes(mut self, bytes: usize) -> Self {
+        self.capacity_bytes = bytes;
+        self
+    }
+
+    slab_options!();
+
+    /// Maps the slab, initialises the ring and returns both ends.
+    pub fn build(self) -> Result<(RawProducer, RawConsumer), ChannelError> {
+        let region = region_for_bytes(self.capacity_bytes)?;
+        let ring = Ring::new(
+            self.opts.slab(region),
+            RingSpec {
+                len: region,
+                type_id: 0,
+                fingerprint: 0,
+                wait: self.opts.wait,
+            },
+        )?;
+        Ok(raw::pair(ring, self.opts.timestamps))
+    }
+}
+
+/// Why a channel could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// A capacity of zero messages or zero bytes was requested.
+    ZeroCapacity,
+    /// The requested capacity exceeds the largest ring ([`ring::MAX_REGION`] bytes) or overflows.
+    CapacityTooLarge {
+        /// Requested bytes (`usize::MAX` when the request overflowed).
+        bytes: usize,
+    },
+    /// One message record does not fit in the requested ring.
+    MessageTooLarge {
+        /// Bytes one record needs (header, payload, padding; or its alignment if larger).
+        record: usize,
+        /// Ring size in bytes.
+        capacity_bytes: usize,
+    },
+    /// The message type's alignment exceeds what a ring supports.
+    Alignment {
+        /// The type's alignment.
+        align: usize,
+        /// The largest supported alignment ([`ring::MAX_ALIGN`]).
+        max: usize,
+    },
+    /// The slab could not be mapped.
+    Slab(SlabError),
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelError::ZeroCapacity => f.write_str("a channel capacity of 0 was requested"),
+            ChannelError::CapacityTooLarge { bytes } => write!(
+                f,
+                "a channel of {bytes} bytes was requested; the largest ring is {MAX_REGION} bytes"
+            ),
+            ChannelError::MessageTooLarge {
+                record,
+                capacity_bytes,
+            } => write!(
+                f,
+                "a message record needs {record} bytes but the ring has {capacity_bytes}"
+            ),
+            ChannelError::Alignment { align, max } => write!(
+                f,
+                "the message type is aligned to {align} bytes; rings support at most {max}"
+            ),
+            ChannelError::Slab(e) => write!(f, "the channel's slab could not be built: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ChannelError::Slab(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<SlabError> for ChannelError {
+    fn from(e: SlabError) -> Self {
+        ChannelError::Slab(e)
+    }
+}
+
+/// Why a producer could not allocate (or send).
+///
+/// `allocate`/`allocate_zeroed` return only `Disconnected` (and, on raw ends, `TooLarge` /
+/// `Alignment`); `try_allocate` adds `Full`; `allocate_timeout` adds `Timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The ring has no room for the message now (`try_` operations only).
+    Full,
+    /// The ring had no room before the timeout passed (`_timeout` operations only).
+    Timeout,
+    /// The consumer is gone: nobody will ever read the message.
+    Disconnected,
+    /// The payload can never fit in this ring (raw ends only; typed ends check at build time).
+    TooLarge {
+        /// Requested payload bytes.
+        len: usize,
+        /// The largest payload this ring takes ([`RawProducer::max_payload`]).
+        max: usize,
+    },
+    /// The payload type's alignment exceeds what this ring supports (raw ends only).
+    Alignment {
+        /// The type's alignment.
+        align: usize,
+        /// The largest alignment this ring supports.
+        max: usize,
+    },
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full => f.write_str("the channel is full"),
+            SendError::Timeout => f.write_str("timed out waiting for room in the channel"),
+            SendError::Disconnected => f.write_str("the receiving end of the channel is gone"),
+            SendError::TooLarge { len, max } => write!(
+                f,
+                "a payload of {len} bytes does not fit in this channel (at most {max})"
+            ),
+            SendError::Alignment { align, max } => write!(
+                f,
+                "a payload aligned to {align} bytes is not supported by this channel (at most {max})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why a consumer could not receive.
+///
+/// `recv` returns only `Disconnected`; `try_recv` adds `Empty`; `recv_timeout` adds `Timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// No message now (`try_recv` only).
+    Empty,
+    /// No message arrived before the timeout passed (`recv_timeout` only).
+    Timeout,
+    /// The producer is gone and every message it sent has been received.
+    Disconnected,
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Empty => f.write_str("the channel is empty"),
+            RecvError::Timeout => f.write_str("timed out waiting for a message"),
+            RecvError::Disconnected => {
+                f.write_str("the sending end of the channel is gone and nothing is left to read")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+/// How long an operation may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Patience {
+    /// Not at all (`try_`).
+    Never,
+    /// Until it succeeds or the other end is gone.
+    Forever,
+    /// Until this instant.
+    Until(Instant),
+}
+
+impl Patience {
+    /// `Until(now + timeout)`, or `Forever` if that overflows.
+    pub(crate) fn timeout(timeout: Duration) -> Self {
+        match Instant::now().checked_add(timeout) {
+            Some(t) => Patience::Until(t),
+            None => Patience::Forever,
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of
+/// [`MessageHeader::timestamp_ns`](crate::MessageHeader::timestamp_ns), for measuring how long a
+/// message took from `send` to the consumer (within one machine).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}

@@ -1,0 +1,504 @@
+//! Raw ends: any message types and raw byte payloads over one ring. The typed ends wrap these.
+
+use super::{Loan, Patience, RecvError, SendError, monotonic_ns};
+use crate::message::{Message, MessageHeader};
+use crate::ring::{
+    self, ConsumerStats, MAX_ALIGN, PeekError, Peeked, ProducerStats, ReserveError, Ring,
+    RingConsumer, RingProducer,
+};
+use crate::wait::{self, Waited};
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+use core::time::Duration;
+use std::sync::Arc;
+
+/// Both raw ends of a freshly initialised ring.
+pub(crate) fn pair(ring: Arc<Ring>, timestamps: bool) -> (RawProducer, RawConsumer) {
+    (
+        RawProducer {
+            inner: RingProducer::new(Arc::clone(&ring)),
+            timestamps,
+            full: 0,
+            parked: 0,
+        },
+        RawConsumer {
+            inner: RingConsumer::new(ring),
+            empty: 0,
+            parked: 0,
+            messages: 0,
+            bytes: 0,
+        },
+    )
+}
+
+/// The sending end of a raw channel: sends any [`Message`] type in place ([`allocate`]) or raw
+/// bytes ([`allocate_bytes`], [`send_bytes`]), each tagged with a type id.
+///
+/// [`allocate`]: RawProducer::allocate
+/// [`allocate_bytes`]: RawProducer::allocate_bytes
+/// [`send_bytes`]: RawProducer::send_bytes
+pub struct RawProducer {
+    inner: RingProducer,
+    timestamps: bool,
+    /// Counter: times found full.
+    full: u64,
+    /// Counter: times parked.
+    parked: u64,
+}
+
+impl RawProducer {
+    /// The largest payload this channel takes, in bytes (the ring size minus the 32-byte header).
+    pub fn max_payload(&self) -> usize {
+        (self.inner.ring().len() - MessageHeader::SIZE).min(u32::MAX as usize)
+    }
+
+    /// Size of the ring in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.inner.ring().len()
+    }
+
+    /// Whether the consumer is gone (a later allocation then fails with `Disconnected`).
+    pub fn is_disconnected(&self) -> bool {
+        self.inner.is_disconnected()
+    }
+
+    /// This end's counters.
+    pub fn stats(&self) -> ProducerStats {
+        ProducerStats {
+            full: self.full,
+            parked: self.parked,
+            ..self.inner.stats
+        }
+    }
+
+    /// Reserves a record, waiting as `patience` allows. `len`/`align` must have been validated.
+    #[inline]
+    pub(crate) fn reserve(
+        &mut self,
+        len: usize,
+        align: usize,
+        patience: Patience,
+    ) -> Result<u64, SendError> {
+        match self.inner.try_reserve(len, align) {
+            Ok(pos) => Ok(pos),
+            Err(ReserveError::Disconnected) => Err(SendError::Disconnected),
+            Err(ReserveError::Full) => self.reserve_slow(len, align, patience),
+        }
+    }
+
+    /// [`Self::reserve`] after the ring was found full.
+    #[inline(never)]
+    fn reserve_slow(
+        &mut self,
+        len: usize,
+        align: usize,
+        patience: Patience,
+    ) -> Result<u64, SendError> {
+        self.full += 1;
+        let deadline = match patience {
+            Patience::Never => return Err(SendError::Full),
+            Patience::Forever => None,
+            Patience::Until(t) => Some(t),
+        };
+        // SAFETY: `inner` owns an `Arc` of the ring, so the ring outlives this function; the
+        // closure below borrows `inner` (the `RingProducer`) mutably, not the `Ring` it points
+        // to, which is only ever accessed through shared references.
+        let ring: &Ring = unsafe { &*Arc::as_ptr(self.inner.ring_arc()) };
+        let strategy = ring.wait();
+        let inner = &mut self.inner;
+        let mut parks = 0;
+        let waited = wait::wait_for(
+            strategy,
+            deadline,
+            ring.producer_parked(),
+            || parks += 1,
+            || match inner.try_reserve(len, align) {
+                Ok(pos) => Some(Ok(pos)),
+                Err(ReserveError::Disconnected) => Some(Err(SendError::Disconnected)),
+                Err(ReserveError::Full) => None,
+            },
+        );
+        self.parked += parks;
+        match waited {
+            Waited::Ready(r) => r,
+            Waited::TimedOut => Err(SendError::Timeout),
+        }
+    }
+
+    /// Publishes the record reserved at `pos`.
+    #[inline(always)]
+    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64) {
+        let ts = if self.timestamps { monotonic_ns() } else { 0 };
+        self.inner.commit(pos, len, type_id, ts);
+    }
+
+    /// Address of the payload of the record reserved at `pos`.
+    #[inline]
+    pub(crate) fn payload(&self, pos: u64) -> NonNull<u8> {
+        self.inner.payload(pos)
+    }
+
+    /// Checks that a `T` fits this ring.
+    #[inline]
+    fn check_type<T: Message>(&self) -> Result<(usize, usize), SendError> {
+        let align = ring::payload_align(core::mem::align_of::<T>());
+        let max_align = MAX_ALIGN.min(self.capacity_bytes());
+        if align > max_align {
+            return Err(SendError::Alignment {
+                align,
+                max: max_align,
+            });
+        }
+        let len = core::mem::size_of::<T>();
+        self.check_len(len)?;
+        Ok((len, align))
+    }
+
+    /// Checks that a payload of `len` bytes fits this ring.
+    #[inline]
+    fn check_len(&self, len: usize) -> Result<(), SendError> {
+        let max = self.max_payload();
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn allocate_with<T: Message>(&mut self, patience: Patience) -> Result<Loan<'_, T>, SendError> {
+        let (len, align) = self.check_type::<T>()?;
+        let pos = self.reserve(len, align, patience)?;
+        // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
+        // `align_of::<T>()`, and nothing was published since.
+        Ok(unsafe { Loan::new(self, pos) })
+    }
+
+    /// Borrows room for a `T` in the ring, waiting for space if needed. The loan exposes the bytes
+    /// the slot last held; write the message and [`Loan::send`] it.
+    ///
+    /// Errors: `Disconnected`, `TooLarge` or `Alignment`.
+    #[inline]
+    pub fn allocate<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
+        self.allocate_with(Patience::Forever)
+    }
+
+    /// Like [`allocate`](Self::allocate), but fails with `Full` instead of waiting.
+    ///
+    /// When the message does not fit before the end of the ring, a wrap filler is published
+    /// first; until the consumer has skipped it (its next `recv`/`try_recv` does), this may
+    /// report `Full` even though no message is in flight.
+    #[inline]
+    pub fn try_allocate<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
+        self.allocate_with(Patience::Never)
+    }
+
+    /// Like [`allocate`](Self::allocate), but fails with `Timeout` after `timeout`.
+    pub fn allocate_timeout<T: Message>(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Loan<'_, T>, SendError> {
+        self.allocate_with(Patience::timeout(timeout))
+    }
+
+    /// Like [`allocate`](Self::allocate), with the message zeroed.
+    pub fn allocate_zeroed<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
+        let mut loan = self.allocate::<T>()?;
+        *loan = T::zeroed();
+        Ok(loan)
+    }
+
+    #[inline]
+    fn allocate_bytes_with(
+        &mut self,
+        len: usize,
+        patience: Patience,
+    ) -> Result<BytesLoan<'_>, SendError> {
+        self.check_len(len)?;
+        let pos = self.reserve(len, ring::RECORD_ALIGN, patience)?;
+        Ok(BytesLoan {
+            producer: self,
+            pos,
+            len,
+        })
+    }
+
+    /// Borrows `len` bytes in the ring (64-byte aligned), waiting for space if needed. The loan
+    /// exposes the bytes the slot last held; fill them and [`BytesLoan::send`] them.
+    ///
+    /// Errors: `Disconnected` or `TooLarge`.
+    #[inline]
+    pub fn allocate_bytes(&mut self, len: usize) -> Result<BytesLoan<'_>, SendError> {
+        self.allocate_bytes_with(len, Patience::Forever)
+    }
+
+    /// Like [`allocate_bytes`](Self::allocate_bytes), but fails with `Full` instead of waiting.
+    /// (A pending wrap filler may make it report `Full`; see
+    /// [`try_allocate`](Self::try_allocate).)
+    #[inline]
+    pub fn try_allocate_bytes(&mut self, len: usize) -> Result<BytesLoan<'_>, SendError> {
+        self.allocate_bytes_with(len, Patience::Never)
+    }
+
+    /// Like [`allocate_bytes`](Self::allocate_bytes), but fails with `Timeout` after `timeout`.
+    pub fn allocate_bytes_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<BytesLoan<'_>, SendError> {
+        self.allocate_bytes_with(len, Patience::timeout(timeout))
+    }
+
+    /// Copies `bytes` into the ring as one message tagged `type_id`, waiting for space if needed.
+    #[inline]
+    pub fn send_bytes(&mut self, type_id: u64, bytes: &[u8]) -> Result<(), SendError> {
+        let mut loan = self.allocate_bytes(bytes.len())?;
+        loan.copy_from_slice(bytes);
+        loan.send(type_id);
+        Ok(())
+    }
+
+    /// Like [`send_bytes`](Self::send_bytes), but fails with `Full` instead of waiting.
+    #[inline]
+    pub fn try_send_bytes(&mut self, type_id: u64, bytes: &[u8]) -> Result<(), SendError> {
+        let mut loan = self.try_allocate_bytes(bytes.len())?;
+        loan.copy_from_slice(bytes);
+        loan.send(type_id);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RawProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawProducer")
+            .field("capacity_bytes", &self.capacity_bytes())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Room for a raw byte payload in the ring, from [`RawProducer::allocate_bytes`].
+///
+/// Dereferences to the payload bytes (what the slot last held). [`send`](BytesLoan::send)
+/// publishes them; dropping the loan publishes nothing.
+#[must_use = "dropping a loan publishes nothing; call `send`"]
+pub struct BytesLoan<'a> {
+    producer: &'a mut RawProducer,
+    /// Header position of the reserved record.
+    pos: u64,
+    /// Payload length in bytes.
+    len: usize,
+}
+
+impl BytesLoan<'_> {
+    /// Publishes the payload, tagged with `type_id`.
+    #[inline]
+    pub fn send(self, type_id: u64) {
+        self.producer.commit(self.pos, self.len, type_id);
+    }
+}
+
+impl Deref for BytesLoan<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the record at `pos` is reserved for this loan (invisible to the consumer until
+        // `send`), holds `len` initialised bytes (the ring memory is zero-filled at creation and
+        // only ever holds Pod bytes) and stays inside the region.
+        unsafe { core::slice::from_raw_parts(self.producer.payload(self.pos).as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for BytesLoan<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.producer.payload(self.pos).as_ptr(), self.len)
+        }
+    }
+}
+
+impl fmt::Debug for BytesLoan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BytesLoan").field("len", &self.len).finish()
+    }
+}
+
+/// The receiving end of a raw channel: messages of any type, told apart by
+/// [`RawReceived::type_id`].
+pub struct RawConsumer {
+    inner: RingConsumer,
+    /// Counter: times found empty.
+    empty: u64,
+    /// Counter: times parked.
+    parked: u64,
+    /// Counter: messages received.
+    messages: u64,
+    /// Counter: payload bytes received.
+    bytes: u64,
+}
+
+impl RawConsumer {
+    /// Size of the ring in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.inner.ring().len()
+    }
+
+    /// This end's counters.
+    pub fn stats(&self) -> ConsumerStats {
+        ConsumerStats {
+            messages: self.messages,
+            bytes: self.bytes,
+            empty: self.empty,
+            parked: self.parked,
+            ..self.inner.stats
+        }
+    }
+
+    /// The next message, waiting as `patience` allows.
+    #[inline]
+    pub(crate) fn peek(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
+        let peeked = match self.inner.try_peek() {
+            Ok(p) => p,
+            Err(PeekError::Disconnected) => return Err(RecvError::Disconnected),
+            Err(PeekError::Empty) => self.peek_slow(patience)?,
+        };
+        self.messages += 1;
+        // SAFETY: just peeked, not released.
+        self.bytes += u64::from(unsafe { peeked.header() }.len);
+        Ok(peeked)
+    }
+
+    /// [`Self::peek`] after the ring was found empty.
+    #[inline(never)]
+    fn peek_slow(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
+        self.empty += 1;
+        let deadline = match patience {
+            Patience::Never => return Err(RecvError::Empty),
+            Patience::Forever => None,
+            Patience::Until(t) => Some(t),
+        };
+        // SAFETY: as in `reserve_slow`: `inner` keeps the ring alive, and the closure borrows the
+        // `RingConsumer` mutably, not the shared `Ring`.
+        let ring: &Ring = unsafe { &*Arc::as_ptr(self.inner.ring_arc()) };
+        let inner = &mut self.inner;
+        let mut parks = 0;
+        let waited = wait::wait_for(
+            ring.wait(),
+            deadline,
+            ring.consumer_parked(),
+            || parks += 1,
+            || match inner.try_peek() {
+                Ok(p) => Some(Ok(p)),
+                Err(PeekError::Disconnected) => Some(Err(RecvError::Disconnected)),
+                Err(PeekError::Empty) => None,
+            },
+        );
+        self.parked += parks;
+        match waited {
+            Waited::Ready(r) => r,
+            Waited::TimedOut => Err(RecvError::Timeout),
+        }
+    }
+
+    /// Releases a record returned by `peek`.
+    #[inline]
+    pub(crate) fn release(&mut self, end: u64) {
+        self.inner.release(end);
+    }
+
+    #[inline]
+    fn recv_with(&mut self, patience: Patience) -> Result<RawReceived<'_>, RecvError> {
+        let peeked = self.peek(patience)?;
+        Ok(RawReceived {
+            consumer: self,
+            peeked,
+        })
+    }
+
+    /// The next message, waiting for one if needed. Fails only with `Disconnected`, once the
+    /// producer is gone and every message it sent has been received.
+    #[inline]
+    pub fn recv(&mut self) -> Result<RawReceived<'_>, RecvError> {
+        self.recv_with(Patience::Forever)
+    }
+
+    /// The next message, or `Empty` (or `Disconnected`) at once.
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<RawReceived<'_>, RecvError> {
+        self.recv_with(Patience::Never)
+    }
+
+    /// The next message, waiting at most `timeout` (`Timeout`).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<RawReceived<'_>, RecvError> {
+        self.recv_with(Patience::timeout(timeout))
+    }
+}
+
+impl fmt::Debug for RawConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawConsumer")
+            .field("capacity_bytes", &self.capacity_bytes())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// A message received from a raw channel, read in place; its space is released on drop.
+pub struct RawReceived<'a> {
+    consumer: &'a mut RawConsumer,
+    peeked: Peeked,
+}
+
+impl<'a> RawReceived<'a> {
+    /// The message's header: type id, length, sequence number, send timestamp.
+    #[inline]
+    pub fn header(&self) -> &MessageHeader {
+        // SAFETY: released only when `self` drops.
+        unsafe { self.peeked.header() }
+    }
+
+    /// The type id the producer tagged the message with ([`Message::TYPE_ID`] for
+    /// [`RawProducer::allocate`]).
+    #[inline]
+    pub fn type_id(&self) -> u64 {
+        self.header().type_id
+    }
+
+    /// The payload bytes.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the record is published (acquired in `peek`) and not yet released, so the
+        // producer does not write it; `header.len` bytes from the payload lie inside the region.
+        unsafe {
+            core::slice::from_raw_parts(self.peeked.payload().as_ptr(), self.header().len as usize)
+        }
+    }
+
+    /// The payload as a `T`, if the type id is `T::TYPE_ID`, the length is `size_of::<T>()` and
+    /// the payload is aligned for `T`; else `None`.
+    #[inline]
+    pub fn downcast<T: Message>(&self) -> Option<&T> {
+        let h = self.header();
+        if h.type_id != T::TYPE_ID || h.len as usize != core::mem::size_of::<T>() {
+            return None;
+        }
+        bytemuck::try_from_bytes(self.bytes()).ok()
+    }
+}
+
+impl Drop for RawReceived<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.consumer.release(self.peeked.end);
+    }
+}
+
+impl fmt::Debug for RawReceived<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawReceived")
+            .field("header", self.header())
+            .finish()
+    }
+}

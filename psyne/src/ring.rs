@@ -1,0 +1,767 @@
+//! The single-producer single-consumer byte ring: records of `[header | payload | pad]` in a
+//! power-of-two region of a [`Slab`], with the control block in the same slab.
+//!
+//! This module owns the ring *protocol*: where records go, how positions move and which memory
+//! orderings make a payload visible. It never blocks (waiting is [`crate::wait`]'s), never
+//! allocates after construction, and holds offsets only, no pointers, inside the slab, so that the
+//! same bytes can later be mapped into two processes.
+//!
+//! # Slab layout
+//!
+//! ```text
+//! slab offset 0            CONTROL_BLOCK (ControlBlock, 128-byte lines)
+//!   line 0  identity:      magic, protocol version, region offset and length, type id,
+//!                          fingerprint, pid and liveness word of each end
+//!   line 1  producer:      write position (written by the producer only)
+//!   line 2  consumer:      read position (written by the consumer only)
+//!   line 3  signals:       consumer parked word, producer parked word, closed flag of each end
+//! slab offset REGION_OFFSET (= 4096 - 32)
+//!           ring region:   `len` bytes, a power of two >= 64
+//! ```
+//!
+//! The region starts 32 bytes before a page boundary, so ring byte `q` lives at an address
+//! congruent to `q - 32` modulo 4096. Every record starts at a ring offset that is a multiple of 64
+//! (and of the payload's alignment when that is larger), its 32-byte [`MessageHeader`] fills the
+//! second half of a cache line and the payload starts right after it, at a 64-byte (or
+//! `align`-byte, up to [`MAX_ALIGN`]) aligned address. A message record takes
+//! [`record_size`]`(len)` = `round_up(32 + len, 64)` bytes: the tail padding of one record and the
+//! header of the next share a line, so no more than 63 bytes are wasted per record.
+//!
+//! A header with [`MessageHeader::FLAG_WRAP`] is a *filler*, not a message: the reader skips
+//! `32 + len` bytes. The writer emits one when a record would cross the end of the region (the
+//! filler runs to the end and the record goes to offset 0), and before a record whose payload
+//! alignment exceeds 64 bytes when the write position is not aligned for it.
+//!
+//! # Positions and orderings
+//!
+//! Positions are monotonically increasing `u64` byte counts, masked on access; `write - read` is
+//! the number of bytes in use, always in `0 ..= len`. The producer writes payload, header (and any
+//! filler) with plain stores, then publishes them with one `Release` store of the write position;
+//! the consumer `Acquire`-loads it before reading. Symmetrically the consumer releases space with
+//! one `Release` store of the read position after its last read of the record, and the producer
+//! `Acquire`-loads it before reusing the space. Each end keeps a cached copy of the other's
+//! position and rereads the shared one only when the cache says full (producer) or empty
+//! (consumer).
+//!
+//! # Invariants (`debug_assert!`ed where they are relied on)
+//!
+//! * `read <= write <= read + len`, both multiples of 64; each is written by one end only.
+//! * An end's cached copy of the other's position is never ahead of the real one, and is
+//!   resynchronised (an `Acquire` load) before the end concludes "full" or "empty".
+//! * No record or filler crosses the end of the region; every record starts at a multiple of 64
+//!   (and of its payload alignment).
+//! * Bytes `write .. read + len` belong to the producer, `read .. write` to the consumer; neither
+//!   touches the other's bytes. Under loom this is checked per 64-byte chunk.
+//!
+//! Waiting (spin, yield, futex) lives in [`crate::wait`]; the parked words and closed flags sit on
+//! the control block's signals line.
+//!
+//! # Fitting
+//!
+//! A record of size `S <= len` always fits eventually: if it does not fit before the end of the
+//! region, the producer first publishes the filler on its own (which needs only the space up to the
+//! end, at most `len`), and at offset 0 a record needs only `S <= len` free bytes. So the only
+//! size limit is `record_size(payload) <= len`.
+
+use crate::message::MessageHeader;
+use crate::slab::{Slab, SlabBuilder, SlabError};
+use crate::sync::{AccessTracker, AtomicU32, AtomicU64, Futex, Ordering};
+use crate::wait::{self, AWAKE, Wait};
+use core::ptr::NonNull;
+use crossbeam_utils::CachePadded;
+use std::sync::Arc;
+
+/// `b"PSYNRING"` read as a little-endian `u64`: marks an initialised control block.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PSYNRING");
+/// Version of the ring protocol and control-block layout described in this module.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Offset in the slab of ring byte 0 (32 bytes before the first page boundary after the control
+/// block, so that headers sit in the second half of a cache line).
+pub const REGION_OFFSET: usize = 4096 - HEADER;
+/// Records start at ring offsets that are multiples of this.
+pub const RECORD_ALIGN: usize = 64;
+/// The largest payload alignment a ring supports.
+pub const MAX_ALIGN: usize = 4096;
+/// The smallest ring region, in bytes.
+pub const MIN_REGION: usize = RECORD_ALIGN;
+/// The largest ring region, in bytes (filler lengths must fit the header's `u32`).
+pub const MAX_REGION: usize = 1 << 32;
+/// Size of a [`MessageHeader`].
+const HEADER: usize = MessageHeader::SIZE;
+
+/// Bytes a message record with a payload of `payload_len` bytes occupies in the ring (header,
+/// payload and padding up to the next record): `round_up(32 + payload_len, 64)`. `None` on
+/// overflow.
+pub const fn record_size(payload_len: usize) -> Option<usize> {
+    match payload_len.checked_add(HEADER + RECORD_ALIGN - 1) {
+        Some(n) => Some(n & !(RECORD_ALIGN - 1)),
+        None => None,
+    }
+}
+
+/// [`record_size`] for a payload length already known to fit a ring (at most `u32::MAX`).
+#[inline]
+const fn record_size_of(payload_len: usize) -> usize {
+    (payload_len + HEADER + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
+}
+
+/// The payload alignment a ring gives to values of alignment `align`: at least 64.
+pub const fn payload_align(align: usize) -> usize {
+    if align > RECORD_ALIGN {
+        align
+    } else {
+        RECORD_ALIGN
+    }
+}
+
+/// Line 0 of the control block: what the ring is. Written once before the ends exist.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Identity {
+    /// [`MAGIC`] once the control block is initialised (stored last, `Release`).
+    magic: AtomicU64,
+    /// [`PROTOCOL_VERSION`].
+    version: u32,
+    /// Reserved, zero.
+    reserved: u32,
+    /// Slab offset of ring byte 0: [`REGION_OFFSET`].
+    region_offset: u64,
+    /// Ring region length in bytes: a power of two in `MIN_REGION ..= MAX_REGION`.
+    region_len: u64,
+    /// `Message::TYPE_ID` of a typed channel, 0 for a raw one.
+    type_id: u64,
+    /// `Message::FINGERPRINT` of a typed channel, 0 for a raw one.
+    fingerprint: u64,
+    /// Process id of the producer (0: none attached).
+    producer_pid: AtomicU32,
+    /// Process id of the consumer (0: none attached).
+    consumer_pid: AtomicU32,
+    /// Liveness word of the producer (reserved for cross-process heartbeats; 0 for now).
+    producer_liveness: AtomicU64,
+    /// Liveness word of the consumer (reserved for cross-process heartbeats; 0 for now).
+    consumer_liveness: AtomicU64,
+}
+
+/// Line 3 of the control block: rarely written words, read after every fenced publication.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Signals {
+    /// [`wait::PARKED`] while the consumer sleeps (or is about to), else [`wait::AWAKE`].
+    consumer_parked: Futex,
+    /// [`wait::PARKED`] while the producer sleeps (or is about to), else [`wait::AWAKE`].
+    producer_parked: Futex,
+    /// 1 once the producer is gone (stored `Release` after its last publication), else 0.
+    producer_closed: AtomicU32,
+    /// 1 once the consumer is gone, else 0.
+    consumer_closed: AtomicU32,
+}
+
+/// The control block at slab offset 0. Holds offsets only, no pointers.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct ControlBlock {
+    identity: CachePadded<Identity>,
+    /// Write position: bytes ever published; written by the producer only (`Release`).
+    write: CachePadded<AtomicU64>,
+    /// Read position: bytes ever released; written by the consumer only (`Release`); always
+    /// `<= write` and `>= write - region_len`.
+    read: CachePadded<AtomicU64>,
+    signals: CachePadded<Signals>,
+}
+
+// The layout documented above, outside loom (whose atomics are larger): one `CachePadded` line
+// each (128 bytes on x86_64 and aarch64, where the offsets are exactly 0, 128, 256 and 384).
+#[cfg(not(loom))]
+const _: () = {
+    use core::mem::{align_of, offset_of, size_of};
+    let line = align_of::<CachePadded<u8>>();
+    assert!(size_of::<Identity>() <= 128 && size_of::<Signals>() == 16);
+    assert!(offset_of!(ControlBlock, identity) == 0);
+    assert!(offset_of!(ControlBlock, write) == size_of::<Identity>().next_multiple_of(line));
+    assert!(offset_of!(ControlBlock, read) == offset_of!(ControlBlock, write) + line);
+    assert!(offset_of!(ControlBlock, signals) == offset_of!(ControlBlock, read) + line);
+    assert!(size_of::<ControlBlock>() <= REGION_OFFSET);
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    assert!(offset_of!(ControlBlock, signals) == 384 && size_of::<ControlBlock>() == 512);
+};
+const _: () = assert!(core::mem::align_of::<ControlBlock>() <= 4096);
+
+/// A ring: its slab and where things are in it. Shared (through an `Arc`) by both ends.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    /// The control block, at slab offset 0; valid while `slab` lives.
+    control: NonNull<ControlBlock>,
+    /// Ring byte 0, at slab offset [`REGION_OFFSET`].
+    region: NonNull<u8>,
+    /// Region length: a power of two in `MIN_REGION ..= MAX_REGION`.
+    len: usize,
+    /// How both ends wait.
+    wait: Wait,
+    /// Data-race checker for loom (empty otherwise).
+    tracker: AccessTracker,
+    /// Owns the memory (never read: the pointers above point into it); dropped after the
+    /// control block (see `Drop`).
+    _slab: Slab,
+}
+
+// SAFETY: a `Ring` is shared by exactly one producer and one consumer, which access the region
+// only as the protocol allows (disjoint byte ranges, ordered by the positions' release/acquire)
+// and the control block only through atomics and write-once fields.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+/// Identity of a ring's contents, recorded in the control block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingSpec {
+    /// Region length in bytes: a power of two in `MIN_REGION ..= MAX_REGION`.
+    pub len: usize,
+    /// Type id (0 for raw).
+    pub type_id: u64,
+    /// Fingerprint (0 for raw).
+    pub fingerprint: u64,
+    /// How both ends wait.
+    pub wait: Wait,
+}
+
+impl Ring {
+    /// Maps a slab through `slab` (a builder of the right size, see [`Ring::slab_size`]) and
+    /// initialises the control block.
+    pub(crate) fn new(slab: SlabBuilder, spec: RingSpec) -> Result<Arc<Ring>, SlabError> {
+        debug_assert!(spec.len.is_power_of_two() && (MIN_REGION..=MAX_REGION).contains(&spec.len));
+        let slab = slab.build()?;
+        assert!(
+            slab.len() >= Self::slab_size(spec.len),
+            "slab smaller than requested"
+        );
+        let base = slab.as_ptr();
+        let control = base.cast::<ControlBlock>();
+        let cb = ControlBlock {
+            identity: CachePadded::new(Identity {
+                magic: AtomicU64::new(0),
+                version: PROTOCOL_VERSION,
+                reserved: 0,
+                region_offset: REGION_OFFSET as u64,
+                region_len: spec.len as u64,
+                type_id: spec.type_id,
+                fingerprint: spec.fingerprint,
+                producer_pid: AtomicU32::new(std::process::id()),
+                consumer_pid: AtomicU32::new(std::process::id()),
+                producer_liveness: AtomicU64::new(0),
+                consumer_liveness: AtomicU64::new(0),
+            }),
+            write: CachePadded::new(AtomicU64::new(0)),
+            read: CachePadded::new(AtomicU64::new(0)),
+            signals: CachePadded::new(Signals {
+                consumer_parked: Futex::new(AWAKE),
+                producer_parked: Futex::new(AWAKE),
+                producer_closed: AtomicU32::new(0),
+                consumer_closed: AtomicU32::new(0),
+            }),
+        };
+        // Checked at compile time outside loom; loom's atomics are larger, so check here too.
+        assert!(core::mem::size_of::<ControlBlock>() <= REGION_OFFSET);
+        // SAFETY: the slab is page-aligned (>= align_of::<ControlBlock>()), at least
+        // `slab_size(len)` bytes, zero-filled and not yet shared; the control block ends before
+        // REGION_OFFSET (asserted above), so writing it at offset 0 stays inside the slab and
+        // outside the ring region.
+        unsafe { control.as_ptr().write(cb) };
+        // SAFETY: just initialised; shared access only from now on.
+        unsafe { control.as_ref() }
+            .identity
+            .magic
+            .store(MAGIC, Ordering::Release);
+        // SAFETY: REGION_OFFSET + len <= slab.len(), so the offset stays inside the mapping.
+        let region = unsafe { base.add(REGION_OFFSET) };
+        Ok(Arc::new(Ring {
+            control,
+            region,
+            len: spec.len,
+            wait: spec.wait,
+            tracker: AccessTracker::new(spec.len),
+            _slab: slab,
+        }))
+    }
+
+    /// Slab bytes needed for a region of `len` bytes.
+    pub(crate) fn slab_size(len: usize) -> usize {
+        REGION_OFFSET + len
+    }
+
+    #[inline]
+    fn control(&self) -> &ControlBlock {
+        // SAFETY: initialised in `new`, lives as long as `self._slab`, accessed only through
+        // atomics and fields never written after initialisation.
+        unsafe { self.control.as_ref() }
+    }
+
+    /// Region length in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// How both ends wait.
+    #[inline]
+    pub(crate) fn wait(&self) -> Wait {
+        self.wait
+    }
+
+    /// The producer's parked word.
+    #[inline]
+    pub(crate) fn producer_parked(&self) -> &Futex {
+        &self.control().signals.producer_parked
+    }
+
+    /// The consumer's parked word.
+    #[inline]
+    pub(crate) fn consumer_parked(&self) -> &Futex {
+        &self.control().signals.consumer_parked
+    }
+
+    /// Address of ring byte `offset` (`offset < len`).
+    #[inline]
+    fn at(&self, offset: usize) -> NonNull<u8> {
+        debug_assert!(offset < self.len);
+        // SAFETY: `offset < len` and the region is `len` bytes inside the slab.
+        unsafe { self.region.add(offset) }
+    }
+
+    #[inline]
+    fn mask(&self, pos: u64) -> usize {
+        (pos & (self.len as u64 - 1)) as usize
+    }
+
+    /// Writes a filler of `skip` bytes (a multiple of 64, at least 64) at ring offset `offset`.
+    ///
+    /// # Safety
+    ///
+    /// The caller (the producer) must own bytes `offset .. offset + skip` (free space), and
+    /// `offset + skip <= len`.
+    unsafe fn write_filler(&self, offset: usize, skip: usize) {
+        debug_assert!(
+            skip >= RECORD_ALIGN && skip.is_multiple_of(RECORD_ALIGN) && offset + skip <= self.len
+        );
+        let header = MessageHeader {
+            len: (skip - HEADER) as u32,
+            flags: MessageHeader::FLAG_WRAP,
+            type_id: 0,
+            sequence: 0,
+            timestamp_ns: 0,
+        };
+        self.tracker.write(offset, HEADER);
+        // SAFETY: the caller owns these bytes; the address is 8-aligned (offset is a multiple
+        // of 64, the region base is 32 mod 64).
+        unsafe {
+            self.at(offset)
+                .cast::<MessageHeader>()
+                .as_ptr()
+                .write(header)
+        };
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: the control block was written in `new` and nobody else holds the ring any more;
+        // dropping it in place releases loom's bookkeeping (a no-op for std atomics). `_slab` is
+        // dropped after this, unmapping the memory.
+        unsafe { core::ptr::drop_in_place(self.control.as_ptr()) };
+    }
+}
+
+/// Why a reservation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReserveError {
+    /// Not enough free space now.
+    Full,
+    /// The consumer is gone.
+    Disconnected,
+}
+
+/// Why a peek failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeekError {
+    /// Nothing published.
+    Empty,
+    /// Nothing published and the producer is gone.
+    Disconnected,
+}
+
+/// A published message the consumer can read in place, until it releases it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peeked {
+    /// Its header, in the ring; the payload (`len` bytes, aligned as it was written) follows it.
+    header: NonNull<MessageHeader>,
+    /// Read position after the record: pass to [`RingConsumer::release`].
+    pub end: u64,
+}
+
+impl Peeked {
+    /// The header.
+    ///
+    /// # Safety
+    ///
+    /// The record must not have been released yet (the producer may reuse it after that).
+    #[inline]
+    pub(crate) unsafe fn header<'a>(&self) -> &'a MessageHeader {
+        // SAFETY: the header was published (and acquired) before this `Peeked` was made, it is
+        // 8-aligned, and the producer leaves it alone until the caller releases the record.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The payload's first byte (32 bytes after the header).
+    #[inline]
+    pub(crate) fn payload(&self) -> NonNull<u8> {
+        // SAFETY: a record's payload follows its header inside the region.
+        unsafe { self.header.cast::<u8>().add(HEADER) }
+    }
+}
+
+/// Counters of a producer end ([`crate::Producer::stats`], [`crate::RawProducer::stats`]).
+///
+/// Plain fields owned by the end: reading them costs nothing and synchronises nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProducerStats {
+    /// Messages published.
+    pub messages: u64,
+    /// Payload bytes published (headers and padding not counted).
+    pub bytes: u64,
+    /// Times an allocation found the ring full (once per blocking call that had to wait, once per
+    /// failed `try_` call).
+    pub full: u64,
+    /// Times this end went to sleep on its futex waiting for space.
+    pub parked: u64,
+    /// Wake-up system calls this end issued to a sleeping consumer.
+    pub wakeups: u64,
+}
+
+/// Counters of a consumer end ([`crate::Consumer::stats`], [`crate::RawConsumer::stats`]).
+///
+/// Plain fields owned by the end: reading them costs nothing and synchronises nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerStats {
+    /// Messages received (and released).
+    pub messages: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Times a receive found the ring empty (once per blocking call that had to wait, once per
+    /// failed `try_` call).
+    pub empty: u64,
+    /// Times this end went to sleep on its futex waiting for a message.
+    pub parked: u64,
+    /// Wake-up system calls this end issued to a sleeping producer.
+    pub wakeups: u64,
+}
+
+/// The producer's view of a ring. Exactly one exists per ring.
+#[derive(Debug)]
+pub(crate) struct RingProducer {
+    ring: Arc<Ring>,
+    /// Our write position: equal to the shared one between operations (we are its only writer).
+    write: u64,
+    /// The consumer's read position as last loaded: `<=` the real one; may be stale and is
+    /// resynchronised when the free space it implies is too small.
+    cached_read: u64,
+    /// Sequence number of the next message.
+    sequence: u64,
+    /// Counters (messages, bytes and wake-ups are kept here; the channel keeps the others).
+    pub(crate) stats: ProducerStats,
+}
+
+impl RingProducer {
+    /// The producer end of a freshly built ring.
+    pub(crate) fn new(ring: Arc<Ring>) -> Self {
+        RingProducer {
+            ring,
+            write: 0,
+            cached_read: 0,
+            sequence: 0,
+            stats: ProducerStats::default(),
+        }
+    }
+
+    /// The ring.
+    #[inline]
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The shared handle of the ring.
+    #[inline]
+    pub(crate) fn ring_arc(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// Whether `need` bytes are free after our write position, reloading the read position if the
+    /// cached one says no.
+    #[inline]
+    fn has_space(&mut self, need: usize) -> bool {
+        let len = self.ring.len as u64;
+        debug_assert!(self.write - self.cached_read <= len);
+        if len - (self.write - self.cached_read) >= need as u64 {
+            return true;
+        }
+        self.has_space_reloaded(need)
+    }
+
+    /// [`Self::has_space`] after reloading the read position.
+    #[inline(never)]
+    fn has_space_reloaded(&mut self, need: usize) -> bool {
+        let len = self.ring.len as u64;
+        self.cached_read = self.ring.control().read.load(Ordering::Acquire);
+        debug_assert!(self.cached_read <= self.write && self.write - self.cached_read <= len);
+        len - (self.write - self.cached_read) >= need as u64
+    }
+
+    /// Whether the consumer end is gone.
+    #[inline]
+    pub(crate) fn is_disconnected(&self) -> bool {
+        self.ring
+            .control()
+            .signals
+            .consumer_closed
+            .load(Ordering::Relaxed)
+            != 0
+    }
+
+    /// Reserves a record for a payload of `len` bytes aligned to `align`, returning the position
+    /// of its header. Nothing is published, except a filler before a wrap, which is published on
+    /// its own (so that a record that fits only at offset 0 eventually does).
+    ///
+    /// Requires `record_size(len) <= ring len`, `align` a power of two in `64 ..= min(len,
+    /// MAX_ALIGN)` (checked by the channel before calling).
+    #[inline]
+    pub(crate) fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
+        let ring_len = self.ring.len;
+        debug_assert!(len <= u32::MAX as usize);
+        let size = record_size_of(len);
+        debug_assert!(size <= ring_len, "record larger than the ring");
+        debug_assert!(align.is_power_of_two() && (RECORD_ALIGN..=MAX_ALIGN).contains(&align));
+        debug_assert!(align <= ring_len);
+        if self.is_disconnected() {
+            return Err(ReserveError::Disconnected);
+        }
+        loop {
+            let offset = self.ring.mask(self.write);
+            let to_end = ring_len - offset;
+            let pad = offset.next_multiple_of(align) - offset;
+            if pad + size <= to_end {
+                if !self.has_space(pad + size) {
+                    return Err(ReserveError::Full);
+                }
+                if pad > 0 {
+                    // SAFETY: `pad + size` bytes from `offset` are free (checked above) and
+                    // end before the region does.
+                    unsafe { self.ring.write_filler(offset, pad) };
+                }
+                self.ring.tracker.write(offset + pad, size);
+                return Ok(self.write + pad as u64);
+            }
+            // Does not fit before the end: publish a filler up to the end on its own.
+            self.wrap(offset, to_end)?;
+        }
+    }
+
+    /// Publishes a filler from ring offset `offset` (our write position) to the end of the
+    /// region, or reports `Full`.
+    #[cold]
+    #[inline(never)]
+    fn wrap(&mut self, offset: usize, to_end: usize) -> Result<(), ReserveError> {
+        debug_assert_eq!(offset + to_end, self.ring.len);
+        if !self.has_space(to_end) {
+            return Err(ReserveError::Full);
+        }
+        // SAFETY: `to_end` bytes from `offset` are free (checked above): exactly up to the end
+        // of the region.
+        unsafe { self.ring.write_filler(offset, to_end) };
+        self.publish_to(self.write + to_end as u64);
+        Ok(())
+    }
+
+    /// Address of the payload of the record whose header is at `pos`.
+    #[inline]
+    pub(crate) fn payload(&self, pos: u64) -> NonNull<u8> {
+        self.ring.at(self.ring.mask(pos) + HEADER)
+    }
+
+    /// Writes the header of the record reserved at `pos` (payload `len` bytes) and publishes it
+    /// (with any alignment filler before it). Returns the header written.
+    ///
+    /// `pos` must come from the last `try_reserve` (with the same `len`), with nothing published
+    /// since.
+    #[inline]
+    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
+        debug_assert!(pos >= self.write && pos - self.write < MAX_ALIGN as u64);
+        let offset = self.ring.mask(pos);
+        let size = record_size_of(len);
+        debug_assert!(offset + size <= self.ring.len);
+        let header = MessageHeader {
+            len: len as u32,
+            flags: 0,
+            type_id,
+            sequence: self.sequence,
+            timestamp_ns,
+        };
+        self.ring.tracker.write(offset, size);
+        // SAFETY: the record at `offset` was reserved for us by `try_reserve` (free space, not
+        // visible to the consumer until the store in `publish_to`); the header address is
+        // 8-aligned.
+        unsafe {
+            self.ring
+                .at(offset)
+                .cast::<MessageHeader>()
+                .as_ptr()
+                .write(header)
+        };
+        self.sequence += 1;
+        self.stats.messages += 1;
+        self.stats.bytes += len as u64;
+        self.publish_to(pos + size as u64);
+    }
+
+    /// Makes everything before `write` visible to the consumer, and wakes it if it sleeps.
+    #[inline(always)]
+    fn publish_to(&mut self, write: u64) {
+        debug_assert!(write > self.write && write - self.cached_read <= self.ring.len as u64);
+        debug_assert!(write.is_multiple_of(RECORD_ALIGN as u64));
+        self.write = write;
+        let cb = self.ring.control();
+        cb.write.store(write, Ordering::Release);
+        if self.ring.wait.may_park() && wait::wake_if_parked(&cb.signals.consumer_parked) {
+            self.stats.wakeups += 1;
+        }
+    }
+}
+
+impl Drop for RingProducer {
+    fn drop(&mut self) {
+        let cb = self.ring.control();
+        cb.identity.producer_pid.store(0, Ordering::Relaxed);
+        cb.signals.producer_closed.store(1, Ordering::Release);
+        wait::wake_if_parked(&cb.signals.consumer_parked);
+    }
+}
+
+/// The consumer's view of a ring. Exactly one exists per ring.
+#[derive(Debug)]
+pub(crate) struct RingConsumer {
+    ring: Arc<Ring>,
+    /// Our read position: equal to the shared one between operations (we are its only writer).
+    read: u64,
+    /// The producer's write position as last loaded: `<=` the real one, `>= read`; may be stale
+    /// and is resynchronised when it says empty.
+    cached_write: u64,
+    /// Counters (wake-ups are kept here; the channel keeps the others).
+    pub(crate) stats: ConsumerStats,
+}
+
+impl RingConsumer {
+    /// The consumer end of a freshly built ring.
+    pub(crate) fn new(ring: Arc<Ring>) -> Self {
+        RingConsumer {
+            ring,
+            read: 0,
+            cached_write: 0,
+            stats: ConsumerStats::default(),
+        }
+    }
+
+    /// The ring.
+    #[inline]
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The shared handle of the ring.
+    #[inline]
+    pub(crate) fn ring_arc(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// The next published message, skipping (and releasing) fillers. Does not release it.
+    #[inline]
+    pub(crate) fn try_peek(&mut self) -> Result<Peeked, PeekError> {
+        loop {
+            if self.read == self.cached_write {
+                self.refresh()?;
+            }
+            debug_assert!(self.cached_write - self.read <= self.ring.len as u64);
+            let offset = self.ring.mask(self.read);
+            debug_assert!(offset.is_multiple_of(RECORD_ALIGN));
+            self.ring.tracker.read(offset, HEADER);
+            let header = self.ring.at(offset).cast::<MessageHeader>();
+            // SAFETY: `read < cached_write`, so a record (header first) was published at
+            // `offset` and the Acquire load of the write position made it visible; the producer
+            // does not touch it until we release it. The address is 8-aligned.
+            let (len, flags) = unsafe { ((*header.as_ptr()).len, (*header.as_ptr()).flags) };
+            if flags & MessageHeader::FLAG_WRAP != 0 {
+                self.skip_filler(offset, len);
+                continue;
+            }
+            let size = record_size_of(len as usize);
+            debug_assert!(offset + size <= self.ring.len);
+            debug_assert!(self.read + size as u64 <= self.cached_write);
+            self.ring.tracker.read(offset, size);
+            return Ok(Peeked {
+                header,
+                end: self.read + size as u64,
+            });
+        }
+    }
+
+    /// Reloads the write position after the cache said empty; `Err` if it is still empty.
+    #[inline(never)]
+    fn refresh(&mut self) -> Result<(), PeekError> {
+        let cb = self.ring.control();
+        self.cached_write = cb.write.load(Ordering::Acquire);
+        if self.read != self.cached_write {
+            return Ok(());
+        }
+        if cb.signals.producer_closed.load(Ordering::Acquire) == 0 {
+            return Err(PeekError::Empty);
+        }
+        // The producer may have published right before closing.
+        self.cached_write = cb.write.load(Ordering::Acquire);
+        if self.read != self.cached_write {
+            return Ok(());
+        }
+        Err(PeekError::Disconnected)
+    }
+
+    /// Skips (releases) the filler at ring offset `offset` (our read position), `32 + len`
+    /// bytes long.
+    #[cold]
+    #[inline(never)]
+    fn skip_filler(&mut self, offset: usize, len: u32) {
+        let skip = HEADER + len as usize;
+        debug_assert!(skip.is_multiple_of(RECORD_ALIGN) && offset + skip <= self.ring.len);
+        let _ = offset;
+        self.release(self.read + skip as u64);
+    }
+
+    /// Releases everything before `end` to the producer (a record's end from [`Self::try_peek`]),
+    /// and wakes the producer if it sleeps waiting for space.
+    #[inline]
+    pub(crate) fn release(&mut self, end: u64) {
+        debug_assert!(end > self.read && end <= self.cached_write);
+        debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
+        self.read = end;
+        let cb = self.ring.control();
+        cb.read.store(end, Ordering::Release);
+        if self.ring.wait.may_park() && wait::wake_if_parked(&cb.signals.producer_parked) {
+            self.stats.wakeups += 1;
+        }
+    }
+}
+
+impl Drop for RingConsumer {
+    fn drop(&mut self) {
+        let cb = self.ring.control();
+        cb.identity.consumer_pid.store(0, Ordering::Relaxed);
+        cb.signals.consumer_closed.store(1, Ordering::Release);
+        wait::wake_if_parked(&cb.signals.producer_parked);
+    }
+}

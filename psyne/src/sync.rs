@@ -1,0 +1,213 @@
+//! Synchronisation primitives: the one door through which every atomic, fence, spin hint, thread
+//! yield and park/wake of psyne passes.
+//!
+//! Under `cfg(loom)` ([loom](https://docs.rs/loom)), every item here is replaced by its loom
+//! counterpart, so that the model tests in `psyne/tests/loom.rs` explore all interleavings and
+//! weak-memory outcomes of the ring protocol. No other module may name `core::sync::atomic`,
+//! `std::thread::yield_now`, `core::hint::spin_loop` or the futex system call directly.
+//!
+//! [`Futex`] is a 32-bit word with wait/wake operations: a Linux futex outside loom (the shared,
+//! not the process-private, variant, because the control block that holds it will be mapped into
+//! two processes), a mutex and condition variable with the same semantics under loom.
+//!
+//! `AccessTracker` (crate-private) lets loom check the ring's *non-atomic* payload accesses for
+//! data races: under loom it holds one `loom::cell::UnsafeCell` per 64-byte chunk of the ring,
+//! outside loom it is an empty type whose methods compile to nothing.
+
+#[cfg(not(loom))]
+pub use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+#[cfg(loom)]
+pub use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+
+use core::time::Duration;
+
+/// A hint that the caller is busy-waiting (`core::hint::spin_loop`; a yield point under loom).
+#[inline]
+pub fn spin_loop() {
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Gives up the rest of the time slice (`std::thread::yield_now`, or loom's).
+#[inline]
+pub fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// The full (`SeqCst`) fence of a Dekker handshake: after it, a thread's earlier stores are
+/// visible to any thread that runs its own `dekker_fence` later, and its later loads see every
+/// store made before such an earlier fence.
+#[inline]
+pub fn dekker_fence() {
+    fence(Ordering::SeqCst);
+}
+
+/// A 32-bit word that threads (or processes) can sleep on until another one wakes them.
+///
+/// Semantics are those of a Linux futex: [`Futex::wait`] sleeps only if the word still holds the
+/// expected value, checked atomically with respect to [`Futex::wake`]; it may return spuriously.
+#[cfg(not(loom))]
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Futex {
+    word: AtomicU32,
+}
+
+/// A 32-bit word that threads can sleep on until another one wakes them (loom model: a mutex and
+/// a condition variable with futex semantics).
+#[cfg(loom)]
+#[derive(Debug)]
+pub struct Futex {
+    word: AtomicU32,
+    lock: loom::sync::Mutex<()>,
+    cond: loom::sync::Condvar,
+}
+
+impl Futex {
+    /// A futex word holding `value`.
+    pub fn new(value: u32) -> Self {
+        Futex {
+            word: AtomicU32::new(value),
+            #[cfg(loom)]
+            lock: loom::sync::Mutex::new(()),
+            #[cfg(loom)]
+            cond: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// Loads the word.
+    #[inline]
+    pub fn load(&self, order: Ordering) -> u32 {
+        self.word.load(order)
+    }
+
+    /// Stores `value` into the word.
+    #[inline]
+    pub fn store(&self, value: u32, order: Ordering) {
+        self.word.store(value, order)
+    }
+
+    /// Sleeps while the word equals `expected`, until woken, until `timeout` passed (`None`: no
+    /// limit), or spuriously. Returns at once if the word differs from `expected`.
+    ///
+    /// Under loom the timeout is ignored (loom has no clock): models must not depend on it.
+    pub fn wait(&self, expected: u32, timeout: Option<Duration>) {
+        #[cfg(not(loom))]
+        {
+            let ts;
+            let ts_ptr = match timeout {
+                Some(d) => {
+                    ts = libc::timespec {
+                        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+                        tv_nsec: d.subsec_nanos() as libc::c_long,
+                    };
+                    &ts as *const libc::timespec
+                }
+                None => core::ptr::null(),
+            };
+            // SAFETY: FUTEX_WAIT reads the aligned 32-bit word at `self.word.as_ptr()`, which is
+            // valid for the duration of the call (we hold `&self`); `ts_ptr` is null or points to
+            // a live timespec; the remaining arguments are ignored by FUTEX_WAIT. Errors (EAGAIN:
+            // the word differs, EINTR, ETIMEDOUT) all mean "return to the caller", who rechecks.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.word.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    expected,
+                    ts_ptr,
+                    core::ptr::null::<u32>(),
+                    0u32,
+                );
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _ = timeout;
+            let guard = self.lock.lock().unwrap();
+            if self.word.load(Ordering::Relaxed) == expected {
+                drop(self.cond.wait(guard).unwrap());
+            }
+        }
+    }
+
+    /// Wakes every thread sleeping in [`Futex::wait`] on this word. Change the word before
+    /// calling it, or a waiter that has not yet gone to sleep will.
+    pub fn wake(&self) {
+        #[cfg(not(loom))]
+        // SAFETY: FUTEX_WAKE only uses the address as a key (it never dereferences it beyond
+        // looking up waiters); the word is valid while we hold `&self`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                core::ptr::null::<libc::timespec>(),
+                core::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+        #[cfg(loom)]
+        {
+            let _guard = self.lock.lock().unwrap();
+            self.cond.notify_all();
+        }
+    }
+}
+
+/// Checks, under loom, that non-atomic accesses to ring memory are ordered by the protocol: one
+/// tracking cell per 64-byte chunk of the ring. Outside loom, an empty type.
+#[derive(Debug)]
+pub(crate) struct AccessTracker {
+    #[cfg(loom)]
+    cells: Vec<loom::cell::UnsafeCell<()>>,
+}
+
+/// Granularity of [`AccessTracker`] in bytes.
+#[cfg(loom)]
+const TRACK_CHUNK: usize = 64;
+
+impl AccessTracker {
+    /// A tracker for a ring region of `len` bytes.
+    pub(crate) fn new(len: usize) -> Self {
+        #[cfg(not(loom))]
+        {
+            let _ = len;
+            AccessTracker {}
+        }
+        #[cfg(loom)]
+        AccessTracker {
+            cells: (0..len.div_ceil(TRACK_CHUNK))
+                .map(|_| loom::cell::UnsafeCell::new(()))
+                .collect(),
+        }
+    }
+
+    /// Records a write of bytes `start .. start + len` of the ring (no wrap-around).
+    #[inline]
+    pub(crate) fn write(&self, start: usize, len: usize) {
+        #[cfg(not(loom))]
+        let _ = (start, len);
+        #[cfg(loom)]
+        for cell in &self.cells[start / TRACK_CHUNK..(start + len).div_ceil(TRACK_CHUNK)] {
+            cell.with_mut(|_| ());
+        }
+    }
+
+    /// Records a read of bytes `start .. start + len` of the ring (no wrap-around).
+    #[inline]
+    pub(crate) fn read(&self, start: usize, len: usize) {
+        #[cfg(not(loom))]
+        let _ = (start, len);
+        #[cfg(loom)]
+        for cell in &self.cells[start / TRACK_CHUNK..(start + len).div_ceil(TRACK_CHUNK)] {
+            cell.with(|_| ());
+        }
+    }
+}

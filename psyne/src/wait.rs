@@ -1,0 +1,133 @@
+//! Waiting strategies: what an end does while the ring is full (producer) or empty (consumer).
+//!
+//! [`Wait::BusySpin`] polls with a spin hint and never sleeps: the lowest latency, one core burnt
+//! per waiting end. [`Wait::SpinThenPark`] (the default) polls `spins` times, then yields the CPU
+//! `yields` times, then sleeps on a futex word in the ring's control block until the other end
+//! wakes it.
+//!
+//! # No lost wake-ups, no syscall per message
+//!
+//! A waiter that wants to sleep raises its *parked* word, issues a `SeqCst` fence, then checks the
+//! ring once more before `FUTEX_WAIT` (which itself sleeps only while the word is still raised).
+//! The other end, after each publication (or release), issues a `SeqCst` fence and reads the
+//! parked word; only if it is raised does it lower it and call `FUTEX_WAKE`. By the fences'
+//! total order, either the waiter's last check sees the new position, or the other end sees the
+//! raised word (Dekker's handshake); lowering the word before waking defeats the race where the
+//! wake arrives before the waiter sleeps. While the peer merely spins, no system call is made.
+//! The loom models in `psyne/tests/loom.rs` check this.
+//!
+//! This module never touches ring memory itself; it drives closures given by the channel.
+
+use crate::sync::{self, Futex, Ordering};
+use std::time::{Duration, Instant};
+
+/// How an end waits for the ring to have room (producer) or a message (consumer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wait {
+    /// Poll forever with a spin-loop hint; never yield, never sleep. Lowest latency; burns a core
+    /// while waiting. The other end then never needs a fence or a wake-up check.
+    BusySpin,
+    /// Poll `spins` times with a spin-loop hint, then `yields` times with a thread yield, then
+    /// sleep on a futex until the other end wakes it (the default:
+    /// `SpinThenPark { spins: 1024, yields: 16 }`).
+    SpinThenPark {
+        /// Polls with `core::hint::spin_loop` before yielding.
+        spins: u32,
+        /// Polls with `std::thread::yield_now` before sleeping.
+        yields: u32,
+    },
+}
+
+impl Default for Wait {
+    fn default() -> Self {
+        Wait::SpinThenPark {
+            spins: 1024,
+            yields: 16,
+        }
+    }
+}
+
+impl Wait {
+    /// Whether an end using this strategy may sleep (so that the other end must check, after each
+    /// publication or release, whether to wake it).
+    pub(crate) fn may_park(self) -> bool {
+        matches!(self, Wait::SpinThenPark { .. })
+    }
+}
+
+/// Value of a parked word while its owner sleeps (or is about to).
+pub(crate) const PARKED: u32 = 1;
+/// Value of a parked word while its owner is awake.
+pub(crate) const AWAKE: u32 = 0;
+
+/// The outcome of [`wait_for`].
+pub(crate) enum Waited<R> {
+    /// `attempt` succeeded.
+    Ready(R),
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Calls `attempt` until it returns `Some`, waiting between calls according to `strategy`, until
+/// `deadline` (`None`: forever). `attempt` must reload the other end's position (not only its
+/// cache) before reporting "not ready", and must report "ready" when the other end is gone.
+/// `parked` is this end's parked word; `on_park` counts sleeps.
+#[inline]
+pub(crate) fn wait_for<R>(
+    strategy: Wait,
+    deadline: Option<Instant>,
+    parked: &Futex,
+    mut on_park: impl FnMut(),
+    mut attempt: impl FnMut() -> Option<R>,
+) -> Waited<R> {
+    let (spins, yields) = match strategy {
+        Wait::BusySpin => (u32::MAX, 0),
+        Wait::SpinThenPark { spins, yields } => (spins, yields),
+    };
+    let mut round: u64 = 0;
+    loop {
+        if let Some(r) = attempt() {
+            return Waited::Ready(r);
+        }
+        let remaining = match deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Waited::TimedOut,
+            },
+        };
+        if matches!(strategy, Wait::BusySpin) || round < u64::from(spins) {
+            sync::spin_loop();
+        } else if round < u64::from(spins) + u64::from(yields) {
+            sync::yield_now();
+        } else {
+            // Dekker: raise the word, fence, recheck; the other end stores its position, fences,
+            // then reads the word (see the module docs).
+            parked.store(PARKED, Ordering::Relaxed);
+            sync::dekker_fence();
+            if let Some(r) = attempt() {
+                parked.store(AWAKE, Ordering::Relaxed);
+                return Waited::Ready(r);
+            }
+            on_park();
+            parked.wait(PARKED, remaining.map(|d| d.min(Duration::from_secs(3600))));
+            parked.store(AWAKE, Ordering::Relaxed);
+        }
+        round = round.saturating_add(1);
+    }
+}
+
+/// Wakes the other end if it sleeps on `parked`: called after a publication or a release (with
+/// the position already stored) when the other end's strategy may park. Returns whether a wake-up
+/// was sent.
+#[inline]
+pub(crate) fn wake_if_parked(parked: &Futex) -> bool {
+    sync::dekker_fence();
+    if parked.load(Ordering::Relaxed) == PARKED {
+        parked.store(AWAKE, Ordering::Relaxed);
+        parked.wake();
+        true
+    } else {
+        false
+    }
+}

@@ -1,0 +1,205 @@
+//! Counting global allocator: after a channel is built, sending and receiving allocates nothing,
+//! on every path (typed and raw, try and blocking, spinning and parking, timeouts).
+//!
+//! Its own test binary (`harness = false`): no test harness threads allocate while we count.
+
+use psyne::{Channel, Message, PsyneMessage, RecvError, Wait};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Frame {
+    data: [f32; 64],
+    seq: u64,
+}
+
+const MESSAGES: u64 = 100_000;
+
+/// Runs `produce` and `consume` on two threads; counts allocations between the start and end
+/// barriers (thread creation and joining happen outside the window).
+fn count(
+    produce: impl FnOnce() + Send + 'static,
+    consume: impl FnOnce() + Send + 'static,
+) -> usize {
+    static START: Barrier = Barrier::new(3);
+    static END: Barrier = Barrier::new(3);
+    let p = std::thread::spawn(move || {
+        START.wait();
+        produce();
+        END.wait();
+    });
+    let c = std::thread::spawn(move || {
+        START.wait();
+        consume();
+        END.wait();
+    });
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    START.wait();
+    END.wait();
+    COUNTING.store(false, Ordering::SeqCst);
+    p.join().unwrap();
+    c.join().unwrap();
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+fn typed(wait: Wait) -> usize {
+    let (mut tx, mut rx) = Channel::<Frame>::builder()
+        .capacity(16)
+        .wait(wait)
+        .timestamps(true)
+        .build()
+        .unwrap();
+    count(
+        move || {
+            for seq in 0..MESSAGES {
+                let mut m = match seq % 3 {
+                    0 => tx.allocate().unwrap(),
+                    1 => tx.allocate_timeout(Duration::from_secs(10)).unwrap(),
+                    _ => loop {
+                        // The try path, including Full.
+                        if let Ok(m) = tx.try_allocate() {
+                            break m;
+                        }
+                    },
+                };
+                m.seq = seq;
+                m.data[0] = seq as f32;
+                m.send();
+            }
+            {
+                let _dropped = tx.allocate_zeroed().unwrap();
+            }
+            drop(tx);
+        },
+        move || {
+            let mut seq = 0;
+            loop {
+                let r = match seq % 3 {
+                    0 => rx.recv(),
+                    1 => rx.recv_timeout(Duration::from_secs(10)),
+                    _ => match rx.try_recv() {
+                        Err(RecvError::Empty) => continue,
+                        r => r,
+                    },
+                };
+                match r {
+                    Ok(m) => {
+                        assert_eq!(m.seq, seq);
+                        seq += 1;
+                    }
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(seq, MESSAGES);
+        },
+    )
+}
+
+fn raw(wait: Wait) -> usize {
+    let (mut tx, mut rx) = Channel::raw()
+        .capacity_bytes(8192)
+        .wait(wait)
+        .build()
+        .unwrap();
+    count(
+        move || {
+            let bytes = [7u8; 3000];
+            for seq in 0..MESSAGES {
+                if seq % 2 == 0 {
+                    let mut m = tx.allocate::<Frame>().unwrap();
+                    m.seq = seq;
+                    m.send();
+                } else {
+                    let len = (seq as usize * 37) % bytes.len();
+                    tx.send_bytes(seq, &bytes[..len]).unwrap();
+                }
+            }
+        },
+        move || {
+            for seq in 0..MESSAGES {
+                let m = rx.recv().unwrap();
+                if seq % 2 == 0 {
+                    assert_eq!(m.type_id(), Frame::TYPE_ID);
+                    assert_eq!(m.downcast::<Frame>().unwrap().seq, seq);
+                } else {
+                    assert_eq!(m.type_id(), seq);
+                    assert_eq!(m.bytes().len(), (seq as usize * 37) % 3000);
+                }
+            }
+            assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+        },
+    )
+}
+
+fn main() {
+    // The counter works: an allocation inside the window is seen.
+    let seen = count(
+        || drop(std::hint::black_box(vec![1u8; 16])),
+        || drop(std::hint::black_box(Box::new(2u64))),
+    );
+    assert!(
+        seen >= 2,
+        "the counting allocator saw {seen} of 2 allocations"
+    );
+
+    let mut total = 0;
+    for wait in [
+        Wait::default(),
+        Wait::BusySpin,
+        Wait::SpinThenPark {
+            spins: 0,
+            yields: 0,
+        },
+    ] {
+        let t = typed(wait);
+        let r = raw(wait);
+        println!(
+            "{wait:?}: {t} allocations over {MESSAGES} typed messages, {r} over {MESSAGES} raw"
+        );
+        total += t + r;
+    }
+    assert_eq!(total, 0, "the hot path allocated");
+    println!("alloc: ok, 0 heap allocations per message");
+}

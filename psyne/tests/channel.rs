@@ -1,0 +1,523 @@
+//! Behaviour of typed and raw channels: delivery, errors, wrap-around, disconnection, wake-ups.
+
+use psyne::{
+    Channel, ChannelError, HugePages, Lock, Message, PsyneMessage, RecvError, SendError, Wait, ring,
+};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, PsyneMessage)]
+#[repr(C)]
+struct Tensor {
+    data: [f32; 16],
+    seq: u64,
+    tag: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, PsyneMessage)]
+#[repr(C)]
+struct Small {
+    value: u32,
+    other: u32,
+}
+
+fn tensor(seq: u64) -> Tensor {
+    Tensor {
+        data: core::array::from_fn(|i| (seq as f32) + i as f32),
+        seq,
+        tag: seq.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    }
+}
+
+#[test]
+fn typed_roundtrip_in_order_with_headers() {
+    let (mut tx, mut rx) = Channel::<Tensor>::builder()
+        .capacity(8)
+        .timestamps(true)
+        .build()
+        .unwrap();
+    for round in 0..10u64 {
+        for i in 0..8 {
+            let mut loan = tx.try_allocate().unwrap();
+            *loan = tensor(round * 8 + i);
+            loan.send();
+        }
+        for i in 0..8 {
+            let msg = rx.try_recv().unwrap();
+            assert_eq!(*msg, tensor(round * 8 + i));
+            let h = msg.header();
+            assert_eq!(h.sequence, round * 8 + i);
+            assert_eq!(h.type_id, Tensor::TYPE_ID);
+            assert_eq!(h.len as usize, core::mem::size_of::<Tensor>());
+            assert!(h.timestamp_ns > 0);
+            assert!(!h.is_wrap());
+        }
+        assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+    }
+    assert_eq!(tx.stats().messages, 80);
+    assert_eq!(rx.stats().messages, 80);
+    assert_eq!(rx.stats().bytes, 80 * core::mem::size_of::<Tensor>() as u64);
+}
+
+#[test]
+fn timestamps_off_by_default() {
+    let (mut tx, mut rx) = Channel::<Small>::builder().build().unwrap();
+    tx.send(&Small { value: 1, other: 2 }).unwrap();
+    let m = rx.recv().unwrap();
+    assert_eq!(m.header().timestamp_ns, 0);
+    assert_eq!(*m, Small { value: 1, other: 2 });
+}
+
+#[test]
+fn capacity_in_messages_is_a_guarantee() {
+    for n in [1usize, 2, 3, 5, 7, 8, 100, 1000] {
+        let (mut tx, mut rx) = Channel::<Tensor>::builder().capacity(n).build().unwrap();
+        // Twice, so the second round starts mid-ring.
+        for _ in 0..3 {
+            for i in 0..n {
+                let mut l = tx
+                    .try_allocate()
+                    .unwrap_or_else(|e| panic!("n={n} i={i}: {e}"));
+                l.seq = i as u64;
+                l.send();
+            }
+            for i in 0..n {
+                assert_eq!(rx.try_recv().unwrap().seq, i as u64);
+            }
+            // shift the start by one record
+            tx.send(&tensor(0)).unwrap();
+            drop(rx.try_recv().unwrap());
+        }
+    }
+}
+
+#[test]
+fn full_then_space_after_release() {
+    let (mut tx, mut rx) = Channel::<Tensor>::builder().capacity(2).build().unwrap();
+    let cap = tx.capacity_bytes() / ring::record_size(core::mem::size_of::<Tensor>()).unwrap();
+    for i in 0..cap {
+        tx.try_allocate().unwrap().send();
+        let _ = i;
+    }
+    assert_eq!(tx.try_allocate().unwrap_err(), SendError::Full);
+    assert_eq!(tx.stats().full, 1);
+    {
+        let _held = rx.try_recv().unwrap();
+        // Not released yet: still full.
+        assert_eq!(tx.try_allocate().unwrap_err(), SendError::Full);
+    }
+    tx.try_allocate().unwrap().send();
+}
+
+#[test]
+fn dropped_loan_publishes_nothing_and_slot_is_reused() {
+    let (mut tx, mut rx) = Channel::<Small>::builder().capacity(4).build().unwrap();
+    {
+        let mut l = tx.allocate().unwrap();
+        l.value = 99;
+    }
+    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+    // The loan exposes what the slot last held.
+    let l = tx.allocate().unwrap();
+    assert_eq!(l.value, 99);
+    drop(l);
+    let mut l = tx.allocate_zeroed().unwrap();
+    assert_eq!(*l, Small { value: 0, other: 0 });
+    l.other = 5;
+    l.send();
+    let m = rx.try_recv().unwrap();
+    assert_eq!(*m, Small { value: 0, other: 5 });
+    assert_eq!(
+        m.header().sequence,
+        0,
+        "dropped loans take no sequence number"
+    );
+}
+
+#[test]
+fn forgotten_received_is_delivered_again() {
+    let (mut tx, mut rx) = Channel::<Small>::builder().build().unwrap();
+    tx.send(&Small { value: 7, other: 0 }).unwrap();
+    std::mem::forget(rx.try_recv().unwrap());
+    assert_eq!(rx.try_recv().unwrap().value, 7);
+    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+}
+
+#[test]
+fn build_errors() {
+    assert_eq!(
+        Channel::<Small>::builder().capacity(0).build().unwrap_err(),
+        ChannelError::ZeroCapacity
+    );
+    assert_eq!(
+        Channel::<Small>::builder()
+            .capacity_bytes(0)
+            .build()
+            .unwrap_err(),
+        ChannelError::ZeroCapacity
+    );
+    assert_eq!(
+        Channel::raw().capacity_bytes(0).build().unwrap_err(),
+        ChannelError::ZeroCapacity
+    );
+    assert!(matches!(
+        Channel::<Small>::builder().capacity(usize::MAX).build(),
+        Err(ChannelError::CapacityTooLarge { .. })
+    ));
+    assert!(matches!(
+        Channel::raw().capacity_bytes(usize::MAX).build(),
+        Err(ChannelError::CapacityTooLarge { .. })
+    ));
+    // Tensor is 80 bytes: a record is 128, more than a 64-byte ring.
+    assert_eq!(
+        Channel::<Tensor>::builder()
+            .capacity_bytes(64)
+            .build()
+            .unwrap_err(),
+        ChannelError::MessageTooLarge {
+            record: 128,
+            capacity_bytes: 64
+        }
+    );
+    // Errors display something and are std errors.
+    let e: Box<dyn std::error::Error> = Box::new(ChannelError::ZeroCapacity);
+    assert!(!e.to_string().is_empty());
+}
+
+#[test]
+fn slab_options_are_forwarded() {
+    let (mut tx, mut rx) = Channel::<Small>::builder()
+        .huge_pages(HugePages::Prefer)
+        .lock(Lock::Prefer)
+        .wait(Wait::BusySpin)
+        .build()
+        .unwrap();
+    tx.send(&Small { value: 1, other: 1 }).unwrap();
+    assert_eq!(rx.recv().unwrap().value, 1);
+}
+
+#[test]
+fn timeouts() {
+    let (mut tx, mut rx) = Channel::<Small>::builder().capacity(1).build().unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(50)).unwrap_err(),
+        RecvError::Timeout
+    );
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    let n = tx.capacity_bytes() / 64;
+    for _ in 0..n {
+        tx.try_allocate().unwrap().send();
+    }
+    let t = Instant::now();
+    assert_eq!(
+        tx.allocate_timeout(Duration::from_millis(50)).unwrap_err(),
+        SendError::Timeout
+    );
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    // Zero timeout behaves like try.
+    assert_eq!(
+        tx.allocate_timeout(Duration::ZERO).unwrap_err(),
+        SendError::Timeout
+    );
+    drop(rx.recv_timeout(Duration::from_secs(1)).unwrap());
+    tx.allocate_timeout(Duration::from_secs(1)).unwrap().send();
+    // Huge timeouts do not overflow.
+    drop(rx.recv_timeout(Duration::MAX).unwrap());
+}
+
+#[test]
+fn messages_sent_before_producer_drop_are_delivered() {
+    let (mut tx, mut rx) = Channel::<Small>::builder().capacity(16).build().unwrap();
+    for i in 0..10 {
+        tx.send(&Small { value: i, other: 0 }).unwrap();
+    }
+    drop(tx);
+    for i in 0..10 {
+        assert_eq!(rx.recv().unwrap().value, i);
+    }
+    assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Disconnected);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap_err(),
+        RecvError::Disconnected
+    );
+}
+
+#[test]
+fn consumer_drop_disconnects_producer() {
+    let (mut tx, rx) = Channel::<Small>::builder().capacity(16).build().unwrap();
+    assert!(!tx.is_disconnected());
+    drop(rx);
+    assert!(tx.is_disconnected());
+    assert_eq!(tx.allocate().unwrap_err(), SendError::Disconnected);
+    assert_eq!(tx.try_allocate().unwrap_err(), SendError::Disconnected);
+}
+
+#[test]
+fn dropping_producer_wakes_parked_consumer() {
+    let (tx, mut rx) = Channel::<Small>::builder()
+        .wait(Wait::SpinThenPark {
+            spins: 0,
+            yields: 0,
+        })
+        .build()
+        .unwrap();
+    let t = std::thread::spawn(move || {
+        let r = rx.recv().map(|_| ()).unwrap_err();
+        (r, rx.stats())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(tx);
+    let (err, stats) = t.join().unwrap();
+    assert_eq!(err, RecvError::Disconnected);
+    assert!(stats.parked >= 1, "{stats:?}");
+}
+
+#[test]
+fn dropping_consumer_wakes_parked_producer() {
+    let (mut tx, rx) = Channel::<Small>::builder()
+        .capacity(1)
+        .wait(Wait::SpinThenPark {
+            spins: 0,
+            yields: 0,
+        })
+        .build()
+        .unwrap();
+    let t = std::thread::spawn(move || {
+        loop {
+            match tx.allocate() {
+                Ok(l) => l.send(),
+                Err(e) => return (e, tx.stats()),
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(rx);
+    let (err, stats) = t.join().unwrap();
+    assert_eq!(err, SendError::Disconnected);
+    assert!(stats.parked >= 1, "{stats:?}");
+}
+
+#[test]
+fn parked_consumer_is_woken_by_a_message() {
+    let (mut tx, mut rx) = Channel::<Small>::builder()
+        .wait(Wait::SpinThenPark {
+            spins: 0,
+            yields: 0,
+        })
+        .build()
+        .unwrap();
+    let t = std::thread::spawn(move || {
+        let v = rx.recv().unwrap().value;
+        (v, rx.stats())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    tx.send(&Small {
+        value: 42,
+        other: 0,
+    })
+    .unwrap();
+    let (v, stats) = t.join().unwrap();
+    assert_eq!(v, 42);
+    assert!(stats.parked >= 1);
+    assert_eq!(tx.stats().wakeups, 1);
+}
+
+#[test]
+fn no_wakeups_while_nobody_parks() {
+    let (mut tx, mut rx) = Channel::<Small>::builder().capacity(4).build().unwrap();
+    for i in 0..1000 {
+        tx.send(&Small { value: i, other: 0 }).unwrap();
+        assert_eq!(rx.try_recv().unwrap().value, i);
+    }
+    assert_eq!(tx.stats().wakeups, 0);
+    assert_eq!(rx.stats().wakeups, 0);
+}
+
+#[test]
+fn raw_bytes_of_every_small_length_and_wraps() {
+    let (mut tx, mut rx) = Channel::raw().capacity_bytes(1024).build().unwrap();
+    assert_eq!(tx.capacity_bytes(), 1024);
+    assert_eq!(tx.max_payload(), 1024 - 32);
+    let mut wraps = 0;
+    let mut last_ptr = 0usize;
+    for (seq, len) in (0..=tx.max_payload()).enumerate() {
+        let payload: Vec<u8> = (0..len).map(|i| (i as u8) ^ (len as u8)).collect();
+        match tx.try_send_bytes(len as u64 + 1000, &payload) {
+            Ok(()) => {}
+            Err(SendError::Full) => {
+                // A wrap filler was published on its own; the consumer skips it.
+                assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+                tx.try_send_bytes(len as u64 + 1000, &payload).unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+        let m = rx.try_recv().unwrap();
+        assert_eq!(m.type_id(), len as u64 + 1000);
+        assert_eq!(m.bytes(), &payload[..]);
+        assert_eq!(m.header().sequence, seq as u64);
+        assert_eq!(m.bytes().as_ptr() as usize % 64, 0);
+        if (m.bytes().as_ptr() as usize) <= last_ptr {
+            wraps += 1;
+        }
+        last_ptr = m.bytes().as_ptr() as usize;
+    }
+    assert!(wraps > 100, "{wraps}");
+    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+}
+
+#[test]
+fn raw_too_large_is_an_error_not_a_hang() {
+    let (mut tx, _rx) = Channel::raw().capacity_bytes(256).build().unwrap();
+    assert_eq!(
+        tx.try_allocate_bytes(225).unwrap_err(),
+        SendError::TooLarge { len: 225, max: 224 }
+    );
+    assert_eq!(
+        tx.allocate_bytes(usize::MAX).unwrap_err(),
+        SendError::TooLarge {
+            len: usize::MAX,
+            max: 224
+        }
+    );
+    assert!(matches!(
+        tx.send_bytes(1, &[0u8; 1000]),
+        Err(SendError::TooLarge { .. })
+    ));
+    // A maximal payload fits whatever the write position.
+    let (mut tx, mut rx) = Channel::raw().capacity_bytes(256).build().unwrap();
+    for first in [0usize, 1, 40, 100, 160, 200] {
+        tx.try_send_bytes(1, &vec![1u8; first]).unwrap();
+        drop(rx.try_recv().unwrap());
+        // May need the filler to be consumed first: it is published on its own.
+        match tx.try_allocate_bytes(224) {
+            Ok(l) => l.send(2),
+            Err(SendError::Full) => {
+                assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+                tx.try_allocate_bytes(224).unwrap().send(2);
+            }
+            Err(e) => panic!("{e}"),
+        }
+        let m = rx.try_recv().unwrap();
+        assert_eq!(m.type_id(), 2);
+        assert_eq!(m.bytes().len(), 224);
+    }
+}
+
+#[test]
+fn raw_carries_several_types_and_downcasts() {
+    let (mut tx, mut rx) = Channel::raw().capacity_bytes(4096).build().unwrap();
+    let mut l = tx.allocate::<Tensor>().unwrap();
+    *l = tensor(3);
+    l.send();
+    tx.allocate::<Small>().unwrap().send();
+    tx.send_bytes(Small::TYPE_ID, &[0u8; 3]).unwrap();
+    tx.send_bytes(77, b"hello").unwrap();
+
+    let m = rx.recv().unwrap();
+    assert_eq!(m.type_id(), Tensor::TYPE_ID);
+    assert_eq!(m.downcast::<Tensor>(), Some(&tensor(3)));
+    assert_eq!(m.downcast::<Small>(), None);
+    drop(m);
+    let m = rx.recv().unwrap();
+    assert!(m.downcast::<Small>().is_some());
+    assert_eq!(m.header().sequence, 1);
+    drop(m);
+    let m = rx.recv().unwrap();
+    assert_eq!(m.downcast::<Small>(), None, "right type id, wrong length");
+    drop(m);
+    let m = rx.recv().unwrap();
+    assert_eq!((m.type_id(), m.bytes()), (77, &b"hello"[..]));
+    drop(m);
+    drop(tx);
+    assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+}
+
+#[test]
+fn raw_allocate_of_a_type_larger_than_the_ring() {
+    let (mut tx, _rx) = Channel::raw().capacity_bytes(64).build().unwrap();
+    assert!(matches!(
+        tx.allocate::<Tensor>(),
+        Err(SendError::TooLarge { len: 80, max: 32 })
+    ));
+}
+
+#[test]
+fn threads_typed_blocking_both_ways() {
+    for wait in [
+        Wait::BusySpin,
+        Wait::default(),
+        Wait::SpinThenPark {
+            spins: 0,
+            yields: 0,
+        },
+        Wait::SpinThenPark {
+            spins: 10,
+            yields: 1,
+        },
+    ] {
+        let (mut tx, mut rx) = Channel::<Tensor>::builder()
+            .capacity(3)
+            .wait(wait)
+            .build()
+            .unwrap();
+        const N: u64 = 20_000;
+        let p = std::thread::spawn(move || {
+            for i in 0..N {
+                let mut l = tx.allocate().unwrap();
+                *l = tensor(i);
+                l.send();
+            }
+        });
+        for i in 0..N {
+            let m = rx.recv().unwrap();
+            assert_eq!(*m, tensor(i));
+        }
+        assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+        p.join().unwrap();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, PsyneMessage)]
+#[repr(C, align(256))]
+struct Wide {
+    data: [f64; 32],
+}
+
+#[test]
+fn payloads_aligned_beyond_64_bytes() {
+    assert_eq!(core::mem::align_of::<Wide>(), 256);
+    let (mut tx, mut rx) = Channel::<Wide>::builder().capacity(3).build().unwrap();
+    let (mut rtx, mut rrx) = Channel::raw().capacity_bytes(4096).build().unwrap();
+    for i in 0..50 {
+        let mut l = tx.try_allocate().unwrap();
+        assert_eq!(&*l as *const Wide as usize % 256, 0);
+        l.data[0] = i as f64;
+        l.send();
+        let m = rx.try_recv().unwrap();
+        assert_eq!(&*m as *const Wide as usize % 256, 0);
+        assert_eq!(m.data[0], i as f64);
+        drop(m);
+        // Raw: a small message first, so the wide one needs an alignment filler.
+        rtx.try_send_bytes(1, &vec![0u8; i % 5 * 40]).unwrap();
+        let mut l = match rtx.try_allocate::<Wide>() {
+            Ok(l) => l,
+            Err(SendError::Full) => {
+                drop(rrx.try_recv().unwrap());
+                assert_eq!(rrx.try_recv().unwrap_err(), RecvError::Empty);
+                rtx.try_allocate::<Wide>().unwrap()
+            }
+            Err(e) => panic!("{e}"),
+        };
+        l.data[1] = i as f64;
+        l.send();
+        while let Ok(m) = rrx.try_recv() {
+            if let Some(w) = m.downcast::<Wide>() {
+                assert_eq!(w as *const Wide as usize % 256, 0);
+                assert_eq!(w.data[1], i as f64);
+            } else {
+                assert_eq!(m.type_id(), 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Loom models of the SPSC ring: publication and release (with a wrap filler), parking and
+//! waking (no lost wake-ups), and disconnection.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p psyne --release --test loom`. Under loom every
+//! atomic, fence, futex and yield of `psyne::sync` is loom's, and each 64-byte chunk of the ring is
+//! a loom `UnsafeCell`, so a payload read that is not ordered after its write (or a write not
+//! ordered after the previous read of the same bytes) fails the model. A lost wake-up shows up as
+//! a loom deadlock (every thread blocked).
+#![cfg(loom)]
+
+use loom::thread;
+use psyne::{Channel, PsyneMessage, RecvError, SendError, Wait};
+
+#[derive(Clone, Copy, Debug, PsyneMessage)]
+#[repr(C)]
+struct Pair {
+    a: u64,
+    b: u64,
+}
+
+/// Park at once: the most interesting interleavings for wake-ups.
+const PARK: Wait = Wait::SpinThenPark {
+    spins: 0,
+    yields: 0,
+};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(f);
+}
+
+/// Three raw messages in a 256-byte ring: 40 bytes (record 128 at 0), 100 bytes (record 192: does
+/// not fit at 128, so a 128-byte filler is published on its own and the record goes to 0 once
+/// the consumer has released both), 10 bytes (record 64 at 192). Both ends park.
+#[test]
+fn raw_wrap_publication_release_and_parking() {
+    model(|| {
+        let (mut tx, mut rx) = Channel::raw()
+            .capacity_bytes(256)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let sizes = [40usize, 100, 10];
+        let producer = thread::spawn(move || {
+            for (i, &len) in sizes.iter().enumerate() {
+                let mut loan = tx.allocate_bytes(len).unwrap();
+                loan.fill(i as u8 + 1);
+                loan.send(i as u64);
+            }
+        });
+        for (i, &len) in sizes.iter().enumerate() {
+            let m = rx.recv().unwrap();
+            assert_eq!(m.type_id(), i as u64);
+            assert_eq!(m.header().sequence, i as u64);
+            assert_eq!(m.bytes().len(), len);
+            assert!(m.bytes().iter().all(|&b| b == i as u8 + 1));
+        }
+        assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+        producer.join().unwrap();
+    });
+}
+
+/// A typed ring with room for exactly one message: every message goes through a full ring and
+/// an empty ring, so each side parks and must be woken by the other.
+#[test]
+fn typed_one_slot_ping_pong() {
+    model(|| {
+        let (mut tx, mut rx) = Channel::<Pair>::builder()
+            .capacity(1)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        assert_eq!(tx.capacity_bytes(), 64);
+        let producer = thread::spawn(move || {
+            for i in 0..3u64 {
+                let mut loan = tx.allocate().unwrap();
+                loan.a = i;
+                loan.b = !i;
+                loan.send();
+            }
+        });
+        for i in 0..3u64 {
+            let m = rx.recv().unwrap();
+            assert_eq!((m.a, m.b), (i, !i));
+        }
+        producer.join().unwrap();
+    });
+}
+
+/// One spin and one yield before parking, so that the spin path and the park path interleave.
+#[test]
+fn typed_spin_then_park() {
+    model(|| {
+        let (mut tx, mut rx) = Channel::<Pair>::builder()
+            .capacity(1)
+            .wait(Wait::SpinThenPark {
+                spins: 1,
+                yields: 1,
+            })
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..2u64 {
+                tx.allocate().unwrap().a = i; // dropped loan: publishes nothing
+                let mut loan = tx.allocate().unwrap();
+                loan.a = i;
+                loan.send();
+            }
+        });
+        for i in 0..2u64 {
+            assert_eq!(rx.recv().unwrap().a, i);
+        }
+        producer.join().unwrap();
+    });
+}
+
+/// The producer sends one message and drops: the (possibly parked) consumer gets the message,
+/// then `Disconnected`, never a hang.
+#[test]
+fn producer_drop_wakes_consumer_after_delivery() {
+    model(|| {
+        let (mut tx, mut rx) = Channel::<Pair>::builder()
+            .capacity(1)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            tx.allocate().unwrap().send();
+            drop(tx);
+        });
+        assert!(rx.recv().is_ok());
+        assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+        producer.join().unwrap();
+    });
+}
+
+/// The consumer drops while the producer waits on a full ring: the producer wakes and sees
+/// `Disconnected`.
+#[test]
+fn consumer_drop_wakes_producer() {
+    model(|| {
+        let (mut tx, rx) = Channel::<Pair>::builder()
+            .capacity(1)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        tx.allocate().unwrap().send();
+        let consumer = thread::spawn(move || drop(rx));
+        assert_eq!(tx.allocate().unwrap_err(), SendError::Disconnected);
+        consumer.join().unwrap();
+    });
+}
+
+/// Busy-spinning ends (no fences, no futex): publication and release alone must order the data.
+#[test]
+fn busy_spin_publication() {
+    model(|| {
+        let (mut tx, mut rx) = Channel::raw()
+            .capacity_bytes(128)
+            .wait(Wait::BusySpin)
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..2u8 {
+                tx.send_bytes(7, &[i; 50]).unwrap();
+            }
+        });
+        for i in 0..2u8 {
+            assert_eq!(rx.recv().unwrap().bytes(), &[i; 50][..]);
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[derive(Clone, Copy, Debug, PsyneMessage)]
+#[repr(C, align(128))]
+struct Aligned {
+    v: [u64; 16],
+}
+
+/// Payload alignment above 64 bytes: an alignment filler is written in the same publication as
+/// the record that follows it, in a 512-byte ring that fills up exactly to its end.
+#[test]
+fn raw_alignment_filler() {
+    model(|| {
+        let (mut tx, mut rx) = Channel::raw()
+            .capacity_bytes(512)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            tx.send_bytes(1, &[1; 10]).unwrap(); // record 64 at 0
+            tx.allocate::<Aligned>().unwrap().send(); // filler 64 at 64, record 192 at 128
+            tx.send_bytes(3, &[3; 100]).unwrap(); // record 192 at 320, up to the end
+            let mut m = tx.allocate::<Aligned>().unwrap(); // record at 0
+            m.v[0] = 4;
+            m.send();
+        });
+        assert_eq!(rx.recv().unwrap().bytes(), &[1; 10][..]);
+        let m = rx.recv().unwrap();
+        assert_eq!(m.bytes().as_ptr() as usize % 128, 0);
+        assert!(m.downcast::<Aligned>().is_some());
+        drop(m);
+        assert_eq!(rx.recv().unwrap().bytes(), &[3; 100][..]);
+        assert_eq!(rx.recv().unwrap().downcast::<Aligned>().unwrap().v[0], 4);
+        assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+        producer.join().unwrap();
+    });
+}

@@ -25,7 +25,8 @@
 //!
 //! Modules, from the bottom up: [`message`] (what a message is), [`slab`] (the memory), [`sync`]
 //! (every atomic, fence and futex, swapped for loom's under `cfg(loom)`), [`ring`] (the SPSC
-//! byte-ring protocol), [`wait`] (spin, yield, park) and [`channel`] (typed and raw ends).
+//! byte-ring protocol), [`wait`] (spin, yield, park), [`channel`] (typed and raw ends) and
+//! [`transport`] (shared memory between processes).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
@@ -37,13 +38,14 @@ pub mod message;
 pub mod ring;
 pub mod slab;
 pub mod sync;
+pub mod transport;
 pub mod wait;
 
 pub use bytemuck;
 pub use channel::{
-    BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, Loan, Producer,
-    ProducerStats, RawChannelBuilder, RawConsumer, RawProducer, RawReceived, Received, RecvError,
-    SendError,
+    BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, CreateError, Loan,
+    OpenError, Producer, ProducerStats, RawChannelBuilder, RawConsumer, RawProducer, RawReceived,
+    Received, RecvError, SendError, SharedChannelBuilder, SharedRawChannelBuilder,
 };
 pub use message::{
     ElemType, Field, FieldSchema, LengthMismatch, Message, MessageHeader, MessageSchema, Shape,

@@ -56,6 +56,41 @@
 //! Waiting (spin, yield, futex) lives in [`crate::wait`]; the parked words and closed flags sit on
 //! the control block's signals line.
 //!
+//! # Shared between processes: what is trusted and what is checked
+//!
+//! A ring created with a name ([`crate::Channel`]'s `.shared(name)`) lives in a `/dev/shm` slab
+//! that another process maps ([`crate::Channel::open_consumer`] and friends). That process is
+//! treated as a peer that may crash at any instruction and whose memory may be corrupt, so:
+//!
+//! * The identity line is validated once when an end attaches (magic, version, region offset and
+//!   length against the mapped size, type id, fingerprint, payload fit, PID namespace, both
+//!   positions); the values used afterwards (region length, wait strategy) are copies taken then.
+//! * Every position loaded from the other end is checked before it is used: the consumer checks
+//!   that the write position is a multiple of 64, not behind its own read position and at most
+//!   `len` ahead of it; the producer checks that the read position is a multiple of 64, not behind
+//!   its cached copy and not ahead of its own write position. An end never reloads its *own*
+//!   position from shared memory.
+//! * Every header's `len` and `flags` are read once (`read_volatile`) and only those copies are
+//!   checked and used for bounds (the payload length handed out is the checked copy, never the
+//!   header's own field, which the other process could rewrite): a filler must be a multiple of
+//!   64 bytes, end inside the region and inside the published bytes; a message record must end
+//!   inside the region (a record crossing the end without a filler is rejected) and inside the
+//!   published bytes. Typed consumers also check the type id (read once), length and payload
+//!   alignment. These checks run for in-process rings too: a few compares per message.
+//! * A failed check is reported as `Corrupted` (the end stays where it was and keeps reporting
+//!   it); it never becomes an out-of-bounds access, a panic or a hang.
+//!
+//! What is trusted: that a peer does not write into records it has published (producer) or into
+//! space it has not released (consumer) *while* the other end reads or writes them. A peer that
+//! does so can change the bytes of a payload under a reader (`Pod` types accept any bytes, so the
+//! reader sees a valid but meaningless value), never the bounds that were checked.
+//!
+//! Liveness: each end's pid word and liveness word (the start time of its process, from
+//! `/proc/<pid>/stat`, in clock ticks since boot) let the other end detect its death while it
+//! waits; the dead end is then marked closed in the control block, and the survivor gets
+//! `Disconnected` after draining what was fully published. A message is published by one store
+//! of the write position, so a producer killed mid-message published nothing of it.
+//!
 //! # Fitting
 //!
 //! A record of size `S <= len` always fits eventually: if it does not fit before the end of the
@@ -114,7 +149,10 @@ pub const fn payload_align(align: usize) -> usize {
     }
 }
 
-/// Line 0 of the control block: what the ring is. Written once before the ends exist.
+/// Line 0 of the control block: what the ring is. Written once before the ends exist, except the
+/// pid and liveness words, which each end sets when it attaches and clears when it detaches.
+///
+/// Offsets are part of the cross-process protocol: see [`layout`].
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct Identity {
@@ -122,8 +160,8 @@ pub(crate) struct Identity {
     magic: AtomicU64,
     /// [`PROTOCOL_VERSION`].
     version: u32,
-    /// Reserved, zero.
-    reserved: u32,
+    /// [`FLAG_TIMESTAMPS`], [`FLAG_PARK`].
+    flags: u32,
     /// Slab offset of ring byte 0: [`REGION_OFFSET`].
     region_offset: u64,
     /// Ring region length in bytes: a power of two in `MIN_REGION ..= MAX_REGION`.
@@ -136,11 +174,111 @@ pub(crate) struct Identity {
     producer_pid: AtomicU32,
     /// Process id of the consumer (0: none attached).
     consumer_pid: AtomicU32,
-    /// Liveness word of the producer (reserved for cross-process heartbeats; 0 for now).
+    /// Start time of the producer's process (clock ticks since boot, from `/proc/<pid>/stat`),
+    /// or 0 (unknown, or an in-process ring): tells a live producer from a reused pid.
     producer_liveness: AtomicU64,
-    /// Liveness word of the consumer (reserved for cross-process heartbeats; 0 for now).
+    /// Start time of the consumer's process, as for the producer.
     consumer_liveness: AtomicU64,
+    /// Process id of the process that created the ring (and owns its name).
+    creator_pid: u32,
+    /// `spins` of the wait strategy (see [`FLAG_PARK`]).
+    wait_spins: u32,
+    /// Start time of the creator's process (as the liveness words), 0 if unknown.
+    creator_start: u64,
+    /// Inode of the creator's PID namespace (`/proc/self/ns/pid`), 0 if unknown.
+    pid_namespace: u64,
+    /// `yields` of the wait strategy.
+    wait_yields: u32,
+    /// Reserved, zero.
+    reserved: u32,
 }
+
+/// Control-block flag ([`layout::FLAGS`]): the producer stamps each header with its send time.
+pub const FLAG_TIMESTAMPS: u32 = 1 << 0;
+/// Control-block flag ([`layout::FLAGS`]): the wait strategy is [`Wait::SpinThenPark`] (else
+/// [`Wait::BusySpin`]).
+pub const FLAG_PARK: u32 = 1 << 1;
+
+/// Byte offsets of the control block's words in the slab: the cross-process protocol of
+/// [`PROTOCOL_VERSION`] 1 (all little-endian). Tools and tests may read them; only psyne writes
+/// them.
+pub mod layout {
+    /// `u64` [`MAGIC`](super::MAGIC).
+    pub const MAGIC: usize = 0;
+    /// `u32` protocol version.
+    pub const VERSION: usize = 8;
+    /// `u32` flags ([`FLAG_TIMESTAMPS`](super::FLAG_TIMESTAMPS), [`FLAG_PARK`](super::FLAG_PARK)).
+    pub const FLAGS: usize = 12;
+    /// `u64` slab offset of ring byte 0.
+    pub const REGION_OFFSET: usize = 16;
+    /// `u64` ring region length.
+    pub const REGION_LEN: usize = 24;
+    /// `u64` type id (0: raw).
+    pub const TYPE_ID: usize = 32;
+    /// `u64` layout fingerprint (0: raw).
+    pub const FINGERPRINT: usize = 40;
+    /// `u32` pid of the producer (0: none).
+    pub const PRODUCER_PID: usize = 48;
+    /// `u32` pid of the consumer (0: none).
+    pub const CONSUMER_PID: usize = 52;
+    /// `u64` start time of the producer's process.
+    pub const PRODUCER_LIVENESS: usize = 56;
+    /// `u64` start time of the consumer's process.
+    pub const CONSUMER_LIVENESS: usize = 64;
+    /// `u32` pid of the creator.
+    pub const CREATOR_PID: usize = 72;
+    /// `u64` start time of the creator's process.
+    pub const CREATOR_START: usize = 80;
+    /// `u64` PID namespace inode of the creator.
+    pub const PID_NAMESPACE: usize = 88;
+    /// `u64` write position (line 1).
+    pub const WRITE: usize = 128;
+    /// `u64` read position (line 2).
+    pub const READ: usize = 256;
+    /// `u32` consumer parked word (line 3).
+    pub const CONSUMER_PARKED: usize = 384;
+    /// `u32` producer parked word.
+    pub const PRODUCER_PARKED: usize = 388;
+    /// `u32` producer closed flag.
+    pub const PRODUCER_CLOSED: usize = 392;
+    /// `u32` consumer closed flag.
+    pub const CONSUMER_CLOSED: usize = 396;
+    /// Bytes of the control block that carry meaning (the rest up to the region is zero).
+    pub const END: usize = 512;
+}
+
+#[cfg(all(not(loom), target_arch = "x86_64"))]
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Identity, magic) == layout::MAGIC);
+    assert!(offset_of!(Identity, version) == layout::VERSION);
+    assert!(offset_of!(Identity, flags) == layout::FLAGS);
+    assert!(offset_of!(Identity, region_offset) == layout::REGION_OFFSET);
+    assert!(offset_of!(Identity, region_len) == layout::REGION_LEN);
+    assert!(offset_of!(Identity, type_id) == layout::TYPE_ID);
+    assert!(offset_of!(Identity, fingerprint) == layout::FINGERPRINT);
+    assert!(offset_of!(Identity, producer_pid) == layout::PRODUCER_PID);
+    assert!(offset_of!(Identity, consumer_pid) == layout::CONSUMER_PID);
+    assert!(offset_of!(Identity, producer_liveness) == layout::PRODUCER_LIVENESS);
+    assert!(offset_of!(Identity, consumer_liveness) == layout::CONSUMER_LIVENESS);
+    assert!(offset_of!(Identity, creator_pid) == layout::CREATOR_PID);
+    assert!(offset_of!(Identity, creator_start) == layout::CREATOR_START);
+    assert!(offset_of!(Identity, pid_namespace) == layout::PID_NAMESPACE);
+    assert!(core::mem::size_of::<Identity>() <= 128);
+    assert!(offset_of!(ControlBlock, write) == layout::WRITE);
+    assert!(offset_of!(ControlBlock, read) == layout::READ);
+    assert!(offset_of!(ControlBlock, signals) == layout::CONSUMER_PARKED);
+    assert!(
+        offset_of!(Signals, producer_parked) == layout::PRODUCER_PARKED - layout::CONSUMER_PARKED
+    );
+    assert!(
+        offset_of!(Signals, producer_closed) == layout::PRODUCER_CLOSED - layout::CONSUMER_PARKED
+    );
+    assert!(
+        offset_of!(Signals, consumer_closed) == layout::CONSUMER_CLOSED - layout::CONSUMER_PARKED
+    );
+    assert!(core::mem::size_of::<ControlBlock>() == layout::END);
+};
 
 /// Line 3 of the control block: rarely written words, read after every fenced publication.
 #[repr(C)]
@@ -169,6 +307,31 @@ pub(crate) struct ControlBlock {
     signals: CachePadded<Signals>,
 }
 
+impl ControlBlock {
+    /// The pid word, liveness word and closed flag of `end`.
+    fn end_words(&self, end: End) -> (&AtomicU32, &AtomicU64, &AtomicU32) {
+        match end {
+            End::Producer => (
+                &self.identity.producer_pid,
+                &self.identity.producer_liveness,
+                &self.signals.producer_closed,
+            ),
+            End::Consumer => (
+                &self.identity.consumer_pid,
+                &self.identity.consumer_liveness,
+                &self.signals.consumer_closed,
+            ),
+        }
+    }
+}
+
+/// A volatile copy of a plain control-block field (which another process may have written).
+#[inline]
+fn vol<T: Copy>(field: &T) -> T {
+    // SAFETY: `field` is a valid, aligned reference to an initialised integer.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
 // The layout documented above, outside loom (whose atomics are larger): one `CachePadded` line
 // each (128 bytes on x86_64 and aarch64, where the offsets are exactly 0, 128, 256 and 384).
 #[cfg(not(loom))]
@@ -186,6 +349,88 @@ const _: () = {
 };
 const _: () = assert!(core::mem::align_of::<ControlBlock>() <= 4096);
 
+/// One end of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The producer.
+    Producer,
+    /// The consumer.
+    Consumer,
+}
+
+impl End {
+    /// The other end.
+    pub(crate) fn other(self) -> End {
+        match self {
+            End::Producer => End::Consumer,
+            End::Consumer => End::Producer,
+        }
+    }
+}
+
+/// A process as the liveness words record it: its pid and start time (0: unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcessStamp {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), 0 if unknown.
+    pub start: u64,
+}
+
+/// The read and write positions an end starts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Positions {
+    /// Read position.
+    pub read: u64,
+    /// Write position.
+    pub write: u64,
+}
+
+/// How a ring is shared with another process, for [`Ring::create_shared`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedInit {
+    /// The end this process takes.
+    pub local: End,
+    /// This process.
+    pub me: ProcessStamp,
+    /// This process's PID namespace inode (0: unknown).
+    pub pid_namespace: u64,
+    /// Whether the producer stamps headers with send times.
+    pub timestamps: bool,
+}
+
+/// What an opener expects of a shared ring, for [`Ring::open_shared`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expect {
+    /// The type id (0: raw).
+    pub type_id: u64,
+    /// The fingerprint (0: raw).
+    pub fingerprint: u64,
+    /// Payload size and ring alignment of the message type, for typed ends.
+    pub payload: Option<(usize, usize)>,
+}
+
+/// Why [`Ring::open_shared`] refused a slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenFailure {
+    /// The magic word is 0: the creator has not finished initialising (or died doing so).
+    NotReady,
+    /// Another protocol version.
+    VersionMismatch { expected: u32, found: u32 },
+    /// Another message type.
+    IncompatibleType { expected: u64, found: u64 },
+    /// Same type id, another layout.
+    IncompatibleLayout { expected: u64, found: u64 },
+    /// The end is attached to a live process.
+    AlreadyConnected { pid: u32 },
+    /// The end was attached before and is gone.
+    EndClosed,
+    /// The creator lives in another PID namespace.
+    ForeignPidNamespace { expected: u64, found: u64 },
+    /// A check of the control block failed.
+    Corrupted(&'static str),
+}
+
 /// A ring: its slab and where things are in it. Shared (through an `Arc`) by both ends.
 #[derive(Debug)]
 pub(crate) struct Ring {
@@ -193,10 +438,14 @@ pub(crate) struct Ring {
     control: NonNull<ControlBlock>,
     /// Ring byte 0, at slab offset [`REGION_OFFSET`].
     region: NonNull<u8>,
-    /// Region length: a power of two in `MIN_REGION ..= MAX_REGION`.
+    /// Region length: a power of two in `MIN_REGION ..= MAX_REGION` (a copy: never reread from
+    /// the control block after the ring is set up).
     len: usize,
     /// How both ends wait.
     wait: Wait,
+    /// The end that lives in another process, for a shared ring whose other end is (or will be)
+    /// attached by another mapping; `None` when both ends are in this `Ring`.
+    remote: Option<End>,
     /// Data-race checker for loom (empty otherwise).
     tracker: AccessTracker,
     /// Owns the memory (never read: the pointers above point into it); dropped after the
@@ -226,29 +475,66 @@ pub(crate) struct RingSpec {
 
 impl Ring {
     /// Maps a slab through `slab` (a builder of the right size, see [`Ring::slab_size`]) and
-    /// initialises the control block.
+    /// initialises the control block for two ends in this process.
     pub(crate) fn new(slab: SlabBuilder, spec: RingSpec) -> Result<Arc<Ring>, SlabError> {
+        Ok(Self::init(slab.build()?, spec, None))
+    }
+
+    /// Initialises the control block of a freshly created shared slab (zero-filled, not yet
+    /// visible as a ring to anyone: the magic word is stored last). The local end is attached to
+    /// this process; the other end is left for another process to attach.
+    pub(crate) fn create_shared(slab: Slab, spec: RingSpec, shared: SharedInit) -> Arc<Ring> {
+        Self::init(slab, spec, Some(shared))
+    }
+
+    fn init(slab: Slab, spec: RingSpec, shared: Option<SharedInit>) -> Arc<Ring> {
         debug_assert!(spec.len.is_power_of_two() && (MIN_REGION..=MAX_REGION).contains(&spec.len));
-        let slab = slab.build()?;
         assert!(
             slab.len() >= Self::slab_size(spec.len),
             "slab smaller than requested"
         );
         let base = slab.as_ptr();
         let control = base.cast::<ControlBlock>();
+        let own = std::process::id();
+        let (producer, consumer, creator, pid_namespace, timestamps) = match shared {
+            None => (
+                ProcessStamp { pid: own, start: 0 },
+                ProcessStamp { pid: own, start: 0 },
+                ProcessStamp { pid: own, start: 0 },
+                0,
+                false,
+            ),
+            Some(s) => {
+                let none = ProcessStamp { pid: 0, start: 0 };
+                match s.local {
+                    End::Producer => (s.me, none, s.me, s.pid_namespace, s.timestamps),
+                    End::Consumer => (none, s.me, s.me, s.pid_namespace, s.timestamps),
+                }
+            }
+        };
+        let (park, spins, yields) = match spec.wait {
+            Wait::BusySpin => (0, 0, 0),
+            Wait::SpinThenPark { spins, yields } => (FLAG_PARK, spins, yields),
+        };
         let cb = ControlBlock {
             identity: CachePadded::new(Identity {
                 magic: AtomicU64::new(0),
                 version: PROTOCOL_VERSION,
-                reserved: 0,
+                flags: park | if timestamps { FLAG_TIMESTAMPS } else { 0 },
                 region_offset: REGION_OFFSET as u64,
                 region_len: spec.len as u64,
                 type_id: spec.type_id,
                 fingerprint: spec.fingerprint,
-                producer_pid: AtomicU32::new(std::process::id()),
-                consumer_pid: AtomicU32::new(std::process::id()),
-                producer_liveness: AtomicU64::new(0),
-                consumer_liveness: AtomicU64::new(0),
+                producer_pid: AtomicU32::new(producer.pid),
+                consumer_pid: AtomicU32::new(consumer.pid),
+                producer_liveness: AtomicU64::new(producer.start),
+                consumer_liveness: AtomicU64::new(consumer.start),
+                creator_pid: creator.pid,
+                wait_spins: spins,
+                creator_start: creator.start,
+                pid_namespace,
+                wait_yields: yields,
+                reserved: 0,
             }),
             write: CachePadded::new(AtomicU64::new(0)),
             read: CachePadded::new(AtomicU64::new(0)),
@@ -262,7 +548,8 @@ impl Ring {
         // Checked at compile time outside loom; loom's atomics are larger, so check here too.
         assert!(core::mem::size_of::<ControlBlock>() <= REGION_OFFSET);
         // SAFETY: the slab is page-aligned (>= align_of::<ControlBlock>()), at least
-        // `slab_size(len)` bytes, zero-filled and not yet shared; the control block ends before
+        // `slab_size(len)` bytes, zero-filled and not yet shared (a shared slab's name exists,
+        // but openers wait for the magic word, stored below); the control block ends before
         // REGION_OFFSET (asserted above), so writing it at offset 0 stays inside the slab and
         // outside the ring region.
         unsafe { control.as_ptr().write(cb) };
@@ -273,14 +560,176 @@ impl Ring {
             .store(MAGIC, Ordering::Release);
         // SAFETY: REGION_OFFSET + len <= slab.len(), so the offset stays inside the mapping.
         let region = unsafe { base.add(REGION_OFFSET) };
-        Ok(Arc::new(Ring {
+        Arc::new(Ring {
             control,
             region,
             len: spec.len,
             wait: spec.wait,
+            remote: shared.map(|s| s.local.other()),
             tracker: AccessTracker::new(spec.len),
             _slab: slab,
-        }))
+        })
+    }
+
+    /// Validates the control block of a shared slab mapped by [`Slab::open_shared`] and attaches
+    /// `local` to this process (`me`). `alive` tells whether a recorded process still runs.
+    ///
+    /// Nothing in the slab is trusted: every identity word is checked (see the module docs), and
+    /// the end is attached by a compare-and-swap of its pid word from 0, so that of two racing
+    /// openers exactly one wins. Returns the ring, the (validated) positions to start from and
+    /// whether the producer stamps times.
+    pub(crate) fn open_shared(
+        slab: Slab,
+        local: End,
+        expect: Expect,
+        me: ProcessStamp,
+        pid_namespace: u64,
+        alive: fn(ProcessStamp) -> bool,
+    ) -> Result<(Arc<Ring>, Positions, bool), OpenFailure> {
+        if slab.len() < REGION_OFFSET + MIN_REGION {
+            return Err(OpenFailure::Corrupted(
+                "segment smaller than a control block and a ring",
+            ));
+        }
+        let control = slab.as_ptr().cast::<ControlBlock>();
+        // SAFETY: the slab is page-aligned and longer than the control block (checked above);
+        // every field of the control block is an integer or an atomic integer, valid for any
+        // bytes; the creator initialised it before storing the magic word, which we check first
+        // (`Acquire`). Plain fields are read with volatile reads and only their copies are used.
+        let cb = unsafe { control.as_ref() };
+        let id = &*cb.identity;
+        let magic = id.magic.load(Ordering::Acquire);
+        if magic == 0 {
+            return Err(OpenFailure::NotReady);
+        }
+        if magic != MAGIC {
+            return Err(OpenFailure::Corrupted("magic word (not a psyne channel)"));
+        }
+        let version = vol(&id.version);
+        if version != PROTOCOL_VERSION {
+            return Err(OpenFailure::VersionMismatch {
+                expected: PROTOCOL_VERSION,
+                found: version,
+            });
+        }
+        if vol(&id.region_offset) != REGION_OFFSET as u64 {
+            return Err(OpenFailure::Corrupted("region offset"));
+        }
+        let region_len = vol(&id.region_len);
+        if !region_len.is_power_of_two()
+            || !(MIN_REGION as u64..=MAX_REGION as u64).contains(&region_len)
+            || region_len > (slab.len() - REGION_OFFSET) as u64
+        {
+            return Err(OpenFailure::Corrupted("region length"));
+        }
+        let len = region_len as usize;
+        let type_id = vol(&id.type_id);
+        if type_id != expect.type_id {
+            return Err(OpenFailure::IncompatibleType {
+                expected: expect.type_id,
+                found: type_id,
+            });
+        }
+        let fingerprint = vol(&id.fingerprint);
+        if fingerprint != expect.fingerprint {
+            return Err(OpenFailure::IncompatibleLayout {
+                expected: expect.fingerprint,
+                found: fingerprint,
+            });
+        }
+        if let Some((size, align)) = expect.payload
+            && (record_size(size).is_none_or(|r| r > len) || align > len.min(MAX_ALIGN))
+        {
+            return Err(OpenFailure::Corrupted("region too small for one message"));
+        }
+        let ns = vol(&id.pid_namespace);
+        if ns != 0 && pid_namespace != 0 && ns != pid_namespace {
+            return Err(OpenFailure::ForeignPidNamespace {
+                expected: pid_namespace,
+                found: ns,
+            });
+        }
+        let flags = vol(&id.flags);
+        let wait = if flags & FLAG_PARK != 0 {
+            Wait::SpinThenPark {
+                spins: vol(&id.wait_spins),
+                yields: vol(&id.wait_yields),
+            }
+        } else {
+            Wait::BusySpin
+        };
+        let read = cb.read.load(Ordering::Acquire);
+        let write = cb.write.load(Ordering::Acquire);
+        if read > write
+            || write - read > region_len
+            || !read.is_multiple_of(RECORD_ALIGN as u64)
+            || !write.is_multiple_of(RECORD_ALIGN as u64)
+        {
+            return Err(OpenFailure::Corrupted("positions"));
+        }
+        // Attach: a compare-and-swap of our pid word from 0.
+        let (pid_word, liveness, closed) = cb.end_words(local);
+        if closed.load(Ordering::Acquire) != 0 {
+            return Err(OpenFailure::EndClosed);
+        }
+        if let Err(pid) = pid_word.compare_exchange(0, me.pid, Ordering::AcqRel, Ordering::Acquire)
+        {
+            let holder = ProcessStamp {
+                pid,
+                start: liveness.load(Ordering::Acquire),
+            };
+            if alive(holder) {
+                return Err(OpenFailure::AlreadyConnected { pid });
+            }
+            // Its holder died without detaching: record that for the other end too.
+            closed.store(1, Ordering::Release);
+            return Err(OpenFailure::EndClosed);
+        }
+        liveness.store(me.start, Ordering::Release);
+        // A detaching end stores its closed flag before clearing its pid word: if we won the
+        // slot of an end that just left, we see the flag now.
+        if closed.load(Ordering::Acquire) != 0 {
+            pid_word.store(0, Ordering::Release);
+            return Err(OpenFailure::EndClosed);
+        }
+        // SAFETY: REGION_OFFSET + len <= slab.len() (checked above).
+        let region = unsafe { slab.as_ptr().add(REGION_OFFSET) };
+        let timestamps = flags & FLAG_TIMESTAMPS != 0;
+        Ok((
+            Arc::new(Ring {
+                control,
+                region,
+                len,
+                wait,
+                remote: Some(local.other()),
+                tracker: AccessTracker::new(len),
+                _slab: slab,
+            }),
+            Positions { read, write },
+            timestamps,
+        ))
+    }
+
+    /// The end in another process, for a shared ring (`None`: both ends are in this process).
+    #[inline]
+    pub(crate) fn remote(&self) -> Option<End> {
+        self.remote
+    }
+
+    /// The pid, liveness word and closed flag of `end`.
+    pub(crate) fn end_state(&self, end: End) -> (ProcessStamp, bool) {
+        let (pid, liveness, closed) = self.control().end_words(end);
+        let closed = closed.load(Ordering::Acquire) != 0;
+        let pid = pid.load(Ordering::Acquire);
+        let start = liveness.load(Ordering::Acquire);
+        (ProcessStamp { pid, start }, closed)
+    }
+
+    /// Marks `end` closed on behalf of its process, which died without detaching: the other end
+    /// then reports `Disconnected` (after draining what was published) as if it had dropped.
+    pub(crate) fn mark_closed(&self, end: End) {
+        let (_, _, closed) = self.control().end_words(end);
+        closed.store(1, Ordering::Release);
     }
 
     /// Slab bytes needed for a region of `len` bytes.
@@ -377,6 +826,8 @@ pub(crate) enum ReserveError {
     Full,
     /// The consumer is gone.
     Disconnected,
+    /// The consumer's read position failed a check (see the module docs).
+    Corrupted(&'static str),
 }
 
 /// Why a peek failed.
@@ -386,6 +837,8 @@ pub(crate) enum PeekError {
     Empty,
     /// Nothing published and the producer is gone.
     Disconnected,
+    /// The write position or a header failed a check (see the module docs).
+    Corrupted(&'static str),
 }
 
 /// A published message the consumer can read in place, until it releases it.
@@ -393,6 +846,10 @@ pub(crate) enum PeekError {
 pub(crate) struct Peeked {
     /// Its header, in the ring; the payload (`len` bytes, aligned as it was written) follows it.
     header: NonNull<MessageHeader>,
+    /// The payload length as read (once) and checked by [`RingConsumer::try_peek`]: the record
+    /// `32 + len` bytes from the header lies inside the region and the published bytes. Use this,
+    /// never the header's own (shared, rewritable) `len`, for bounds.
+    len: u32,
     /// Read position after the record: pass to [`RingConsumer::release`].
     pub end: u64,
 }
@@ -408,6 +865,12 @@ impl Peeked {
         // SAFETY: the header was published (and acquired) before this `Peeked` was made, it is
         // 8-aligned, and the producer leaves it alone until the caller releases the record.
         unsafe { self.header.as_ref() }
+    }
+
+    /// The payload length in bytes, as checked when the record was peeked.
+    #[inline]
+    pub(crate) fn len(&self) -> u32 {
+        self.len
     }
 
     /// The payload's first byte (32 bytes after the header).
@@ -472,12 +935,13 @@ pub(crate) struct RingProducer {
 }
 
 impl RingProducer {
-    /// The producer end of a freshly built ring.
-    pub(crate) fn new(ring: Arc<Ring>) -> Self {
+    /// The producer end of a ring at `positions`: zero for a freshly built ring, those
+    /// [`Ring::open_shared`] validated for one just attached.
+    pub(crate) fn new(ring: Arc<Ring>, positions: Positions) -> Self {
         RingProducer {
             ring,
-            write: 0,
-            cached_read: 0,
+            write: positions.write,
+            cached_read: positions.read,
             sequence: 0,
             stats: ProducerStats::default(),
         }
@@ -498,22 +962,27 @@ impl RingProducer {
     /// Whether `need` bytes are free after our write position, reloading the read position if the
     /// cached one says no.
     #[inline]
-    fn has_space(&mut self, need: usize) -> bool {
+    fn has_space(&mut self, need: usize) -> Result<bool, ReserveError> {
         let len = self.ring.len as u64;
         debug_assert!(self.write - self.cached_read <= len);
         if len - (self.write - self.cached_read) >= need as u64 {
-            return true;
+            return Ok(true);
         }
         self.has_space_reloaded(need)
     }
 
-    /// [`Self::has_space`] after reloading the read position.
+    /// [`Self::has_space`] after reloading the read position, which is checked: a multiple of 64,
+    /// not behind the cached one, not ahead of our write position.
     #[inline(never)]
-    fn has_space_reloaded(&mut self, need: usize) -> bool {
+    fn has_space_reloaded(&mut self, need: usize) -> Result<bool, ReserveError> {
         let len = self.ring.len as u64;
-        self.cached_read = self.ring.control().read.load(Ordering::Acquire);
-        debug_assert!(self.cached_read <= self.write && self.write - self.cached_read <= len);
-        len - (self.write - self.cached_read) >= need as u64
+        let read = self.ring.control().read.load(Ordering::Acquire);
+        if read < self.cached_read || read > self.write || !read.is_multiple_of(RECORD_ALIGN as u64)
+        {
+            return Err(ReserveError::Corrupted("read position"));
+        }
+        self.cached_read = read;
+        Ok(len - (self.write - self.cached_read) >= need as u64)
     }
 
     /// Whether the consumer end is gone.
@@ -549,7 +1018,7 @@ impl RingProducer {
             let to_end = ring_len - offset;
             let pad = offset.next_multiple_of(align) - offset;
             if pad + size <= to_end {
-                if !self.has_space(pad + size) {
+                if !self.has_space(pad + size)? {
                     return Err(ReserveError::Full);
                 }
                 if pad > 0 {
@@ -571,7 +1040,7 @@ impl RingProducer {
     #[inline(never)]
     fn wrap(&mut self, offset: usize, to_end: usize) -> Result<(), ReserveError> {
         debug_assert_eq!(offset + to_end, self.ring.len);
-        if !self.has_space(to_end) {
+        if !self.has_space(to_end)? {
             return Err(ReserveError::Full);
         }
         // SAFETY: `to_end` bytes from `offset` are free (checked above): exactly up to the end
@@ -639,8 +1108,10 @@ impl RingProducer {
 impl Drop for RingProducer {
     fn drop(&mut self) {
         let cb = self.ring.control();
-        cb.identity.producer_pid.store(0, Ordering::Relaxed);
+        // Closed first, then the pid word: an opener that wins the cleared pid word sees the
+        // flag (see `Ring::open_shared`).
         cb.signals.producer_closed.store(1, Ordering::Release);
+        cb.identity.producer_pid.store(0, Ordering::Release);
         wait::wake_if_parked(&cb.signals.consumer_parked);
     }
 }
@@ -659,12 +1130,12 @@ pub(crate) struct RingConsumer {
 }
 
 impl RingConsumer {
-    /// The consumer end of a freshly built ring.
-    pub(crate) fn new(ring: Arc<Ring>) -> Self {
+    /// The consumer end of a ring at `positions` (see [`RingProducer::new`]).
+    pub(crate) fn new(ring: Arc<Ring>, positions: Positions) -> Self {
         RingConsumer {
             ring,
-            read: 0,
-            cached_write: 0,
+            read: positions.read,
+            cached_write: positions.read,
             stats: ConsumerStats::default(),
         }
     }
@@ -682,6 +1153,9 @@ impl RingConsumer {
     }
 
     /// The next published message, skipping (and releasing) fillers. Does not release it.
+    ///
+    /// Checks the write position when it reloads it and every header it reads (see the module
+    /// docs); a failed check returns `Corrupted` and leaves the read position where it was.
     #[inline]
     pub(crate) fn try_peek(&mut self) -> Result<Peeked, PeekError> {
         loop {
@@ -691,32 +1165,58 @@ impl RingConsumer {
             debug_assert!(self.cached_write - self.read <= self.ring.len as u64);
             let offset = self.ring.mask(self.read);
             debug_assert!(offset.is_multiple_of(RECORD_ALIGN));
+            // Bytes published from here on, and bytes left before the end of the region: both
+            // bound the record (checked before anything past the header is touched).
+            let published = self.cached_write - self.read;
+            let to_end = (self.ring.len - offset) as u64;
             self.ring.tracker.read(offset, HEADER);
             let header = self.ring.at(offset).cast::<MessageHeader>();
             // SAFETY: `read < cached_write`, so a record (header first) was published at
-            // `offset` and the Acquire load of the write position made it visible; the producer
-            // does not touch it until we release it. The address is 8-aligned.
-            let (len, flags) = unsafe { ((*header.as_ptr()).len, (*header.as_ptr()).flags) };
+            // `offset` (a multiple of 64, so the 32-byte header lies inside the region) and the
+            // Acquire load of the write position made it visible; the producer does not touch
+            // it until we release it. The address is 8-aligned. `len` and `flags` are each read
+            // once (volatile: another process may write them); only these copies are checked and
+            // used for bounds.
+            let (len, flags) = unsafe {
+                (
+                    core::ptr::addr_of!((*header.as_ptr()).len).read_volatile(),
+                    core::ptr::addr_of!((*header.as_ptr()).flags).read_volatile(),
+                )
+            };
             if flags & MessageHeader::FLAG_WRAP != 0 {
-                self.skip_filler(offset, len);
+                self.skip_filler(len, to_end, published)?;
                 continue;
             }
-            let size = record_size_of(len as usize);
-            debug_assert!(offset + size <= self.ring.len);
-            debug_assert!(self.read + size as u64 <= self.cached_write);
-            self.ring.tracker.read(offset, size);
+            // `len` is a u32, so this cannot overflow.
+            let size = (HEADER as u64 + u64::from(len)).next_multiple_of(RECORD_ALIGN as u64);
+            if size > to_end || size > published {
+                return Err(Self::bad_record(size, to_end));
+            }
+            self.ring.tracker.read(offset, size as usize);
             return Ok(Peeked {
                 header,
-                end: self.read + size as u64,
+                len,
+                end: self.read + size,
             });
         }
     }
 
-    /// Reloads the write position after the cache said empty; `Err` if it is still empty.
+    /// The error for a record of `size` bytes that does not fit what was checked.
+    #[cold]
+    fn bad_record(size: u64, to_end: u64) -> PeekError {
+        PeekError::Corrupted(if size > to_end {
+            "record crosses the end of the region"
+        } else {
+            "record longer than the published bytes"
+        })
+    }
+
+    /// Reloads the write position after the cache said empty; `Err` if it is still empty, or
+    /// `Corrupted` if it fails its check (see [`Self::load_write`]).
     #[inline(never)]
     fn refresh(&mut self) -> Result<(), PeekError> {
         let cb = self.ring.control();
-        self.cached_write = cb.write.load(Ordering::Acquire);
+        self.cached_write = self.load_write()?;
         if self.read != self.cached_write {
             return Ok(());
         }
@@ -724,22 +1224,39 @@ impl RingConsumer {
             return Err(PeekError::Empty);
         }
         // The producer may have published right before closing.
-        self.cached_write = cb.write.load(Ordering::Acquire);
+        self.cached_write = self.load_write()?;
         if self.read != self.cached_write {
             return Ok(());
         }
         Err(PeekError::Disconnected)
     }
 
-    /// Skips (releases) the filler at ring offset `offset` (our read position), `32 + len`
-    /// bytes long.
+    /// Loads the producer's write position (`Acquire`) and checks it: a multiple of 64, not
+    /// behind the cached one, at most `len` ahead of our read position.
+    #[inline]
+    fn load_write(&self) -> Result<u64, PeekError> {
+        let write = self.ring.control().write.load(Ordering::Acquire);
+        if write < self.cached_write
+            || write - self.read > self.ring.len as u64
+            || !write.is_multiple_of(RECORD_ALIGN as u64)
+        {
+            return Err(PeekError::Corrupted("write position"));
+        }
+        Ok(write)
+    }
+
+    /// Skips (releases) the filler at our read position, `32 + len` bytes long, after checking
+    /// that it is a whole number of records, ends inside the region (`to_end` bytes left) and
+    /// inside the published bytes.
     #[cold]
     #[inline(never)]
-    fn skip_filler(&mut self, offset: usize, len: u32) {
-        let skip = HEADER + len as usize;
-        debug_assert!(skip.is_multiple_of(RECORD_ALIGN) && offset + skip <= self.ring.len);
-        let _ = offset;
-        self.release(self.read + skip as u64);
+    fn skip_filler(&mut self, len: u32, to_end: u64, published: u64) -> Result<(), PeekError> {
+        let skip = HEADER as u64 + u64::from(len);
+        if !skip.is_multiple_of(RECORD_ALIGN as u64) || skip > to_end || skip > published {
+            return Err(PeekError::Corrupted("filler length"));
+        }
+        self.release(self.read + skip);
+        Ok(())
     }
 
     /// Releases everything before `end` to the producer (a record's end from [`Self::try_peek`]),
@@ -760,8 +1277,8 @@ impl RingConsumer {
 impl Drop for RingConsumer {
     fn drop(&mut self) {
         let cb = self.ring.control();
-        cb.identity.consumer_pid.store(0, Ordering::Relaxed);
         cb.signals.consumer_closed.store(1, Ordering::Release);
+        cb.identity.consumer_pid.store(0, Ordering::Release);
         wait::wake_if_parked(&cb.signals.producer_parked);
     }
 }

@@ -16,6 +16,15 @@
 //! wake arrives before the waiter sleeps. While the peer merely spins, no system call is made.
 //! The loom models in `psyne/tests/loom.rs` check this.
 //!
+//! # A peer in another process
+//!
+//! A process can die without dropping its end (`kill -9`), so nobody would ever wake a waiter
+//! parked for it. When the other end lives in another process, a waiting end therefore sleeps at
+//! most [`PEER_POLL`] at a time and calls a liveness check given by the channel: after each such
+//! sleep, and every 1024 polls while spinning or yielding (the check itself reads the clock and
+//! does real work at most once per [`PEER_POLL`]). Nothing of this runs while the ring has room
+//! or messages: liveness is checked only when an end finds the ring full or empty.
+//!
 //! This module never touches ring memory itself; it drives closures given by the channel.
 
 use crate::sync::{self, Futex, Ordering};
@@ -60,6 +69,32 @@ pub(crate) const PARKED: u32 = 1;
 /// Value of a parked word while its owner is awake.
 pub(crate) const AWAKE: u32 = 0;
 
+/// Longest a waiter whose peer is in another process sleeps before checking that the peer is
+/// still alive; also the least time between two liveness checks. A dead peer is reported within
+/// about this time (plus the check) of its death, or of the wait starting.
+pub const PEER_POLL: Duration = Duration::from_millis(10);
+
+/// Throttles liveness checks of a peer in another process to one per [`PEER_POLL`].
+#[derive(Debug, Default)]
+pub(crate) struct PeerWatch {
+    /// When the last check ran.
+    last: Option<Instant>,
+}
+
+impl PeerWatch {
+    /// Whether a check is due now (and if so, records that one runs now).
+    pub(crate) fn due(&mut self) -> bool {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < PEER_POLL => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+}
+
 /// The outcome of [`wait_for`].
 pub(crate) enum Waited<R> {
     /// `attempt` succeeded.
@@ -72,12 +107,18 @@ pub(crate) enum Waited<R> {
 /// `deadline` (`None`: forever). `attempt` must reload the other end's position (not only its
 /// cache) before reporting "not ready", and must report "ready" when the other end is gone.
 /// `parked` is this end's parked word; `on_park` counts sleeps.
+///
+/// `peer`, for a ring whose other end is in another process, checks that end's liveness (and
+/// marks it closed if it died, so that the next `attempt` reports it): it is called after every
+/// sleep, each of which lasts at most [`PEER_POLL`], and every 1024 rounds of spinning or
+/// yielding (see the module docs).
 #[inline]
 pub(crate) fn wait_for<R>(
     strategy: Wait,
     deadline: Option<Instant>,
     parked: &Futex,
     mut on_park: impl FnMut(),
+    mut peer: Option<&mut dyn FnMut()>,
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Waited<R> {
     let (spins, yields) = match strategy {
@@ -98,8 +139,18 @@ pub(crate) fn wait_for<R>(
         };
         if matches!(strategy, Wait::BusySpin) || round < u64::from(spins) {
             sync::spin_loop();
+            if round % 1024 == 1023
+                && let Some(check) = peer.as_deref_mut()
+            {
+                check();
+            }
         } else if round < u64::from(spins) + u64::from(yields) {
             sync::yield_now();
+            if round % 1024 == 1023
+                && let Some(check) = peer.as_deref_mut()
+            {
+                check();
+            }
         } else {
             // Dekker: raise the word, fence, recheck; the other end stores its position, fences,
             // then reads the word (see the module docs).
@@ -110,8 +161,21 @@ pub(crate) fn wait_for<R>(
                 return Waited::Ready(r);
             }
             on_park();
-            parked.wait(PARKED, remaining.map(|d| d.min(Duration::from_secs(3600))));
+            let limit = if peer.is_some() {
+                PEER_POLL
+            } else {
+                Duration::from_secs(3600)
+            };
+            let timeout = match remaining {
+                Some(d) => Some(d.min(limit)),
+                None if peer.is_some() => Some(limit),
+                None => None,
+            };
+            parked.wait(PARKED, timeout);
             parked.store(AWAKE, Ordering::Relaxed);
+            if let Some(check) = peer.as_deref_mut() {
+                check();
+            }
         }
         round = round.saturating_add(1);
     }

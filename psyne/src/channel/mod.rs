@@ -7,12 +7,50 @@
 //! never allocates after [`ChannelBuilder::build`].
 //!
 //! Waiting is delegated to [`crate::wait`], the ring protocol to [`crate::ring`].
+//!
+//! # Across processes
+//!
+//! `.shared(name)` on a builder, then `create_producer()` or `create_consumer()`, creates the
+//! channel in `/dev/shm/<name>` and returns one end; another process gets the other end with
+//! [`Channel::open_consumer`] / [`Channel::open_producer`] (raw: [`Channel::raw_open_consumer`] /
+//! [`Channel::raw_open_producer`]). They are the same `Producer<T>`/`Consumer<T>` (`RawProducer`/
+//! `RawConsumer`) types with the same zero-copy path. What is checked and what is trusted is
+//! described in [`crate::ring`]; names, liveness and stale names in [`crate::transport::shm`].
+//!
+//! ```
+//! use psyne::{Channel, OpenError, PsyneMessage, RecvError};
+//!
+//! #[derive(Clone, Copy, PsyneMessage)]
+//! #[repr(C)]
+//! struct Embedding {
+//!     data: [f32; 64],
+//! }
+//! let name = format!("psyne-doc-{}", std::process::id());
+//! // Process A creates the channel and takes the producer end.
+//! let mut tx = Channel::<Embedding>::builder().capacity(64).shared(&name).create_producer()?;
+//! // Process B (here the same one, for the example) opens the consumer end by name.
+//! let mut rx = Channel::<Embedding>::open_consumer(&name)?;
+//! let mut msg = tx.allocate()?;
+//! msg.data_vector_mut().fill(1.5);
+//! msg.send();
+//! assert_eq!(rx.recv()?.data[63], 1.5);
+//! // Each end attaches once.
+//! assert!(matches!(
+//!     Channel::<Embedding>::open_consumer(&name),
+//!     Err(OpenError::AlreadyConnected { .. })
+//! ));
+//! drop(tx); // the creator's end removes the name
+//! assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod raw;
+mod shm;
 mod typed;
 
 pub use crate::ring::{ConsumerStats, ProducerStats};
 pub use raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
+pub use shm::{CreateError, OpenError, SharedChannelBuilder, SharedRawChannelBuilder};
 pub use typed::{Consumer, Loan, Producer, Received};
 
 use crate::message::Message;
@@ -207,8 +245,9 @@ impl<T: Message> ChannelBuilder<T> {
 
     slab_options!();
 
-    /// Maps the slab, initialises the ring and returns both ends.
-    pub fn build(self) -> Result<(Producer<T>, Consumer<T>), ChannelError> {
+    /// The ring region length this builder asks for, after checking the message type and the
+    /// capacity.
+    fn region(&self) -> Result<usize, ChannelError> {
         let size = core::mem::size_of::<T>();
         let align = ring::payload_align(core::mem::align_of::<T>());
         if align > MAX_ALIGN {
@@ -243,15 +282,23 @@ impl<T: Message> ChannelBuilder<T> {
                 capacity_bytes: region,
             });
         }
-        let ring = Ring::new(
-            self.opts.slab(region),
-            RingSpec {
-                len: region,
-                type_id: T::TYPE_ID,
-                fingerprint: T::FINGERPRINT,
-                wait: self.opts.wait,
-            },
-        )?;
+        Ok(region)
+    }
+
+    /// The ring's identity for messages of `T` in a region of `region` bytes.
+    fn spec(&self, region: usize) -> RingSpec {
+        RingSpec {
+            len: region,
+            type_id: T::TYPE_ID,
+            fingerprint: T::FINGERPRINT,
+            wait: self.opts.wait,
+        }
+    }
+
+    /// Maps the slab, initialises the ring and returns both ends.
+    pub fn build(self) -> Result<(Producer<T>, Consumer<T>), ChannelError> {
+        let region = self.region()?;
+        let ring = Ring::new(self.opts.slab(region), self.spec(region))?;
         let (tx, rx) = raw::pair(ring, self.opts.timestamps);
         Ok((Producer::new(tx), Consumer::new(rx)))
     }
@@ -364,8 +411,8 @@ impl From<SlabError> for ChannelError {
 
 /// Why a producer could not allocate (or send).
 ///
-/// `allocate`/`allocate_zeroed` return only `Disconnected` (and, on raw ends, `TooLarge` /
-/// `Alignment`); `try_allocate` adds `Full`; `allocate_timeout` adds `Timeout`.
+/// `allocate`/`allocate_zeroed` return only `Disconnected` and `Corrupted` (and, on raw ends,
+/// `TooLarge` / `Alignment`); `try_allocate` adds `Full`; `allocate_timeout` adds `Timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -373,8 +420,17 @@ pub enum SendError {
     Full,
     /// The ring had no room before the timeout passed (`_timeout` operations only).
     Timeout,
-    /// The consumer is gone: nobody will ever read the message.
+    /// The consumer is gone (it dropped its end, or its process died): nobody will ever read
+    /// the message.
     Disconnected,
+    /// The consumer's read position in shared memory failed a check (it moved backwards, past
+    /// the write position, or off a record boundary): the other process, or the memory, is
+    /// corrupt. The producer stays where it was. Only a shared channel's other process can cause
+    /// this.
+    Corrupted {
+        /// What failed the check.
+        what: &'static str,
+    },
     /// The payload can never fit in this ring (raw ends only; typed ends check at build time).
     TooLarge {
         /// Requested payload bytes.
@@ -397,6 +453,9 @@ impl fmt::Display for SendError {
             SendError::Full => f.write_str("the channel is full"),
             SendError::Timeout => f.write_str("timed out waiting for room in the channel"),
             SendError::Disconnected => f.write_str("the receiving end of the channel is gone"),
+            SendError::Corrupted { what } => {
+                write!(f, "the channel's shared memory is corrupt: bad {what}")
+            }
             SendError::TooLarge { len, max } => write!(
                 f,
                 "a payload of {len} bytes does not fit in this channel (at most {max})"
@@ -413,7 +472,8 @@ impl std::error::Error for SendError {}
 
 /// Why a consumer could not receive.
 ///
-/// `recv` returns only `Disconnected`; `try_recv` adds `Empty`; `recv_timeout` adds `Timeout`.
+/// `recv` returns only `Disconnected` (and `Corrupted`); `try_recv` adds `Empty`;
+/// `recv_timeout` adds `Timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecvError {
@@ -421,8 +481,17 @@ pub enum RecvError {
     Empty,
     /// No message arrived before the timeout passed (`recv_timeout` only).
     Timeout,
-    /// The producer is gone and every message it sent has been received.
+    /// The producer is gone (it dropped its end, or its process died) and every message it
+    /// published has been received.
     Disconnected,
+    /// The write position or a record header in shared memory failed a check (see
+    /// [`crate::ring`]): the other process, or the memory, is corrupt. Nothing was read past the
+    /// checked bounds; the consumer stays where it was and keeps reporting this. Only a shared
+    /// channel's other process can cause this.
+    Corrupted {
+        /// What failed the check.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for RecvError {
@@ -432,6 +501,9 @@ impl fmt::Display for RecvError {
             RecvError::Timeout => f.write_str("timed out waiting for a message"),
             RecvError::Disconnected => {
                 f.write_str("the sending end of the channel is gone and nothing is left to read")
+            }
+            RecvError::Corrupted { what } => {
+                write!(f, "the channel's shared memory is corrupt: bad {what}")
             }
         }
     }

@@ -3,10 +3,11 @@
 use super::{Loan, Patience, RecvError, SendError, monotonic_ns};
 use crate::message::{Message, MessageHeader};
 use crate::ring::{
-    self, ConsumerStats, MAX_ALIGN, PeekError, Peeked, ProducerStats, ReserveError, Ring,
-    RingConsumer, RingProducer,
+    self, ConsumerStats, MAX_ALIGN, PeekError, Peeked, Positions, ProducerStats, ReserveError,
+    Ring, RingConsumer, RingProducer,
 };
-use crate::wait::{self, Waited};
+use crate::transport::shm::process_alive;
+use crate::wait::{self, PeerWatch, Waited};
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
@@ -16,20 +17,26 @@ use std::sync::Arc;
 /// Both raw ends of a freshly initialised ring.
 pub(crate) fn pair(ring: Arc<Ring>, timestamps: bool) -> (RawProducer, RawConsumer) {
     (
-        RawProducer {
-            inner: RingProducer::new(Arc::clone(&ring)),
-            timestamps,
-            full: 0,
-            parked: 0,
-        },
-        RawConsumer {
-            inner: RingConsumer::new(ring),
-            empty: 0,
-            parked: 0,
-            messages: 0,
-            bytes: 0,
-        },
+        RawProducer::new(Arc::clone(&ring), Positions::default(), timestamps),
+        RawConsumer::new(ring, Positions::default()),
     )
+}
+
+/// If `ring`'s other end lives in another process and a check is due (see [`PeerWatch`]),
+/// checks that the process is alive; if it died without detaching, marks its end closed, so
+/// that the next attempt reports `Disconnected` (after draining, for a consumer).
+///
+/// An end with pid 0 that is not closed has not attached yet (or is detaching): alive.
+#[cold]
+fn check_peer(ring: &Ring, watch: &mut PeerWatch) {
+    if let Some(end) = ring.remote()
+        && watch.due()
+    {
+        let (stamp, closed) = ring.end_state(end);
+        if !closed && stamp.pid != 0 && !process_alive(stamp) {
+            ring.mark_closed(end);
+        }
+    }
 }
 
 /// The sending end of a raw channel: sends any [`Message`] type in place ([`allocate`]) or raw
@@ -45,9 +52,22 @@ pub struct RawProducer {
     full: u64,
     /// Counter: times parked.
     parked: u64,
+    /// Throttle of liveness checks of a consumer in another process.
+    watch: PeerWatch,
 }
 
 impl RawProducer {
+    /// The producer end of `ring`, starting at `positions`.
+    pub(crate) fn new(ring: Arc<Ring>, positions: Positions, timestamps: bool) -> Self {
+        RawProducer {
+            inner: RingProducer::new(ring, positions),
+            timestamps,
+            full: 0,
+            parked: 0,
+            watch: PeerWatch::default(),
+        }
+    }
+
     /// The largest payload this channel takes, in bytes (the ring size minus the 32-byte header).
     pub fn max_payload(&self) -> usize {
         (self.inner.ring().len() - MessageHeader::SIZE).min(u32::MAX as usize)
@@ -59,7 +79,11 @@ impl RawProducer {
     }
 
     /// Whether the consumer is gone (a later allocation then fails with `Disconnected`).
+    ///
+    /// For a shared channel this also checks whether the consumer's process died (a system
+    /// call and a read of `/proc`: not for a hot loop).
     pub fn is_disconnected(&self) -> bool {
+        check_peer(self.inner.ring(), &mut PeerWatch::default());
         self.inner.is_disconnected()
     }
 
@@ -83,6 +107,7 @@ impl RawProducer {
         match self.inner.try_reserve(len, align) {
             Ok(pos) => Ok(pos),
             Err(ReserveError::Disconnected) => Err(SendError::Disconnected),
+            Err(ReserveError::Corrupted(what)) => Err(SendError::Corrupted { what }),
             Err(ReserveError::Full) => self.reserve_slow(len, align, patience),
         }
     }
@@ -97,7 +122,16 @@ impl RawProducer {
     ) -> Result<u64, SendError> {
         self.full += 1;
         let deadline = match patience {
-            Patience::Never => return Err(SendError::Full),
+            Patience::Never if self.inner.ring().remote().is_none() => return Err(SendError::Full),
+            Patience::Never => {
+                // A consumer in another process may have died: say so rather than `Full`.
+                check_peer(self.inner.ring(), &mut self.watch);
+                return Err(if self.inner.is_disconnected() {
+                    SendError::Disconnected
+                } else {
+                    SendError::Full
+                });
+            }
             Patience::Forever => None,
             Patience::Until(t) => Some(t),
         };
@@ -107,15 +141,22 @@ impl RawProducer {
         let ring: &Ring = unsafe { &*Arc::as_ptr(self.inner.ring_arc()) };
         let strategy = ring.wait();
         let inner = &mut self.inner;
+        let watch = &mut self.watch;
+        let mut check = || check_peer(ring, watch);
         let mut parks = 0;
         let waited = wait::wait_for(
             strategy,
             deadline,
             ring.producer_parked(),
             || parks += 1,
+            match ring.remote() {
+                Some(_) => Some(&mut check as &mut dyn FnMut()),
+                None => None,
+            },
             || match inner.try_reserve(len, align) {
                 Ok(pos) => Some(Ok(pos)),
                 Err(ReserveError::Disconnected) => Some(Err(SendError::Disconnected)),
+                Err(ReserveError::Corrupted(what)) => Some(Err(SendError::Corrupted { what })),
                 Err(ReserveError::Full) => None,
             },
         );
@@ -337,9 +378,34 @@ pub struct RawConsumer {
     messages: u64,
     /// Counter: payload bytes received.
     bytes: u64,
+    /// Throttle of liveness checks of a producer in another process.
+    watch: PeerWatch,
+}
+
+/// What a typed consumer expects of every record: type id, payload length and alignment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expected {
+    /// `T::TYPE_ID`.
+    pub type_id: u64,
+    /// `size_of::<T>()`.
+    pub len: usize,
+    /// `align_of::<T>()`.
+    pub align: usize,
 }
 
 impl RawConsumer {
+    /// The consumer end of `ring`, starting at `positions`.
+    pub(crate) fn new(ring: Arc<Ring>, positions: Positions) -> Self {
+        RawConsumer {
+            inner: RingConsumer::new(ring, positions),
+            empty: 0,
+            parked: 0,
+            messages: 0,
+            bytes: 0,
+            watch: PeerWatch::default(),
+        }
+    }
+
     /// Size of the ring in bytes.
     pub fn capacity_bytes(&self) -> usize {
         self.inner.ring().len()
@@ -356,18 +422,48 @@ impl RawConsumer {
         }
     }
 
-    /// The next message, waiting as `patience` allows.
+    /// The next message, waiting as `patience` allows; for a typed consumer, `expected` is
+    /// checked against the record (type id, length, payload alignment: `Corrupted` if they
+    /// disagree, and the record stays unreleased).
     #[inline]
-    pub(crate) fn peek(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
+    pub(crate) fn peek(
+        &mut self,
+        patience: Patience,
+        expected: Option<Expected>,
+    ) -> Result<Peeked, RecvError> {
         let peeked = match self.inner.try_peek() {
             Ok(p) => p,
             Err(PeekError::Disconnected) => return Err(RecvError::Disconnected),
+            Err(PeekError::Corrupted(what)) => return Err(RecvError::Corrupted { what }),
             Err(PeekError::Empty) => self.peek_slow(patience)?,
         };
+        if let Some(e) = expected {
+            // SAFETY: just peeked, not released. The type id is read once here.
+            let type_id = unsafe { core::ptr::addr_of!(peeked.header().type_id).read_volatile() };
+            if type_id != e.type_id
+                || peeked.len() as usize != e.len
+                || !(peeked.payload().as_ptr() as usize).is_multiple_of(e.align)
+            {
+                return Err(Self::unexpected(type_id, &peeked, e));
+            }
+        }
         self.messages += 1;
-        // SAFETY: just peeked, not released.
-        self.bytes += u64::from(unsafe { peeked.header() }.len);
+        self.bytes += u64::from(peeked.len());
         Ok(peeked)
+    }
+
+    /// The error for a record a typed consumer did not expect.
+    #[cold]
+    fn unexpected(type_id: u64, peeked: &Peeked, e: Expected) -> RecvError {
+        RecvError::Corrupted {
+            what: if type_id != e.type_id {
+                "header type id differs from the channel's"
+            } else if peeked.len() as usize != e.len {
+                "header length differs from the message size"
+            } else {
+                "payload misaligned for the message type"
+            },
+        }
     }
 
     /// [`Self::peek`] after the ring was found empty.
@@ -375,7 +471,20 @@ impl RawConsumer {
     fn peek_slow(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
         self.empty += 1;
         let deadline = match patience {
-            Patience::Never => return Err(RecvError::Empty),
+            Patience::Never if self.inner.ring().remote().is_none() => {
+                return Err(RecvError::Empty);
+            }
+            Patience::Never => {
+                // A producer in another process may have died: say so rather than `Empty` once
+                // everything it published is received.
+                check_peer(self.inner.ring(), &mut self.watch);
+                return match self.inner.try_peek() {
+                    Ok(p) => Ok(p),
+                    Err(PeekError::Disconnected) => Err(RecvError::Disconnected),
+                    Err(PeekError::Corrupted(what)) => Err(RecvError::Corrupted { what }),
+                    Err(PeekError::Empty) => Err(RecvError::Empty),
+                };
+            }
             Patience::Forever => None,
             Patience::Until(t) => Some(t),
         };
@@ -383,15 +492,22 @@ impl RawConsumer {
         // `RingConsumer` mutably, not the shared `Ring`.
         let ring: &Ring = unsafe { &*Arc::as_ptr(self.inner.ring_arc()) };
         let inner = &mut self.inner;
+        let watch = &mut self.watch;
+        let mut check = || check_peer(ring, watch);
         let mut parks = 0;
         let waited = wait::wait_for(
             ring.wait(),
             deadline,
             ring.consumer_parked(),
             || parks += 1,
+            match ring.remote() {
+                Some(_) => Some(&mut check as &mut dyn FnMut()),
+                None => None,
+            },
             || match inner.try_peek() {
                 Ok(p) => Some(Ok(p)),
                 Err(PeekError::Disconnected) => Some(Err(RecvError::Disconnected)),
+                Err(PeekError::Corrupted(what)) => Some(Err(RecvError::Corrupted { what })),
                 Err(PeekError::Empty) => None,
             },
         );
@@ -410,7 +526,7 @@ impl RawConsumer {
 
     #[inline]
     fn recv_with(&mut self, patience: Patience) -> Result<RawReceived<'_>, RecvError> {
-        let peeked = self.peek(patience)?;
+        let peeked = self.peek(patience, None)?;
         Ok(RawReceived {
             consumer: self,
             peeked,
@@ -453,6 +569,10 @@ pub struct RawReceived<'a> {
 
 impl<'a> RawReceived<'a> {
     /// The message's header: type id, length, sequence number, send timestamp.
+    ///
+    /// It is read in place; in a shared channel a misbehaving producer could still change it.
+    /// [`bytes`](Self::bytes) uses the length checked when the message was received, not this
+    /// header's `len`.
     #[inline]
     pub fn header(&self) -> &MessageHeader {
         // SAFETY: released only when `self` drops.
@@ -470,9 +590,10 @@ impl<'a> RawReceived<'a> {
     #[inline]
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: the record is published (acquired in `peek`) and not yet released, so the
-        // producer does not write it; `header.len` bytes from the payload lie inside the region.
+        // producer does not write it; `try_peek` checked that the `len()` bytes from the payload
+        // lie inside the region (and the published bytes); any bytes are valid `u8`s.
         unsafe {
-            core::slice::from_raw_parts(self.peeked.payload().as_ptr(), self.header().len as usize)
+            core::slice::from_raw_parts(self.peeked.payload().as_ptr(), self.peeked.len() as usize)
         }
     }
 
@@ -480,8 +601,7 @@ impl<'a> RawReceived<'a> {
     /// the payload is aligned for `T`; else `None`.
     #[inline]
     pub fn downcast<T: Message>(&self) -> Option<&T> {
-        let h = self.header();
-        if h.type_id != T::TYPE_ID || h.len as usize != core::mem::size_of::<T>() {
+        if self.type_id() != T::TYPE_ID || self.peeked.len() as usize != core::mem::size_of::<T>() {
             return None;
         }
         bytemuck::try_from_bytes(self.bytes()).ok()

@@ -1,6 +1,6 @@
 //! Typed ends: one message type `T`, checked at build time.
 
-use super::raw::{RawConsumer, RawProducer};
+use super::raw::{Expected, RawConsumer, RawProducer};
 use super::{Patience, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
 use crate::ring::{ConsumerStats, Peeked, ProducerStats, RECORD_ALIGN};
@@ -81,7 +81,8 @@ impl<T: Message> Producer<T> {
         Ok(())
     }
 
-    /// Whether the consumer is gone.
+    /// Whether the consumer is gone. For a shared channel this also checks whether the
+    /// consumer's process died (a system call and a read of `/proc`: not for a hot loop).
     pub fn is_disconnected(&self) -> bool {
         self.raw.is_disconnected()
     }
@@ -119,15 +120,17 @@ impl<T: Message> Consumer<T> {
 
     #[inline]
     fn recv_with(&mut self, patience: Patience) -> Result<Received<'_, T>, RecvError> {
-        let peeked = self.raw.peek(patience)?;
-        // SAFETY: just peeked, not released.
-        let header = unsafe { peeked.header() };
-        debug_assert_eq!(header.len as usize, core::mem::size_of::<T>());
-        debug_assert_eq!(header.type_id, T::TYPE_ID);
-        debug_assert_eq!(
-            peeked.payload().as_ptr() as usize % core::mem::align_of::<T>(),
-            0
-        );
+        // The record's type id, length and payload alignment are checked (a few compares): a
+        // `T` is read in place only from a record of `T::TYPE_ID`, `size_of::<T>()` bytes,
+        // aligned for `T`.
+        let peeked = self.raw.peek(
+            patience,
+            Some(Expected {
+                type_id: T::TYPE_ID,
+                len: core::mem::size_of::<T>(),
+                align: core::mem::align_of::<T>(),
+            }),
+        )?;
         Ok(Received {
             consumer: &mut self.raw,
             peeked,
@@ -255,9 +258,10 @@ impl<T> Deref for Received<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: the record was published by the typed producer of this channel, so its payload
-        // is a `T` (length and alignment checked at build time), made visible by the Acquire load
-        // in `peek`; the producer does not write it until we release it on drop.
+        // SAFETY: `peek` checked that the record lies inside the region and the published bytes,
+        // that its type id is `T::TYPE_ID`, its length `size_of::<T>()` and its payload aligned
+        // for `T`; any bytes are a valid `T` (`Pod`). The Acquire load in `peek` made them
+        // visible; the producer does not write them until we release them on drop.
         unsafe { self.peeked.payload().cast::<T>().as_ref() }
     }
 }

@@ -43,7 +43,7 @@ mod error;
 mod hugepages;
 #[cfg(feature = "numa")]
 pub mod numa;
-mod shm;
+pub(crate) mod shm;
 #[cfg(test)]
 mod tests;
 

@@ -261,29 +261,8 @@ pub fn remove(name: &str) -> Result<bool, crate::SlabError> {
     }
 }
 
-/// The `shm_open` name of `name`, validated as [`Slab::create_shared`](crate::Slab::create_shared)
-/// does (a bare file name: not empty, no `/`, no NUL, not `.`/`..`, at most 255 bytes).
-pub(crate) fn validate(name: &str) -> Result<CString, crate::SlabError> {
-    let invalid = |reason| crate::SlabError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    };
-    if name.is_empty() {
-        return Err(invalid("the name is empty"));
-    }
-    if name.contains('/') {
-        return Err(invalid(
-            "the name contains '/' (give the bare name, without a leading '/')",
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err(invalid("the name is '.' or '..'"));
-    }
-    if name.len() > 255 {
-        return Err(invalid("the name is longer than 255 bytes"));
-    }
-    CString::new(format!("/{name}")).map_err(|_| invalid("the name contains a NUL byte"))
-}
+/// Checks a channel name as the slab does (and returns it as the `/name` C string).
+pub(crate) use crate::slab::shm::validate;
 
 #[cfg(test)]
 mod tests {

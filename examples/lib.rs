@@ -1,1 +1,476 @@
-//! Shared helpers for the examples.
+//! Shared helpers for the examples: a counting global allocator, CPU pinning, a calibrated
+//! timer, percentiles and summaries of repeated measurements, and a tiny argument parser.
+//!
+//! Everything here is measurement plumbing; none of it is part of psyne's API.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod alloc {
+    //! A global allocator that counts allocations, globally and per thread.
+    //!
+    //! Install it in a binary with
+    //! `#[global_allocator] static ALLOC: CountingAlloc = CountingAlloc;` and read
+    //! [`thread_allocations`] before and after the loop that must not allocate.
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static TOTAL: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        // `const` initialisation and a type without `Drop`: reading it never allocates and never
+        // registers a destructor, so the allocator may touch it.
+        static THREAD: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// The system allocator, counting every `alloc`, `alloc_zeroed` and `realloc`.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct CountingAlloc;
+
+    #[inline]
+    fn count() {
+        TOTAL.fetch_add(1, Ordering::Relaxed);
+        let _ = THREAD.try_with(|c| c.set(c.get() + 1));
+    }
+
+    // SAFETY: every method forwards to `System` with the caller's arguments unchanged; counting
+    // touches only an atomic and a destructor-free thread local, neither of which allocates.
+    unsafe impl GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: forwarded contract of `GlobalAlloc::alloc`.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: forwarded contract of `GlobalAlloc::alloc_zeroed`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded contract of `GlobalAlloc::dealloc`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count();
+            // SAFETY: forwarded contract of `GlobalAlloc::realloc`.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Allocations made by the calling thread since it started (needs [`CountingAlloc`]
+    /// installed as the global allocator, else always 0).
+    pub fn thread_allocations() -> u64 {
+        THREAD.try_with(Cell::get).unwrap_or(0)
+    }
+
+    /// Allocations made by all threads since the process started.
+    pub fn total_allocations() -> u64 {
+        TOTAL.load(Ordering::Relaxed)
+    }
+}
+
+pub mod affinity {
+    //! Pinning the calling thread to one CPU (Linux `sched_setaffinity`).
+
+    use std::io;
+
+    /// Pins the calling thread to `cpu`.
+    pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cpu index too large",
+            ));
+        }
+        // SAFETY: `cpu_set_t` is a plain bit array; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `cpu < CPU_SETSIZE` was checked, so the bit lies inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: pid 0 names the calling thread; `set` is a valid `cpu_set_t` of the size given.
+        let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// The CPUs the calling thread may run on, in increasing order.
+    pub fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: as in `pin_to_cpu`, all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: pid 0 names the calling thread; `set` is writable and of the size given.
+        let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+        if rc != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: every index is below `CPU_SETSIZE`.
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    }
+}
+
+pub mod timer {
+    //! A timestamp source for latency measurements: the time-stamp counter, read with fences and
+    //! calibrated against [`Instant`], or [`Instant`] itself where there is no usable TSC.
+    //!
+    //! Timestamps are raw ticks (`u64`), cheap to take and to carry inside a message; convert a
+    //! difference with [`Clock::ticks_to_ns`]. The cost of one read is measured by
+    //! [`Clock::overhead`] and must be reported beside every latency taken with it.
+
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// Which counter a [`Clock`] reads.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Source {
+        /// `lfence; rdtsc; lfence` (x86_64 with an invariant TSC).
+        Tsc,
+        /// `std::time::Instant` (`clock_gettime(CLOCK_MONOTONIC)`), in nanoseconds.
+        Instant,
+    }
+
+    /// A calibrated timestamp source. `Copy`, so every thread holds its own.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Clock {
+        source: Source,
+        ns_per_tick: f64,
+    }
+
+    /// What one read of a [`Clock`] costs, measured back to back on the calling thread.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Overhead {
+        /// Mean nanoseconds per read over a long run of consecutive reads.
+        pub mean_ns: f64,
+        /// Smallest difference seen between two consecutive reads, in nanoseconds.
+        pub min_delta_ns: f64,
+    }
+
+    fn origin() -> Instant {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+
+    /// True when this CPU advertises an invariant TSC (constant rate, runs in all C-states).
+    pub fn invariant_tsc() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            let line = flags.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+            line.split_whitespace().any(|f| f == "constant_tsc")
+                && line.split_whitespace().any(|f| f == "nonstop_tsc")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn rdtsc_fenced() -> u64 {
+        use core::arch::x86_64::{_mm_lfence, _rdtsc};
+        // SAFETY: `lfence` (SSE2) and `rdtsc` exist on every x86_64 CPU. The leading fence keeps
+        // the read from running ahead of earlier loads (the consumer's acquire), the trailing one
+        // keeps later work from starting before it.
+        unsafe {
+            _mm_lfence();
+            let t = _rdtsc();
+            _mm_lfence();
+            t
+        }
+    }
+
+    impl Clock {
+        /// The TSC when it is invariant (calibrated against `Instant` over ~2 x 25 ms), otherwise
+        /// `Instant`.
+        pub fn best() -> Self {
+            if invariant_tsc() {
+                Self::tsc()
+            } else {
+                Self::instant()
+            }
+        }
+
+        /// `Instant`, in nanoseconds since the first use in this process.
+        pub fn instant() -> Self {
+            let _ = origin();
+            Clock {
+                source: Source::Instant,
+                ns_per_tick: 1.0,
+            }
+        }
+
+        /// The TSC, calibrated against `Instant` (falls back to `Instant` off x86_64).
+        pub fn tsc() -> Self {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let calibrate = || {
+                    let (i0, t0) = (Instant::now(), rdtsc_fenced());
+                    while i0.elapsed() < Duration::from_millis(25) {
+                        std::hint::spin_loop();
+                    }
+                    let (t1, i1) = (rdtsc_fenced(), Instant::now());
+                    (i1 - i0).as_nanos() as f64 / (t1 - t0) as f64
+                };
+                let _ = calibrate(); // first pass warms caches and the frequency
+                Clock {
+                    source: Source::Tsc,
+                    ns_per_tick: calibrate(),
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                Self::instant()
+            }
+        }
+
+        /// Which counter this clock reads.
+        pub fn source(&self) -> Source {
+            self.source
+        }
+
+        /// Counter frequency in GHz (1.0 for `Instant`).
+        pub fn ghz(&self) -> f64 {
+            1.0 / self.ns_per_tick
+        }
+
+        /// A timestamp in ticks.
+        #[inline(always)]
+        pub fn now(&self) -> u64 {
+            match self.source {
+                #[cfg(target_arch = "x86_64")]
+                Source::Tsc => rdtsc_fenced(),
+                _ => origin().elapsed().as_nanos() as u64,
+            }
+        }
+
+        /// Converts a tick count to nanoseconds.
+        #[inline]
+        pub fn ticks_to_ns(&self, ticks: u64) -> f64 {
+            ticks as f64 * self.ns_per_tick
+        }
+
+        /// Converts nanoseconds to a tick count.
+        #[inline]
+        pub fn ns_to_ticks(&self, ns: f64) -> u64 {
+            (ns / self.ns_per_tick) as u64
+        }
+
+        /// Measures what one read costs on the calling thread.
+        pub fn overhead(&self) -> Overhead {
+            const N: u64 = 200_000;
+            let mut min = u64::MAX;
+            let mut prev = self.now();
+            let start = prev;
+            for _ in 0..N {
+                let t = self.now();
+                min = min.min(t - prev);
+                prev = t;
+            }
+            Overhead {
+                mean_ns: self.ticks_to_ns(prev - start) / N as f64,
+                min_delta_ns: self.ticks_to_ns(min),
+            }
+        }
+    }
+
+    /// `CLOCK_MONOTONIC` in nanoseconds: the clock psyne's header timestamps
+    /// ([`MessageHeader::timestamp_ns`](psyne::MessageHeader)) are read from.
+    #[inline]
+    pub fn monotonic_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        (ts.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(ts.tv_nsec as u64)
+    }
+
+    /// Mean cost of one [`monotonic_ns`] call, in nanoseconds, measured back to back.
+    pub fn monotonic_overhead_ns() -> f64 {
+        const N: u64 = 200_000;
+        let start = monotonic_ns();
+        let mut last = start;
+        for _ in 0..N {
+            last = std::hint::black_box(monotonic_ns());
+        }
+        (last - start) as f64 / N as f64
+    }
+
+    impl std::fmt::Display for Clock {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self.source {
+                Source::Tsc => write!(f, "TSC (lfence; rdtsc; lfence) at {:.3} GHz", self.ghz()),
+                Source::Instant => f.write_str("Instant (clock_gettime MONOTONIC)"),
+            }
+        }
+    }
+}
+
+pub mod stats {
+    //! Percentiles of samples and summaries (median [min–max]) of repeated runs.
+
+    /// The `q`-quantile (0..=1) of sorted samples, nearest rank.
+    pub fn quantile_sorted(sorted: &[u64], q: f64) -> u64 {
+        if sorted.is_empty() {
+            return 0;
+        }
+        let rank = (q * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
+    /// Median, minimum and maximum of the repetitions of one figure.
+    #[derive(Debug, Clone, Copy, Default, PartialEq)]
+    pub struct Summary {
+        /// Median over the repetitions (mean of the two middle values for an even count).
+        pub median: f64,
+        /// Smallest repetition.
+        pub min: f64,
+        /// Largest repetition.
+        pub max: f64,
+    }
+
+    impl Summary {
+        /// Summarises the repetitions (all zero when there are none).
+        pub fn of(values: &[f64]) -> Self {
+            if values.is_empty() {
+                return Self::default();
+            }
+            let mut v = values.to_vec();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            let median = if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            };
+            Summary {
+                median,
+                min: v[0],
+                max: v[n - 1],
+            }
+        }
+
+        /// Formats as `median [min–max]` with `digits` decimals.
+        pub fn show(&self, digits: usize) -> String {
+            format!(
+                "{:.d$} [{:.d$}–{:.d$}]",
+                self.median,
+                self.min,
+                self.max,
+                d = digits
+            )
+        }
+    }
+}
+
+pub mod args {
+    //! A minimal `--flag value` parser (the examples take a handful of options).
+
+    use std::collections::HashMap;
+    use std::str::FromStr;
+
+    /// Parsed `--name value` pairs and bare `--switch`es.
+    #[derive(Debug, Default)]
+    pub struct Args {
+        values: HashMap<String, String>,
+    }
+
+    /// Boxed error used by the examples.
+    pub type Error = Box<dyn std::error::Error>;
+
+    impl Args {
+        /// Parses `std::env::args()`, accepting only the options in `known` (without `--`).
+        /// A known option followed by another option or nothing is a switch (value "true").
+        pub fn parse(known: &[&str]) -> Result<Self, Error> {
+            let mut values = HashMap::new();
+            let mut it = std::env::args().skip(1).peekable();
+            while let Some(a) = it.next() {
+                let name = a
+                    .strip_prefix("--")
+                    .ok_or_else(|| format!("unexpected argument {a:?}"))?;
+                let (name, inline) = match name.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (name, None),
+                };
+                if !known.contains(&name) {
+                    return Err(format!(
+                        "unknown option --{name} (known: --{})",
+                        known.join(", --")
+                    )
+                    .into());
+                }
+                let value = match inline {
+                    Some(v) => v,
+                    None => match it.peek() {
+                        Some(v) if !v.starts_with("--") => it.next().unwrap_or_default(),
+                        _ => "true".to_string(),
+                    },
+                };
+                values.insert(name.to_string(), value);
+            }
+            Ok(Args { values })
+        }
+
+        /// The raw value of `--name`, if given.
+        pub fn get(&self, name: &str) -> Option<&str> {
+            self.values.get(name).map(String::as_str)
+        }
+
+        /// `--name` parsed as `T`, or `default`.
+        pub fn value<T: FromStr>(&self, name: &str, default: T) -> Result<T, Error>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match self.get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|e| format!("--{name} {v:?}: {e}").into()),
+            }
+        }
+
+        /// `--name a,b,c` parsed as a list, or `default`.
+        pub fn list<T: FromStr>(&self, name: &str, default: Vec<T>) -> Result<Vec<T>, Error>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match self.get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        s.trim()
+                            .parse()
+                            .map_err(|e| format!("--{name} {s:?}: {e}").into())
+                    })
+                    .collect(),
+            }
+        }
+
+        /// Whether the switch `--name` was given.
+        pub fn flag(&self, name: &str) -> bool {
+            self.get(name).is_some_and(|v| v != "false")
+        }
+    }
+
+    /// The two CPUs to pin producer and consumer to: `--cpus a,b`, else the first two the
+    /// process may use (or `0,0` on a single CPU).
+    pub fn cpu_pair(args: &Args) -> Result<(usize, usize), Error> {
+        let allowed = crate::affinity::allowed_cpus();
+        let default = vec![allowed[0], *allowed.get(1).unwrap_or(&allowed[0])];
+        let cpus: Vec<usize> = args.list("cpus", default)?;
+        match cpus.as_slice() {
+            [a, b, ..] => Ok((*a, *b)),
+            [a] => Ok((*a, *a)),
+            [] => Err("--cpus needs at least one CPU".into()),
+        }
+    }
+}

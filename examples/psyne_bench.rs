@@ -23,7 +23,7 @@ use bench::run::{self, Setup};
 use bytemuck::Pod;
 use psyne_examples::alloc::CountingAlloc;
 use psyne_examples::args::{self, Args};
-use psyne_examples::timer::Clock;
+use psyne_examples::timer::{Clock, Source};
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Instant;
 
@@ -94,6 +94,41 @@ fn sanity<P: Pod + Send, L: Link<P>>(plan: &Plan, row: &mut Row) -> Result<(), E
     let o = run::one_way::<P, L>(&plan.setup, 100, 10, plan.pace_ns)?;
     let r = run::round_trip::<P, L>(&plan.setup, 100, 10)?;
     if t.bad + o.bad + r.bad != 0 || o.ns.len() != 100 || r.ns.len() != 100 {
+        return Err(format!("sanity check failed for {} at {} B", row.label(), row.size).into());
+    }
+    Ok(())
+}
+
+/// The cross-process row (producer in a child process; see `bench::ipc`).
+fn measure_ipc<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {
+    let s = &plan.setup;
+    if plan.phases[0] {
+        row.thr
+            .push(bench::ipc::throughput::<P>(s, plan.count, plan.warmup)?);
+    }
+    if plan.phases[1] {
+        let w = plan.ow_samples / 10;
+        if let Some(l) = bench::ipc::one_way::<P>(s, plan.ow_samples, w, plan.pace_ns)? {
+            row.ow.add(&l);
+        }
+    }
+    if plan.phases[2] {
+        let w = plan.rt_samples / 10 + 10;
+        row.rt
+            .add(&bench::ipc::round_trip::<P>(s, plan.rt_samples, w)?);
+    }
+    Ok(())
+}
+
+fn sanity_ipc<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {
+    let cap = plan.setup.capacity as u64;
+    let t = bench::ipc::throughput::<P>(&plan.setup, 3 * cap + 7, cap / 2)?;
+    let o = bench::ipc::one_way::<P>(&plan.setup, 100, 10, plan.pace_ns)?;
+    let r = bench::ipc::round_trip::<P>(&plan.setup, 100, 10)?;
+    let o_bad = o
+        .as_ref()
+        .map_or(0, |o| o.bad + u64::from(o.ns.len() != 100));
+    if t.bad + o_bad + r.bad != 0 || r.ns.len() != 100 {
         return Err(format!("sanity check failed for {} at {} B", row.label(), row.size).into());
     }
     Ok(())
@@ -182,6 +217,14 @@ impl Bench {
                 contender::<P, ArrayQBox>(payload, &plan),
             ]
         };
+        // The cross-process row, for the sizes its child process knows (64 B, Embedding256),
+        // when the clock is one both processes read alike (the TSC).
+        if matches!(size, 64 | 1032) && matches!(self.clock.source(), Source::Tsc) {
+            let (mut row, _, _) = contender::<P, Psyne>(payload, &plan);
+            row.name = bench::ipc::NAME;
+            row.how = bench::ipc::HOW;
+            list.push((row, measure_ipc::<P>, sanity_ipc::<P>));
+        }
         if !self.only.is_empty() {
             list.retain(|(row, _, _)| {
                 let name = row.name.to_lowercase();
@@ -288,6 +331,11 @@ fn loadavg() -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Re-executed as the other end of the cross-process row.
+    if std::env::args().nth(1).as_deref() == Some(bench::ipc::CHILD_FLAG) {
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        return bench::ipc::child_main(&rest).map_err(|e| e as Box<dyn std::error::Error>);
+    }
     let args = Args::parse(&[
         "sizes", "reps", "cpus", "json", "plot", "capacity", "pace-ns", "timer", "only", "phases",
     ])?;
@@ -346,7 +394,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("load average at start: {load_start}");
 
     let start = Instant::now();
-    let total = sizes.len() * reps * contenders_per_size(&only);
+    let ipc_rows = sizes.iter().filter(|s| matches!(s, 64 | 1032)).count()
+        * usize::from(
+            matches!(clock.source(), Source::Tsc)
+                && (only.is_empty() || only.iter().any(|o| "psyne 2 procs".contains(o.as_str()))),
+        );
+    let total = (sizes.len() * contenders_per_size(&only) + ipc_rows) * reps;
     let mut b = Bench {
         phases,
         only,

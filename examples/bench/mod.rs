@@ -2,6 +2,7 @@
 //! (behind one [`links::Link`] trait), the measurement loops, the floors of this machine, and
 //! the reports (table, JSON, SVG).
 
+pub mod ipc;
 pub mod links;
 pub mod payload;
 pub mod plot;

@@ -35,19 +35,57 @@
 //! # Positions and orderings
 //!
 //! Positions are monotonically increasing `u64` byte counts, masked on access; `write - read` is
-//! the number of bytes in use, always in `0 ..= len`. The producer writes payload, header (and any
-//! filler) with plain stores, then publishes them with one `Release` store of the write position;
-//! the consumer `Acquire`-loads it before reading. Symmetrically the consumer releases space with
-//! one `Release` store of the read position after its last read of the record, and the producer
-//! `Acquire`-loads it before reusing the space. Each end keeps a cached copy of the other's
-//! position and rereads the shared one only when the cache says full (producer) or empty
-//! (consumer).
+//! the number of bytes in use, always in `0 ..= len`.
+//!
+//! **Publication goes through the header.** The `sequence` field of a record's header is its
+//! *commit word*. The producer writes payload and every other header field with plain stores,
+//! then publishes the record with one `Release` store of its commit word: the message's sequence
+//! number (0, 1, 2, ...; a filler gets the sequence number of the message that follows it, and
+//! consumes none). The consumer keeps the sequence number it expects next and, at its read
+//! position, `Acquire`-loads the commit word: equal means published (the header and payload are
+//! visible), anything else means not yet. So a message costs the consumer one cross-core line
+//! transfer, the header's, before it can hand the message out; it does not load the write
+//! position while messages flow.
+//!
+//! Why a commit word can never match early: the word at the consumer's read position `p` holds
+//! either (a) [`UNCOMMITTED`] (`u64::MAX`, never a sequence number), (b) the real commit, or (c)
+//! the header of the record at `p - len`, whose sequence number is lower than the expected one
+//! (the consumer received that record, or the message after it if it is a filler, before coming
+//! back to `p`: a filler's message starts less than `len` bytes after it). It never holds bytes
+//! of an older payload (which could be anything) or the zero of a fresh ring: the creator stores
+//! [`UNCOMMITTED`] at ring offset 0 before the ring exists for anyone, and when the producer
+//! publishes a record ending at `e` it first stores [`UNCOMMITTED`] (`Relaxed`, ordered by the
+//! commit's `Release`) into the word at `e`, if that word is free space by its cached read
+//! position (`e - cached_read < len`); if it is not, `e - len` is the consumer's read position
+//! when it was loaded, a record start, and its header (case c) stays there until the consumer
+//! reaches `e`. An alignment filler is committed (with the same sequence number) after the
+//! record that follows it, so the consumer that acquires it also sees that record's commit.
+//!
+//! The producer still stores the write position (`Release`) after the commit words: openers
+//! validate it, the consumer uses it to tell "drained" from "empty" once the producer is gone and,
+//! once every 64 consecutive empty polls (`VALIDATE_EVERY`), to detect a corrupt commit word (write
+//! past the read position but the word disagrees: `Corrupted`, not an endless `Empty`). It may lag
+//! behind the consumer's read position (the consumer can take a record whose commit it saw before
+//! the store of the write position); that only means "nothing more".
+//!
+//! Symmetrically the consumer releases space with one `Release` store of the read position after
+//! its last read of the record, and the producer `Acquire`-loads it before reusing the space. The
+//! producer keeps a cached copy of the read position and rereads the shared one only when the
+//! cache says full.
+//!
+//! Wake-ups: a parking consumer raises its parked word, issues a `SeqCst` fence and re-polls the
+//! commit word; the producer stores the commit word (and the write position), issues a `SeqCst`
+//! fence and reads the parked word. One of the two sees the other's store (see [`crate::wait`]).
 //!
 //! # Invariants (`debug_assert!`ed where they are relied on)
 //!
-//! * `read <= write <= read + len`, both multiples of 64; each is written by one end only.
-//! * An end's cached copy of the other's position is never ahead of the real one, and is
-//!   resynchronised (an `Acquire` load) before the end concludes "full" or "empty".
+//! * `read <= write <= read + len`, both multiples of 64; each is written by one end only (the
+//!   shared write position may lag behind the consumer's read position, see above).
+//! * The producer's cached read position is never ahead of the real one, and is resynchronised
+//!   (an `Acquire` load) before the producer concludes "full".
+//! * The commit word at the consumer's read position equals the consumer's expected sequence
+//!   number only once the record there is published (see "Why a commit word can never match
+//!   early"); commit words are only accessed atomically while the other end may access them.
 //! * No record or filler crosses the end of the region; every record starts at a multiple of 64
 //!   (and of its payload alignment).
 //! * Bytes `write .. read + len` belong to the producer, `read .. write` to the consumer; neither
@@ -66,16 +104,16 @@
 //!   length against the mapped size, type id, fingerprint, payload fit, PID namespace, both
 //!   positions); the values used afterwards (region length, wait strategy) are copies taken then.
 //! * Every position loaded from the other end is checked before it is used: the consumer checks
-//!   that the write position is a multiple of 64, not behind its own read position and at most
-//!   `len` ahead of it; the producer checks that the read position is a multiple of 64, not behind
+//!   that the write position is a multiple of 64 and at most `len` ahead of its own read position
+//!   (and, once the producer is gone, not behind it); the producer checks that the read position is a multiple of 64, not behind
 //!   its cached copy and not ahead of its own write position. An end never reloads its *own*
 //!   position from shared memory.
 //! * Every header's `len` and `flags` are read once (`read_volatile`) and only those copies are
 //!   checked and used for bounds (the payload length handed out is the checked copy, never the
-//!   header's own field, which the other process could rewrite): a filler must be a multiple of
-//!   64 bytes, end inside the region and inside the published bytes; a message record must end
-//!   inside the region (a record crossing the end without a filler is rejected) and inside the
-//!   published bytes. Typed consumers also check the type id (read once), length and payload
+//!   header's own field, which the other process could rewrite), after its commit word matched:
+//!   a filler must be a multiple of 64 bytes and end inside the region; a message record must end
+//!   inside the region (a record crossing the end without a filler is rejected). A record is at
+//!   most `len` bytes, so it never reaches past the consumer's own unreleased bytes. Typed consumers also check the type id (read once), length and payload
 //!   alignment. These checks run for in-process rings too: a few compares per message.
 //! * A failed check is reported as `Corrupted` (the end stays where it was and keeps reporting
 //!   it); it never becomes an out-of-bounds access, a panic or a hang.
@@ -89,7 +127,8 @@
 //! `/proc/<pid>/stat`, in clock ticks since boot) let the other end detect its death while it
 //! waits; the dead end is then marked closed in the control block, and the survivor gets
 //! `Disconnected` after draining what was fully published. A message is published by one store
-//! of the write position, so a producer killed mid-message published nothing of it.
+//! of its commit word, after everything else in it, so a producer killed mid-message published
+//! nothing of it.
 //!
 //! # Fitting
 //!
@@ -100,7 +139,7 @@
 
 use crate::message::MessageHeader;
 use crate::slab::{Slab, SlabBuilder, SlabError};
-use crate::sync::{AccessTracker, AtomicU32, AtomicU64, Futex, Ordering};
+use crate::sync::{AccessTracker, AtomicU32, AtomicU64, CommitWords, Futex, Ordering};
 use crate::wait::{self, AWAKE, Wait};
 use core::ptr::NonNull;
 use crossbeam_utils::CachePadded;
@@ -108,8 +147,9 @@ use std::sync::Arc;
 
 /// `b"PSYNRING"` read as a little-endian `u64`: marks an initialised control block.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PSYNRING");
-/// Version of the ring protocol and control-block layout described in this module.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the ring protocol and control-block layout described in this module (2:
+/// publication through the header's commit word).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Offset in the slab of ring byte 0 (32 bytes before the first page boundary after the control
 /// block, so that headers sit in the second half of a cache line).
 pub const REGION_OFFSET: usize = 4096 - HEADER;
@@ -123,6 +163,13 @@ pub const MIN_REGION: usize = RECORD_ALIGN;
 pub const MAX_REGION: usize = 1 << 32;
 /// Size of a [`MessageHeader`].
 const HEADER: usize = MessageHeader::SIZE;
+/// The value of a commit word (a header's `sequence` field) that means "nothing committed here
+/// yet": written at ring offset 0 when the ring is created and after each publication at the
+/// position that follows it (see the module docs). No message ever has this sequence number.
+pub const UNCOMMITTED: u64 = u64::MAX;
+/// How many consecutive empty polls of the commit word the consumer makes between two loads of
+/// the write position (which detect a corrupt header that would otherwise look empty forever).
+const VALIDATE_EVERY: u32 = 64;
 
 /// Bytes a message record with a payload of `payload_len` bytes occupies in the ring (header,
 /// payload and padding up to the next record): `round_up(32 + payload_len, 64)`. `None` on
@@ -200,7 +247,7 @@ pub const FLAG_TIMESTAMPS: u32 = 1 << 0;
 pub const FLAG_PARK: u32 = 1 << 1;
 
 /// Byte offsets of the control block's words in the slab: the cross-process protocol of
-/// [`PROTOCOL_VERSION`] 1 (all little-endian). Tools and tests may read them; only psyne writes
+/// [`PROTOCOL_VERSION`] 2 (all little-endian). Tools and tests may read them; only psyne writes
 /// them.
 pub mod layout {
     /// `u64` [`MAGIC`](super::MAGIC).
@@ -448,6 +495,8 @@ pub(crate) struct Ring {
     remote: Option<End>,
     /// Data-race checker for loom (empty otherwise).
     tracker: AccessTracker,
+    /// Access to the commit words (loom stand-ins under loom, empty otherwise).
+    commits: CommitWords,
     /// Owns the memory (never read: the pointers above point into it); dropped after the
     /// control block (see `Drop`).
     _slab: Slab,
@@ -553,22 +602,28 @@ impl Ring {
         // REGION_OFFSET (asserted above), so writing it at offset 0 stays inside the slab and
         // outside the ring region.
         unsafe { control.as_ptr().write(cb) };
-        // SAFETY: just initialised; shared access only from now on.
-        unsafe { control.as_ref() }
-            .identity
-            .magic
-            .store(MAGIC, Ordering::Release);
         // SAFETY: REGION_OFFSET + len <= slab.len(), so the offset stays inside the mapping.
         let region = unsafe { base.add(REGION_OFFSET) };
-        Arc::new(Ring {
+        let ring = Ring {
             control,
             region,
             len: spec.len,
             wait: spec.wait,
             remote: shared.map(|s| s.local.other()),
             tracker: AccessTracker::new(spec.len),
+            commits: CommitWords::new(spec.len),
             _slab: slab,
-        })
+        };
+        // The zero-filled header at offset 0 must not read as message 0: mark it uncommitted
+        // before anyone can see the ring (the magic word below publishes it to openers).
+        // SAFETY: offset 0 is a record start inside the region; no end exists yet.
+        unsafe { ring.store_commit(0, UNCOMMITTED, Ordering::Relaxed) };
+        // SAFETY: just initialised; shared access only from now on.
+        unsafe { control.as_ref() }
+            .identity
+            .magic
+            .store(MAGIC, Ordering::Release);
+        Arc::new(ring)
     }
 
     /// Validates the control block of a shared slab mapped by [`Slab::open_shared`] and attaches
@@ -703,6 +758,7 @@ impl Ring {
                 wait,
                 remote: Some(local.other()),
                 tracker: AccessTracker::new(len),
+                commits: CommitWords::new(len),
                 _slab: slab,
             }),
             Positions { read, write },
@@ -781,7 +837,49 @@ impl Ring {
         (pos & (self.len as u64 - 1)) as usize
     }
 
-    /// Writes a filler of `skip` bytes (a multiple of 64, at least 64) at ring offset `offset`.
+    /// Address of the commit word (the `sequence` field) of the header at ring offset `offset`
+    /// (a multiple of 64, below `len`).
+    #[inline(always)]
+    fn commit_word(&self, offset: usize) -> *mut u64 {
+        debug_assert!(offset.is_multiple_of(RECORD_ALIGN));
+        let header = self.at(offset).cast::<MessageHeader>().as_ptr();
+        // SAFETY: `offset` is a multiple of 64 below `len`, so the 32-byte header at it lies
+        // inside the region; this computes an address and reads nothing.
+        unsafe { core::ptr::addr_of_mut!((*header).sequence) }
+    }
+
+    /// `Acquire`/`Relaxed`-loads the commit word of the header at ring offset `offset`.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must be a multiple of 64 below `len` (so the word is in the region and
+    /// 8-aligned: the region base is 32 mod 64). Commit words are only ever accessed atomically
+    /// while another end may access them.
+    #[inline(always)]
+    unsafe fn load_commit(&self, offset: usize, order: Ordering) -> u64 {
+        // SAFETY: in the region and aligned (caller); all concurrent accesses are atomic.
+        unsafe { self.commits.load(offset, self.commit_word(offset), order) }
+    }
+
+    /// Stores `value` into the commit word of the header at ring offset `offset`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::load_commit`], and the caller (the producer, or the creator before any end
+    /// exists) must own the word: it lies in free space, which the consumer only loads
+    /// atomically, at its read position.
+    #[inline(always)]
+    unsafe fn store_commit(&self, offset: usize, value: u64, order: Ordering) {
+        // SAFETY: in the region and aligned, owned by the caller (see above).
+        unsafe {
+            self.commits
+                .store(offset, self.commit_word(offset), value, order)
+        }
+    }
+
+    /// Writes a filler of `skip` bytes (a multiple of 64, at least 64) at ring offset `offset`:
+    /// every header field but the commit word (`sequence`), which the producer stores when it
+    /// publishes the filler.
     ///
     /// # Safety
     ///
@@ -791,22 +889,43 @@ impl Ring {
         debug_assert!(
             skip >= RECORD_ALIGN && skip.is_multiple_of(RECORD_ALIGN) && offset + skip <= self.len
         );
-        let header = MessageHeader {
-            len: (skip - HEADER) as u32,
-            flags: MessageHeader::FLAG_WRAP,
-            type_id: 0,
-            sequence: 0,
-            timestamp_ns: 0,
-        };
         self.tracker.write(offset, HEADER);
         // SAFETY: the caller owns these bytes; the address is 8-aligned (offset is a multiple
         // of 64, the region base is 32 mod 64).
         unsafe {
-            self.at(offset)
-                .cast::<MessageHeader>()
-                .as_ptr()
-                .write(header)
+            write_header_fields(
+                self.at(offset).cast(),
+                (skip - HEADER) as u32,
+                MessageHeader::FLAG_WRAP,
+                0,
+                0,
+            )
         };
+    }
+}
+
+/// Writes every field of the header at `header` except its commit word (`sequence`), with plain
+/// stores.
+///
+/// # Safety
+///
+/// `header` must be valid for writes and 8-aligned, and the caller must own the header (the
+/// consumer only loads its commit word, atomically, until it is published).
+#[inline(always)]
+unsafe fn write_header_fields(
+    header: NonNull<MessageHeader>,
+    len: u32,
+    flags: u32,
+    type_id: u64,
+    timestamp_ns: u64,
+) {
+    let h = header.as_ptr();
+    // SAFETY: valid, aligned and owned (caller); none of these fields is the commit word.
+    unsafe {
+        core::ptr::addr_of_mut!((*h).len).write(len);
+        core::ptr::addr_of_mut!((*h).flags).write(flags);
+        core::ptr::addr_of_mut!((*h).type_id).write(type_id);
+        core::ptr::addr_of_mut!((*h).timestamp_ns).write(timestamp_ns);
     }
 }
 
@@ -847,7 +966,7 @@ pub(crate) struct Peeked {
     /// Its header, in the ring; the payload (`len` bytes, aligned as it was written) follows it.
     header: NonNull<MessageHeader>,
     /// The payload length as read (once) and checked by [`RingConsumer::try_peek`]: the record
-    /// `32 + len` bytes from the header lies inside the region and the published bytes. Use this,
+    /// `32 + len` bytes from the header lies inside the region. Use this,
     /// never the header's own (shared, rewritable) `len`, for bounds.
     len: u32,
     /// Read position after the record: pass to [`RingConsumer::release`].
@@ -1046,7 +1165,7 @@ impl RingProducer {
         // SAFETY: `to_end` bytes from `offset` are free (checked above): exactly up to the end
         // of the region.
         unsafe { self.ring.write_filler(offset, to_end) };
-        self.publish_to(self.write + to_end as u64);
+        self.publish(self.write, self.write + to_end as u64);
         Ok(())
     }
 
@@ -1067,38 +1186,63 @@ impl RingProducer {
         let offset = self.ring.mask(pos);
         let size = record_size_of(len);
         debug_assert!(offset + size <= self.ring.len);
-        let header = MessageHeader {
-            len: len as u32,
-            flags: 0,
-            type_id,
-            sequence: self.sequence,
-            timestamp_ns,
-        };
         self.ring.tracker.write(offset, size);
         // SAFETY: the record at `offset` was reserved for us by `try_reserve` (free space, not
-        // visible to the consumer until the store in `publish_to`); the header address is
-        // 8-aligned.
+        // visible to the consumer until its commit word is stored in `publish`); the header
+        // address is 8-aligned.
         unsafe {
-            self.ring
-                .at(offset)
-                .cast::<MessageHeader>()
-                .as_ptr()
-                .write(header)
+            write_header_fields(
+                self.ring.at(offset).cast(),
+                len as u32,
+                0,
+                type_id,
+                timestamp_ns,
+            )
         };
+        self.publish(pos, pos + size as u64);
         self.sequence += 1;
         self.stats.messages += 1;
         self.stats.bytes += len as u64;
-        self.publish_to(pos + size as u64);
     }
 
-    /// Makes everything before `write` visible to the consumer, and wakes it if it sleeps.
+    /// Publishes the record (message or wrap filler) whose header is at `record`, ending at
+    /// `end`, together with an alignment filler at our write position if `record` is past it;
+    /// then stores the write position and wakes the consumer if it sleeps.
+    ///
+    /// Every header field but the commit words must be written already. Order: the commit word
+    /// at `end` is cleared (if we own it), then the record's commit word and the filler's are
+    /// stored (`Release`): a consumer that acquires either sees the header, the payload and the
+    /// cleared word after the record.
     #[inline(always)]
-    fn publish_to(&mut self, write: u64) {
-        debug_assert!(write > self.write && write - self.cached_read <= self.ring.len as u64);
-        debug_assert!(write.is_multiple_of(RECORD_ALIGN as u64));
-        self.write = write;
+    fn publish(&mut self, record: u64, end: u64) {
+        let len = self.ring.len as u64;
+        debug_assert!(end > self.write && end - self.cached_read <= len);
+        debug_assert!(record >= self.write && record < end);
+        debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
+        let seq = self.sequence;
+        if end - self.cached_read < len {
+            // The word after the record is ours (free space): clear it, so that whatever an
+            // earlier lap left there (payload bytes, say) never reads as committed. When it is
+            // not ours, it holds the header of the record at `end - len`, committed with a lower
+            // sequence number.
+            let next = self.ring.mask(end);
+            self.ring.tracker.write(next, 8);
+            // SAFETY: `next` is a multiple of 64 in the region and is free space (above).
+            unsafe { self.ring.store_commit(next, UNCOMMITTED, Ordering::Relaxed) };
+        }
+        // SAFETY: `record` (and our write position, when an alignment filler starts there) is a
+        // record start in space reserved by `try_reserve`/`wrap`, still ours until published.
+        unsafe {
+            self.ring
+                .store_commit(self.ring.mask(record), seq, Ordering::Release);
+            if record != self.write {
+                self.ring
+                    .store_commit(self.ring.mask(self.write), seq, Ordering::Release);
+            }
+        }
+        self.write = end;
         let cb = self.ring.control();
-        cb.write.store(write, Ordering::Release);
+        cb.write.store(end, Ordering::Release);
         if self.ring.wait.may_park() && wait::wake_if_parked(&cb.signals.consumer_parked) {
             self.stats.wakeups += 1;
         }
@@ -1122,20 +1266,25 @@ pub(crate) struct RingConsumer {
     ring: Arc<Ring>,
     /// Our read position: equal to the shared one between operations (we are its only writer).
     read: u64,
-    /// The producer's write position as last loaded: `<=` the real one, `>= read`; may be stale
-    /// and is resynchronised when it says empty.
-    cached_write: u64,
+    /// Sequence number of the next message: the commit word the header at our read position
+    /// holds once it is published (message or filler).
+    sequence: u64,
+    /// Consecutive polls that found the commit word at our read position unpublished (see
+    /// [`Self::not_committed`]).
+    idle_polls: u32,
     /// Counters (wake-ups are kept here; the channel keeps the others).
     pub(crate) stats: ConsumerStats,
 }
 
 impl RingConsumer {
-    /// The consumer end of a ring at `positions` (see [`RingProducer::new`]).
+    /// The consumer end of a ring at `positions` (see [`RingProducer::new`]). An end attaches
+    /// only once to a ring, so the next message is message 0.
     pub(crate) fn new(ring: Arc<Ring>, positions: Positions) -> Self {
         RingConsumer {
             ring,
             read: positions.read,
-            cached_write: positions.read,
+            sequence: 0,
+            idle_polls: 0,
             stats: ConsumerStats::default(),
         }
     }
@@ -1154,29 +1303,33 @@ impl RingConsumer {
 
     /// The next published message, skipping (and releasing) fillers. Does not release it.
     ///
-    /// Checks the write position when it reloads it and every header it reads (see the module
-    /// docs); a failed check returns `Corrupted` and leaves the read position where it was.
+    /// A record is published when the commit word of its header (at our read position) holds
+    /// our expected sequence number; the write position is loaded only when it does not (see
+    /// [`Self::not_committed`]). Checks every header it reads (see the module docs); a failed
+    /// check returns `Corrupted` and leaves the read position where it was.
     #[inline]
     pub(crate) fn try_peek(&mut self) -> Result<Peeked, PeekError> {
         loop {
-            if self.read == self.cached_write {
-                self.refresh()?;
-            }
-            debug_assert!(self.cached_write - self.read <= self.ring.len as u64);
             let offset = self.ring.mask(self.read);
             debug_assert!(offset.is_multiple_of(RECORD_ALIGN));
-            // Bytes published from here on, and bytes left before the end of the region: both
-            // bound the record (checked before anything past the header is touched).
-            let published = self.cached_write - self.read;
+            // SAFETY: `offset` is a multiple of 64 in the region; commit words are accessed
+            // atomically only.
+            let commit = unsafe { self.ring.load_commit(offset, Ordering::Acquire) };
+            if commit != self.sequence {
+                self.not_committed(offset)?;
+            }
+            self.idle_polls = 0;
+            // Bytes left before the end of the region bound the record (checked before anything
+            // past the header is touched).
             let to_end = (self.ring.len - offset) as u64;
             self.ring.tracker.read(offset, HEADER);
             let header = self.ring.at(offset).cast::<MessageHeader>();
-            // SAFETY: `read < cached_write`, so a record (header first) was published at
-            // `offset` (a multiple of 64, so the 32-byte header lies inside the region) and the
-            // Acquire load of the write position made it visible; the producer does not touch
-            // it until we release it. The address is 8-aligned. `len` and `flags` are each read
-            // once (volatile: another process may write them); only these copies are checked and
-            // used for bounds.
+            // SAFETY: the commit word at `offset` holds our expected sequence number, stored
+            // (`Release`) by the producer after it wrote the header (and payload) of the record
+            // there, and loaded `Acquire` above; the producer does not touch the record until we
+            // release it. The address is 8-aligned and the 32-byte header lies in the region.
+            // `len` and `flags` are each read once (volatile: another process may write them);
+            // only these copies are checked and used for bounds.
             let (len, flags) = unsafe {
                 (
                     core::ptr::addr_of!((*header.as_ptr()).len).read_volatile(),
@@ -1184,13 +1337,13 @@ impl RingConsumer {
                 )
             };
             if flags & MessageHeader::FLAG_WRAP != 0 {
-                self.skip_filler(len, to_end, published)?;
+                self.skip_filler(len, to_end)?;
                 continue;
             }
             // `len` is a u32, so this cannot overflow.
             let size = (HEADER as u64 + u64::from(len)).next_multiple_of(RECORD_ALIGN as u64);
-            if size > to_end || size > published {
-                return Err(Self::bad_record(size, to_end));
+            if size > to_end {
+                return Err(PeekError::Corrupted("record crosses the end of the region"));
             }
             self.ring.tracker.read(offset, size as usize);
             return Ok(Peeked {
@@ -1201,69 +1354,79 @@ impl RingConsumer {
         }
     }
 
-    /// The error for a record of `size` bytes that does not fit what was checked.
-    #[cold]
-    fn bad_record(size: u64, to_end: u64) -> PeekError {
-        PeekError::Corrupted(if size > to_end {
-            "record crosses the end of the region"
-        } else {
-            "record longer than the published bytes"
-        })
-    }
-
-    /// Reloads the write position after the cache said empty; `Err` if it is still empty, or
-    /// `Corrupted` if it fails its check (see [`Self::load_write`]).
+    /// The commit word at our read position (ring offset `offset`) did not hold our expected
+    /// sequence number. `Ok` if it does after all (reloaded after an `Acquire` load of the
+    /// producer's closed flag or write position), else `Empty`, `Disconnected` or `Corrupted`.
+    ///
+    /// The write position is loaded only if the producer is gone, or once every
+    /// [`VALIDATE_EVERY`] consecutive empty polls: if it says the record at our read position
+    /// was published (it is stored after the record's commit word) and the commit word still
+    /// disagrees, the header is corrupt; without this a corrupt commit word would look empty
+    /// forever. It is checked: a multiple of 64 and at most `len` ahead of our read position.
+    /// It may lag behind our read position (the producer stores it after the commit words we
+    /// already consumed), which means nothing more was published.
     #[inline(never)]
-    fn refresh(&mut self) -> Result<(), PeekError> {
-        let cb = self.ring.control();
-        self.cached_write = self.load_write()?;
-        if self.read != self.cached_write {
-            return Ok(());
-        }
-        if cb.signals.producer_closed.load(Ordering::Acquire) == 0 {
+    fn not_committed(&mut self, offset: usize) -> Result<(), PeekError> {
+        let closed = self
+            .ring
+            .control()
+            .signals
+            .producer_closed
+            .load(Ordering::Acquire)
+            != 0;
+        self.idle_polls = self.idle_polls.wrapping_add(1);
+        if !closed && !self.idle_polls.is_multiple_of(VALIDATE_EVERY) {
             return Err(PeekError::Empty);
         }
-        // The producer may have published right before closing.
-        self.cached_write = self.load_write()?;
-        if self.read != self.cached_write {
-            return Ok(());
-        }
-        Err(PeekError::Disconnected)
-    }
-
-    /// Loads the producer's write position (`Acquire`) and checks it: a multiple of 64, not
-    /// behind the cached one, at most `len` ahead of our read position.
-    #[inline]
-    fn load_write(&self) -> Result<u64, PeekError> {
         let write = self.ring.control().write.load(Ordering::Acquire);
-        if write < self.cached_write
-            || write - self.read > self.ring.len as u64
-            || !write.is_multiple_of(RECORD_ALIGN as u64)
+        if !write.is_multiple_of(RECORD_ALIGN as u64)
+            || (write > self.read && write - self.read > self.ring.len as u64)
         {
             return Err(PeekError::Corrupted("write position"));
         }
-        Ok(write)
+        if write <= self.read {
+            return Err(match (closed, write == self.read) {
+                (false, _) => PeekError::Empty,
+                (true, true) => PeekError::Disconnected,
+                // Once the producer is gone, its last write position is visible, and we
+                // consumed only records it published before storing it.
+                (true, false) => PeekError::Corrupted("write position"),
+            });
+        }
+        // SAFETY: as in `try_peek`.
+        if unsafe { self.ring.load_commit(offset, Ordering::Acquire) } == self.sequence {
+            return Ok(());
+        }
+        Err(PeekError::Corrupted("commit word (header sequence number)"))
     }
 
     /// Skips (releases) the filler at our read position, `32 + len` bytes long, after checking
-    /// that it is a whole number of records, ends inside the region (`to_end` bytes left) and
-    /// inside the published bytes.
+    /// that it is a whole number of records and ends inside the region (`to_end` bytes left). A
+    /// filler takes no sequence number.
     #[cold]
     #[inline(never)]
-    fn skip_filler(&mut self, len: u32, to_end: u64, published: u64) -> Result<(), PeekError> {
+    fn skip_filler(&mut self, len: u32, to_end: u64) -> Result<(), PeekError> {
         let skip = HEADER as u64 + u64::from(len);
-        if !skip.is_multiple_of(RECORD_ALIGN as u64) || skip > to_end || skip > published {
+        if !skip.is_multiple_of(RECORD_ALIGN as u64) || skip > to_end {
             return Err(PeekError::Corrupted("filler length"));
         }
-        self.release(self.read + skip);
+        self.advance(self.read + skip);
         Ok(())
     }
 
-    /// Releases everything before `end` to the producer (a record's end from [`Self::try_peek`]),
-    /// and wakes the producer if it sleeps waiting for space.
+    /// Releases the message [`Self::try_peek`] returned (everything before `end`, its end) to
+    /// the producer, and wakes the producer if it sleeps waiting for space.
     #[inline]
     pub(crate) fn release(&mut self, end: u64) {
-        debug_assert!(end > self.read && end <= self.cached_write);
+        self.sequence = self.sequence.wrapping_add(1);
+        self.advance(end);
+    }
+
+    /// Moves our read position to `end` and publishes it (`Release`), waking the producer if it
+    /// sleeps.
+    #[inline]
+    fn advance(&mut self, end: u64) {
+        debug_assert!(end > self.read && end - self.read <= self.ring.len as u64);
         debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
         self.read = end;
         let cb = self.ring.control();

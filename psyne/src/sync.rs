@@ -211,3 +211,80 @@ impl AccessTracker {
         }
     }
 }
+
+/// The commit words of a ring: the `sequence` word of the header at each record start, which the
+/// producer publishes with one `Release` store and the consumer `Acquire`-loads (see
+/// [`crate::ring`]'s module docs).
+///
+/// Outside loom the word *is* the header's `sequence` field, accessed as an atomic in place (an
+/// empty type: the methods take the field's address). Under loom, whose atomics cannot live at
+/// an arbitrary address, each 64-byte slot of the ring has its own loom atomic that stands for
+/// the field; stores also write the field itself (plainly: loom runs one thread at a time), so
+/// that readers of the header see the same value.
+#[derive(Debug)]
+pub(crate) struct CommitWords {
+    #[cfg(loom)]
+    words: Vec<AtomicU64>,
+}
+
+impl CommitWords {
+    /// The commit words of a ring region of `len` bytes (zero, like a fresh region).
+    pub(crate) fn new(len: usize) -> Self {
+        #[cfg(not(loom))]
+        {
+            let _ = len;
+            CommitWords {}
+        }
+        #[cfg(loom)]
+        CommitWords {
+            words: (0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Loads the commit word of the record at ring offset `offset`, whose `sequence` field is at
+    /// `word`.
+    ///
+    /// # Safety
+    ///
+    /// `word` must be valid, 8-aligned and stay mapped for the call, and every access to it that
+    /// may run concurrently with this one must be atomic.
+    #[inline(always)]
+    pub(crate) unsafe fn load(&self, offset: usize, word: *mut u64, order: Ordering) -> u64 {
+        #[cfg(not(loom))]
+        {
+            let _ = offset;
+            // SAFETY: guaranteed by the caller (valid, aligned, only atomic concurrent access).
+            unsafe { AtomicU64::from_ptr(word) }.load(order)
+        }
+        #[cfg(loom)]
+        {
+            let _ = word;
+            self.words[offset / 64].load(order)
+        }
+    }
+
+    /// Stores `value` into the commit word of the record at ring offset `offset`, whose
+    /// `sequence` field is at `word`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::load`]; in addition the caller (the producer) must own the word: it lies in
+    /// free space, which the consumer only loads atomically.
+    #[inline(always)]
+    pub(crate) unsafe fn store(&self, offset: usize, word: *mut u64, value: u64, order: Ordering) {
+        #[cfg(not(loom))]
+        {
+            let _ = offset;
+            // SAFETY: guaranteed by the caller (valid, aligned, only atomic concurrent access).
+            unsafe { AtomicU64::from_ptr(word) }.store(value, order)
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: valid and aligned (caller); loom runs one thread at a time, so this plain
+            // write races with nothing, and readers of the field read it only after acquiring
+            // the loom word below (or the record's release).
+            unsafe { word.write(value) };
+            self.words[offset / 64].store(value, order)
+        }
+    }
+}

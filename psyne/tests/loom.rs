@@ -210,3 +210,38 @@ fn raw_alignment_filler() {
         producer.join().unwrap();
     });
 }
+
+/// Stale bytes never read as a commit: in a 128-byte ring, message 0 (96 bytes, the whole ring)
+/// fills its payload with the word 2, so ring offset 64 holds bytes that look like a header
+/// with sequence number 2. Message 1 then goes to offset 0 and message 2 to offset 64: the
+/// consumer must not take the old payload at 64 for message 2 before the producer writes it (a
+/// read unordered with the producer's write fails the model). Publishing message 1 clears the
+/// commit word at 64.
+#[test]
+fn stale_payload_is_not_a_commit() {
+    model(|| {
+        let (mut tx, mut rx) = Channel::raw()
+            .capacity_bytes(128)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            tx.send_bytes(0, &2u64.to_le_bytes().repeat(12)).unwrap();
+            tx.send_bytes(1, &[1; 10]).unwrap();
+            tx.send_bytes(2, &[2; 10]).unwrap();
+        });
+        let m = rx.recv().unwrap();
+        assert_eq!(
+            (m.type_id(), m.header().sequence, m.bytes().len()),
+            (0, 0, 96)
+        );
+        drop(m);
+        for i in 1..3u64 {
+            let m = rx.recv().unwrap();
+            assert_eq!((m.type_id(), m.header().sequence), (i, i));
+            assert_eq!(m.bytes(), &[i as u8; 10][..]);
+        }
+        assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+        producer.join().unwrap();
+    });
+}

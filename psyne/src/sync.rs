@@ -220,11 +220,16 @@ impl AccessTracker {
 /// empty type: the methods take the field's address). Under loom, whose atomics cannot live at
 /// an arbitrary address, each 64-byte slot of the ring has its own loom atomic that stands for
 /// the field; stores also write the field itself (plainly: loom runs one thread at a time), so
-/// that readers of the header see the same value.
+/// that readers of the header see the same value. If the field's bytes were overwritten by a
+/// plain write since the last commit store (payload of a later record), a load returns those
+/// bytes, as the hardware could: so a model fails if stale payload can pass for a commit.
 #[derive(Debug)]
 pub(crate) struct CommitWords {
     #[cfg(loom)]
     words: Vec<AtomicU64>,
+    /// The value each loom word was last stored (not a loom atomic: bookkeeping only).
+    #[cfg(loom)]
+    last: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl CommitWords {
@@ -238,6 +243,9 @@ impl CommitWords {
         #[cfg(loom)]
         CommitWords {
             words: (0..len.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            last: (0..len.div_ceil(64))
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         }
     }
 
@@ -258,8 +266,14 @@ impl CommitWords {
         }
         #[cfg(loom)]
         {
-            let _ = word;
-            self.words[offset / 64].load(order)
+            let value = self.words[offset / 64].load(order);
+            // SAFETY: valid and aligned (caller); loom runs one thread at a time.
+            let bytes = unsafe { word.read() };
+            if bytes != self.last[offset / 64].load(std::sync::atomic::Ordering::Relaxed) {
+                // Overwritten by a plain write (a later record's payload) since the last commit.
+                return bytes;
+            }
+            value
         }
     }
 
@@ -284,6 +298,7 @@ impl CommitWords {
             // write races with nothing, and readers of the field read it only after acquiring
             // the loom word below (or the record's release).
             unsafe { word.write(value) };
+            self.last[offset / 64].store(value, std::sync::atomic::Ordering::Relaxed);
             self.words[offset / 64].store(value, order)
         }
     }

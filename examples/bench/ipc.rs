@@ -12,7 +12,7 @@
 
 use super::links::Error;
 use super::payload::{self, Embedding256, Words};
-use super::run::{Latency, Setup, Throughput};
+use super::run::{Latency, Setup, Throughput, ticks_to_ns};
 use psyne::{Channel, Consumer, Message, Producer, RecvError, SendError, Wait};
 use psyne_examples::affinity::pin_to_cpu;
 use psyne_examples::alloc::thread_allocations;
@@ -173,10 +173,7 @@ pub fn one_way<P: Message + Send>(
                     ticks.push(t1.saturating_sub(stamp));
                 }
             }
-            lat.ns = ticks
-                .iter()
-                .map(|&t| clock.ticks_to_ns(t).round() as u64)
-                .collect();
+            lat.ns = ticks_to_ns(&clock, &ticks);
             Ok(lat)
         })
         .join()
@@ -222,10 +219,7 @@ pub fn round_trip<P: Message + Send>(
                     ticks.push(t1.saturating_sub(t0));
                 }
             }
-            lat.ns = ticks
-                .iter()
-                .map(|&t| clock.ticks_to_ns(t).round() as u64)
-                .collect();
+            lat.ns = ticks_to_ns(&clock, &ticks);
             Ok(lat)
         })
         .join()

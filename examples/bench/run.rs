@@ -49,6 +49,14 @@ pub struct Latency {
     pub negative: u64,
 }
 
+/// Latency samples in whole nanoseconds from tick counts of `clock`.
+pub fn ticks_to_ns(clock: &Clock, ticks: &[u64]) -> Vec<u64> {
+    ticks
+        .iter()
+        .map(|&t| clock.ticks_to_ns(t).round() as u64)
+        .collect()
+}
+
 fn pin(cpu: usize) -> Result<(), Error> {
     pin_to_cpu(cpu).map_err(|e| format!("pinning to CPU {cpu}: {e}").into())
 }
@@ -170,10 +178,7 @@ pub fn one_way<P: Pod, L: Link<P>>(
                     ticks.push(t1.saturating_sub(stamp));
                 }
             }
-            lat.ns = ticks
-                .iter()
-                .map(|&t| clock.ticks_to_ns(t).round() as u64)
-                .collect();
+            lat.ns = ticks_to_ns(&clock, &ticks);
             pinned.map(|()| lat)
         });
         (prod.join(), cons.join())
@@ -210,10 +215,7 @@ pub fn round_trip<P: Pod, L: Link<P>>(
                     ticks.push(t1 - t0);
                 }
             }
-            lat.ns = ticks
-                .iter()
-                .map(|&t| clock.ticks_to_ns(t).round() as u64)
-                .collect();
+            lat.ns = ticks_to_ns(&clock, &ticks);
             pinned.map(|()| lat)
         });
         let b = sc.spawn(|| -> Result<u64, Error> {
@@ -294,10 +296,7 @@ pub fn floor_one_way(
                 }
             }
             lat.bad = (n - seen) as u64; // updates overwritten before the consumer saw them
-            lat.ns = ticks
-                .iter()
-                .map(|&t| clock.ticks_to_ns(t).round() as u64)
-                .collect();
+            lat.ns = ticks_to_ns(&clock, &ticks);
             pinned.map(|()| lat)
         });
         (prod.join(), cons.join())
@@ -330,10 +329,7 @@ pub fn floor_ping_pong(s: &Setup, samples: usize, warmup: usize) -> Result<Laten
                     ticks.push(t1 - t0);
                 }
             }
-            lat.ns = ticks
-                .iter()
-                .map(|&t| clock.ticks_to_ns(t).round() as u64)
-                .collect();
+            lat.ns = ticks_to_ns(&clock, &ticks);
             pinned.map(|()| lat)
         });
         let b = sc.spawn(|| -> Result<(), Error> {

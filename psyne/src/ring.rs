@@ -62,11 +62,14 @@
 //! record that follows it, so the consumer that acquires it also sees that record's commit.
 //!
 //! The producer still stores the write position (`Release`) after the commit words: openers
-//! validate it, the consumer uses it to tell "drained" from "empty" once the producer is gone and,
-//! once every 64 consecutive empty polls (`VALIDATE_EVERY`), to detect a corrupt commit word (write
-//! past the read position but the word disagrees: `Corrupted`, not an endless `Empty`). It may lag
-//! behind the consumer's read position (the consumer can take a record whose commit it saw before
-//! the store of the write position); that only means "nothing more".
+//! validate it and the consumer, once every 64 consecutive empty polls (`VALIDATE_EVERY`) or once
+//! the producer is gone, uses it to detect a corrupt commit word (write past the read position but
+//! the word disagrees: `Corrupted`, not an endless `Empty`). It may lag behind the consumer's read
+//! position (the consumer can take a record whose commit it saw before the store of the write
+//! position); that only means "nothing more". A producer killed between a commit and its store of
+//! the write position leaves it behind for good: once the producer is gone, the stream ends where
+//! the commit words end (the consumer reloads the word at its read position after seeing the
+//! closed flag, then reports `Disconnected`), whatever a lagging write position says.
 //!
 //! Symmetrically the consumer releases space with one `Release` store of the read position after
 //! its last read of the record, and the producer `Acquire`-loads it before reusing the space. The
@@ -1384,17 +1387,25 @@ impl RingConsumer {
         {
             return Err(PeekError::Corrupted("write position"));
         }
-        if write <= self.read {
-            return Err(match (closed, write == self.read) {
-                (false, _) => PeekError::Empty,
-                (true, true) => PeekError::Disconnected,
-                // Once the producer is gone, its last write position is visible, and we
-                // consumed only records it published before storing it.
-                (true, false) => PeekError::Corrupted("write position"),
-            });
-        }
         // SAFETY: as in `try_peek`.
-        if unsafe { self.ring.load_commit(offset, Ordering::Acquire) } == self.sequence {
+        let committed =
+            || unsafe { self.ring.load_commit(offset, Ordering::Acquire) } == self.sequence;
+        if write <= self.read {
+            if !closed {
+                return Err(PeekError::Empty);
+            }
+            // The producer is gone. A producer killed between a commit and its store of the
+            // write position leaves the write position behind our read position for good, and
+            // may have committed the record at our read position after our first load of its
+            // commit word: reload it (after the `Acquire` load of the closed flag) before
+            // reporting the end of the stream.
+            return if committed() {
+                Ok(())
+            } else {
+                Err(PeekError::Disconnected)
+            };
+        }
+        if committed() {
             return Ok(());
         }
         Err(PeekError::Corrupted("commit word (header sequence number)"))

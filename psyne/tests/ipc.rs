@@ -496,6 +496,51 @@ fn kill_9_of_the_producer_mid_stream() {
         .unwrap();
 }
 
+/// A producer killed between a record's commit word and its store of the write position leaves
+/// the write position behind the last published record for good. The consumer still delivers
+/// every committed message and then reports `Disconnected`, not `Corrupted` (the race that made
+/// `kill_9_of_the_producer_mid_stream` fail once in CI, made deterministic with `poke`).
+#[test]
+fn producer_dead_between_commit_and_write_position() {
+    let name = unique("kill-between");
+    let _cleanup = Cleanup(name.clone());
+    let mut rx = Channel::<Sample>::builder()
+        .capacity(8)
+        .shared(&name)
+        .create_consumer()
+        .unwrap();
+    let mut tx = Channel::<Sample>::open_producer(&name).unwrap();
+    let record = psyne::ring::record_size(size_of::<Sample>()).unwrap() as u64;
+    for (round, sent) in [(0u64, 3u64), (3, 5)] {
+        for seq in round..round + sent {
+            let mut m = tx.allocate_zeroed().unwrap();
+            fill(&mut m, seq);
+            m.send();
+        }
+        if round == 0 {
+            // Live producer: a lagging write position is only "nothing more" (Empty after the
+            // three messages, however often the consumer polls).
+            poke(&name, ring::layout::WRITE, record);
+            for seq in 0..3 {
+                let m = rx.try_recv().unwrap();
+                check(&m, m.header(), seq);
+            }
+            for _ in 0..200 {
+                assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+            }
+        }
+    }
+    // Now the producer "dies" with its write position two records behind its last commit.
+    poke(&name, ring::layout::WRITE, 6 * record);
+    drop(tx);
+    for seq in 3..8 {
+        let m = rx.try_recv().unwrap();
+        check(&m, m.header(), seq);
+    }
+    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Disconnected);
+    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Disconnected);
+}
+
 #[test]
 fn kill_9_of_the_producer_while_the_consumer_sleeps() {
     let name = unique("kill-producer-parked");

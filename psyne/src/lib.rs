@@ -115,6 +115,13 @@ pub use psyne_derive::PsyneMessage;
 pub use slab::{HugePageSize, HugePages, Lock, Slab, SlabBuilder, SlabError};
 pub use wait::Wait;
 
+/// The `cudarc` crate psyne's `cuda` feature is built on (the same version, with the same
+/// features), for GPU work on CUDA-registered channels: [`Slab::cuda_context`] returns its
+/// context type, and a message's [`Received::cuda_device_ptr`] is a
+/// `cudarc::driver::sys::CUdeviceptr`.
+#[cfg(feature = "cuda")]
+pub use cudarc;
+
 /// Items used by the code that `#[derive(PsyneMessage)]` generates. Not a public API: names and
 /// signatures change between versions without notice.
 #[doc(hidden)]

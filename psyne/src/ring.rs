@@ -15,6 +15,7 @@
 //!   line 1  producer:      write position (written by the producer only)
 //!   line 2  consumer:      read position (written by the consumer only)
 //!   line 3  signals:       consumer parked word, producer parked word, closed flag of each end
+//!   line 4  waiting:       where the consumer waits in a blocking receive (written by it only)
 //! slab offset REGION_OFFSET (= 4096 - 32)
 //!           ring region:   `len` bytes, a power of two >= 64
 //! ```
@@ -79,6 +80,29 @@
 //! Wake-ups: a parking consumer raises its parked word, issues a `SeqCst` fence and re-polls the
 //! commit word; the producer stores the commit word (and the write position), issues a `SeqCst`
 //! fence and reads the parked word. One of the two sees the other's store (see [`crate::wait`]).
+//!
+//! **Large records restart at the region's start.** A consumer that waits inside a blocking
+//! receive (`recv`, `recv_timeout`) says so: it stores its read position into the
+//! `waiting` word (control-block line 4) before it waits and [`NOT_WAITING`] after. Before
+//! it reserves a record of at least 16 KiB (`REWIND_MIN`) in a region more than 8 times as large
+//! (`REWIND_RATIO`), a producer whose write position `w` is at ring offset `o >= size` (so not
+//! at the region's start) compares that word with `w`; if they are equal it reloads the read
+//! position, and if the ring is empty (read `== w`: the consumer released everything) it
+//! publishes a wrap filler from `o` up to the end of the region, so the record goes to ring
+//! offset 0, which the consumer can take once it skipped the filler.
+//!
+//! Why: without this, messages sent at a pace the consumer keeps up with walk through the
+//! whole region (31 MiB for 31 one-MiB slots), every one into lines that left the caches long
+//! ago, while a queue of `Box`es reuses the allocation just freed, still cached. Why only for a
+//! waiting consumer: until the consumer skips the filler, its bytes count as used, so the ring
+//! holds one record; a consumer that waits skips it at once (a parked one is woken by the
+//! filler's publication), while one busy elsewhere (computing on the last message) would leave
+//! the producer with a one-record ring until its next receive. The word is a hint: the filler
+//! is an ordinary wrap filler, published only when the positions say the space is free, so a
+//! stale or corrupt word can cost time, never a message. The costs: one more header read for
+//! the consumer (small next to a 16 KiB payload), two stores of the word per blocking wait,
+//! and for large records one load of a line that stays cached while messages stream. Measured
+//! effect in BENCHMARKS.md.
 //!
 //! # Invariants (`debug_assert!`ed where they are relied on)
 //!
@@ -152,7 +176,7 @@ use std::sync::Arc;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PSYNRING");
 /// Version of the ring protocol and control-block layout described in this module (2:
 /// publication through the header's commit word).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Offset in the slab of ring byte 0 (32 bytes before the first page boundary after the control
 /// block, so that headers sit in the second half of a cache line).
 pub const REGION_OFFSET: usize = 4096 - HEADER;
@@ -173,6 +197,13 @@ pub const UNCOMMITTED: u64 = u64::MAX;
 /// How many consecutive empty polls of the commit word the consumer makes between two loads of
 /// the write position (which detect a corrupt header that would otherwise look empty forever).
 const VALIDATE_EVERY: u32 = 64;
+/// Records of at least this many bytes go back to the start of the region when the ring is
+/// empty, if the region holds more than [`REWIND_RATIO`] of them (see "Large records restart at
+/// the region's start" in the module docs). Smaller under loom, so that the models' small
+/// records in small rings take that path too.
+const REWIND_MIN: usize = if cfg!(loom) { 128 } else { 16 * 1024 };
+/// See [`REWIND_MIN`].
+const REWIND_RATIO: usize = if cfg!(loom) { 2 } else { 8 };
 
 /// Bytes a message record with a payload of `payload_len` bytes occupies in the ring (header,
 /// payload and padding up to the next record): `round_up(32 + payload_len, 64)`. `None` on
@@ -250,7 +281,7 @@ pub const FLAG_TIMESTAMPS: u32 = 1 << 0;
 pub const FLAG_PARK: u32 = 1 << 1;
 
 /// Byte offsets of the control block's words in the slab: the cross-process protocol of
-/// [`PROTOCOL_VERSION`] 2 (all little-endian). Tools and tests may read them; only psyne writes
+/// [`PROTOCOL_VERSION`] 3 (all little-endian). Tools and tests may read them; only psyne writes
 /// them.
 pub mod layout {
     /// `u64` [`MAGIC`](super::MAGIC).
@@ -293,8 +324,11 @@ pub mod layout {
     pub const PRODUCER_CLOSED: usize = 392;
     /// `u32` consumer closed flag.
     pub const CONSUMER_CLOSED: usize = 396;
+    /// `u64` the read position at which the consumer waits in a blocking receive, else any
+    /// other value (`u64::MAX` once it stopped waiting); a hint (line 4, since version 3).
+    pub const CONSUMER_WAITING: usize = 512;
     /// Bytes of the control block that carry meaning (the rest up to the region is zero).
-    pub const END: usize = 512;
+    pub const END: usize = 640;
 }
 
 #[cfg(all(not(loom), target_arch = "x86_64"))]
@@ -327,6 +361,7 @@ const _: () = {
     assert!(
         offset_of!(Signals, consumer_closed) == layout::CONSUMER_CLOSED - layout::CONSUMER_PARKED
     );
+    assert!(offset_of!(ControlBlock, waiting) == layout::CONSUMER_WAITING);
     assert!(core::mem::size_of::<ControlBlock>() == layout::END);
 };
 
@@ -344,6 +379,9 @@ pub(crate) struct Signals {
     consumer_closed: AtomicU32,
 }
 
+/// [`ControlBlock::waiting`] of a consumer that is not waiting.
+const NOT_WAITING: u64 = u64::MAX;
+
 /// The control block at slab offset 0. Holds offsets only, no pointers.
 #[repr(C)]
 #[derive(Debug)]
@@ -355,6 +393,11 @@ pub(crate) struct ControlBlock {
     /// `<= write` and `>= write - region_len`.
     read: CachePadded<AtomicU64>,
     signals: CachePadded<Signals>,
+    /// The read position at which the consumer waits inside a blocking receive; [`NOT_WAITING`]
+    /// (or any other value) when it does not. On a line of its own, read by the producer only
+    /// before large records: the consumer's stores around its waits disturb no other word. A
+    /// hint: the producer acts on it only after checking the positions.
+    waiting: CachePadded<AtomicU64>,
 }
 
 impl ControlBlock {
@@ -395,7 +438,7 @@ const _: () = {
     assert!(offset_of!(ControlBlock, signals) == offset_of!(ControlBlock, read) + line);
     assert!(size_of::<ControlBlock>() <= REGION_OFFSET);
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    assert!(offset_of!(ControlBlock, signals) == 384 && size_of::<ControlBlock>() == 512);
+    assert!(offset_of!(ControlBlock, signals) == 384 && size_of::<ControlBlock>() == 640);
 };
 const _: () = assert!(core::mem::align_of::<ControlBlock>() <= 4096);
 
@@ -500,9 +543,13 @@ pub(crate) struct Ring {
     tracker: AccessTracker,
     /// Access to the commit words (loom stand-ins under loom, empty otherwise).
     commits: CommitWords,
-    /// Owns the memory (never read: the pointers above point into it); dropped after the
-    /// control block (see `Drop`).
-    _slab: Slab,
+    /// Owns the memory (the pointers above point into it); dropped after the control block
+    /// (see `Drop`).
+    #[cfg_attr(
+        not(feature = "cuda"),
+        expect(dead_code, reason = "read only for CUDA device addresses")
+    )]
+    slab: Slab,
 }
 
 // SAFETY: a `Ring` is shared by exactly one producer and one consumer, which access the region
@@ -596,6 +643,7 @@ impl Ring {
                 producer_closed: AtomicU32::new(0),
                 consumer_closed: AtomicU32::new(0),
             }),
+            waiting: CachePadded::new(AtomicU64::new(NOT_WAITING)),
         };
         // Checked at compile time outside loom; loom's atomics are larger, so check here too.
         assert!(core::mem::size_of::<ControlBlock>() <= REGION_OFFSET);
@@ -615,7 +663,7 @@ impl Ring {
             remote: shared.map(|s| s.local.other()),
             tracker: AccessTracker::new(spec.len),
             commits: CommitWords::new(spec.len),
-            _slab: slab,
+            slab,
         };
         // The zero-filled header at offset 0 must not read as message 0: mark it uncommitted
         // before anyone can see the ring (the magic word below publishes it to openers).
@@ -762,7 +810,7 @@ impl Ring {
                 remote: Some(local.other()),
                 tracker: AccessTracker::new(len),
                 commits: CommitWords::new(len),
-                _slab: slab,
+                slab,
             }),
             Positions { read, write },
             timestamps,
@@ -798,7 +846,7 @@ impl Ring {
 
     #[inline]
     fn control(&self) -> &ControlBlock {
-        // SAFETY: initialised in `new`, lives as long as `self._slab`, accessed only through
+        // SAFETY: initialised in `new`, lives as long as `self.slab`, accessed only through
         // atomics and fields never written after initialisation.
         unsafe { self.control.as_ref() }
     }
@@ -807,6 +855,16 @@ impl Ring {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The device address of `ptr`, a byte of this ring's slab, when the slab is CUDA-registered
+    /// (see [`Slab::cuda_device_ptr`]).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, SlabError> {
+        let base = self.slab.as_ptr().as_ptr() as usize;
+        let offset = (ptr.as_ptr() as usize).wrapping_sub(base);
+        debug_assert!(offset < self.slab.len());
+        Ok(self.slab.cuda_device_ptr()? + offset as u64)
     }
 
     /// How both ends wait.
@@ -935,7 +993,7 @@ unsafe fn write_header_fields(
 impl Drop for Ring {
     fn drop(&mut self) {
         // SAFETY: the control block was written in `new` and nobody else holds the ring any more;
-        // dropping it in place releases loom's bookkeeping (a no-op for std atomics). `_slab` is
+        // dropping it in place releases loom's bookkeeping (a no-op for std atomics). `slab` is
         // dropped after this, unmapping the memory.
         unsafe { core::ptr::drop_in_place(self.control.as_ptr()) };
     }
@@ -1093,18 +1151,40 @@ impl RingProducer {
         self.has_space_reloaded(need)
     }
 
-    /// [`Self::has_space`] after reloading the read position, which is checked: a multiple of 64,
-    /// not behind the cached one, not ahead of our write position.
+    /// [`Self::has_space`] after reloading the read position.
     #[inline(never)]
     fn has_space_reloaded(&mut self, need: usize) -> Result<bool, ReserveError> {
+        self.reload_read()?;
         let len = self.ring.len as u64;
+        Ok(len - (self.write - self.cached_read) >= need as u64)
+    }
+
+    /// Reloads the read position (`Acquire`) into our cached copy, after checking it: a multiple
+    /// of 64, not behind the cached one, not ahead of our write position.
+    #[inline]
+    fn reload_read(&mut self) -> Result<(), ReserveError> {
         let read = self.ring.control().read.load(Ordering::Acquire);
         if read < self.cached_read || read > self.write || !read.is_multiple_of(RECORD_ALIGN as u64)
         {
             return Err(ReserveError::Corrupted("read position"));
         }
         self.cached_read = read;
-        Ok(len - (self.write - self.cached_read) >= need as u64)
+        Ok(())
+    }
+
+    /// For a record of at least [`REWIND_MIN`] bytes, when our write position is not at the
+    /// start of the region, the consumer says it waits there and the ring is empty (the
+    /// consumer released everything we published; checked here): publishes a filler up to the
+    /// end of the region, so that the record goes to ring offset 0, whose lines the last large
+    /// messages used and the caches still hold.
+    #[cold]
+    #[inline(never)]
+    fn rewind_if_empty(&mut self, offset: usize) -> Result<(), ReserveError> {
+        self.reload_read()?;
+        if self.cached_read == self.write {
+            self.wrap(offset, self.ring.len - offset)?;
+        }
+        Ok(())
     }
 
     /// Whether the consumer end is gone.
@@ -1134,6 +1214,15 @@ impl RingProducer {
         debug_assert!(align <= ring_len);
         if self.is_disconnected() {
             return Err(ReserveError::Disconnected);
+        }
+        if size >= REWIND_MIN && ring_len > REWIND_RATIO * size {
+            let offset = self.ring.mask(self.write);
+            // Only when the consumer waits for exactly our next record (a hint, on a line that
+            // stays cached while messages stream), and the record fits before the consumer's
+            // read position once the filler is published (`offset >= size`).
+            if offset >= size && self.ring.control().waiting.load(Ordering::Relaxed) == self.write {
+                self.rewind_if_empty(offset)?;
+            }
         }
         loop {
             let offset = self.ring.mask(self.write);
@@ -1275,6 +1364,9 @@ pub(crate) struct RingConsumer {
     /// Consecutive polls that found the commit word at our read position unpublished (see
     /// [`Self::not_committed`]).
     idle_polls: u32,
+    /// Whether we store our read position into [`ControlBlock::waiting`] around blocking waits:
+    /// only where records large enough to restart at the region's start can arrive.
+    announce_waits: bool,
     /// Counters (wake-ups are kept here; the channel keeps the others).
     pub(crate) stats: ConsumerStats,
 }
@@ -1283,12 +1375,23 @@ impl RingConsumer {
     /// The consumer end of a ring at `positions` (see [`RingProducer::new`]). An end attaches
     /// only once to a ring, so the next message is message 0.
     pub(crate) fn new(ring: Arc<Ring>, positions: Positions) -> Self {
+        // No record in this ring can restart at the region's start: no need to say we wait.
+        let announce_waits = ring.len > REWIND_RATIO * REWIND_MIN;
         RingConsumer {
             ring,
             read: positions.read,
             sequence: 0,
             idle_polls: 0,
+            announce_waits,
             stats: ConsumerStats::default(),
+        }
+    }
+
+    /// Records of `record_size` bytes at most arrive here (a typed consumer): if they are too
+    /// small to restart at the region's start, we need not say when we wait.
+    pub(crate) fn expect_records_of(&mut self, record_size: usize) {
+        if record_size < REWIND_MIN {
+            self.announce_waits = false;
         }
     }
 
@@ -1423,6 +1526,17 @@ impl RingConsumer {
         }
         self.advance(self.read + skip);
         Ok(())
+    }
+
+    /// Tells the producer whether we wait, inside a blocking receive, at our read position (see
+    /// "Large records restart at the region's start" in the module docs).
+    #[inline]
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        if !self.announce_waits {
+            return;
+        }
+        let at = if waiting { self.read } else { NOT_WAITING };
+        self.ring.control().waiting.store(at, Ordering::Relaxed);
     }
 
     /// Releases the message [`Self::try_peek`] returned (everything before `end`, its end) to

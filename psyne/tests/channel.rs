@@ -521,3 +521,134 @@ fn payloads_aligned_beyond_64_bytes() {
         }
     }
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_registered_channel_without_the_feature_is_a_typed_error() {
+    use psyne::SlabError;
+    let err = Channel::<Small>::builder()
+        .cuda_host_register(true)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ChannelError::Slab(SlabError::CudaUnavailable {
+            reason: "psyne was built without the `cuda` feature".into()
+        })
+    );
+}
+
+/// 16 KiB of activations: a "large" record for the ring's restart at the region's start.
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Big {
+    data: [u64; 2048],
+}
+
+#[test]
+fn large_messages_restart_at_the_region_start_when_the_consumer_waits_on_an_empty_ring() {
+    let (mut tx, mut rx) = Channel::<Big>::builder()
+        .capacity(16)
+        .wait(Wait::BusySpin)
+        .build()
+        .unwrap();
+    let record = ring::record_size(size_of::<Big>()).unwrap();
+    assert!(tx.capacity_bytes() > 8 * record);
+    let addr = |m: &Big| m as *const Big as usize;
+
+    // Single-threaded, the consumer never waits: though the ring is empty before every send,
+    // messages walk on through the region.
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        tx.send(&Big { data: [i; 2048] }).unwrap();
+        addrs.push(addr(&rx.recv().unwrap()));
+    }
+    assert_eq!(addrs[1] - addrs[0], record);
+    assert_eq!(addrs[2] - addrs[1], record);
+    let region_start = addrs[0]; // message 0 went to ring offset 0
+
+    // A consumer thread blocked in `recv`, and messages sent one at a time once it acknowledged
+    // the previous one (after dropping it) and had a moment to start waiting: messages go back
+    // to the region's start. Whether the consumer already waits when the producer reserves is
+    // up to the scheduler, so each message lands either right after the previous one or at the
+    // start; over 40 messages, each with a millisecond for the consumer to start waiting, a
+    // restart must happen.
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<usize>();
+    let consumer = std::thread::spawn(move || {
+        for i in 3..43u64 {
+            let m = rx.recv().unwrap();
+            assert!(m.data.iter().all(|&x| x == i), "message {i}");
+            assert_eq!(m.header().sequence, i);
+            let at = addr(&m);
+            drop(m);
+            ack_tx.send(at).unwrap();
+        }
+        rx
+    });
+    let mut prev = addrs[2];
+    let mut restarts = 0;
+    for i in 3..43u64 {
+        std::thread::sleep(Duration::from_millis(1));
+        tx.send(&Big { data: [i; 2048] }).unwrap();
+        let at = ack_rx.recv().unwrap();
+        if at == region_start && prev + record != region_start {
+            restarts += 1;
+        } else {
+            assert_eq!(at, prev + record, "message {i}");
+        }
+        prev = at;
+    }
+    let mut rx = consumer.join().unwrap();
+    assert!(restarts > 0, "no message went back to the region's start");
+
+    // With messages in flight (the consumer busy elsewhere), nothing restarts: capacity is
+    // never given up.
+    for i in 43..46 {
+        tx.send(&Big { data: [i; 2048] }).unwrap();
+    }
+    for i in 43..46u64 {
+        let m = rx.recv().unwrap();
+        assert_eq!(m.data[0], i);
+        // Right after the previous one, or at the start after a wrap at the region's end.
+        let wrapped = region_start + tx.capacity_bytes() - prev < 2 * record;
+        assert!(
+            addr(&m) == prev + record || (wrapped && addr(&m) == region_start),
+            "message {i}"
+        );
+        prev = addr(&m);
+    }
+    println!("{restarts} of 40 one-at-a-time messages went back to the region's start");
+}
+
+/// Whether the page holding `addr` is resident (`mincore`; does not fault it in).
+fn resident(addr: usize) -> bool {
+    let page = 4096;
+    let mut v = 0u8;
+    // SAFETY: `addr` rounded down to its page lies inside a live mapping of the caller's; mincore
+    // only reports on it and writes one byte to `v`.
+    let r = unsafe { libc::mincore((addr & !(page - 1)) as *mut _, page, &mut v) };
+    assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+    v & 1 == 1
+}
+
+#[test]
+fn rings_are_populated_when_built_unless_asked_not_to() {
+    for populate in [true, false] {
+        let (mut tx, mut rx) = Channel::<Big>::builder()
+            .capacity(8)
+            .populate(populate)
+            .build()
+            .unwrap();
+        // Message 0 goes to the first record; the second record's payload was never written.
+        tx.send(&Big { data: [1; 2048] }).unwrap();
+        let loan = tx.allocate().unwrap();
+        let last_page_of_payload = &*loan as *const Big as usize + size_of::<Big>() - 1;
+        assert_eq!(
+            resident(last_page_of_payload),
+            populate,
+            "populate({populate})"
+        );
+        drop(loan);
+        assert_eq!(rx.recv().unwrap().data[0], 1);
+    }
+}

@@ -142,20 +142,39 @@ impl<T> fmt::Debug for Channel<T> {
 }
 
 /// Options shared by both builders.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Options {
     huge_pages: HugePages,
     numa_node: Option<u32>,
     lock: Lock,
     wait: Wait,
     timestamps: bool,
+    cuda_host_register: bool,
+    /// Populate the slab when the channel is built (default: yes).
+    populate: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            huge_pages: HugePages::default(),
+            numa_node: None,
+            lock: Lock::default(),
+            wait: Wait::default(),
+            timestamps: false,
+            cuda_host_register: false,
+            populate: true,
+        }
+    }
 }
 
 impl Options {
     fn slab(&self, region: usize) -> SlabBuilder {
         let mut b = Slab::builder(Ring::slab_size(region))
             .huge_pages(self.huge_pages)
-            .lock(self.lock);
+            .lock(self.lock)
+            .populate(self.populate)
+            .cuda_host_register(self.cuda_host_register);
         if let Some(node) = self.numa_node {
             b = b.numa_node(node);
         }
@@ -182,7 +201,7 @@ fn region_for_bytes(bytes: usize) -> Result<usize, ChannelError> {
 
 /// Builder of a typed channel; see [`Channel::builder`].
 ///
-/// Defaults: room for 256 messages, normal pages, no NUMA binding, no `mlock`,
+/// Defaults: room for 256 messages, normal pages, populated, no NUMA binding, no `mlock`,
 /// [`Wait::default()`], no timestamps.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "a builder does nothing until `build` is called"]
@@ -206,6 +225,17 @@ macro_rules! slab_options {
             self
         }
 
+        /// Whether to fault every page of the ring in when the channel is built (default `true`;
+        /// see [`SlabBuilder::populate`]). Otherwise the first lap through the ring takes the
+        /// page faults (a kernel allocation per page) on the hot path: with large messages, a
+        /// send into fresh pages costs several times a send into used ones. `false` trades that
+        /// for a faster `build` of a large ring. An opening process maps the ring without
+        /// populating it.
+        pub fn populate(mut self, populate: bool) -> Self {
+            self.opts.populate = populate;
+            self
+        }
+
         /// Whether to `mlock` the slab (see [`SlabBuilder::lock`]).
         pub fn lock(mut self, lock: Lock) -> Self {
             self.opts.lock = lock;
@@ -215,6 +245,19 @@ macro_rules! slab_options {
         /// How both ends wait when the ring is full or empty (default [`Wait::default()`]).
         pub fn wait(mut self, wait: Wait) -> Self {
             self.opts.wait = wait;
+            self
+        }
+
+        /// Registers the channel's slab with the CUDA driver as pinned, device-mapped host memory
+        /// (see [`SlabBuilder::cuda_host_register`]), so that GPU copies and kernels read and
+        /// write messages in place: [`Loan::cuda_device_ptr`](crate::Loan::cuda_device_ptr) and
+        /// [`Received::cuda_device_ptr`](crate::Received::cuda_device_ptr) give a message's
+        /// device address (feature `cuda`). Without the feature, or with no driver or device,
+        /// `build`/`create_*` fail with [`SlabError::CudaUnavailable`] inside
+        /// [`ChannelError::Slab`]. For a shared channel only the creator's mapping is
+        /// registered; an opener's messages report `CudaUnavailable` for their device address.
+        pub fn cuda_host_register(mut self, register: bool) -> Self {
+            self.opts.cuda_host_register = register;
             self
         }
 
@@ -306,8 +349,8 @@ impl<T: Message> ChannelBuilder<T> {
 
 /// Builder of a raw channel; see [`Channel::raw`].
 ///
-/// Defaults: a 64 KiB ring, normal pages, no NUMA binding, no `mlock`, [`Wait::default()`], no
-/// timestamps.
+/// Defaults: a 64 KiB ring, normal pages, populated, no NUMA binding, no `mlock`,
+/// [`Wait::default()`], no timestamps.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RawChannelBuilder {

@@ -176,6 +176,12 @@ impl RawProducer {
 
     /// Address of the payload of the record reserved at `pos`.
     #[inline]
+    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
+        self.inner.ring().cuda_device_ptr(ptr)
+    }
+
     pub(crate) fn payload(&self, pos: u64) -> NonNull<u8> {
         self.inner.payload(pos)
     }
@@ -394,6 +400,18 @@ pub(crate) struct Expected {
 }
 
 impl RawConsumer {
+    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
+        self.inner.ring().cuda_device_ptr(ptr)
+    }
+
+    /// A typed consumer's records are all `record_size` bytes (see
+    /// [`RingConsumer::expect_records_of`]).
+    pub(crate) fn expect_records_of(&mut self, record_size: usize) {
+        self.inner.expect_records_of(record_size);
+    }
+
     /// The consumer end of `ring`, starting at `positions`.
     pub(crate) fn new(ring: Arc<Ring>, positions: Positions) -> Self {
         RawConsumer {
@@ -488,6 +506,12 @@ impl RawConsumer {
             Patience::Forever => None,
             Patience::Until(t) => Some(t),
         };
+        if deadline.is_none()
+            && matches!(self.inner.ring().wait(), crate::Wait::BusySpin)
+            && self.inner.ring().remote().is_none()
+        {
+            return self.spin_forever();
+        }
         // SAFETY: as in `reserve_slow`: `inner` keeps the ring alive, and the closure borrows the
         // `RingConsumer` mutably, not the shared `Ring`.
         let ring: &Ring = unsafe { &*Arc::as_ptr(self.inner.ring_arc()) };
@@ -495,6 +519,7 @@ impl RawConsumer {
         let watch = &mut self.watch;
         let mut check = || check_peer(ring, watch);
         let mut parks = 0;
+        inner.set_waiting(true);
         let waited = wait::wait_for(
             ring.wait(),
             deadline,
@@ -511,11 +536,30 @@ impl RawConsumer {
                 Err(PeekError::Empty) => None,
             },
         );
+        self.inner.set_waiting(false);
         self.parked += parks;
         match waited {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(RecvError::Timeout),
         }
+    }
+
+    /// `recv` on a busy-spinning, in-process ring: polls until a message comes, with nothing
+    /// else in the loop (no deadline, no peer to watch, never parks), as a caller's own loop of
+    /// `try_recv` and `spin_loop` would.
+    #[inline(never)]
+    fn spin_forever(&mut self) -> Result<Peeked, RecvError> {
+        self.inner.set_waiting(true);
+        let r = loop {
+            match self.inner.try_peek() {
+                Ok(p) => break Ok(p),
+                Err(PeekError::Empty) => crate::sync::spin_loop(),
+                Err(PeekError::Disconnected) => break Err(RecvError::Disconnected),
+                Err(PeekError::Corrupted(what)) => break Err(RecvError::Corrupted { what }),
+            }
+        };
+        self.inner.set_waiting(false);
+        r
     }
 
     /// Releases a record returned by `peek`.

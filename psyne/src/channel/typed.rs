@@ -111,7 +111,10 @@ pub struct Consumer<T> {
 }
 
 impl<T: Message> Consumer<T> {
-    pub(crate) fn new(raw: RawConsumer) -> Self {
+    pub(crate) fn new(mut raw: RawConsumer) -> Self {
+        if let Some(size) = crate::ring::record_size(core::mem::size_of::<T>()) {
+            raw.expect_records_of(size);
+        }
         Consumer {
             raw,
             _t: PhantomData,
@@ -202,6 +205,20 @@ impl<'a, T: Message> Loan<'a, T> {
         Loan { producer, pos, ptr }
     }
 
+    /// The device address of the loaned payload, for a channel built with
+    /// [`cuda_host_register(true)`](crate::ChannelBuilder::cuda_host_register): a GPU copy or
+    /// kernel can write the message there in place (finish that work, e.g. synchronise its
+    /// stream, before [`send`](Self::send)). Feature `cuda`.
+    ///
+    /// # Errors
+    /// [`SlabError::CudaUnavailable`](crate::SlabError::CudaUnavailable) if the channel's slab is
+    /// not registered in this process; [`SlabError::CudaRegister`](crate::SlabError::CudaRegister)
+    /// if the driver refuses.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_device_ptr(&self) -> Result<u64, crate::SlabError> {
+        self.producer.cuda_device_ptr(self.ptr.cast())
+    }
+
     /// Publishes the message. Its header gets `T::TYPE_ID`, the next sequence number and (if the
     /// channel has timestamps) the send time.
     #[inline]
@@ -251,6 +268,20 @@ impl<T> Received<'_, T> {
     pub fn header(&self) -> &MessageHeader {
         // SAFETY: released only when `self` drops.
         unsafe { self.peeked.header() }
+    }
+
+    /// The device address of the received payload, for a channel built with
+    /// [`cuda_host_register(true)`](crate::ChannelBuilder::cuda_host_register): a GPU copy or
+    /// kernel can read the message there in place (finish that work before dropping `self`,
+    /// which hands the space back to the producer). Feature `cuda`.
+    ///
+    /// # Errors
+    /// [`SlabError::CudaUnavailable`](crate::SlabError::CudaUnavailable) if the channel's slab is
+    /// not registered in this process; [`SlabError::CudaRegister`](crate::SlabError::CudaRegister)
+    /// if the driver refuses.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_device_ptr(&self) -> Result<u64, crate::SlabError> {
+        self.consumer.cuda_device_ptr(self.peeked.payload())
     }
 }
 

@@ -969,6 +969,23 @@ mod cuda_tests {
         );
         drop(dev);
 
+        // In place through the device address: the GPU's copy engine reads `src` and writes
+        // `dst` through their mapped device pointers (no host staging).
+        dst_bytes.fill(0);
+        let (src_dev, dst_dev) = (
+            src.cuda_device_ptr().unwrap(),
+            dst.cuda_device_ptr().unwrap(),
+        );
+        assert_ne!(src_dev, dst_dev);
+        ctx.bind_to_thread().unwrap();
+        // SAFETY: both device addresses map `len` bytes of live registered slabs owned by the
+        // test.
+        unsafe { cudarc::driver::result::memcpy_dtod_sync(dst_dev, src_dev, len) }.unwrap();
+        assert!(
+            src_bytes == dst_bytes,
+            "device-to-device copy between the mapped slabs changed the bytes"
+        );
+
         // Unregistration: register a plain slab by hand, drop the registration, ask the driver.
         let plain = Slab::builder(len).build().unwrap();
         let ptr = plain.as_ptr().as_ptr();

@@ -13,7 +13,7 @@
 use super::links::Error;
 use super::payload::{self, Embedding256, Words};
 use super::run::{Latency, Setup, Throughput, ticks_to_ns};
-use psyne::{Channel, Consumer, Message, Producer, RecvError, SendError, Wait};
+use psyne::{Channel, Consumer, Message, Producer, SendError, Wait};
 use psyne_examples::affinity::pin_to_cpu;
 use psyne_examples::alloc::thread_allocations;
 use psyne_examples::timer::{Clock, Source};
@@ -71,15 +71,11 @@ fn send<P: Message>(tx: &mut Producer<P>, stamp: u64) -> Result<(), Error> {
     }
 }
 
+/// Psyne's blocking receive (`BusySpin`: try, then `spin_loop`, inside the library), as in the
+/// in-process rows.
 #[inline(always)]
 fn recv<P: Message, R>(rx: &mut Consumer<P>, mut f: impl FnMut(&P) -> R) -> Result<R, Error> {
-    loop {
-        match rx.try_recv() {
-            Ok(m) => return Ok(f(&m)),
-            Err(RecvError::Empty) => spin_loop(),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(f(&*rx.recv()?))
 }
 
 fn consumer<P: Message>(s: &Setup, name: &str) -> Result<Consumer<P>, Error> {

@@ -28,13 +28,28 @@ pub trait Link<P: Pod> {
     fn try_send(tx: &mut Self::Tx, stamp: u64) -> bool;
     /// Hands the oldest message to `f` and releases it; `None` if empty.
     fn try_recv<R>(rx: &mut Self::Rx, f: impl FnOnce(&P) -> R) -> Option<R>;
+    /// Waits for the oldest message, hands it to `f` and releases it: the channel's own blocking
+    /// receive where it has one, else (the default) `try_recv` in a loop with `spin_loop`
+    /// between tries.
+    #[inline(always)]
+    fn recv<R>(rx: &mut Self::Rx, mut f: impl FnMut(&P) -> R) -> R {
+        loop {
+            if let Some(r) = Self::try_recv(rx, &mut f) {
+                return r;
+            }
+            std::hint::spin_loop();
+        }
+    }
 }
 
 /// Psyne's SPSC channel: the producer writes the payload in place into a [`psyne::Loan`] of ring
 /// memory, the consumer reads it in place through [`psyne::Received`]. Both ends use
-/// [`psyne::Wait::BusySpin`] (the harness spins on the `try_` calls exactly as for the peers, and
-/// no end ever parks, so none needs the wake-up check) and no header timestamps (the default;
-/// the harness carries its own timestamp in the payload for every contender).
+/// [`psyne::Wait::BusySpin`] (no end ever parks, so none needs the wake-up check) and no header
+/// timestamps (the default; the harness carries its own timestamp in the payload for every
+/// contender). The producer spins on `try_allocate` like the peers' producers; the consumer waits
+/// in Psyne's blocking `recv`, which under `BusySpin` is the same loop (`try` then `spin_loop`)
+/// inside the library, and lets the ring know that the consumer waits (see the ring's "Large
+/// records restart at the region's start").
 pub struct Psyne;
 
 impl<P: psyne::Message + Send> Link<P> for Psyne {
@@ -67,6 +82,13 @@ impl<P: psyne::Message + Send> Link<P> for Psyne {
         match rx.try_recv() {
             Ok(m) => Some(f(&m)),
             Err(psyne::RecvError::Empty) => None,
+            Err(e) => panic!("psyne recv: {e}"),
+        }
+    }
+    #[inline(always)]
+    fn recv<R>(rx: &mut Self::Rx, mut f: impl FnMut(&P) -> R) -> R {
+        match rx.recv() {
+            Ok(m) => f(&m),
             Err(e) => panic!("psyne recv: {e}"),
         }
     }

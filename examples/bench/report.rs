@@ -242,12 +242,16 @@ pub fn table(ctx: &Context, rows: &[Row], floors: &Floors, sizes: &[usize]) -> S
         lat_cells(&floors.ping_pong, false)
     );
 
-    let _ = writeln!(o, "#### Streaming throughput\n");
-    let _ = writeln!(
-        o,
-        "| payload | contender | capacity | M msg/s | GB/s | Psyne / this | allocs/msg |\n|---|---|---|---|---|---|---|"
-    );
-    for &size in sizes {
+    // Sections of phases that did not run (`--phases`) are left out.
+    let streamed = rows.iter().any(|r| !r.thr.is_empty());
+    if streamed {
+        let _ = writeln!(o, "#### Streaming throughput\n");
+        let _ = writeln!(
+            o,
+            "| payload | contender | capacity | M msg/s | GB/s | Psyne / this | allocs/msg |\n|---|---|---|---|---|---|---|"
+        );
+    }
+    for &size in sizes.iter().filter(|_| streamed) {
         let psyne = find(rows, "Psyne", size);
         for r in rows.iter().filter(|r| r.size == size) {
             let vs = match psyne {
@@ -275,6 +279,16 @@ pub fn table(ctx: &Context, rows: &[Row], floors: &Floors, sizes: &[usize]) -> S
         ("Round trip through two channels (ns)", false),
     ] {
         let one_way = title.starts_with("One");
+        let series = |r: &Row| {
+            if one_way {
+                r.ow.reps.len()
+            } else {
+                r.rt.reps.len()
+            }
+        };
+        if rows.iter().all(|r| series(r) == 0) {
+            continue;
+        }
         let _ = writeln!(o, "\n#### {title}\n");
         if one_way {
             let _ = writeln!(
@@ -330,12 +344,18 @@ pub fn targets(rows: &[Row], floors: &Floors) -> Vec<(String, String, bool)> {
         ));
         return t;
     };
-    let thr = ratio(&p.mmsgs(), &r.mmsgs());
-    t.push((
-        "Embedding256 streaming throughput >= 1.5x rtrb".into(),
-        format!("{}x", thr.show(2)),
-        thr.median >= 1.5,
-    ));
+    // Targets of phases that did not run (`--phases`) are left out.
+    if !p.thr.is_empty() && !r.thr.is_empty() {
+        let thr = ratio(&p.mmsgs(), &r.mmsgs());
+        t.push((
+            "Embedding256 streaming throughput >= 1.5x rtrb".into(),
+            format!("{}x", thr.show(2)),
+            thr.median >= 1.5,
+        ));
+    }
+    if p.ow.reps.is_empty() {
+        return t;
+    }
     let pa: Vec<f64> = p.ow.reps.iter().map(|x| x.p50).collect();
     let ra: Vec<f64> = r.ow.reps.iter().map(|x| x.p50).collect();
     let l = ratio(&pa, &ra);

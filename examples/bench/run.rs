@@ -1,6 +1,7 @@
 //! The measurement loops. Each run makes a fresh channel, starts a producer and a consumer
 //! thread pinned to the two CPUs, warms up, then measures. Every loop waits the same way (try,
-//! then `spin_loop`), so contenders differ only in the channel.
+//! then `spin_loop`; for Psyne's consumer that loop runs inside its blocking `recv`), so
+//! contenders differ only in the channel.
 
 use super::links::{Error, Link};
 use super::payload;
@@ -69,13 +70,8 @@ fn send<P: Pod, L: Link<P>>(tx: &mut L::Tx, stamp: u64) {
 }
 
 #[inline(always)]
-fn recv<P: Pod, L: Link<P>, R>(rx: &mut L::Rx, mut f: impl FnMut(&P) -> R) -> R {
-    loop {
-        if let Some(r) = L::try_recv(rx, &mut f) {
-            return r;
-        }
-        spin_loop();
-    }
+fn recv<P: Pod, L: Link<P>, R>(rx: &mut L::Rx, f: impl FnMut(&P) -> R) -> R {
+    L::recv(rx, f)
 }
 
 /// Streams `warmup` then `count` messages as fast as the channel allows.

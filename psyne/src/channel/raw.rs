@@ -384,6 +384,9 @@ pub struct RawConsumer {
     messages: u64,
     /// Counter: payload bytes received.
     bytes: u64,
+    /// `recv` spins in place ([`Wait::BusySpin`](crate::Wait::BusySpin), both ends in this
+    /// process): see [`Self::spin_forever`].
+    spin_here: bool,
     /// Throttle of liveness checks of a producer in another process.
     watch: PeerWatch,
 }
@@ -414,7 +417,9 @@ impl RawConsumer {
 
     /// The consumer end of `ring`, starting at `positions`.
     pub(crate) fn new(ring: Arc<Ring>, positions: Positions) -> Self {
+        let spin_here = matches!(ring.wait(), crate::Wait::BusySpin) && ring.remote().is_none();
         RawConsumer {
+            spin_here,
             inner: RingConsumer::new(ring, positions),
             empty: 0,
             parked: 0,
@@ -453,6 +458,9 @@ impl RawConsumer {
             Ok(p) => p,
             Err(PeekError::Disconnected) => return Err(RecvError::Disconnected),
             Err(PeekError::Corrupted(what)) => return Err(RecvError::Corrupted { what }),
+            Err(PeekError::Empty) if self.spin_here && matches!(patience, Patience::Forever) => {
+                self.spin_forever()?
+            }
             Err(PeekError::Empty) => self.peek_slow(patience)?,
         };
         if let Some(e) = expected {
@@ -506,12 +514,7 @@ impl RawConsumer {
             Patience::Forever => None,
             Patience::Until(t) => Some(t),
         };
-        if deadline.is_none()
-            && matches!(self.inner.ring().wait(), crate::Wait::BusySpin)
-            && self.inner.ring().remote().is_none()
-        {
-            return self.spin_forever();
-        }
+
         // SAFETY: as in `reserve_slow`: `inner` keeps the ring alive, and the closure borrows the
         // `RingConsumer` mutably, not the shared `Ring`.
         let ring: &Ring = unsafe { &*Arc::as_ptr(self.inner.ring_arc()) };
@@ -546,9 +549,11 @@ impl RawConsumer {
 
     /// `recv` on a busy-spinning, in-process ring: polls until a message comes, with nothing
     /// else in the loop (no deadline, no peer to watch, never parks), as a caller's own loop of
-    /// `try_recv` and `spin_loop` would.
-    #[inline(never)]
+    /// `try_recv` and `spin_loop` would. Inlined into `recv`, so that a message found here costs
+    /// no more than one found by `try_recv`.
+    #[inline(always)]
     fn spin_forever(&mut self) -> Result<Peeked, RecvError> {
+        self.empty += 1;
         self.inner.set_waiting(true);
         let r = loop {
             match self.inner.try_peek() {

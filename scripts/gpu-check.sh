@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU checks for psyne's `cuda` feature: builds with `--features cuda` and runs the CUDA tests of
 # the slab module (registration as pinned host memory, a device copy out of a registered slab and
-# back, unregistration on drop). Those tests run only when PSYNE_CUDA_TESTS=1, which this script
+# back, a device-to-device copy through the mapped device pointers, unregistration on drop) and
+# of CUDA-registered channels (psyne/tests/cuda.rs: the GPU writes loaned messages and reads
+# received ones in place through their device addresses). Those tests run only when PSYNE_CUDA_TESTS=1, which this script
 # sets; without it (plain `cargo test`) they print that they were skipped.
 #
 # Needs: an NVIDIA driver new enough for CUDA 12.8 (libcuda.so; no toolkit needed: cudarc loads
@@ -25,5 +27,9 @@ cargo build -p psyne --features cuda --all-targets
 echo "gpu-check: running the CUDA slab tests (PSYNE_CUDA_TESTS=1)"
 PSYNE_CUDA_TESTS=1 cargo test -p psyne --features cuda --lib -- \
     slab::tests::cuda_tests --nocapture --test-threads=1 "$@"
+
+echo "gpu-check: running the CUDA channel tests (messages written and read in place by the GPU)"
+PSYNE_CUDA_TESTS=1 cargo test -p psyne --features cuda --test cuda -- \
+    --nocapture --test-threads=1 "$@"
 
 echo "gpu-check: OK"

@@ -83,7 +83,7 @@
 //!
 //! **Large records restart at the region's start.** A consumer that waits inside a blocking
 //! receive (`recv`, `recv_timeout`) says so: it stores its read position into the
-//! `waiting` word (control-block line 4) before it waits and [`NOT_WAITING`] after. Before
+//! `waiting` word (control-block line 4) before it waits and `NOT_WAITING` (`u64::MAX`) after. Before
 //! it reserves a record of at least 16 KiB (`REWIND_MIN`) in a region more than 8 times as large
 //! (`REWIND_RATIO`), a producer whose write position `w` is at ring offset `o >= size` (so not
 //! at the region's start) compares that word with `w`; if they are equal it reloads the read

@@ -250,9 +250,8 @@ macro_rules! slab_options {
 
         /// Registers the channel's slab with the CUDA driver as pinned, device-mapped host memory
         /// (see [`SlabBuilder::cuda_host_register`]), so that GPU copies and kernels read and
-        /// write messages in place: [`Loan::cuda_device_ptr`](crate::Loan::cuda_device_ptr) and
-        /// [`Received::cuda_device_ptr`](crate::Received::cuda_device_ptr) give a message's
-        /// device address (feature `cuda`). Without the feature, or with no driver or device,
+        /// write messages in place: `Loan::cuda_device_ptr` and `Received::cuda_device_ptr`
+        /// give a message's device address (feature `cuda`). Without the feature, or with no driver or device,
         /// `build`/`create_*` fail with [`SlabError::CudaUnavailable`] inside
         /// [`ChannelError::Slab`]. For a shared channel only the creator's mapping is
         /// registered; an opener's messages report `CudaUnavailable` for their device address.

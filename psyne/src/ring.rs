@@ -82,8 +82,9 @@
 //! fence and reads the parked word. One of the two sees the other's store (see [`crate::wait`]).
 //!
 //! **Large records restart at the region's start.** A consumer that waits inside a blocking
-//! receive (`recv`, `recv_timeout`) says so: it stores its read position into the
-//! `waiting` word (control-block line 4) before it waits and `NOT_WAITING` (`u64::MAX`) after. Before
+//! receive (`recv`, `recv_timeout`) and polls says so: it stores its read position into the
+//! `waiting` word (control-block line 4) before it waits, and `NOT_WAITING` (`u64::MAX`) after,
+//! and before it parks on the futex (a parked consumer would need a wake-up to skip a filler). Before
 //! it reserves a record of at least 16 KiB (`REWIND_MIN`) in a region more than 8 times as large
 //! (`REWIND_RATIO`), a producer whose write position `w` is at ring offset `o >= size` (so not
 //! at the region's start) compares that word with `w`; if they are equal it reloads the read
@@ -94,10 +95,15 @@
 //! Why: without this, messages sent at a pace the consumer keeps up with walk through the
 //! whole region (31 MiB for 31 one-MiB slots), every one into lines that left the caches long
 //! ago, while a queue of `Box`es reuses the allocation just freed, still cached. Why only for a
-//! waiting consumer: until the consumer skips the filler, its bytes count as used, so the ring
-//! holds one record; a consumer that waits skips it at once (a parked one is woken by the
-//! filler's publication), while one busy elsewhere (computing on the last message) would leave
-//! the producer with a one-record ring until its next receive. The word is a hint: the filler
+//! polling consumer: until the consumer skips the filler, its bytes count as used, so the ring
+//! holds only the `o` bytes before the filler (one record, when records are all alike); a
+//! polling consumer skips it within a cache-line transfer, long before the producer has written
+//! a 16 KiB record, while a parked one would need a futex wake-up and one busy elsewhere
+//! (computing on the last message) would leave the producer with that one-record ring until its
+//! next receive. One window remains: a consumer that stops polling (its `recv_timeout` expires,
+//! or it parks) after the producer read the word and before the filler is published leaves the
+//! producer those `o` bytes until it skips the filler (a parked one is woken by the filler's
+//! publication). The word is a hint: the filler
 //! is an ordinary wrap filler, published only when the positions say the space is free, so a
 //! stale or corrupt word can cost time, never a message. The costs: one more header read for
 //! the consumer (small next to a 16 KiB payload), two stores of the word per blocking wait,
@@ -132,8 +138,10 @@
 //!   positions); the values used afterwards (region length, wait strategy) are copies taken then.
 //! * Every position loaded from the other end is checked before it is used: the consumer checks
 //!   that the write position is a multiple of 64 and at most `len` ahead of its own read position
-//!   (and, once the producer is gone, not behind it); the producer checks that the read position is a multiple of 64, not behind
-//!   its cached copy and not ahead of its own write position. An end never reloads its *own*
+//!   (once the producer is gone, a write position behind it only means the producer died between
+//!   a commit and its store of the position: the stream ends where the commit words end); the
+//!   producer checks that the read position is a multiple of 64, not behind its cached copy and
+//!   not ahead of its own write position. An end never reloads its *own*
 //!   position from shared memory.
 //! * Every header's `len` and `flags` are read once (`read_volatile`) and only those copies are
 //!   checked and used for bounds (the payload length handed out is the checked copy, never the
@@ -543,6 +551,10 @@ pub(crate) struct Ring {
     tracker: AccessTracker,
     /// Access to the commit words (loom stand-ins under loom, empty otherwise).
     commits: CommitWords,
+    /// The slab's device address, asked of the driver once when the ring is set up (`None`:
+    /// not CUDA-registered).
+    #[cfg(feature = "cuda")]
+    cuda_base: Option<u64>,
     /// Owns the memory (the pointers above point into it); dropped after the control block
     /// (see `Drop`).
     #[cfg_attr(
@@ -663,6 +675,8 @@ impl Ring {
             remote: shared.map(|s| s.local.other()),
             tracker: AccessTracker::new(spec.len),
             commits: CommitWords::new(spec.len),
+            #[cfg(feature = "cuda")]
+            cuda_base: slab.cuda_device_ptr().ok(),
             slab,
         };
         // The zero-filled header at offset 0 must not read as message 0: mark it uncommitted
@@ -810,6 +824,8 @@ impl Ring {
                 remote: Some(local.other()),
                 tracker: AccessTracker::new(len),
                 commits: CommitWords::new(len),
+                #[cfg(feature = "cuda")]
+                cuda_base: slab.cuda_device_ptr().ok(),
                 slab,
             }),
             Positions { read, write },
@@ -857,14 +873,24 @@ impl Ring {
         self.len
     }
 
+    /// The consumer is about to park: it no longer polls, so large records must not restart at
+    /// the region's start for it (see the module docs).
+    pub(crate) fn stop_waiting(&self) {
+        self.control().waiting.store(NOT_WAITING, Ordering::Relaxed);
+    }
+
     /// The device address of `ptr`, a byte of this ring's slab, when the slab is CUDA-registered
-    /// (see [`Slab::cuda_device_ptr`]).
+    /// (see [`Slab::cuda_device_ptr`]): arithmetic on the address the driver gave when the ring
+    /// was set up, no driver call (the error, when not registered, comes from the slab).
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, SlabError> {
         let base = self.slab.as_ptr().as_ptr() as usize;
         let offset = (ptr.as_ptr() as usize).wrapping_sub(base);
         debug_assert!(offset < self.slab.len());
-        Ok(self.slab.cuda_device_ptr()? + offset as u64)
+        match self.cuda_base {
+            Some(device) => Ok(device + offset as u64),
+            None => Ok(self.slab.cuda_device_ptr()? + offset as u64),
+        }
     }
 
     /// How both ends wait.
@@ -1528,8 +1554,8 @@ impl RingConsumer {
         Ok(())
     }
 
-    /// Tells the producer whether we wait, inside a blocking receive, at our read position (see
-    /// "Large records restart at the region's start" in the module docs).
+    /// Tells the producer whether we wait, inside a blocking receive and polling (not parked), at
+    /// our read position (see "Large records restart at the region's start" in the module docs).
     #[inline]
     pub(crate) fn set_waiting(&self, waiting: bool) {
         if !self.announce_waits {

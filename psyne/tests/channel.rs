@@ -650,3 +650,44 @@ fn rings_are_populated_when_built_unless_asked_not_to() {
         assert_eq!(rx.recv().unwrap().data[0], 1);
     }
 }
+
+/// A consumer parked on the futex does not say it waits: a producer's burst after one message
+/// gets the whole capacity at once. (Had the producer restarted the large record at the region's
+/// start, the ring would hold only one record until the woken consumer skipped the filler, and
+/// the burst's second `try_allocate` would find it full.)
+#[test]
+fn a_parked_consumer_leaves_the_producer_its_whole_capacity() {
+    let (mut tx, mut rx) = Channel::<Big>::builder()
+        .capacity(16)
+        .wait(Wait::SpinThenPark {
+            spins: 0,
+            yields: 0,
+        })
+        .build()
+        .unwrap();
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+    let consumer = std::thread::spawn(move || {
+        for i in 0..17u64 {
+            let m = rx.recv().unwrap();
+            assert_eq!((m.data[0], m.data[2047]), (i, i));
+            drop(m);
+            if i == 0 {
+                ack_tx.send(()).unwrap();
+            }
+        }
+        rx.stats()
+    });
+    tx.send(&Big { data: [0; 2048] }).unwrap();
+    ack_rx.recv().unwrap();
+    // The consumer is back in `recv`, on an empty ring, and parks at once (no spins, no yields).
+    std::thread::sleep(Duration::from_millis(20));
+    for i in 1..17u64 {
+        let mut loan = tx
+            .try_allocate()
+            .unwrap_or_else(|e| panic!("message {i} of the burst: {e}"));
+        loan.data.fill(i);
+        loan.send();
+    }
+    let stats = consumer.join().unwrap();
+    assert!(stats.parked >= 1, "{stats:?}");
+}

@@ -174,14 +174,14 @@ impl RawProducer {
         self.inner.commit(pos, len, type_id, ts);
     }
 
-    /// Address of the payload of the record reserved at `pos`.
-    #[inline]
     /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
         self.inner.ring().cuda_device_ptr(ptr)
     }
 
+    /// Address of the payload of the record reserved at `pos`.
+    #[inline]
     pub(crate) fn payload(&self, pos: u64) -> NonNull<u8> {
         self.inner.payload(pos)
     }
@@ -527,7 +527,12 @@ impl RawConsumer {
             ring.wait(),
             deadline,
             ring.consumer_parked(),
-            || parks += 1,
+            || {
+                // A parked consumer would skip a restart filler only after a futex wake-up:
+                // stop saying we wait (see the ring's "Large records restart ...").
+                ring.stop_waiting();
+                parks += 1;
+            },
             match ring.remote() {
                 Some(_) => Some(&mut check as &mut dyn FnMut()),
                 None => None,

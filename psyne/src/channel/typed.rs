@@ -213,7 +213,8 @@ impl<'a, T: Message> Loan<'a, T> {
     /// # Errors
     /// [`SlabError::CudaUnavailable`](crate::SlabError::CudaUnavailable) if the channel's slab is
     /// not registered in this process; [`SlabError::CudaRegister`](crate::SlabError::CudaRegister)
-    /// if the driver refuses.
+    /// if the driver refuses. The address comes from the one the driver gave when the channel was
+    /// built: no driver call here.
     #[cfg(feature = "cuda")]
     pub fn cuda_device_ptr(&self) -> Result<u64, crate::SlabError> {
         self.producer.cuda_device_ptr(self.ptr.cast())
@@ -278,7 +279,8 @@ impl<T> Received<'_, T> {
     /// # Errors
     /// [`SlabError::CudaUnavailable`](crate::SlabError::CudaUnavailable) if the channel's slab is
     /// not registered in this process; [`SlabError::CudaRegister`](crate::SlabError::CudaRegister)
-    /// if the driver refuses.
+    /// if the driver refuses. The address comes from the one the driver gave when the channel was
+    /// built: no driver call here.
     #[cfg(feature = "cuda")]
     pub fn cuda_device_ptr(&self) -> Result<u64, crate::SlabError> {
         self.consumer.cuda_device_ptr(self.peeked.payload())

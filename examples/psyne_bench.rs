@@ -53,8 +53,10 @@ impl Plan {
         let count = ((256usize << 20) / size).clamp(256, 2_000_000) as u64;
         let warmup = (count / 10).max(2 * setup.capacity as u64).min(count);
         let pace_ns = base_pace_ns + 0.5 * size as f64;
-        let ow_samples = (40e6 / pace_ns).clamp(200.0, 20_000.0) as usize;
-        let rt_samples = (20e6 / (500.0 + 0.25 * size as f64)).clamp(100.0, 20_000.0) as usize;
+        // At least 1,000 samples per repetition, so that a p99.9 rests on more than the single
+        // largest sample (1 MiB messages: about 0.5 s of paced sends per contender and repetition).
+        let ow_samples = (40e6 / pace_ns).clamp(1_000.0, 20_000.0) as usize;
+        let rt_samples = (20e6 / (500.0 + 0.25 * size as f64)).clamp(1_000.0, 20_000.0) as usize;
         Plan {
             setup,
             count,

@@ -873,8 +873,9 @@ impl Ring {
         self.len
     }
 
-    /// The consumer is about to park: it no longer polls, so large records must not restart at
-    /// the region's start for it (see the module docs).
+    /// The consumer stopped waiting, or is about to park (then it no longer polls): large
+    /// records must not restart at the region's start for it (see the module docs).
+    #[inline]
     pub(crate) fn stop_waiting(&self) {
         self.control().waiting.store(NOT_WAITING, Ordering::Relaxed);
     }
@@ -1561,8 +1562,14 @@ impl RingConsumer {
         if !self.announce_waits {
             return;
         }
-        let at = if waiting { self.read } else { NOT_WAITING };
-        self.ring.control().waiting.store(at, Ordering::Relaxed);
+        if waiting {
+            self.ring
+                .control()
+                .waiting
+                .store(self.read, Ordering::Relaxed);
+        } else {
+            self.ring.stop_waiting();
+        }
     }
 
     /// Releases the message [`Self::try_peek`] returned (everything before `end`, its end) to

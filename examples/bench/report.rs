@@ -349,7 +349,7 @@ pub fn targets(rows: &[Row], floors: &Floors) -> Vec<(String, String, bool)> {
         let thr = ratio(&p.mmsgs(), &r.mmsgs());
         t.push((
             "Embedding256 streaming throughput >= 1.5x rtrb".into(),
-            format!("{}x", thr.show(2)),
+            format!("{}x", thr.show(3)),
             thr.median >= 1.5,
         ));
     }
@@ -361,7 +361,7 @@ pub fn targets(rows: &[Row], floors: &Floors) -> Vec<(String, String, bool)> {
     let l = ratio(&pa, &ra);
     t.push((
         "Embedding256 one-way p50 <= 0.6x rtrb".into(),
-        format!("{}x", l.show(2)),
+        format!("{}x", l.show(3)),
         l.median <= 0.6,
     ));
     if let Some(p64) = find(rows, "Psyne", 64) {
@@ -369,7 +369,7 @@ pub fn targets(rows: &[Row], floors: &Floors) -> Vec<(String, String, bool)> {
         let v = p64.ow.summary(|x| x.p50).median;
         t.push((
             "64 B one-way p50 <= 1.3x one-way floor".into(),
-            format!("{v:.0} ns / {f:.0} ns = {:.2}x", v / f),
+            format!("{v:.0} ns / {f:.0} ns = {:.3}x", v / f),
             v <= 1.3 * f,
         ));
     }

@@ -280,19 +280,9 @@ pub mod timer {
     }
 
     /// `CLOCK_MONOTONIC` in nanoseconds: the clock psyne's header timestamps
-    /// ([`MessageHeader::timestamp_ns`](psyne::MessageHeader)) are read from.
-    #[inline]
-    pub fn monotonic_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC exists on Linux.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        (ts.tv_sec as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(ts.tv_nsec as u64)
-    }
+    /// ([`MessageHeader::timestamp_ns`](psyne::MessageHeader)) are read from (psyne's own
+    /// function, inlined across the crate boundary).
+    pub use psyne::channel::monotonic_ns;
 
     /// Mean cost of one [`monotonic_ns`] call, in nanoseconds, measured back to back.
     pub fn monotonic_overhead_ns() -> f64 {

@@ -577,6 +577,7 @@ impl Patience {
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of
 /// [`MessageHeader::timestamp_ns`](crate::MessageHeader::timestamp_ns), for measuring how long a
 /// message took from `send` to the consumer (within one machine).
+#[inline]
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

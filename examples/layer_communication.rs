@@ -93,12 +93,25 @@ fn percentiles(samples: &[u64]) -> (u64, u64, u64, u64) {
     )
 }
 
+/// What `--help` prints.
+const USAGE: &str = "\
+Three layers (embedding -> dense -> output) joined by two psyne channels.
+
+usage: layer_communication [--messages N] [--cpus a,b] [--capacity N] [--pace-us US]
+
+  --messages N   messages sent back to back, then N/10 paced ones (default 200000, at least 100)
+  --cpus a,b     CPU of the embedding and output layers, CPU of the dense layer
+                 (default: the first two CPUs this process may use)
+  --capacity N   messages each channel holds (default 64)
+  --pace-us US   microseconds between paced messages (default 50)
+";
+
 fn us(ns: u64) -> String {
     format!("{:.2} µs", ns as f64 / 1e3)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(&["messages", "cpus", "capacity", "pace-us"])?;
+    let args = Args::parse(&["messages", "cpus", "capacity", "pace-us"], USAGE)?;
     let n: u64 = args.value("messages", 200_000)?;
     let capacity: usize = args.value("capacity", 64)?;
     let pace_arg_ns = args.value("pace-us", 50.0f64)? * 1e3;

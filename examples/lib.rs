@@ -378,11 +378,31 @@ pub mod args {
     pub type Error = Box<dyn std::error::Error>;
 
     impl Args {
-        /// Parses `std::env::args()`, accepting only the options in `known` (without `--`).
-        /// A known option followed by another option or nothing is a switch (value "true").
-        pub fn parse(known: &[&str]) -> Result<Self, Error> {
+        /// Parses `std::env::args()` with [`Self::parse_from`]; `--help` or `-h` prints `usage`
+        /// and exits with status 0.
+        pub fn parse(known: &[&str], usage: &str) -> Result<Self, Error> {
+            match Self::parse_from(std::env::args().skip(1), known)? {
+                Some(args) => Ok(args),
+                None => {
+                    println!("{}", usage.trim_end());
+                    std::process::exit(0);
+                }
+            }
+        }
+
+        /// Parses `args` (without the program name), accepting only the options in `known`
+        /// (without `--`). A known option followed by another option or nothing is a switch
+        /// (value "true"). `None` if `--help` or `-h` is among them.
+        pub fn parse_from(
+            args: impl IntoIterator<Item = String>,
+            known: &[&str],
+        ) -> Result<Option<Self>, Error> {
+            let args: Vec<String> = args.into_iter().collect();
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                return Ok(None);
+            }
             let mut values = HashMap::new();
-            let mut it = std::env::args().skip(1).peekable();
+            let mut it = args.into_iter().peekable();
             while let Some(a) = it.next() {
                 let name = a
                     .strip_prefix("--")
@@ -393,7 +413,7 @@ pub mod args {
                 };
                 if !known.contains(&name) {
                     return Err(format!(
-                        "unknown option --{name} (known: --{})",
+                        "unknown option --{name} (known: --{}; --help for more)",
                         known.join(", --")
                     )
                     .into());
@@ -407,7 +427,7 @@ pub mod args {
                 };
                 values.insert(name.to_string(), value);
             }
-            Ok(Args { values })
+            Ok(Some(Args { values }))
         }
 
         /// The raw value of `--name`, if given.
@@ -461,6 +481,49 @@ pub mod args {
             [a, b, ..] => Ok((*a, *b)),
             [a] => Ok((*a, *a)),
             [] => Err("--cpus needs at least one CPU".into()),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::Args;
+
+        fn parse(line: &str) -> Result<Option<Args>, super::Error> {
+            Args::parse_from(
+                line.split_whitespace().map(String::from),
+                &["sizes", "reps", "json"],
+            )
+        }
+
+        #[test]
+        fn values_switches_and_inline_values() {
+            let a = parse("--sizes 8,64 --reps=3 --json").unwrap().unwrap();
+            assert_eq!(a.list::<usize>("sizes", vec![]).unwrap(), vec![8, 64]);
+            assert_eq!(a.value("reps", 5usize).unwrap(), 3);
+            assert_eq!(a.get("json"), Some("true"));
+            assert_eq!(a.value("missing", 7u32).unwrap(), 7);
+        }
+
+        #[test]
+        fn help_anywhere_asks_for_the_usage() {
+            assert!(parse("--help").unwrap().is_none());
+            assert!(parse("--reps 3 -h").unwrap().is_none());
+            // `--help` wins over an unknown option, so the usage is reachable after a typo.
+            assert!(parse("--bogus --help").unwrap().is_none());
+        }
+
+        #[test]
+        fn unknown_options_and_bad_values_are_errors() {
+            let e = parse("--bogus 1").err().unwrap().to_string();
+            assert!(
+                e.contains("unknown option --bogus") && e.contains("--help"),
+                "{e}"
+            );
+            let e = parse("stray").err().unwrap().to_string();
+            assert!(e.contains("unexpected argument"), "{e}");
+            let a = parse("--reps many").unwrap().unwrap();
+            let e = a.value("reps", 5usize).err().unwrap().to_string();
+            assert!(e.contains("--reps \"many\""), "{e}");
         }
     }
 }

@@ -332,15 +332,39 @@ fn loadavg() -> String {
         .join(" ")
 }
 
+/// What `--help` prints.
+const USAGE: &str = "\
+Psyne against rtrb and crossbeam's ArrayQueue, with the machine's floors, in one run.
+
+usage: psyne_bench [options]
+
+  --sizes LIST      payload bytes: 8, 16, 64, 256, 1032 (Embedding256), 4096, 16384, 65536,
+                    1048576 (default 8,64,1032,16384,1048576)
+  --reps N          repetitions; figures are median [min-max] (default 5)
+  --cpus a,b        producer CPU, consumer CPU (default: the first two CPUs this process may use)
+  --capacity N      messages each channel holds, the same for every contender (default 1024,
+                    lowered for large payloads so that a ring stays within 64 MiB)
+  --pace-ns NS      one-way pacing: one message every NS + 0.5 ns per payload byte (default 2000)
+  --timer T         tsc (calibrated, default) or instant
+  --only LIST       contenders whose names contain one of these: psyne, rtrb, crossbeam, ...
+  --phases LIST     throughput, one-way, round-trip (default all)
+  --json FILE       write every figure as JSON
+  --plot FILE.svg   draw the one-way latency CDFs
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Re-executed as the other end of the cross-process row.
     if std::env::args().nth(1).as_deref() == Some(bench::ipc::CHILD_FLAG) {
         let rest: Vec<String> = std::env::args().skip(2).collect();
         return bench::ipc::child_main(&rest).map_err(|e| e as Box<dyn std::error::Error>);
     }
-    let args = Args::parse(&[
-        "sizes", "reps", "cpus", "json", "plot", "capacity", "pace-ns", "timer", "only", "phases",
-    ])?;
+    let args = Args::parse(
+        &[
+            "sizes", "reps", "cpus", "json", "plot", "capacity", "pace-ns", "timer", "only",
+            "phases",
+        ],
+        USAGE,
+    )?;
     let only: Vec<String> = args.list("only", Vec::new())?;
     let phase_list: Vec<String> = args.list("phases", vec!["all".to_string()])?;
     let all = phase_list.iter().any(|p| p == "all");

@@ -12,7 +12,7 @@
 
 use super::links::Error;
 use super::payload::{self, Embedding256, Words};
-use super::run::{Latency, Setup, Throughput, ticks_to_ns};
+use super::run::{Latency, Setup, Throughput, one_way_samples, ticks_to_ns};
 use psyne::{Channel, Consumer, Message, Producer, SendError, Wait};
 use psyne_examples::affinity::pin_to_cpu;
 use psyne_examples::alloc::thread_allocations;
@@ -157,20 +157,9 @@ pub fn one_way<P: Message + Send>(
     let result = std::thread::scope(|sc| {
         sc.spawn(|| -> Result<Latency, Error> {
             pin_to_cpu(cpu)?;
-            let mut lat = Latency::default();
-            let mut ticks = Vec::with_capacity(samples);
-            let mut last = 0;
-            for i in 0..total {
-                let (t1, (stamp, ok)) = recv(&mut rx, |p| (clock.now(), payload::read(p)))?;
-                lat.bad += u64::from(!ok || stamp <= last);
-                last = stamp;
-                if i >= warmup {
-                    lat.negative += u64::from(t1 < stamp);
-                    ticks.push(t1.saturating_sub(stamp));
-                }
-            }
-            lat.ns = ticks_to_ns(&clock, &ticks);
-            Ok(lat)
+            one_way_samples(&clock, warmup, samples, || {
+                recv(&mut rx, |p| (clock.now(), payload::read(p)))
+            })
         })
         .join()
     });

@@ -50,6 +50,32 @@ pub struct Latency {
     pub negative: u64,
 }
 
+/// The consumer side of a one-way measurement, shared by the in-process and cross-process
+/// rows so that both count alike: `warmup + samples` messages from `next` (the consumer's clock
+/// read on arrival, then the stamp and checksum verdict of [`payload::read`]); the first
+/// `warmup` are checked but not timed.
+pub fn one_way_samples<E>(
+    clock: &Clock,
+    warmup: usize,
+    samples: usize,
+    mut next: impl FnMut() -> Result<(u64, (u64, bool)), E>,
+) -> Result<Latency, E> {
+    let mut lat = Latency::default();
+    let mut ticks = Vec::with_capacity(samples);
+    let mut last = 0;
+    for i in 0..warmup + samples {
+        let (t1, (stamp, ok)) = next()?;
+        lat.bad += u64::from(!ok || stamp <= last);
+        last = stamp;
+        if i >= warmup {
+            lat.negative += u64::from(t1 < stamp);
+            ticks.push(t1.saturating_sub(stamp));
+        }
+    }
+    lat.ns = ticks_to_ns(clock, &ticks);
+    Ok(lat)
+}
+
 /// Latency samples in whole nanoseconds from tick counts of `clock`.
 pub fn ticks_to_ns(clock: &Clock, ticks: &[u64]) -> Vec<u64> {
     ticks
@@ -158,23 +184,11 @@ pub fn one_way<P: Pod, L: Link<P>>(
         let cons = sc.spawn(|| -> Result<Latency, Error> {
             let pinned = pin(s.cpus.1);
             barrier.wait();
-            let mut lat = Latency {
-                ns: Vec::with_capacity(samples),
-                ..Latency::default()
-            };
-            let mut ticks = Vec::with_capacity(samples);
-            let mut last = 0;
-            for i in 0..warmup + samples {
-                let (t1, (stamp, ok)) =
-                    recv::<P, L, _>(&mut rx, |p| (clock.now(), payload::read(p)));
-                lat.bad += u64::from(!ok || stamp <= last);
-                last = stamp;
-                if i >= warmup {
-                    lat.negative += u64::from(t1 < stamp);
-                    ticks.push(t1.saturating_sub(stamp));
-                }
-            }
-            lat.ns = ticks_to_ns(&clock, &ticks);
+            let lat = one_way_samples(&clock, warmup, samples, || {
+                Ok::<_, Error>(recv::<P, L, _>(&mut rx, |p| {
+                    (clock.now(), payload::read(p))
+                }))
+            })?;
             pinned.map(|()| lat)
         });
         (prod.join(), cons.join())

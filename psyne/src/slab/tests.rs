@@ -1087,11 +1087,11 @@ fn shared_too_large_for_off_t_is_shm_error_and_unlinks() {
         err,
         SlabError::Shm {
             name: name.clone(),
-            call: "ftruncate",
+            call: "posix_fallocate",
             errno: libc::EFBIG
         }
     );
-    assert!(err.to_string().contains("ftruncate"));
+    assert!(err.to_string().contains("posix_fallocate"));
     assert_eq!(
         Slab::open_shared(&name).unwrap_err(),
         SlabError::NotFound { name }

@@ -377,16 +377,59 @@ pub mod args {
     /// Boxed error used by the examples.
     pub type Error = Box<dyn std::error::Error>;
 
+    /// Why a command line does not start a run: what to print, and the exit status.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Stop {
+        /// `--help` or `-h`: the usage, on standard output, exit status 0.
+        Help(String),
+        /// An unknown option or a stray argument: the error and the usage, on standard error,
+        /// exit status 2 (the usual status of a command-line mistake).
+        Usage(String),
+    }
+
+    impl Stop {
+        /// The exit status this outcome ends the process with.
+        pub fn code(&self) -> i32 {
+            match self {
+                Stop::Help(_) => 0,
+                Stop::Usage(_) => 2,
+            }
+        }
+    }
+
     impl Args {
-        /// Parses `std::env::args()` with [`Self::parse_from`]; `--help` or `-h` prints `usage`
-        /// and exits with status 0.
+        /// Parses `std::env::args()` with [`Self::parse_with`]; on `--help` or `-h` prints `usage`
+        /// and exits with status 0; on an unknown option or stray argument prints the error and
+        /// `usage` to standard error and exits with status 2.
+        ///
+        /// Every command-line mistake ends the process here, so this is always `Ok`; it returns a
+        /// `Result` so that callers chain it with `?` like the accessors' errors (a bad value of a
+        /// known option, reported when the value is read).
         pub fn parse(known: &[&str], usage: &str) -> Result<Self, Error> {
-            match Self::parse_from(std::env::args().skip(1), known)? {
-                Some(args) => Ok(args),
-                None => {
-                    println!("{}", usage.trim_end());
-                    std::process::exit(0);
+            match Self::parse_with(std::env::args().skip(1), known, usage) {
+                Ok(args) => Ok(args),
+                Err(stop) => {
+                    match &stop {
+                        Stop::Help(text) => println!("{text}"),
+                        Stop::Usage(text) => eprintln!("{text}"),
+                    }
+                    std::process::exit(stop.code());
                 }
+            }
+        }
+
+        /// [`Self::parse_from`], with what to print and the exit status decided: the usage for
+        /// `--help`, the error followed by the usage for a command-line mistake.
+        pub fn parse_with(
+            args: impl IntoIterator<Item = String>,
+            known: &[&str],
+            usage: &str,
+        ) -> Result<Self, Stop> {
+            let usage = usage.trim_end();
+            match Self::parse_from(args, known) {
+                Ok(Some(args)) => Ok(args),
+                Ok(None) => Err(Stop::Help(usage.to_string())),
+                Err(e) => Err(Stop::Usage(format!("error: {e}\n\n{usage}"))),
             }
         }
 
@@ -412,10 +455,14 @@ pub mod args {
                     None => (name, None),
                 };
                 if !known.contains(&name) {
-                    return Err(format!(
-                        "unknown option --{name} (known: --{}; --help for more)",
-                        known.join(", --")
-                    )
+                    return Err(if known.is_empty() {
+                        format!("unknown option --{name} (this example takes no options)")
+                    } else {
+                        format!(
+                            "unknown option --{name} (known: --{}; --help for more)",
+                            known.join(", --")
+                        )
+                    }
                     .into());
                 }
                 let value = match inline {
@@ -486,7 +533,7 @@ pub mod args {
 
     #[cfg(test)]
     mod tests {
-        use super::Args;
+        use super::{Args, Stop};
 
         fn parse(line: &str) -> Result<Option<Args>, super::Error> {
             Args::parse_from(
@@ -524,6 +571,56 @@ pub mod args {
             let a = parse("--reps many").unwrap().unwrap();
             let e = a.value("reps", 5usize).err().unwrap().to_string();
             assert!(e.contains("--reps \"many\""), "{e}");
+        }
+
+        fn stop(line: &str, known: &[&str]) -> Stop {
+            Args::parse_with(
+                line.split_whitespace().map(String::from),
+                known,
+                "usage: demo [--reps N]\n",
+            )
+            .err()
+            .unwrap()
+        }
+
+        #[test]
+        fn help_prints_the_usage_and_exits_0() {
+            let s = stop("-h", &["reps"]);
+            assert_eq!(s, Stop::Help("usage: demo [--reps N]".into()));
+            assert_eq!(s.code(), 0);
+            // An example without options answers `--help` too.
+            assert_eq!(stop("--help", &[]).code(), 0);
+        }
+
+        #[test]
+        fn mistakes_print_the_error_and_the_usage_and_exit_2() {
+            for (line, known, what) in [
+                ("--bogus", &["reps"][..], "unknown option --bogus"),
+                (
+                    "--reps 3 --bogus=1",
+                    &["reps"][..],
+                    "unknown option --bogus",
+                ),
+                ("stray", &["reps"][..], "unexpected argument \"stray\""),
+                ("64", &[][..], "unexpected argument \"64\""),
+                ("--reps 3", &[][..], "takes no options"),
+            ] {
+                let s = stop(line, known);
+                assert_eq!(s.code(), 2, "{line}");
+                let Stop::Usage(text) = s else {
+                    panic!("{line}: not a usage error")
+                };
+                assert!(text.starts_with("error: ") && text.contains(what), "{text}");
+                assert!(text.ends_with("usage: demo [--reps N]"), "{text}");
+            }
+        }
+
+        #[test]
+        fn a_good_line_starts_the_run() {
+            let a =
+                Args::parse_with(["--reps".to_string(), "3".to_string()], &["reps"], "u").unwrap();
+            assert_eq!(a.value("reps", 0u32).unwrap(), 3);
+            assert!(Args::parse_with(Vec::<String>::new(), &[], "u").is_ok());
         }
     }
 }

@@ -67,7 +67,7 @@ measure() {
 # What was measured: the commit, and whether the sources built differ from it.
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo "unknown (not a git checkout)")
 dirty=$(git status --porcelain --untracked-files=no -- \
-    psyne psyne-derive schemas examples Cargo.toml Cargo.lock 2>/dev/null | head -1)
+    psyne psyne-derive schemas examples Cargo.toml Cargo.lock 2>/dev/null | head -1 || true)
 echo "icount: commit $commit${dirty:+ plus uncommitted changes to the sources built}," \
     "$(valgrind --version), N1=$n1, N2=$n2"
 echo

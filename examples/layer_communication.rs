@@ -6,7 +6,8 @@
 //!
 //! The dense layer multiplies its 256x256 weights straight from the received message (a nalgebra
 //! view of ring memory) into a loaned output message (`gemv` into `out.data_vector_mut()`): no copy
-//! of either vector, no allocation. It prints
+//! of either vector, no allocation. The `gemv` runs with AVX2 and FMA when the CPU has them
+//! (detected at run time, see [`psyne_examples::dense`]); the demo says which code ran. It prints
 //! the throughput, per-hop and end-to-end latency percentiles from the messages' header
 //! timestamps, how many messages were waiting in each queue when one was received, and the
 //! number of heap allocations made by the three threads in their steady-state loops, counted by a
@@ -32,6 +33,7 @@ use psyne::{Channel, PsyneMessage};
 use psyne_examples::affinity::pin_to_cpu;
 use psyne_examples::alloc::{CountingAlloc, thread_allocations};
 use psyne_examples::args::{self, Args};
+use psyne_examples::dense::{Path, relu_gemv};
 use psyne_examples::stats::quantile_sorted;
 use psyne_examples::timer::{monotonic_ns, monotonic_overhead_ns};
 use psyne_schemas::Embedding256;
@@ -146,6 +148,9 @@ usage: layer_communication [--messages N] [--cpus a,b] [--capacity N] [--pace-us
   --pace-us US   microseconds between paced messages (default 50); a pace shorter than 3x the
                  dense layer's compute time measured at start-up is raised to that, so that the
                  dense layer idles between paced messages, and the run prints that it did
+
+The dense layer's gemv uses AVX2+FMA when the CPU has both (detected at run time), else the
+build's baseline code; the run prints which.
 ";
 
 /// Median and largest of the queue lengths.
@@ -176,14 +181,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let check_idx = n / 2;
 
     let w = DMatrix::<f32>::from_fn(DIM, DIM, weight);
+    let path = Path::detect();
 
-    // The dense layer's compute alone, for reference.
+    // The dense layer's compute alone, for reference, on the path it will run.
     let x0 = SVector::<f32, DIM>::from_fn(|j, _| input_value(0, j));
     let mut y0 = SVector::<f32, DIM>::zeros();
     let reps = 20_000;
     let t = Instant::now();
     for _ in 0..reps {
-        y0.gemv(1.0, &w, std::hint::black_box(&x0), 0.0);
+        relu_gemv(
+            path,
+            &mut y0.as_view_mut(),
+            &w,
+            &std::hint::black_box(&x0).as_view(),
+        );
         std::hint::black_box(&mut y0);
     }
     let gemv_ns = t.elapsed().as_nanos() as f64 / reps as f64;
@@ -218,6 +229,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  threads: embedding layer on CPU {cpu_a}, dense layer on CPU {cpu_b}, output layer on CPU {cpu_a}"
     );
+    println!("  dense layer gemv: {}", path.describe());
     println!(
         "  {n} messages back to back, then {paced} paced one every {:.1} µs (the first 10% of each are warm-up)",
         pace_ns as f64 / 1e3
@@ -285,11 +297,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let sent = x.header().timestamp_ns;
                 hop1.push(now.saturating_sub(sent));
                 let mut y = dense_tx.allocate()?;
-                {
-                    let mut v = y.data_vector_mut();
-                    v.gemv(1.0, w, &x.data_vector(), 0.0);
-                    v.apply(|a| *a = a.max(0.0));
-                }
+                relu_gemv(path, &mut y.data_vector_mut(), w, &x.data_vector());
                 y.batch_idx = x.batch_idx;
                 y.layer_id = 1;
                 y.input_sent_ns = sent;

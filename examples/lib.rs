@@ -362,6 +362,152 @@ pub mod stats {
     }
 }
 
+pub mod dense {
+    //! The demo's dense layer, `y = relu(W x)`, computed by nalgebra's `gemv` straight from a
+    //! received message into a loaned one, with the CPU's vector units when it has them.
+    //!
+    //! The crate is compiled for baseline x86-64 (SSE2, 128-bit vectors), and so is nalgebra's
+    //! `gemv` inlined into it. [`relu_gemv`] runs the same nalgebra call inside a function compiled
+    //! with `#[target_feature(enable = "avx2,fma")]` when the CPU reports both at run time
+    //! ([`Path::detect`]); nalgebra's `gemv` is `#[inline]`, so its loops are compiled there with
+    //! 256-bit vectors. Elsewhere (other CPUs, other architectures) the baseline code runs.
+
+    use nalgebra::{DMatrix, SVectorView, SVectorViewMut};
+
+    /// Which code computes the dense layer.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Path {
+        /// nalgebra's `gemv` compiled with AVX2 and FMA (x86_64 CPUs that report both).
+        Avx2Fma,
+        /// nalgebra's `gemv` compiled for the crate's target (baseline x86-64: SSE2).
+        Baseline,
+    }
+
+    impl Path {
+        /// The fastest path this CPU runs: [`Path::Avx2Fma`] when it reports AVX2 and FMA.
+        pub fn detect() -> Self {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Path::Avx2Fma;
+            }
+            Path::Baseline
+        }
+
+        /// What the demo prints about the path.
+        pub fn describe(&self) -> &'static str {
+            match self {
+                Path::Avx2Fma => {
+                    "AVX2+FMA (#[target_feature], detected at run time: this CPU has both)"
+                }
+                Path::Baseline => "baseline (the build's target features; no AVX2+FMA detected)",
+            }
+        }
+    }
+
+    /// `y = relu(W x)` for a square `N x N` `w`, on `path`.
+    ///
+    /// # Panics
+    ///
+    /// If `w` is not `N x N`, or if `path` is [`Path::Avx2Fma`] on an x86_64 CPU that does not
+    /// report AVX2 and FMA (a `Path` other than [`Path::detect`]'s; off x86_64 it runs the
+    /// baseline code).
+    pub fn relu_gemv<const N: usize>(
+        path: Path,
+        y: &mut SVectorViewMut<'_, f32, N>,
+        w: &DMatrix<f32>,
+        x: &SVectorView<'_, f32, N>,
+    ) {
+        assert_eq!(w.shape(), (N, N), "W must be {N}x{N}");
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2Fma => {
+                assert_eq!(Path::detect(), Path::Avx2Fma, "this CPU lacks AVX2 or FMA");
+                // SAFETY: `relu_gemv_avx2_fma` needs only AVX2 and FMA, and the CPU reported both
+                // (checked just above; `is_x86_feature_detected!` caches, so this is cheap).
+                unsafe { relu_gemv_avx2_fma(y, w, x) }
+            }
+            _ => relu_gemv_baseline(y, w, x),
+        }
+    }
+
+    /// The baseline path: nalgebra's `gemv` for the crate's target.
+    #[inline]
+    fn relu_gemv_baseline<const N: usize>(
+        y: &mut SVectorViewMut<'_, f32, N>,
+        w: &DMatrix<f32>,
+        x: &SVectorView<'_, f32, N>,
+    ) {
+        y.gemv(1.0, w, x, 0.0);
+        y.apply(|a| *a = a.max(0.0));
+    }
+
+    /// The same code, compiled with AVX2 and FMA: the inlined nalgebra loops use 256-bit vectors.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn relu_gemv_avx2_fma<const N: usize>(
+        y: &mut SVectorViewMut<'_, f32, N>,
+        w: &DMatrix<f32>,
+        x: &SVectorView<'_, f32, N>,
+    ) {
+        relu_gemv_baseline(y, w, x);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{Path, relu_gemv};
+        use nalgebra::{DMatrix, SVectorView, SVectorViewMut};
+
+        const N: usize = 256;
+
+        fn run(path: Path, w: &DMatrix<f32>, x: &[f32; N]) -> [f32; N] {
+            let mut y = [f32::NAN; N];
+            relu_gemv(
+                path,
+                &mut SVectorViewMut::<f32, N>::from_slice(&mut y),
+                w,
+                &SVectorView::<f32, N>::from_slice(x),
+            );
+            y
+        }
+
+        #[test]
+        fn every_path_computes_relu_w_x() {
+            let w = DMatrix::<f32>::from_fn(N, N, |r, c| {
+                (((r * 7 + c * 13) % 29) as f32 / 29.0 - 0.5) / 16.0
+            });
+            let x: [f32; N] = std::array::from_fn(|j| ((j * 31) % 97) as f32 / 97.0 - 0.5);
+            // Reference in f64, independently of nalgebra's gemv.
+            let want: Vec<f64> = (0..N)
+                .map(|r| {
+                    (0..N)
+                        .map(|c| f64::from(w[(r, c)]) * f64::from(x[c]))
+                        .sum::<f64>()
+                        .max(0.0)
+                })
+                .collect();
+            let base = run(Path::Baseline, &w, &x);
+            let fast = run(Path::detect(), &w, &x);
+            // 256 products of magnitude at most 1/32 each: f32 sums of them stay within 1e-5.
+            for r in 0..N {
+                assert!((f64::from(base[r]) - want[r]).abs() < 1e-5, "row {r}");
+                assert!(
+                    (fast[r] - base[r]).abs() <= 1e-6,
+                    "row {r}: {:?} {} vs baseline {}",
+                    Path::detect(),
+                    fast[r],
+                    base[r]
+                );
+            }
+            // The data exercise both sides of the relu.
+            assert!(base.iter().any(|&v| v > 0.0) && base.contains(&0.0));
+        }
+    }
+}
+
 pub mod args {
     //! A minimal `--flag value` parser (the examples take a handful of options).
 

@@ -259,3 +259,49 @@ fn creator_drop_keeps_a_replacement_under_its_name() {
         SlabError::NotFound { name }
     );
 }
+
+/// Set in the child process of [`peer_truncation_after_mapping_raises_sigbus_as_documented`].
+const SIGBUS_CHILD_ENV: &str = "PSYNE_SHM_OS_SIGBUS_CHILD";
+
+/// Pins what the module docs say cannot be prevented: a same-user peer that shrinks the object
+/// after both sides mapped it makes the honest process's next access past the new end a
+/// `SIGBUS`. If this test ever fails because the process survives, the docs are out of date.
+#[test]
+fn peer_truncation_after_mapping_raises_sigbus_as_documented() {
+    if std::env::var_os(SIGBUS_CHILD_ENV).is_some() {
+        let name = unique_name("truncated");
+        let slab = Slab::create_shared(&name, Slab::builder(4 * 4096)).unwrap();
+        let c = cname(&name);
+        // SAFETY: `c` is NUL-terminated; the peer's descriptor is checked and closed; the write
+        // below is in bounds of the mapping and is expected to raise SIGBUS.
+        unsafe {
+            let peer = libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0);
+            assert!(peer >= 0);
+            assert_eq!(libc::ftruncate(peer, 0), 0);
+            libc::close(peer);
+            println!("child: truncated; touching the mapping");
+            slab.as_ptr().as_ptr().add(3 * 4096).write_volatile(1);
+        }
+        println!("child: survived");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let child = Command::new(exe)
+        .args([
+            "--exact",
+            "peer_truncation_after_mapping_raises_sigbus_as_documented",
+            "--nocapture",
+        ])
+        .env(SIGBUS_CHILD_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The killed child never dropped its slab: remove the name it left.
+    let _cleanup = RemoveOnDrop(format!("psyne-shm-os-{}-truncated", child.id()));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("child: truncated"), "{stdout}");
+    assert!(!stdout.contains("child: survived"), "{stdout}");
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{stdout}");
+}

@@ -154,7 +154,7 @@ pub enum LockStatus {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Placement {
-    /// The size asked for, in bytes.
+    /// The size asked for, in bytes (for an opened shared slab, the object's size).
     pub requested_bytes: usize,
     /// The size mapped ([`Slab::len`]): the request rounded up to [`Placement::page_size`].
     pub mapped_bytes: usize,
@@ -175,7 +175,12 @@ pub struct Placement {
     pub explicit_failure: Option<ExplicitHugeFailure>,
     /// Why transparent huge pages were not used, when the slab fell back to normal pages.
     pub transparent_failure: Option<TransparentHugeFailure>,
-    /// The NUMA node the pages are bound to (set only when binding succeeded).
+    /// The NUMA node this mapping's memory policy binds the pages to (set only when binding
+    /// succeeded). For a shared slab the policy is the object's and governs pages allocated after
+    /// it was set: a creator binds before reserving the blocks, so all of them follow it; an
+    /// opener ([`Slab::open_shared_with`]) finds them already allocated, so for it this records
+    /// the request the kernel accepted, and [`numa_nodes`](Self::numa_nodes) says where the pages
+    /// are.
     pub numa_bound: Option<u32>,
     /// The NUMA nodes holding the slab's resident pages, as read from the kernel by hwloc. Empty
     /// if no page is resident. `None`: unknown (built without feature `numa`, or the query failed).
@@ -405,16 +410,15 @@ impl SlabBuilder {
     ) -> Result<Slab, SlabError> {
         self.check_features()?;
         let page = base_page_size();
-        let len = usize::try_from(size)
-            .map_err(|_| SlabError::SizeOverflow {
-                size: usize::MAX,
-                page_size: page,
-            })
-            .and_then(|s| round_up(s, page))?;
+        let requested = usize::try_from(size).map_err(|_| SlabError::SizeOverflow {
+            size: usize::MAX,
+            page_size: page,
+        })?;
+        let len = round_up(requested, page)?;
         let mapped = self.map(Some(&fd), Some(len))?;
         let mut slab = Slab::from_mapped(
             mapped,
-            len,
+            requested,
             Some(Shared {
                 name: name.to_owned(),
                 cname,
@@ -422,7 +426,6 @@ impl SlabBuilder {
                 fd,
             }),
         );
-        slab.requested = size as usize;
         let recheck = |slab: &Slab| match &slab.shared {
             Some(s) => shm::check_size(&s.name, &s.fd, size, slab.len),
             None => Ok(()),
@@ -670,58 +673,34 @@ fn map_explicit(size: usize, page_size: usize) -> Result<Mapped, ExplicitHugeFai
 
 /// Maps `len` bytes read-write at an address aligned to `align` (a power of two), anonymous
 /// private memory or `fd` shared from offset 0, between two `PROT_NONE` guard pages.
+///
+/// Steps: reserve address space for the guards, the slab and the alignment slack; map the slab
+/// at the aligned address inside it; give back what is neither slab nor guard.
 fn map_region(len: usize, align: usize, fd: Option<&OwnedFd>) -> Result<Region, SlabError> {
-    let (flags, raw_fd) = match fd {
-        Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
-        None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
-    };
     let map_err = |errno| SlabError::Map { size: len, errno };
     let guard = base_page_size();
     let align = align.max(guard);
     let pad = if align > guard { align } else { 0 };
-    // Reserve address space for the guards, the slab and the alignment slack; place the slab at
-    // the aligned address inside it; give back what is neither slab nor guard.
     let reserve = len
         .checked_add(pad)
         .and_then(|r| r.checked_add(2 * guard))
         .ok_or(map_err(libc::ENOMEM))?;
-    // SAFETY: an inaccessible anonymous reservation with no address hint; checked below.
-    let base = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            reserve,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(map_err(errno()));
-    }
-    let base = base as usize;
+    let base = reserve_address_space(reserve).map_err(map_err)?;
     let aligned = (base + guard + align - 1) & !(align - 1);
-    // SAFETY: `aligned..aligned+len` lies inside the reservation we own (aligned + len + guard
-    // <= base + reserve), so MAP_FIXED replaces only our own pages; `raw_fd` is -1 or open.
-    let ptr = unsafe {
-        libc::mmap(
-            aligned as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags | libc::MAP_FIXED,
-            raw_fd,
-            0,
-        )
+    // SAFETY: `aligned..aligned+len` lies inside the reservation `base..base+reserve` made just
+    // above (aligned + len + guard <= base + reserve).
+    let ptr = match unsafe { map_fixed(aligned, len, fd) } {
+        Ok(ptr) => ptr,
+        Err(errno) => {
+            // SAFETY: unmapping our own reservation, which nothing uses.
+            unsafe { libc::munmap(base as *mut libc::c_void, reserve) };
+            return Err(map_err(errno));
+        }
     };
-    if ptr == libc::MAP_FAILED {
-        let errno = errno();
-        // SAFETY: unmapping our own reservation.
-        unsafe { libc::munmap(base as *mut libc::c_void, reserve) };
-        return Err(map_err(errno));
-    }
     let keep_start = aligned - guard;
     let keep_end = aligned + len + guard;
-    // SAFETY: the head and tail are unused parts of our own reservation.
+    // SAFETY: the head `base..keep_start` and tail `keep_end..base+reserve` are unused parts of
+    // our own reservation.
     unsafe {
         if keep_start > base {
             libc::munmap(base as *mut libc::c_void, keep_start - base);
@@ -731,12 +710,59 @@ fn map_region(len: usize, align: usize, fd: Option<&OwnedFd>) -> Result<Region, 
         }
     }
     Ok(Region {
-        // SAFETY: MAP_FIXED at a non-null address succeeded.
-        ptr: unsafe { NonNull::new_unchecked(ptr.cast()) },
+        ptr,
         len,
         base: keep_start as *mut u8,
         total: keep_end - keep_start,
     })
+}
+
+/// Reserves `len` bytes of inaccessible address space (`PROT_NONE`, no memory committed) and
+/// returns its start; `Err(errno)` on failure.
+fn reserve_address_space(len: usize) -> Result<usize, i32> {
+    // SAFETY: an inaccessible anonymous reservation with no address hint; checked below.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    Ok(base as usize)
+}
+
+/// Maps `len` bytes read-write at exactly `addr`: anonymous private memory, or `fd` shared from
+/// offset 0. `Err(errno)` on failure.
+///
+/// # Safety
+/// `addr..addr+len` must be address space this module reserved and nothing else uses
+/// (`MAP_FIXED` replaces whatever is there).
+unsafe fn map_fixed(addr: usize, len: usize, fd: Option<&OwnedFd>) -> Result<NonNull<u8>, i32> {
+    let (flags, raw_fd) = match fd {
+        Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
+        None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+    };
+    // SAFETY: the range is ours to replace (forwarded from the caller); `raw_fd` is -1 or open.
+    let ptr = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags | libc::MAP_FIXED,
+            raw_fd,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    NonNull::new(ptr.cast()).ok_or(libc::EINVAL)
 }
 
 /// The `/dev/shm` object behind a shared slab.

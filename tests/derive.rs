@@ -424,6 +424,51 @@ fn user_const_generic_with_parameterised_matrix_annotation() {
     assert_eq!(Square::<5>::FIELDS[0].shape.as_slice(), &[5, 1]);
 }
 
+/// Const-generic shapes the padding proof accepts (each length-dependent array's element size a
+/// multiple of the struct's alignment; the fixed fields without padding), including a concrete
+/// nested message and `repr(align)`.
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Packet<const N: usize> {
+    len: u32,
+    bytes: [[u8; 4]; N],
+}
+
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Mixed<const R: usize, const C: usize> {
+    scale: f64,
+    w: [[f64; R]; C],
+    e: Embedding64,
+}
+
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C, align(16))]
+struct Lanes<const N: usize> {
+    lanes: [[f32; 4]; N],
+}
+
+/// The sum of the field sizes in `T`'s schema: equal to `size_of::<T>()` iff no padding.
+fn field_bytes<T: Message>() -> usize {
+    T::FIELDS.iter().map(|f| f.size).sum()
+}
+
+#[test]
+fn const_generic_messages_accepted_by_the_padding_proof_have_none() {
+    assert_eq!(size_of::<Packet<0>>(), field_bytes::<Packet<0>>());
+    assert_eq!(size_of::<Packet<3>>(), field_bytes::<Packet<3>>());
+    assert_eq!(size_of::<Mixed<0, 0>>(), field_bytes::<Mixed<0, 0>>());
+    assert_eq!(size_of::<Mixed<1, 3>>(), field_bytes::<Mixed<1, 3>>());
+    assert_eq!(size_of::<Mixed<5, 2>>(), field_bytes::<Mixed<5, 2>>());
+    assert_eq!(size_of::<Lanes<1>>(), 16);
+    assert_eq!(size_of::<Lanes<3>>(), field_bytes::<Lanes<3>>());
+    let p = Packet::<1> {
+        len: 4,
+        bytes: [[1, 2, 3, 4]],
+    };
+    assert_eq!(bytemuck::bytes_of(&p), &[4, 0, 0, 0, 1, 2, 3, 4]);
+}
+
 #[test]
 fn all_predeclared_ids_and_fingerprints_are_pairwise_distinct() {
     let ids = [

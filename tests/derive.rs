@@ -597,3 +597,26 @@ mod half_precision {
         assert_eq!(a.y[0].to_f32(), -2.0);
     }
 }
+
+/// The compile-time message builder behind the padding errors: decimal numbers, "byte(s)", and
+/// parts that do not fit dropped whole (so the text stays valid UTF-8).
+#[test]
+fn padding_messages_are_assembled_with_their_numbers() {
+    use psyne::__private::{ConstMessage, group_for_alignment};
+    const M: ConstMessage = ConstMessage::new()
+        .str("has ")
+        .bytes(1)
+        .str(", ")
+        .bytes(0)
+        .str(", ")
+        .num(usize::MAX);
+    assert_eq!(M.as_str(), format!("has 1 byte, 0 bytes, {}", usize::MAX));
+    let long = "é".repeat(400); // 800 bytes
+    let m = ConstMessage::new().str(&long).str(&long).str("end");
+    assert_eq!(m.as_str(), format!("{long}end"));
+    assert_eq!(group_for_alignment(1, 4), 4);
+    assert_eq!(group_for_alignment(12, 8), 2);
+    assert_eq!(group_for_alignment(4, 16), 4);
+    assert_eq!(group_for_alignment(8, 8), 1);
+    assert_eq!(group_for_alignment(0, 8), 1);
+}

@@ -59,13 +59,18 @@ fn expand(cont: &Container<'_>) -> TokenStream {
 
     quote! {
         const _: () = {
-            // SAFETY: the layout checks below (`__PSYNE_LAYOUT_CHECKED`) prove the struct is
-            // `#[repr(C)]` without padding and every field is a `Field` (plain old data), so the
-            // all-zero bit pattern is valid.
+            // SAFETY: the struct is `#[repr(C)]` (`check::check_repr`) and every field is a
+            // `Field`, i.e. plain old data (`FIELDS` names `<T as Field>` for each field type,
+            // which the compiler type-checks for every struct, generic or not), so the all-zero
+            // bit pattern is valid.
             #[automatically_derived]
             unsafe impl #impl_generics #p::bytemuck::Zeroable for #ident #ty_generics #where_clause {}
 
-            // SAFETY: as above; no padding and all fields `Pod` make every byte pattern valid.
+            // SAFETY: as above, and the struct has no padding: `#eager`, a constant evaluated
+            // whenever this code compiles, proves it at the definition (the compiler's offsets
+            // for an ordinary struct; `generic_layout_proof` for every instantiation of a
+            // const-generic one, which no user code can bypass). So every byte is initialised
+            // and every byte pattern is a valid value.
             #[automatically_derived]
             unsafe impl #impl_generics #p::bytemuck::Pod for #ident #ty_generics #where_clause {}
 

@@ -383,9 +383,10 @@ pub mod disturbance {
     /// BENCHMARKS.md).
     pub const MAX_PREEMPTIONS_PER_S: f64 = 100.0;
 
-    /// Largest-over-smallest repetition of a central figure above which a run is disturbed. The
-    /// quiet reference run's widest was 5.3x (rtrb's Embedding256 streaming rate, whose ratio to
-    /// Psyne's spread 3.2x); the run of issue 10 had a ratio at `0.000-5569.937`.
+    /// Largest-over-smallest repetition of a central figure above which a run is disturbed. In
+    /// the quiet reference run the widest graded figure spread 3.2x (Psyne / rtrb, Embedding256
+    /// streaming, per repetition; rtrb's own rate spread 5.3x); the run of issue 10 had a ratio at
+    /// `0.000-5569.937`.
     pub const MAX_SPREAD: f64 = 10.0;
 
     /// Largest over smallest of `reps` (`None` for fewer than two repetitions; infinite when the

@@ -12,9 +12,23 @@
 //! A shared channel is a POSIX shared-memory object `/dev/shm/<name>` (mode 0600: same user
 //! only), created with `O_EXCL`. The creating process owns the name: it is removed when the
 //! creator's end is dropped (mappings already open stay valid, so the other end keeps working
-//! until it too is dropped). Each end attaches once: an end that was dropped (or whose process
-//! died) cannot be attached again ([`OpenError::EndClosed`](crate::OpenError::EndClosed)); create
-//! a new channel instead.
+//! until it too is dropped). A creator ended by a signal it does not handle (SIGINT, SIGTERM,
+//! `kill -9`) drops nothing, so its name stays in `/dev/shm`: the next create under that name
+//! replaces it (see "Stale names"), and [`remove`] removes a name by hand.
+//!
+//! # Ends come back
+//!
+//! While the creator's end lives, the *other* end can be opened again after it was dropped or
+//! its process died: a new producer continues the stream (every message the old one fully
+//! published is still delivered, nothing half-written ever is), a new consumer continues where
+//! the old one released (a message it was reading when it died comes again). The surviving end
+//! sees the new peer without being rebuilt; for it, `Disconnected` means "no peer attached now",
+//! and a later `recv` (or `allocate`) succeeds once a new peer attached. See
+//! [`crate::ring`] ("Ends attach, leave and come back").
+//!
+//! This module owns creating and opening shared channels ([`create_channel`],
+//! [`open_channel`], used by the builders and `Channel::open_*`), process liveness and the
+//! stale-name policy.
 //!
 //! # Liveness and the PID-namespace assumption
 //!
@@ -50,9 +64,19 @@
 //!   [`CreateError::AlreadyExists`](crate::CreateError::AlreadyExists), and nothing is removed.
 //!   [`remove`] removes a name unconditionally.
 
-use crate::ring::{MAGIC, PROTOCOL_VERSION, ProcessStamp, layout};
+use crate::channel::ChannelError;
+#[cfg(doc)]
+use crate::message::Message;
+use crate::ring::{
+    ChannelIdentity, Claimed, Creator, MAGIC, OpenFailure, PROTOCOL_VERSION, ProcessStamp, Ring,
+    RingConfig, Topology, layout,
+};
+use crate::slab::{Slab, SlabBuilder, SlabError};
+use core::fmt;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The pid and start time of this process.
 pub(crate) fn this_process() -> ProcessStamp {
@@ -151,15 +175,15 @@ fn identity(fd: &OwnedFd) -> Option<(u64, u64, i64)> {
 /// The creator recorded in the control block of the object behind `fd` (`size` bytes), if it is
 /// a psyne channel of this protocol version in this PID namespace.
 fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
-    if size < layout::END as i64 {
+    if size < layout::SLOT_TABLE as i64 {
         return None;
     }
-    // SAFETY: a fresh read-only shared mapping of the object's first `END` bytes (it is at least
+    // SAFETY: a fresh read-only shared mapping of the object's first `SLOT_TABLE` bytes (it is at least
     // that long); checked below, unmapped before returning.
     let ptr = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
-            layout::END,
+            layout::SLOT_TABLE,
             libc::PROT_READ,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
@@ -170,7 +194,7 @@ fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
         return None;
     }
     let base = ptr.cast::<u8>();
-    // SAFETY: every offset below plus the size of the value read is within the `END` mapped
+    // SAFETY: every offset below plus the size of the value read is within the `SLOT_TABLE` mapped
     // bytes and aligned for the type (the mapping is page-aligned, offsets are multiples of the
     // sizes); any bytes are a valid integer. Volatile: another process may write them.
     let (magic, version, pid, start, ns) = unsafe {
@@ -187,7 +211,7 @@ fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
         )
     };
     // SAFETY: unmapping the mapping made above, which nothing else uses.
-    unsafe { libc::munmap(ptr, layout::END) };
+    unsafe { libc::munmap(ptr, layout::SLOT_TABLE) };
     let own_ns = pid_namespace();
     if magic != MAGIC || version != PROTOCOL_VERSION || (ns != 0 && own_ns != 0 && ns != own_ns) {
         return None;
@@ -263,6 +287,351 @@ pub fn remove(name: &str) -> Result<bool, crate::SlabError> {
 
 /// Checks a channel name as the slab does (and returns it as the `/name` C string).
 pub(crate) use crate::slab::shm::validate;
+
+/// How long an open waits for a creator that is still initialising the name it just created
+/// (size 0, or magic word not yet stored) before reporting [`OpenError::NotReady`].
+const OPEN_GRACE: Duration = Duration::from_millis(50);
+
+/// How often a create retries after removing a stale name (another process may race for it).
+const CREATE_ATTEMPTS: usize = 4;
+
+/// Creates the shared channel `name` (slab from `slab`, ring from `config` and `identity`),
+/// applying the stale-name policy (see the module docs), and claims end slot `local` for this
+/// process.
+pub(crate) fn create_channel(
+    name: &str,
+    slab: SlabBuilder,
+    config: RingConfig,
+    identity: &ChannelIdentity,
+    local: usize,
+) -> Result<Arc<Ring>, CreateError> {
+    let cname = validate(name)?;
+    let mut attempts = 0;
+    let slab = loop {
+        match Slab::create_shared(name, slab.clone()) {
+            Ok(slab) => break slab,
+            Err(SlabError::AlreadyExists { .. }) if attempts < CREATE_ATTEMPTS => {
+                attempts += 1;
+                match remove_if_stale(&cname) {
+                    Stale::Removed => continue,
+                    Stale::Keep(creator_pid) => {
+                        return Err(CreateError::AlreadyExists {
+                            name: name.to_owned(),
+                            creator_pid,
+                        });
+                    }
+                }
+            }
+            Err(SlabError::AlreadyExists { .. }) => {
+                return Err(CreateError::AlreadyExists {
+                    name: name.to_owned(),
+                    creator_pid: None,
+                });
+            }
+            Err(e) => return Err(CreateError::Slab(e)),
+        }
+    };
+    Ok(Ring::create(
+        slab,
+        config,
+        identity,
+        Some(Creator {
+            me: this_process(),
+            pid_namespace: pid_namespace(),
+            slot: local,
+        }),
+    ))
+}
+
+/// Opens the shared channel `name`, validates it against `topology` and `identity`, and claims
+/// end slot `local` for this process (a slot never attached, or one whose end is gone), waiting
+/// up to [`OPEN_GRACE`] for a creator that is still initialising it. Returns the ring and how
+/// the slot was claimed.
+pub(crate) fn open_channel(
+    name: &str,
+    topology: Topology,
+    identity: &ChannelIdentity,
+    local: usize,
+) -> Result<(Arc<Ring>, Claimed), OpenError> {
+    let started = Instant::now();
+    let me = this_process();
+    let ns = pid_namespace();
+    loop {
+        let failure = match Slab::open_shared(name) {
+            Ok(slab) => match Ring::attach(slab, topology, identity, ns) {
+                Ok(ring) => match ring.claim(local, me, process_alive) {
+                    Ok(claimed) => return Ok((ring, claimed)),
+                    Err(f) => f,
+                },
+                Err(f) => f,
+            },
+            Err(SlabError::NotFound { name }) => return Err(OpenError::NotFound { name }),
+            Err(SlabError::SharedEmpty { .. }) => OpenFailure::NotReady,
+            Err(e) => return Err(OpenError::Slab(e)),
+        };
+        if failure != OpenFailure::NotReady {
+            return Err(OpenError::from_failure(failure));
+        }
+        if started.elapsed() >= OPEN_GRACE {
+            return Err(OpenError::NotReady {
+                name: name.to_owned(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Why a shared channel could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The capacity or message type cannot make a ring (as [`ChannelBuilder::build`](crate::ChannelBuilder::build)).
+    Channel(ChannelError),
+    /// The name is taken: by a channel whose creator is alive (`creator_pid`), or by something
+    /// that is not a stale psyne channel of this version (`creator_pid: None`: another kind of
+    /// object, another protocol version or PID namespace, or one never initialised). Nothing was
+    /// removed; see [`crate::transport::shm::remove`].
+    AlreadyExists {
+        /// The name.
+        name: String,
+        /// The pid of the live creator, when the name holds a live psyne channel.
+        creator_pid: Option<u32>,
+    },
+    /// The shared memory could not be created, sized or mapped, or the name is invalid
+    /// ([`SlabError::InvalidName`], [`SlabError::Shm`], [`SlabError::Map`], ...).
+    Slab(SlabError),
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::Channel(e) => e.fmt(f),
+            CreateError::AlreadyExists {
+                name,
+                creator_pid: Some(pid),
+            } => write!(
+                f,
+                "shared channel {name:?} already exists and its creator (pid {pid}) is alive"
+            ),
+            CreateError::AlreadyExists {
+                name,
+                creator_pid: None,
+            } => write!(
+                f,
+                "/dev/shm/{name} exists and is not a stale psyne channel of protocol version \
+                 {PROTOCOL_VERSION}; pick another name or remove it"
+            ),
+            CreateError::Slab(e) => write!(f, "the shared channel could not be created: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CreateError::Channel(e) => Some(e),
+            CreateError::Slab(e) => Some(e),
+            CreateError::AlreadyExists { .. } => None,
+        }
+    }
+}
+
+impl From<ChannelError> for CreateError {
+    fn from(e: ChannelError) -> Self {
+        CreateError::Channel(e)
+    }
+}
+
+impl From<SlabError> for CreateError {
+    fn from(e: SlabError) -> Self {
+        CreateError::Slab(e)
+    }
+}
+
+/// Why an end of a shared channel could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// No shared channel of this name exists (never created, or its creator's end was dropped).
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// The name exists but its creator had not finished initialising it within 50 ms (or died
+    /// while doing so). Retry, or remove the name if its creator is gone.
+    NotReady {
+        /// The name.
+        name: String,
+    },
+    /// The channel was created by a psyne speaking another protocol version.
+    VersionMismatch {
+        /// This psyne's [`PROTOCOL_VERSION`](crate::ring::PROTOCOL_VERSION).
+        expected: u32,
+        /// The version in the control block.
+        found: u32,
+    },
+    /// The channel carries another message type (`found` is its [`Message::TYPE_ID`], 0 for a
+    /// raw channel; `expected` is 0 when a raw end was asked of a typed channel). Both types are
+    /// named ([`Message::NAME`], `"raw"` for a raw channel).
+    IncompatibleType {
+        /// The type id asked for.
+        expected: u64,
+        /// The channel's type id.
+        found: u64,
+        /// The name of the type asked for.
+        expected_name: String,
+        /// The name of the channel's type, as its creator recorded it (at most 64 bytes).
+        found_name: String,
+    },
+    /// The channel carries a message of the same type id but another layout
+    /// ([`Message::FINGERPRINT`]): the two programs were built from different schemas.
+    IncompatibleLayout {
+        /// The fingerprint asked for.
+        expected: u64,
+        /// The channel's fingerprint.
+        found: u64,
+        /// The message type's name.
+        name: String,
+    },
+    /// The channel has another topology (for example a multi-producer channel opened as a
+    /// single-producer one): `expected` and `found` are topology tags (1: SPSC).
+    TopologyMismatch {
+        /// The topology asked for.
+        expected: u32,
+        /// The channel's.
+        found: u32,
+    },
+    /// The end is already attached to a live process.
+    AlreadyConnected {
+        /// That process's id.
+        pid: u32,
+    },
+    /// Not returned since protocol version 4, where an end that is gone can be opened again
+    /// (see the module docs); kept so that code matching on it still compiles.
+    EndClosed,
+    /// The channel was created in another PID namespace, where pids (and so liveness checks)
+    /// mean something else (see [`crate::transport::shm`]).
+    ForeignPidNamespace {
+        /// This process's PID namespace inode.
+        expected: u64,
+        /// The creator's.
+        found: u64,
+    },
+    /// The control block failed a check (magic word, region offset or length, positions...):
+    /// not a psyne channel, or corrupt memory.
+    Corrupted {
+        /// What failed the check.
+        what: &'static str,
+    },
+    /// The shared memory could not be opened or mapped, or the name is invalid
+    /// ([`SlabError::InvalidName`], [`SlabError::Shm`], [`SlabError::Map`]).
+    Slab(SlabError),
+}
+
+impl OpenError {
+    fn from_failure(f: OpenFailure) -> Self {
+        match f {
+            // Mapped to `NotReady { name }` by the caller.
+            OpenFailure::NotReady => OpenError::Corrupted {
+                what: "control block not initialised",
+            },
+            OpenFailure::VersionMismatch { expected, found } => {
+                OpenError::VersionMismatch { expected, found }
+            }
+            OpenFailure::IncompatibleType {
+                expected,
+                found,
+                expected_name,
+                found_name,
+            } => OpenError::IncompatibleType {
+                expected,
+                found,
+                expected_name: expected_name.to_owned(),
+                found_name,
+            },
+            OpenFailure::IncompatibleLayout {
+                expected,
+                found,
+                name,
+            } => OpenError::IncompatibleLayout {
+                expected,
+                found,
+                name: name.to_owned(),
+            },
+            OpenFailure::TopologyMismatch { expected, found } => {
+                OpenError::TopologyMismatch { expected, found }
+            }
+            OpenFailure::AlreadyConnected { pid } => OpenError::AlreadyConnected { pid },
+            OpenFailure::ForeignPidNamespace { expected, found } => {
+                OpenError::ForeignPidNamespace { expected, found }
+            }
+            OpenFailure::Corrupted(what) => OpenError::Corrupted { what },
+        }
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NotFound { name } => {
+                write!(f, "no shared channel named {name:?} (/dev/shm/{name})")
+            }
+            OpenError::NotReady { name } => write!(
+                f,
+                "shared channel {name:?} exists but its creator has not initialised it"
+            ),
+            OpenError::VersionMismatch { expected, found } => write!(
+                f,
+                "the channel speaks protocol version {found}, this psyne speaks {expected}"
+            ),
+            OpenError::IncompatibleType {
+                expected,
+                found,
+                expected_name,
+                found_name,
+            } => write!(
+                f,
+                "the channel carries {found_name} (type id {found:#018x}), not the expected \
+                 {expected_name} ({expected:#018x}; 0 is a raw channel)"
+            ),
+            OpenError::IncompatibleLayout {
+                expected,
+                found,
+                name,
+            } => write!(
+                f,
+                "the channel's {name} has layout fingerprint {found:#018x}, not \
+                 {expected:#018x}: the programs were built from different schemas"
+            ),
+            OpenError::TopologyMismatch { expected, found } => write!(
+                f,
+                "the channel has topology {found}, this end needs topology {expected} \
+                 (1: one producer, one consumer)"
+            ),
+            OpenError::AlreadyConnected { pid } => {
+                write!(f, "that end of the channel is attached to process {pid}")
+            }
+            OpenError::EndClosed => f.write_str("that end of the channel is closed"),
+            OpenError::ForeignPidNamespace { expected, found } => write!(
+                f,
+                "the channel was created in PID namespace {found}, this process is in {expected}"
+            ),
+            OpenError::Corrupted { what } => {
+                write!(f, "the channel's control block is corrupt: bad {what}")
+            }
+            OpenError::Slab(e) => write!(f, "the shared channel could not be opened: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Slab(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,8 @@
 //! (`CLOCK_MONOTONIC` is system-wide, so the two processes' clocks compare). Then it does the same
 //! with an in-process channel and prints both.
 //!
-//! Run with `cargo run --release --example ipc_pipeline` (optionally followed by a message
-//! count; default 200 000).
+//! Run with `cargo run --release --example ipc_pipeline -- [--messages N]` (default 200 000
+//! streaming messages; `--help` prints the usage).
 //!
 //! Two runs per transport: *streaming* (the producer runs as fast as the consumer frees space,
 //! so its latencies include queueing in a full ring of 256 messages) and *paced* (one message
@@ -19,6 +19,7 @@
 //! message on each side.
 
 use psyne::{Channel, Consumer, RecvError};
+use psyne_examples::args::Args;
 use psyne_schemas::Embedding256;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -29,6 +30,21 @@ const CAPACITY: usize = 256;
 const PACED_MESSAGES: u64 = 10_000;
 /// Interval between two messages of the paced runs, in nanoseconds.
 const PACE_NS: u64 = 20_000;
+
+/// The first argument that makes this executable the producer process (followed by the channel
+/// name, the message count and the pace in nanoseconds); not for users, so not in [`USAGE`].
+const PRODUCER_FLAG: &str = "--producer";
+
+/// What `--help` prints.
+const USAGE: &str = "\
+Two layers in two processes (and then in two threads) streaming Embedding256 activations through
+a psyne channel; prints throughput and latency percentiles from the header timestamps.
+
+usage: ipc_pipeline [--messages N]
+
+  --messages N   messages of the streaming runs (default 200000); the paced runs always send
+                 10000, one every 20 us
+";
 
 /// The value layer 1 writes at position `k` of message `seq`.
 fn value(seq: u64, k: usize) -> f32 {
@@ -146,7 +162,7 @@ fn across_processes(n: u64, pace_ns: u64) -> Result<Run, Box<dyn std::error::Err
         .shared(&name)
         .create_consumer()?;
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["--producer", &name, &n.to_string(), &pace_ns.to_string()])
+        .args([PRODUCER_FLAG, &name, &n.to_string(), &pace_ns.to_string()])
         .spawn()?;
     let run = consume(&mut rx, n);
     let status = child.wait()?;
@@ -179,17 +195,18 @@ fn across_threads(n: u64, pace_ns: u64) -> Result<Run, Box<dyn std::error::Error
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--producer") {
-        let name = args.get(2).ok_or("--producer needs a channel name")?;
-        let n = args.get(3).ok_or("--producer needs a count")?.parse()?;
-        let pace_ns = args.get(4).map_or(Ok(0), |p| p.parse())?;
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(PRODUCER_FLAG) {
+        let name = argv.get(2).ok_or("--producer needs a channel name")?;
+        let n = argv.get(3).ok_or("--producer needs a count")?.parse()?;
+        let pace_ns = argv.get(4).map_or(Ok(0), |p| p.parse())?;
         return producer_process(name, n, pace_ns);
     }
-    let n: u64 = match args.get(1) {
-        Some(a) => a.parse()?,
-        None => 200_000,
-    };
+    let args = Args::parse(&["messages"], USAGE)?;
+    let n: u64 = args.value("messages", 200_000)?;
+    if n == 0 {
+        return Err("--messages must be at least 1".into());
+    }
     println!(
         "Embedding256 ({} bytes), ring of {CAPACITY} messages, timestamps on",
         size_of::<Embedding256>()

@@ -5,10 +5,12 @@
 //! Prints the message count, throughput, both ends' counters and whether the checksum computed by
 //! layer 2 matches the one layer 1 expects.
 //!
-//! Run with `cargo run --release --example pipeline`.
+//! Run with `cargo run --release --example pipeline` (it takes no options; `--help` prints what
+//! it does).
 
 use nalgebra::SVector;
 use psyne::{Channel, RecvError};
+use psyne_examples::args::Args;
 use psyne_schemas::Embedding256;
 use std::time::Instant;
 
@@ -20,7 +22,16 @@ fn scale(b: u32, i: u32) -> f32 {
     1.0 + (b % 7) as f32 * 0.25 + i as f32 / 64.0
 }
 
+/// What `--help` prints.
+const USAGE: &str = "\
+Two layers on two threads exchanging 128000 Embedding256 activations through a psyne channel,
+written and read in place; prints throughput, both ends' counters and a checksum.
+
+usage: pipeline   (no options)
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    Args::parse(&[], USAGE)?;
     let (mut tx, mut rx) = Channel::<Embedding256>::builder()
         .capacity(256)
         .timestamps(true)

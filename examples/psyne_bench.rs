@@ -13,6 +13,9 @@
 //! work: the producer writes every word of the payload, the consumer reads every word and
 //! checks it. Psyne writes in place into a loan and reads in place from the ring; the peers
 //! build the value on the stack and move it in and out (or a `Box` for payloads over 64 KiB).
+//!
+//! The run ends with the project's targets, ticked or not, unless the run was disturbed (see
+//! [`psyne_examples::disturbance`] for the criterion): then it says so and grades nothing.
 
 mod bench;
 
@@ -350,6 +353,11 @@ usage: psyne_bench [options]
   --phases LIST     throughput, one-way, round-trip (default all)
   --json FILE       write every figure as JSON
   --plot FILE.svg   draw the one-way latency CDFs
+
+The targets are graded only on an undisturbed run: a run preempted more than 100 times per
+second (involuntary context switches), or in which a graded streaming rate, median latency or
+ratio of them varied more than 10x between repetitions, prints \"disturbed run: targets not
+graded (why)\" and its figures without ticks (JSON: \"graded\": false).
 ";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -474,8 +482,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     print!("{}", report::table(&ctx, &rows, &b.floors, &sizes));
     println!("\n#### Targets\n");
-    for (what, measured, met) in report::targets(&rows, &b.floors) {
-        println!("- [{}] {what}: {measured}", if met { "x" } else { " " });
+    let disturbed = report::disturbed(&ctx, &rows, &b.floors);
+    if disturbed.is_empty() {
+        for (what, measured, met) in report::targets(&rows, &b.floors) {
+            println!("- [{}] {what}: {measured}", if met { "x" } else { " " });
+        }
+    } else {
+        println!(
+            "disturbed run: targets not graded ({})\n",
+            disturbed.join("; ")
+        );
+        for (what, measured, _) in report::targets(&rows, &b.floors) {
+            println!("- {what}: {measured}");
+        }
     }
     let bad: u64 = rows.iter().map(Row::bad).sum::<u64>() + b.floors.ping_pong.bad;
     let negative: u64 = rows.iter().map(|r| r.ow.negative).sum::<u64>() + b.floors.one_way.negative;

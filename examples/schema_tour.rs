@@ -1,9 +1,11 @@
 //! A tour of the predeclared message types and one user-defined type: name, type id, layout
 //! fingerprint, size, alignment, and every field with its offset, element type and shape.
 //!
-//! Run with `cargo run --release --example schema_tour`.
+//! Run with `cargo run --release --example schema_tour` (it takes no options; `--help` prints
+//! what it shows).
 
 use psyne::{Message, MessageSchema, PsyneMessage};
+use psyne_examples::args::Args;
 use psyne_schemas::{
     Embedding64, Embedding128, Embedding256, Embedding512, Embedding768, Embedding1024, Gradient,
     Matrix,
@@ -25,6 +27,14 @@ struct AttentionHead {
     layer: u32,
 }
 
+/// What `--help` prints.
+const USAGE: &str = "\
+A tour of psyne's predeclared message types and one user-defined type: name, type id, layout
+fingerprint, size, alignment and every field, then the generated nalgebra views in use.
+
+usage: schema_tour   (no options)
+";
+
 fn print_schema(rust_type: &str, s: &MessageSchema) {
     println!(
         "{rust_type:<18} name {:<18} type_id {:#018x}  fingerprint {:#018x}  size {:>6} B  \
@@ -44,6 +54,7 @@ fn print_schema(rust_type: &str, s: &MessageSchema) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    Args::parse(&[], USAGE)?;
     let schemas = [
         ("Embedding64", Embedding64::schema()),
         ("Embedding128", Embedding128::schema()),

@@ -6,13 +6,24 @@
 //! faulting every page in took.
 //!
 //! ```text
-//! cargo run --release -p psyne-examples --example slab_report [-- SIZE_MIB]
+//! cargo run --release -p psyne-examples --example slab_report [-- --mib N]
 //! cargo run --release -p psyne-examples --features numa --example slab_report
 //! ```
 
 use std::time::Instant;
 
 use psyne::slab::{HugePageSize, HugePages, Lock, PageKind, Placement, Slab, SlabBuilder};
+use psyne_examples::args::Args;
+
+/// What `--help` prints.
+const USAGE: &str = "\
+What each slab configuration (huge pages, locking, NUMA node, CUDA registration, shared memory)
+obtains on this machine, beside the kernel settings that decide it.
+
+usage: slab_report [--mib N]
+
+  --mib N   size of each slab in MiB (default 64)
+";
 
 fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path)
@@ -145,10 +156,11 @@ fn row(label: &str, shared: Option<&str>, builder: SlabBuilder) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mib: usize = match std::env::args().nth(1) {
-        Some(s) => s.parse()?,
-        None => 64,
-    };
+    let args = Args::parse(&["mib"], USAGE)?;
+    let mib: usize = args.value("mib", 64)?;
+    if mib == 0 {
+        return Err("--mib must be at least 1".into());
+    }
     let size = mib << 20;
     machine();
     topology();

@@ -424,6 +424,51 @@ fn user_const_generic_with_parameterised_matrix_annotation() {
     assert_eq!(Square::<5>::FIELDS[0].shape.as_slice(), &[5, 1]);
 }
 
+/// Const-generic shapes the padding proof accepts (each length-dependent array's element size a
+/// multiple of the struct's alignment; the fixed fields without padding), including a concrete
+/// nested message and `repr(align)`.
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Packet<const N: usize> {
+    len: u32,
+    bytes: [[u8; 4]; N],
+}
+
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Mixed<const R: usize, const C: usize> {
+    scale: f64,
+    w: [[f64; R]; C],
+    e: Embedding64,
+}
+
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C, align(16))]
+struct Lanes<const N: usize> {
+    lanes: [[f32; 4]; N],
+}
+
+/// The sum of the field sizes in `T`'s schema: equal to `size_of::<T>()` iff no padding.
+fn field_bytes<T: Message>() -> usize {
+    T::FIELDS.iter().map(|f| f.size).sum()
+}
+
+#[test]
+fn const_generic_messages_accepted_by_the_padding_proof_have_none() {
+    assert_eq!(size_of::<Packet<0>>(), field_bytes::<Packet<0>>());
+    assert_eq!(size_of::<Packet<3>>(), field_bytes::<Packet<3>>());
+    assert_eq!(size_of::<Mixed<0, 0>>(), field_bytes::<Mixed<0, 0>>());
+    assert_eq!(size_of::<Mixed<1, 3>>(), field_bytes::<Mixed<1, 3>>());
+    assert_eq!(size_of::<Mixed<5, 2>>(), field_bytes::<Mixed<5, 2>>());
+    assert_eq!(size_of::<Lanes<1>>(), 16);
+    assert_eq!(size_of::<Lanes<3>>(), field_bytes::<Lanes<3>>());
+    let p = Packet::<1> {
+        len: 4,
+        bytes: [[1, 2, 3, 4]],
+    };
+    assert_eq!(bytemuck::bytes_of(&p), &[4, 0, 0, 0, 1, 2, 3, 4]);
+}
+
 #[test]
 fn all_predeclared_ids_and_fingerprints_are_pairwise_distinct() {
     let ids = [
@@ -551,4 +596,27 @@ mod half_precision {
         a.y_vector_mut()[0] = half::bf16::from_f32(-2.0);
         assert_eq!(a.y[0].to_f32(), -2.0);
     }
+}
+
+/// The compile-time message builder behind the padding errors: decimal numbers, "byte(s)", and
+/// parts that do not fit dropped whole (so the text stays valid UTF-8).
+#[test]
+fn padding_messages_are_assembled_with_their_numbers() {
+    use psyne::__private::{ConstMessage, group_for_alignment};
+    const M: ConstMessage = ConstMessage::new()
+        .str("has ")
+        .bytes(1)
+        .str(", ")
+        .bytes(0)
+        .str(", ")
+        .num(usize::MAX);
+    assert_eq!(M.as_str(), format!("has 1 byte, 0 bytes, {}", usize::MAX));
+    let long = "é".repeat(400); // 800 bytes
+    let m = ConstMessage::new().str(&long).str(&long).str("end");
+    assert_eq!(m.as_str(), format!("{long}end"));
+    assert_eq!(group_for_alignment(1, 4), 4);
+    assert_eq!(group_for_alignment(12, 8), 2);
+    assert_eq!(group_for_alignment(4, 16), 4);
+    assert_eq!(group_for_alignment(8, 8), 1);
+    assert_eq!(group_for_alignment(0, 8), 1);
 }

@@ -6,8 +6,9 @@
 //! regenerate with `TRYBUILD=overwrite cargo test -p psyne-tests --test ui`.
 //!
 //! trybuild runs `cargo check`, which does not evaluate constants of const-generic
-//! instantiations; those checks (padding or shapes that depend on a const parameter) are tested
-//! with real builds in `postmono.rs`.
+//! instantiations; the checks that need them (flat matrix shapes that depend on a const
+//! parameter) are tested with real builds in `postmono.rs`. Padding, including that of
+//! const-generic structs (`ui/generics/`), is decided at the definition and tested here.
 
 /// The rustc release the `.stderr` files were produced with.
 const PINNED_RUSTC: &str = "rustc 1.95.";

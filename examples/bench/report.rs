@@ -2,6 +2,7 @@
 
 use super::run::{Latency, Throughput};
 use hdrhistogram::Histogram;
+use psyne_examples::disturbance;
 use psyne_examples::stats::Summary;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -219,8 +220,11 @@ pub fn table(ctx: &Context, rows: &[Row], floors: &Floors, sizes: &[usize]) -> S
     let _ = writeln!(
         o,
         "Quietness: load average {} at the start, {} at the end; the scheduler preempted the benchmark's \
-         threads {} times during the run.\n",
-        ctx.load.0, ctx.load.1, ctx.switches
+         threads {} times during the run ({:.0} per second).\n",
+        ctx.load.0,
+        ctx.load.1,
+        ctx.switches,
+        ctx.switches as f64 / ctx.wall_s.max(1e-9)
     );
 
     let _ = writeln!(o, "#### Floors of this machine (ns)\n");
@@ -333,7 +337,54 @@ pub fn table(ctx: &Context, rows: &[Row], floors: &Floors, sizes: &[usize]) -> S
     o
 }
 
-/// The targets of issue 5, checked against this run: (description, measured, met).
+/// Ratio per repetition, unsummarised (see [`ratio`]).
+fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
+}
+
+/// The central figures the targets grade, per repetition: the Embedding256 ratios to rtrb, and
+/// every one-way median they use (Psyne's at each size, and the one-way floor's). Tails are not
+/// among them (see [`psyne_examples::disturbance`]).
+pub fn graded_figures(rows: &[Row], floors: &Floors) -> Vec<(String, Vec<f64>)> {
+    let mut f = Vec::new();
+    let p50s = |s: &LatSeries| s.reps.iter().map(|x| x.p50).collect::<Vec<_>>();
+    if let (Some(p), Some(r)) = (find(rows, "Psyne", 1032), find(rows, "rtrb", 1032)) {
+        if !p.thr.is_empty() && !r.thr.is_empty() {
+            f.push((
+                "Embedding256 streaming, Psyne / rtrb".into(),
+                ratios(&p.mmsgs(), &r.mmsgs()),
+            ));
+        }
+        if !p.ow.reps.is_empty() && !r.ow.reps.is_empty() {
+            f.push((
+                "Embedding256 one-way p50, Psyne / rtrb".into(),
+                ratios(&p50s(&p.ow), &p50s(&r.ow)),
+            ));
+        }
+    }
+    for row in rows
+        .iter()
+        .filter(|r| r.name == "Psyne" && !r.ow.reps.is_empty())
+    {
+        f.push((
+            format!("Psyne one-way p50 ({}), ns", row.payload),
+            p50s(&row.ow),
+        ));
+    }
+    if !floors.one_way.reps.is_empty() && find(rows, "Psyne", 64).is_some() {
+        f.push(("one-way floor p50, ns".into(), p50s(&floors.one_way)));
+    }
+    f
+}
+
+/// Why the targets are not graded on this run (see [`psyne_examples::disturbance`]); empty
+/// when they are.
+pub fn disturbed(ctx: &Context, rows: &[Row], floors: &Floors) -> Vec<String> {
+    disturbance::reasons(ctx.switches, ctx.wall_s, &graded_figures(rows, floors))
+}
+
+/// The targets of issue 5, checked against this run: (description, measured, met). Whether the
+/// run may grade them at all is [`disturbed`]'s answer.
 pub fn targets(rows: &[Row], floors: &Floors) -> Vec<(String, String, bool)> {
     let mut t = Vec::new();
     let (Some(p), Some(r)) = (find(rows, "Psyne", 1032), find(rows, "rtrb", 1032)) else {
@@ -412,11 +463,16 @@ fn lat_json(s: &LatSeries) -> Value {
     })
 }
 
-/// Every figure as JSON.
+/// Every figure as JSON. When the run was disturbed, `"graded"` is false, `"not_graded_because"`
+/// lists why, and every target's `"met"` is null.
 pub fn json(ctx: &Context, rows: &[Row], floors: &Floors) -> Value {
+    let why = disturbed(ctx, rows, floors);
+    let graded = why.is_empty();
     let targets: Vec<Value> = targets(rows, floors)
         .into_iter()
-        .map(|(what, measured, met)| json!({"target": what, "measured": measured, "met": met}))
+        .map(|(what, measured, met)| {
+            json!({"target": what, "measured": measured, "met": if graded { Some(met) } else { None }})
+        })
         .collect();
     json!({
         "machine": { "cpu_model": ctx.cpu_model, "cpus_online": ctx.cpus_online,
@@ -427,6 +483,11 @@ pub fn json(ctx: &Context, rows: &[Row], floors: &Floors) -> Value {
         "wall_s": ctx.wall_s,
         "load_average": { "start": ctx.load.0, "end": ctx.load.1 },
         "involuntary_context_switches": ctx.switches,
+        "preemptions_per_s": if ctx.switches >= 0 && ctx.wall_s > 0.0 {
+            Some(ctx.switches as f64 / ctx.wall_s)
+        } else {
+            None
+        },
         "floors": {
             "one_way": lat_json(&floors.one_way),
             "one_way_pace_ns": floors.pace_ns,
@@ -449,6 +510,12 @@ pub fn json(ctx: &Context, rows: &[Row], floors: &Floors) -> Value {
             "round_trip": lat_json(&r.rt),
             "bad_messages": r.bad(),
         })).collect::<Vec<_>>(),
+        "graded": graded,
+        "not_graded_because": why,
+        "disturbed_when": {
+            "preemptions_per_s_over": disturbance::MAX_PREEMPTIONS_PER_S,
+            "central_figure_spread_over": disturbance::MAX_SPREAD,
+        },
         "targets": targets,
     })
 }

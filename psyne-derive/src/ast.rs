@@ -11,6 +11,8 @@ pub struct Container<'a> {
     pub input: &'a DeriveInput,
     pub attrs: ContainerAttrs,
     pub fields: Vec<Field<'a>>,
+    /// The largest `#[repr(align(N))]`, filled in by `check`.
+    pub repr_align: Option<u64>,
 }
 
 /// One named field.
@@ -19,6 +21,21 @@ pub struct Field<'a> {
     pub ty: &'a Type,
     pub attrs: FieldAttrs,
     pub tensor: Tensor<'a>,
+    /// How the field's size depends on the const parameters, filled in by `check`.
+    pub layout: Layout<'a>,
+}
+
+/// How a field's size depends on the struct's const parameters: what the padding proof of a
+/// const-generic message (`check::check_generic_layout`, `expand::generic_layout_proof`) knows
+/// about it before any instantiation.
+pub enum Layout<'a> {
+    /// The type names no const parameter: its size and alignment are constants.
+    Fixed,
+    /// An array (possibly nested) whose length depends on a const parameter: its size is a
+    /// whole number (possibly zero) of `unit`s, and its alignment is `unit`'s. `unit` is the
+    /// outermost element type that names no const parameter, and `len` the length of the array
+    /// of `unit`s.
+    Repeated { unit: &'a Type, len: &'a Expr },
 }
 
 /// What accessors a field gets.
@@ -63,6 +80,7 @@ impl<'a> Container<'a> {
                             ty: &f.ty,
                             attrs,
                             tensor: Tensor::None,
+                            layout: Layout::Fixed,
                         }
                     })
                     .collect(),
@@ -104,6 +122,7 @@ impl<'a> Container<'a> {
             input,
             attrs,
             fields,
+            repr_align: None,
         })
     }
 
@@ -152,4 +171,27 @@ pub fn is_number(ty: &Type) -> bool {
             .is_some_and(|s| s.arguments.is_none() && NUMBERS.iter().any(|n| s.ident == n)),
         _ => false,
     }
+}
+
+/// Tokens as a user would write them (`[u8; 4]`, not `[u8 ; 4]`), for messages.
+pub fn type_string(tokens: &impl quote::ToTokens) -> String {
+    let mut s = tokens.to_token_stream().to_string();
+    for (from, to) in [
+        (" ;", ";"),
+        ("[ ", "["),
+        (" ]", "]"),
+        ("( ", "("),
+        (" )", ")"),
+        (" < ", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" ,", ","),
+        ("{ ", "{"),
+        (" }", "}"),
+    ] {
+        s = s.replace(from, to);
+    }
+    s
 }

@@ -179,6 +179,8 @@ fn path_name(path: &syn::Path) -> String {
 pub struct Repr {
     /// Span of a `C` item, if any.
     pub c: Option<Span>,
+    /// The largest `align(N)`, if any (the struct's alignment is at least this).
+    pub align: Option<u64>,
 }
 
 /// Parses every `#[repr(...)]`, reporting representations that cannot carry a message.
@@ -204,7 +206,11 @@ pub fn repr(cx: &Ctxt, attrs: &[Attribute]) -> Repr {
             } else if p.is_ident("align") {
                 let content;
                 syn::parenthesized!(content in meta.input);
-                let _: LitInt = content.parse()?;
+                let lit: LitInt = content.parse()?;
+                // A value rustc rejects (not a power of two, too large) is its error to report.
+                if let Ok(n) = lit.base10_parse::<u64>() {
+                    out.align = Some(out.align.map_or(n, |a| a.max(n)));
+                }
             } else if p.is_ident("transparent") || p.is_ident("Rust") {
                 cx.error_at(
                     p.span(),

@@ -3,10 +3,12 @@
 //! it. Rules that need sizes (padding, shapes with const generics) are emitted as constant
 //! evaluation by `expand`.
 
+use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{Expr, GenericParam, Lit, Type};
+use syn::{Expr, GenericParam, Ident, Lit, Type};
 
-use crate::ast::{Container, Tensor, is_number, ungroup};
+use crate::ast::{Container, Layout, Tensor, is_number, type_string, ungroup};
 use crate::attr;
 use crate::ctxt::Ctxt;
 
@@ -19,11 +21,13 @@ pub fn check(cx: &Ctxt, cont: &mut Container<'_>) {
         check_field_type(cx, field.ident, field.ty);
         field.tensor = classify(cx, field.ident, field.ty, &field.attrs);
     }
+    check_generic_layout(cx, cont);
 }
 
 /// The layout must be defined: `#[repr(C)]` (optionally with `align(N)`).
-fn check_repr(cx: &Ctxt, cont: &Container<'_>) {
+fn check_repr(cx: &Ctxt, cont: &mut Container<'_>) {
     let repr = attr::repr(cx, &cont.input.attrs);
+    cont.repr_align = repr.align;
     if repr.c.is_none() {
         let ident = cont.ident();
         cx.error_spanned_by(
@@ -75,6 +79,69 @@ fn check_type_id(cx: &Ctxt, cont: &Container<'_>) {
              the const parameters)",
         );
     }
+}
+
+/// A const-generic message must be free of padding for *every* value of its parameters, because
+/// `Pod` is implemented for every instantiation and nothing (`bytemuck::bytes_of`, a channel)
+/// has to evaluate a psyne constant before reading its bytes. Stable Rust cannot make the impls
+/// conditional on the sizes, so the proof is made before monomorphisation, from what the tokens
+/// say: every field whose type names a const parameter must be an array (possibly nested) whose
+/// outermost element type names none. Its size is then a whole number of that element, and its
+/// alignment the element's, which `expand::generic_layout_proof` turns into constants that
+/// decide "no padding for any value". Anything else that names a parameter (a const-generic
+/// message, a type alias, a macro) has an alignment and a size the derive cannot bound, and is
+/// rejected here.
+fn check_generic_layout(cx: &Ctxt, cont: &mut Container<'_>) {
+    if !cont.is_generic() {
+        return;
+    }
+    let params: Vec<Ident> = cont
+        .input
+        .generics
+        .const_params()
+        .map(|c| c.ident.clone())
+        .collect();
+    let sname = cont.ident();
+    for field in &mut cont.fields {
+        if !names_any(field.ty.to_token_stream(), &params) {
+            continue;
+        }
+        let mut ty = ungroup(field.ty);
+        let unit = loop {
+            match ty {
+                Type::Array(a) if names_any(a.elem.to_token_stream(), &params) => {
+                    ty = ungroup(&a.elem);
+                }
+                Type::Array(a) => break Some((&*a.elem, &a.len)),
+                _ => break None,
+            }
+        };
+        match unit {
+            Some((unit, len)) => field.layout = Layout::Repeated { unit, len },
+            None => cx.error_spanned_by(
+                ty,
+                format!(
+                    "field `{f}` has a type that depends on a const parameter of `{sname}` but \
+                     is not an array of a type that does not; a const-generic psyne message \
+                     must be free of padding for every value of its parameters, which the \
+                     derive proves only for fields `[T; N]` or `[[T; R]; C]` whose `T` names no \
+                     parameter (a number, or a message with concrete arguments); use such an \
+                     array, or give `{t}` concrete arguments",
+                    f = field.ident,
+                    t = type_string(ty),
+                ),
+            ),
+        }
+    }
+}
+
+/// Whether `tokens` contain one of `params`, or `Self` (which names them all).
+fn names_any(tokens: TokenStream, params: &[Ident]) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == "Self" || params.contains(&i),
+        TokenTree::Group(g) => names_any(g.stream(), params),
+        TokenTree::Punct(_) | TokenTree::Literal(_) => false,
+    })
 }
 
 /// Rejects field types that are never plain old data, with a fix for each.

@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::DeriveInput;
 use syn::spanned::Spanned;
 
-use crate::ast::{Container, Field, Tensor};
+use crate::ast::{Container, Field, Layout, Tensor, type_string};
 use crate::check;
 use crate::ctxt::Ctxt;
 
@@ -48,7 +48,10 @@ fn expand(cont: &Container<'_>) -> TokenStream {
     let accessors = cont.fields.iter().map(|f| accessors(cont, f, &p));
 
     let eager = if cont.is_generic() {
-        quote!()
+        // Const-generic structs: prove at the definition that no instantiation has padding;
+        // the shape checks still run per instantiation.
+        let proof = generic_layout_proof(cont);
+        quote!(const _: () = { #proof };)
     } else {
         // Ordinary structs: run the layout checks at the definition.
         quote!(const _: () = <#ident as #p::Message>::__PSYNE_LAYOUT_CHECKED;)
@@ -56,13 +59,18 @@ fn expand(cont: &Container<'_>) -> TokenStream {
 
     quote! {
         const _: () = {
-            // SAFETY: the layout checks below (`__PSYNE_LAYOUT_CHECKED`) prove the struct is
-            // `#[repr(C)]` without padding and every field is a `Field` (plain old data), so the
-            // all-zero bit pattern is valid.
+            // SAFETY: the struct is `#[repr(C)]` (`check::check_repr`) and every field is a
+            // `Field`, i.e. plain old data (`FIELDS` names `<T as Field>` for each field type,
+            // which the compiler type-checks for every struct, generic or not), so the all-zero
+            // bit pattern is valid.
             #[automatically_derived]
             unsafe impl #impl_generics #p::bytemuck::Zeroable for #ident #ty_generics #where_clause {}
 
-            // SAFETY: as above; no padding and all fields `Pod` make every byte pattern valid.
+            // SAFETY: as above, and the struct has no padding: `#eager`, a constant evaluated
+            // whenever this code compiles, proves it at the definition (the compiler's offsets
+            // for an ordinary struct; `generic_layout_proof` for every instantiation of a
+            // const-generic one, which no user code can bypass). So every byte is initialised
+            // and every byte pattern is a valid value.
             #[automatically_derived]
             unsafe impl #impl_generics #p::bytemuck::Pod for #ident #ty_generics #where_clause {}
 
@@ -133,41 +141,124 @@ fn field_schema(f: &Field<'_>, p: &TokenStream) -> TokenStream {
     }
 }
 
-/// Padding between fields, padding at the end, and flat matrix shapes; each panic sits at the
-/// span of the field it is about, so the compiler error points there.
+/// A panic whose message is assembled during constant evaluation from literal text and computed
+/// numbers (`Num(expr)` in decimal, `Bytes(expr)` as "N byte(s)"), at the span of `span`.
+enum Part {
+    Text(String),
+    Num(TokenStream),
+    Bytes(TokenStream),
+}
+
+fn const_panic(span: proc_macro2::Span, parts: Vec<Part>) -> TokenStream {
+    let parts = parts.into_iter().map(|part| match part {
+        Part::Text(t) => quote_spanned!(span=> .str(#t)),
+        Part::Num(n) => quote_spanned!(span=> .num(#n)),
+        Part::Bytes(n) => quote_spanned!(span=> .bytes(#n)),
+    });
+    quote_spanned! {span=>
+        ::psyne::__private::core::panic!(
+            "{}",
+            ::psyne::__private::ConstMessage::new() #(#parts)* .as_str()
+        )
+    }
+}
+
+/// "after field `a`" padding: `k` bytes, the next field needing `align`.
+fn padding_after(
+    sname: &str,
+    a: &syn::Ident,
+    b: &syn::Ident,
+    k: &TokenStream,
+    align: &TokenStream,
+) -> TokenStream {
+    const_panic(
+        a.span(),
+        vec![
+            Part::Text(format!("psyne: `{sname}` has ")),
+            Part::Bytes(k.clone()),
+            Part::Text(format!(
+                " of padding after field `{a}` (the next field `{b}` needs "
+            )),
+            Part::Num(align.clone()),
+            Part::Text(
+                "-byte alignment). Padding bytes are not plain old data: reorder the fields from \
+                 largest to smallest alignment, or add an explicit field `_pad: [u8; "
+                    .into(),
+            ),
+            Part::Num(k.clone()),
+            Part::Text(format!("]` after `{a}`")),
+        ],
+    )
+}
+
+/// "at the end" padding: `k` bytes, the struct's alignment being `align`.
+fn padding_at_end(
+    sname: &str,
+    last: &syn::Ident,
+    k: &TokenStream,
+    align: &TokenStream,
+) -> TokenStream {
+    const_panic(
+        last.span(),
+        vec![
+            Part::Text(format!("psyne: `{sname}` has ")),
+            Part::Bytes(k.clone()),
+            Part::Text(format!(
+                " of padding at the end, after its last field `{last}` (its size is rounded up \
+                 to its "
+            )),
+            Part::Num(align.clone()),
+            Part::Text(
+                "-byte alignment). Padding bytes are not plain old data: add an explicit field \
+                 `_pad: [u8; "
+                    .into(),
+            ),
+            Part::Num(k.clone()),
+            Part::Text("]` at the end, or reorder the fields".into()),
+        ],
+    )
+}
+
+/// Padding between fields, padding at the end, and flat matrix shapes, from the compiler's own
+/// offsets and sizes; each panic sits at the span of the field it is about, so the compiler error
+/// points there, and states the number of padding bytes. Eager for ordinary structs; for
+/// const-generic ones it runs after monomorphisation and can no longer fail once
+/// [`generic_layout_proof`] has passed (it stays as a second line of defence).
 fn layout_checks(cont: &Container<'_>) -> TokenStream {
     let sname = cont.ident().to_string();
+    let core = quote!(::psyne::__private::core);
     let mut out = TokenStream::new();
     for pair in cont.fields.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
-        let (ai, bi, aty) = (a.ident, b.ident, a.ty);
-        let msg = format!(
-            "psyne: `{sname}` has padding after field `{ai}` (the next field `{bi}` needs a \
-             larger alignment). Padding bytes are not plain old data: reorder the fields from \
-             largest to smallest alignment, or add an explicit field `_pad: [u8; K]` after `{ai}`"
+        let (ai, bi, aty, bty) = (a.ident, b.ident, a.ty, b.ty);
+        let fail = padding_after(
+            &sname,
+            ai,
+            bi,
+            &quote!(__padding),
+            &quote!(#core::mem::align_of::<#bty>()),
         );
         out.extend(quote_spanned! {ai.span()=>
-            if ::psyne::__private::core::mem::offset_of!(Self, #bi)
-                != ::psyne::__private::core::mem::offset_of!(Self, #ai)
-                    + ::psyne::__private::core::mem::size_of::<#aty>()
-            {
-                ::psyne::__private::core::panic!(#msg);
+            let __padding: usize = #core::mem::offset_of!(Self, #bi)
+                - (#core::mem::offset_of!(Self, #ai) + #core::mem::size_of::<#aty>());
+            if __padding != 0 {
+                #fail;
             }
         });
     }
     if let Some(last) = cont.fields.last() {
         let (li, lty) = (last.ident, last.ty);
-        let msg = format!(
-            "psyne: `{sname}` has padding at the end, after its last field `{li}` (its size is \
-             rounded up to its alignment). Padding bytes are not plain old data: add an explicit \
-             field `_pad: [u8; K]` at the end, or reorder the fields"
+        let fail = padding_at_end(
+            &sname,
+            li,
+            &quote!(__padding),
+            &quote!(#core::mem::align_of::<Self>()),
         );
         out.extend(quote_spanned! {li.span()=>
-            if ::psyne::__private::core::mem::size_of::<Self>()
-                != ::psyne::__private::core::mem::offset_of!(Self, #li)
-                    + ::psyne::__private::core::mem::size_of::<#lty>()
-            {
-                ::psyne::__private::core::panic!(#msg);
+            let __padding: usize = #core::mem::size_of::<Self>()
+                - (#core::mem::offset_of!(Self, #li) + #core::mem::size_of::<#lty>());
+            if __padding != 0 {
+                #fail;
             }
         });
     }
@@ -191,6 +282,111 @@ fn layout_checks(cont: &Container<'_>) -> TokenStream {
                 }
             });
         }
+    }
+    out
+}
+
+/// The padding proof of a const-generic message, a constant evaluated at its definition (before
+/// any instantiation) from what `check::check_generic_layout` established: each field is
+/// `Fixed` (size and alignment are constants) or `Repeated` (size a whole number, possibly zero,
+/// of a `unit` type, alignment the unit's). With `A` the struct's alignment (the largest field
+/// alignment, or `repr(align)`; all are powers of two):
+///
+/// 1. every `Repeated` unit's size must be a multiple of `A`. Then each such field's size is a
+///    multiple of every field's alignment whatever its length, so it never moves a later field,
+///    or the end, out of alignment. Necessary too: lengths 0 and 1 give sizes one unit apart,
+///    and both cannot be multiples of `A` unless the unit is;
+/// 2. the `Fixed` fields, laid out as if every `Repeated` one were empty, must need no padding.
+///    By 1 their padding is that of every instantiation, so it is reported as an exact number.
+///
+/// `repr(C)` places each field at the previous end rounded up to its alignment, and rounds the
+/// size up to `A`; with 1 and 2 no rounding ever adds a byte, for every value of the parameters.
+fn generic_layout_proof(cont: &Container<'_>) -> TokenStream {
+    let sname = cont.ident().to_string();
+    let core = quote!(::psyne::__private::core);
+    let fields = &cont.fields;
+    let aligns: Vec<_> = (0..fields.len())
+        .map(|i| format_ident!("__align_{}", i))
+        .collect();
+    let mut out = TokenStream::new();
+    for (f, a) in fields.iter().zip(&aligns) {
+        let t = match f.layout {
+            Layout::Fixed => f.ty,
+            Layout::Repeated { unit, .. } => unit,
+        };
+        out.extend(quote_spanned! {f.ident.span()=>
+            let #a: usize = #core::mem::align_of::<#t>();
+        });
+    }
+    let repr_align = proc_macro2::Literal::u64_unsuffixed(cont.repr_align.unwrap_or(1));
+    out.extend(quote! {
+        let __align: usize = #repr_align;
+        #( let __align: usize = if #aligns > __align { #aligns } else { __align }; )*
+    });
+    for f in fields {
+        let Layout::Repeated { unit, len } = f.layout else {
+            continue;
+        };
+        let fi = f.ident;
+        let unit_str = type_string(unit);
+        let len_str = type_string(len);
+        let fail = const_panic(
+            fi.span(),
+            vec![
+                Part::Text(format!(
+                    "psyne: `{sname}` has padding for some values of its const parameters: the \
+                     length of field `{fi}` depends on them and its elements (`{unit_str}`) are "
+                )),
+                Part::Bytes(quote!(__unit)),
+                Part::Text(" each, which is not a multiple of the ".into()),
+                Part::Num(quote!(__align)),
+                Part::Text(format!(
+                    "-byte alignment of `{sname}`, so some lengths leave a later field or the \
+                     end misaligned. A const-generic message must be free of padding for every \
+                     value of its parameters: group the elements (e.g. `[[{unit_str}; "
+                )),
+                Part::Num(quote!(::psyne::__private::group_for_alignment(
+                    __unit, __align
+                ))),
+                Part::Text(format!(
+                    "]; {len_str}]` instead of `[{unit_str}; {len_str}]`), use a larger element \
+                     type, or make the length a literal"
+                )),
+            ],
+        );
+        out.extend(quote_spanned! {fi.span()=>
+            let __unit: usize = #core::mem::size_of::<#unit>();
+            if !__unit.is_multiple_of(__align) {
+                #fail;
+            }
+        });
+    }
+    out.extend(quote!(let __fixed: usize = 0;));
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            let (prev, a) = (fields[i - 1].ident, &aligns[i]);
+            let fail = padding_after(&sname, prev, f.ident, &quote!(__padding), &quote!(#a));
+            out.extend(quote_spanned! {prev.span()=>
+                if !__fixed.is_multiple_of(#a) {
+                    let __padding: usize = #a - __fixed % #a;
+                    #fail;
+                }
+            });
+        }
+        if let Layout::Fixed = f.layout {
+            let t = f.ty;
+            out.extend(quote!(let __fixed: usize = __fixed + #core::mem::size_of::<#t>();));
+        }
+    }
+    if let Some(last) = fields.last() {
+        let li = last.ident;
+        let fail = padding_at_end(&sname, li, &quote!(__padding), &quote!(__align));
+        out.extend(quote_spanned! {li.span()=>
+            if !__fixed.is_multiple_of(__align) {
+                let __padding: usize = __align - __fixed % __align;
+                #fail;
+            }
+        });
     }
     out
 }

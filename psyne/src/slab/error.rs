@@ -84,6 +84,12 @@ pub enum TransparentHugeFailure {
         /// The required page size in bytes.
         page_size: usize,
     },
+    /// The existing shared object's size is not a multiple of 2 MiB, so a mapping of it cannot
+    /// be a transparent-huge-page region.
+    ObjectNotHugeAligned {
+        /// The object's size in bytes (rounded up to whole base pages).
+        size: usize,
+    },
     /// `madvise(MADV_HUGEPAGE)` failed.
     Madvise {
         /// The OS error number.
@@ -115,6 +121,11 @@ impl fmt::Display for TransparentHugeFailure {
                 f,
                 "transparent huge pages are 2 MiB, not {}",
                 human(*page_size as u64)
+            ),
+            Self::ObjectNotHugeAligned { size } => write!(
+                f,
+                "the shared object's size ({size} bytes) is not a multiple of 2 MiB, the unit of \
+                 transparent huge pages"
             ),
             Self::Madvise { errno } => write!(f, "madvise(MADV_HUGEPAGE) failed: {}", os(*errno)),
         }
@@ -233,10 +244,53 @@ pub enum SlabError {
     Shm {
         /// The name.
         name: String,
-        /// The failing call (`shm_open`, `ftruncate`, `fstat`).
+        /// The failing call (`shm_open`, `posix_fallocate`, `fstat`, `mmap`).
         call: &'static str,
         /// The OS error number.
         errno: i32,
+    },
+    /// `/dev/shm` has no room for a new shared slab's blocks (the tmpfs is full, or its `size=`
+    /// limit or the memory behind it is reached). Creating reserves every block, so this is
+    /// reported at creation instead of as a `SIGBUS` at the first write; the name was removed.
+    NoSpace {
+        /// The name.
+        name: String,
+        /// Bytes that were to be reserved.
+        size: usize,
+    },
+    /// The name holds something other than a regular shared-memory object (a FIFO, a symbolic
+    /// link, a directory, a device...); it was not used.
+    NotRegularFile {
+        /// The name.
+        name: String,
+    },
+    /// The shared object belongs to another user: it may be a squatter impersonating the peer,
+    /// so it was not used.
+    ForeignOwner {
+        /// The name.
+        name: String,
+        /// The uid that owns the object.
+        owner_uid: u32,
+        /// This process's effective uid.
+        our_uid: u32,
+    },
+    /// The shared object grants permissions to its group or to others (psyne creates objects
+    /// with mode 0600), so another user may have written it; it was not used.
+    InsecureMode {
+        /// The name.
+        name: String,
+        /// The object's permission bits (`mode & 0o7777`).
+        mode: u32,
+    },
+    /// The shared object shrank below the size this process mapped while it was being mapped
+    /// (a peer truncated it): touching the pages past its end would raise `SIGBUS`.
+    SharedShrunk {
+        /// The name.
+        name: String,
+        /// Bytes mapped.
+        mapped: usize,
+        /// The object's size afterwards.
+        size: u64,
     },
 }
 
@@ -318,6 +372,37 @@ impl fmt::Display for SlabError {
             SlabError::Shm { name, call, errno } => {
                 write!(f, "{call} for shared slab {name:?} failed: {}", os(*errno))
             }
+            SlabError::NoSpace { name, size } => write!(
+                f,
+                "no room in /dev/shm for the {} of shared slab {name:?} (the tmpfs is full or at \
+                 its size= limit): remove stale objects from /dev/shm, or remount it larger \
+                 (`mount -o remount,size=... /dev/shm`)",
+                human(*size as u64)
+            ),
+            SlabError::NotRegularFile { name } => write!(
+                f,
+                "/dev/shm/{name} is not a regular file (a FIFO, link, directory or device?); \
+                 it was not opened as shared slab {name:?}"
+            ),
+            SlabError::ForeignOwner {
+                name,
+                owner_uid,
+                our_uid,
+            } => write!(
+                f,
+                "shared slab {name:?} (/dev/shm/{name}) is owned by uid {owner_uid}, not by this \
+                 process's uid {our_uid}: refusing an object another user could have planted"
+            ),
+            SlabError::InsecureMode { name, mode } => write!(
+                f,
+                "shared slab {name:?} (/dev/shm/{name}) has mode {mode:o}, which lets its group \
+                 or others access it; psyne objects are 0600: refusing it"
+            ),
+            SlabError::SharedShrunk { name, mapped, size } => write!(
+                f,
+                "shared slab {name:?} shrank to {size} bytes while {mapped} bytes were being \
+                 mapped (a peer truncated it)"
+            ),
         }
     }
 }

@@ -8,6 +8,22 @@
 //! the same bytes ([`Slab::create_shared`], [`Slab::open_shared`]). It unmaps, unlocks,
 //! unregisters and unlinks on drop.
 //!
+//! # Sharing with another process
+//!
+//! A shared slab is the object `/dev/shm/<name>`, created `O_EXCL` with mode 0600 and every block
+//! reserved at creation (a full `/dev/shm` is [`SlabError::NoSpace`] then, not a `SIGBUS` later).
+//! Openers refuse anything but a regular file owned by their effective uid without group or other
+//! permission bits, and never block on what they find at the name; a creator removes its name on
+//! drop only while the name still refers to its own object. So another user can deny a name or
+//! fill `/dev/shm`, but cannot read, write or impersonate a slab.
+//!
+//! A peer of the *same* user can do anything the owner can, and no check stops it: write any
+//! bytes, remove or replace the name, and **shrink the object** (`ftruncate`) after both sides
+//! mapped it, after which touching a mapped page past the new end raises `SIGBUS` in the honest
+//! process. That cannot be prevented for `shm_open` objects (they cannot be sealed; only `memfd`
+//! can). Psyne checks the size again once a mapping is set up, which catches a truncation during
+//! creation or opening, not a later one.
+//!
 //! What a slab actually got is recorded and can be queried with [`Slab::placement`]: a
 //! preference ([`HugePages::Prefer`], [`Lock::Prefer`]) is never reported as a fact.
 //!
@@ -43,11 +59,14 @@ mod error;
 mod hugepages;
 #[cfg(feature = "numa")]
 pub mod numa;
+mod os;
 pub(crate) mod shm;
 #[cfg(test)]
 mod tests;
 
 pub use error::{ExplicitHugeFailure, SlabError, TransparentHugeFailure};
+/// The crate's one `errno` reader and one `fstat` helper (the transport uses them too).
+pub(crate) use os::{ObjectStat, errno, fstat};
 
 /// Whether a slab should be backed by huge pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -135,7 +154,7 @@ pub enum LockStatus {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Placement {
-    /// The size asked for, in bytes.
+    /// The size asked for, in bytes (for an opened shared slab, the object's size).
     pub requested_bytes: usize,
     /// The size mapped ([`Slab::len`]): the request rounded up to [`Placement::page_size`].
     pub mapped_bytes: usize,
@@ -156,7 +175,12 @@ pub struct Placement {
     pub explicit_failure: Option<ExplicitHugeFailure>,
     /// Why transparent huge pages were not used, when the slab fell back to normal pages.
     pub transparent_failure: Option<TransparentHugeFailure>,
-    /// The NUMA node the pages are bound to (set only when binding succeeded).
+    /// The NUMA node this mapping's memory policy binds the pages to (set only when binding
+    /// succeeded). For a shared slab the policy is the object's and governs pages allocated after
+    /// it was set: a creator binds before reserving the blocks, so all of them follow it; an
+    /// opener ([`Slab::open_shared_with`]) finds them already allocated, so for it this records
+    /// the request the kernel accepted, and [`numa_nodes`](Self::numa_nodes) says where the pages
+    /// are.
     pub numa_bound: Option<u32>,
     /// The NUMA nodes holding the slab's resident pages, as read from the kernel by hwloc. Empty
     /// if no page is resident. `None`: unknown (built without feature `numa`, or the query failed).
@@ -299,11 +323,16 @@ impl SlabBuilder {
         self.build_in(None)
     }
 
-    /// Checks the requests that cannot succeed in this build before mapping anything.
-    fn check_features(&self) -> Result<(), SlabError> {
+    /// Refuses a zero size (for a new slab; an opened one takes its size from the object).
+    fn check_size(&self) -> Result<(), SlabError> {
         if self.size == 0 {
             return Err(SlabError::ZeroSize);
         }
+        Ok(())
+    }
+
+    /// Checks the requests that cannot succeed in this build before mapping anything.
+    fn check_features(&self) -> Result<(), SlabError> {
         if self.numa_node.is_some() && !cfg!(feature = "numa") {
             return Err(SlabError::NumaUnsupported);
         }
@@ -323,19 +352,25 @@ impl SlabBuilder {
     }
 
     /// Maps the slab, anonymous or backed by the new shared-memory object `shared`, then applies
-    /// the requests in the order that keeps them true: bind (before any page is faulted in),
-    /// lock, populate, register.
+    /// the requests in the order that keeps them true: bind (before any page is allocated),
+    /// reserve the shared object's blocks (so they follow the binding), lock, populate,
+    /// register.
     fn build_in(&self, shared: Option<NewShared>) -> Result<Slab, SlabError> {
         let unlink_on_error = |shared: &Option<NewShared>| {
             if let Some(s) = shared {
-                shm::unlink(&s.cname);
+                shm::unlink_if_same(&s.cname, &s.stat, &s.fd);
             }
         };
-        if let Err(e) = self.check_features() {
+        let checked = self.check_size().and_then(|()| self.check_features());
+        let checked = checked.and_then(|()| match &shared {
+            Some(s) => shm::reserve_fits(&s.name, self.size),
+            None => Ok(()),
+        });
+        if let Err(e) = checked {
             unlink_on_error(&shared);
             return Err(e);
         }
-        let mapped = match self.map(shared.as_ref()) {
+        let mapped = match self.map(shared.as_ref().map(|s| &s.fd), None) {
             Ok(m) => m,
             Err(e) => {
                 unlink_on_error(&shared);
@@ -343,31 +378,80 @@ impl SlabBuilder {
             }
         };
         // From here on, dropping `slab` undoes everything (unmap, unlink).
-        let mut slab = Slab {
-            ptr: mapped.region.ptr,
-            len: mapped.region.len,
-            region: mapped.region,
-            requested: self.size,
-            kind: mapped.kind,
-            page_size: mapped.page_size,
-            explicit_failure: mapped.explicit_failure,
-            transparent_failure: mapped.transparent_failure,
-            numa_bound: None,
-            lock: LockStatus::NotRequested,
-            #[cfg(feature = "cuda")]
-            cuda: None,
-            shared: shared.map(|s| Shared {
+        let mut slab = Slab::from_mapped(
+            mapped,
+            self.size,
+            shared.map(|s| Shared {
                 name: s.name,
                 cname: s.cname,
-                owner: true,
+                created: Some(s.stat),
+                fd: s.fd,
             }),
+        );
+        self.bind(&mut slab)?;
+        if let Some(s) = &slab.shared {
+            shm::reserve(&s.name, &s.fd, slab.len)?;
+            shm::check_size(&s.name, &s.fd, slab.len as u64, slab.len)?;
+        }
+        self.lock_populate_register(&mut slab)?;
+        Ok(slab)
+    }
+
+    /// Maps the existing shared object `fd` of `size` bytes for [`Slab::open_shared_with`], then
+    /// applies the requests that make sense for pages another process owns: bind, lock,
+    /// populate, register. The object's size is checked again once the mapping exists (before
+    /// any page is touched) and after the requests.
+    fn open_in(
+        &self,
+        name: &str,
+        cname: CString,
+        fd: OwnedFd,
+        size: u64,
+    ) -> Result<Slab, SlabError> {
+        self.check_features()?;
+        let page = base_page_size();
+        let requested = usize::try_from(size).map_err(|_| SlabError::SizeOverflow {
+            size: usize::MAX,
+            page_size: page,
+        })?;
+        let len = round_up(requested, page)?;
+        let mapped = self.map(Some(&fd), Some(len))?;
+        let mut slab = Slab::from_mapped(
+            mapped,
+            requested,
+            Some(Shared {
+                name: name.to_owned(),
+                cname,
+                created: None,
+                fd,
+            }),
+        );
+        let recheck = |slab: &Slab| match &slab.shared {
+            Some(s) => shm::check_size(&s.name, &s.fd, size, slab.len),
+            None => Ok(()),
         };
+        recheck(&slab)?;
+        self.bind(&mut slab)?;
+        self.lock_populate_register(&mut slab)?;
+        recheck(&slab)?;
+        Ok(slab)
+    }
+
+    /// Binds the slab's pages to the requested NUMA node, if any.
+    fn bind(&self, slab: &mut Slab) -> Result<(), SlabError> {
         #[cfg(feature = "numa")]
         if let Some(node) = self.numa_node {
             // SAFETY: the range is the slab's own live mapping.
             unsafe { numa::bind_area(slab.ptr.as_ptr(), slab.len, node)? };
             slab.numa_bound = Some(node);
         }
+        #[cfg(not(feature = "numa"))]
+        let _ = slab;
+        Ok(())
+    }
+
+    /// Applies the lock, populate and CUDA registration requests, in that order.
+    fn lock_populate_register(&self, slab: &mut Slab) -> Result<(), SlabError> {
         if self.lock != Lock::Off {
             slab.lock = slab.mlock(self.lock)?;
         }
@@ -380,85 +464,101 @@ impl SlabBuilder {
             // dropped before the mapping (see `Drop for Slab`).
             slab.cuda = Some(unsafe { cuda::Registration::new(slab.ptr.as_ptr(), slab.len)? });
         }
-        Ok(slab)
+        Ok(())
     }
 
-    /// Chooses the pages and maps them.
-    fn map(&self, shared: Option<&NewShared>) -> Result<Mapped, SlabError> {
-        let fd = shared.map(|s| &s.fd);
+    /// Chooses the pages and maps them: explicit huge pages, else transparent ones, else normal
+    /// pages, as the huge-page preference allows. `fd` is the shared object to map (`None`:
+    /// anonymous memory); `existing` is its fixed length when it already exists (`None`: the
+    /// requested size rounded up to the pages chosen).
+    fn map(&self, fd: Option<&OwnedFd>, existing: Option<usize>) -> Result<Mapped, SlabError> {
         let mut explicit_failure = None;
         let mut transparent_failure = None;
         if self.huge_pages != HugePages::Off {
-            let huge = self.huge_page_size.bytes();
-            // 1. Explicit huge pages of the requested size.
-            let explicit = if shared.is_some() {
-                Err(ExplicitHugeFailure::SharedNotSupported)
-            } else {
-                map_explicit(self.size, huge)
-            };
-            match explicit {
+            match self.map_explicit_huge(fd.is_some()) {
                 Ok(m) => return Ok(m),
                 Err(e) => explicit_failure = Some(e),
             }
-            // 2. Transparent huge pages (2 MiB only).
-            let transparent = if self.huge_page_size != HugePageSize::Size2M
-                && self.huge_pages == HugePages::Require
-            {
-                Err(TransparentHugeFailure::SizeNotSupported { page_size: huge })
-            } else {
-                hugepages::thp_usable(shared.is_some())
-            };
-            let transparent: Result<(), TransparentHugeFailure> = match transparent {
-                Ok(()) => {
-                    let len = round_up(self.size, hugepages::THP_SIZE)?;
-                    if let Some(s) = shared {
-                        shm::resize(&s.name, &s.fd, len)?;
-                    }
-                    let region = map_region(len, hugepages::THP_SIZE, fd)?;
-                    // SAFETY: `region.ptr..+len` is the region just mapped.
-                    if unsafe {
-                        libc::madvise(region.ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE)
-                    } == 0
-                    {
-                        return Ok(Mapped {
-                            region,
-                            kind: PageKind::TransparentHuge,
-                            page_size: hugepages::THP_SIZE,
-                            explicit_failure,
-                            transparent_failure: None,
-                        });
-                    }
-                    let errno = last_errno();
-                    // SAFETY: the region was just mapped and nothing else uses it.
-                    unsafe { region.unmap() };
-                    Err(TransparentHugeFailure::Madvise { errno })
+            match self.map_transparent_huge(fd, existing)? {
+                Ok(region) => {
+                    return Ok(Mapped {
+                        region,
+                        kind: PageKind::TransparentHuge,
+                        page_size: hugepages::THP_SIZE,
+                        explicit_failure,
+                        transparent_failure: None,
+                    });
                 }
-                Err(e) => Err(e),
-            };
-            if let Err(t) = transparent {
-                transparent_failure = Some(t);
+                Err(t) => transparent_failure = Some(t),
             }
-            if self.huge_pages == HugePages::Require {
+            if let (HugePages::Require, Some(explicit), Some(transparent)) = (
+                self.huge_pages,
+                explicit_failure.clone(),
+                transparent_failure.clone(),
+            ) {
                 return Err(SlabError::HugePagesUnavailable {
-                    explicit: explicit_failure.expect("set above"),
-                    transparent: transparent_failure.expect("set above"),
+                    explicit,
+                    transparent,
                 });
             }
         }
-        // 3. Normal pages.
         let page = base_page_size();
-        let len = round_up(self.size, page)?;
-        if let Some(s) = shared {
-            shm::resize(&s.name, &s.fd, len)?;
-        }
-        let region = map_region(len, page, fd)?;
+        let len = match existing {
+            Some(len) => len,
+            None => round_up(self.size, page)?,
+        };
         Ok(Mapped {
-            region,
+            region: map_region(len, page, fd)?,
             kind: PageKind::Normal,
             page_size: page,
             explicit_failure,
             transparent_failure,
         })
+    }
+
+    /// Step 1 of [`map`](Self::map): explicit huge pages of the requested size (never for a
+    /// shared slab: tmpfs cannot hold them).
+    fn map_explicit_huge(&self, shared: bool) -> Result<Mapped, ExplicitHugeFailure> {
+        if shared {
+            return Err(ExplicitHugeFailure::SharedNotSupported);
+        }
+        map_explicit(self.size, self.huge_page_size.bytes())
+    }
+
+    /// Step 2 of [`map`](Self::map): a 2 MiB-aligned region advised with `MADV_HUGEPAGE`.
+    /// The outer error is fatal; the inner one says why transparent huge pages are not used.
+    fn map_transparent_huge(
+        &self,
+        fd: Option<&OwnedFd>,
+        existing: Option<usize>,
+    ) -> Result<Result<Region, TransparentHugeFailure>, SlabError> {
+        let huge = self.huge_page_size.bytes();
+        if self.huge_page_size != HugePageSize::Size2M && self.huge_pages == HugePages::Require {
+            return Ok(Err(TransparentHugeFailure::SizeNotSupported {
+                page_size: huge,
+            }));
+        }
+        if let Err(e) = hugepages::thp_usable(fd.is_some()) {
+            return Ok(Err(e));
+        }
+        let len = match existing {
+            Some(len) if !len.is_multiple_of(hugepages::THP_SIZE) => {
+                return Ok(Err(TransparentHugeFailure::ObjectNotHugeAligned {
+                    size: len,
+                }));
+            }
+            Some(len) => len,
+            None => round_up(self.size, hugepages::THP_SIZE)?,
+        };
+        let region = map_region(len, hugepages::THP_SIZE, fd)?;
+        // SAFETY: `region.ptr..+len` is the region just mapped.
+        if unsafe { libc::madvise(region.ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE) } == 0 {
+            return Ok(Ok(region));
+        }
+        let errno = errno();
+        // SAFETY: the region was just mapped and nothing else uses it.
+        unsafe { region.unmap() };
+        Ok(Err(TransparentHugeFailure::Madvise { errno }))
     }
 }
 
@@ -467,6 +567,8 @@ struct NewShared {
     name: String,
     cname: CString,
     fd: OwnedFd,
+    /// The object's identity, recorded at creation.
+    stat: ObjectStat,
 }
 
 /// An address range this module mapped: `ptr..ptr+len` is the slab, inside `base..base+total`,
@@ -499,10 +601,6 @@ struct Mapped {
     page_size: usize,
     explicit_failure: Option<ExplicitHugeFailure>,
     transparent_failure: Option<TransparentHugeFailure>,
-}
-
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// The base page size (4 KiB on x86_64).
@@ -547,7 +645,7 @@ fn map_explicit(size: usize, page_size: usize) -> Result<Mapped, ExplicitHugeFai
         )
     };
     if ptr == libc::MAP_FAILED {
-        let errno = last_errno();
+        let errno = errno();
         return Err(if errno == libc::ENOMEM {
             ExplicitHugeFailure::NotEnoughReserved {
                 page_size,
@@ -575,58 +673,34 @@ fn map_explicit(size: usize, page_size: usize) -> Result<Mapped, ExplicitHugeFai
 
 /// Maps `len` bytes read-write at an address aligned to `align` (a power of two), anonymous
 /// private memory or `fd` shared from offset 0, between two `PROT_NONE` guard pages.
+///
+/// Steps: reserve address space for the guards, the slab and the alignment slack; map the slab
+/// at the aligned address inside it; give back what is neither slab nor guard.
 fn map_region(len: usize, align: usize, fd: Option<&OwnedFd>) -> Result<Region, SlabError> {
-    let (flags, raw_fd) = match fd {
-        Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
-        None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
-    };
     let map_err = |errno| SlabError::Map { size: len, errno };
     let guard = base_page_size();
     let align = align.max(guard);
     let pad = if align > guard { align } else { 0 };
-    // Reserve address space for the guards, the slab and the alignment slack; place the slab at
-    // the aligned address inside it; give back what is neither slab nor guard.
     let reserve = len
         .checked_add(pad)
         .and_then(|r| r.checked_add(2 * guard))
         .ok_or(map_err(libc::ENOMEM))?;
-    // SAFETY: an inaccessible anonymous reservation with no address hint; checked below.
-    let base = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            reserve,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(map_err(last_errno()));
-    }
-    let base = base as usize;
+    let base = reserve_address_space(reserve).map_err(map_err)?;
     let aligned = (base + guard + align - 1) & !(align - 1);
-    // SAFETY: `aligned..aligned+len` lies inside the reservation we own (aligned + len + guard
-    // <= base + reserve), so MAP_FIXED replaces only our own pages; `raw_fd` is -1 or open.
-    let ptr = unsafe {
-        libc::mmap(
-            aligned as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags | libc::MAP_FIXED,
-            raw_fd,
-            0,
-        )
+    // SAFETY: `aligned..aligned+len` lies inside the reservation `base..base+reserve` made just
+    // above (aligned + len + guard <= base + reserve).
+    let ptr = match unsafe { map_fixed(aligned, len, fd) } {
+        Ok(ptr) => ptr,
+        Err(errno) => {
+            // SAFETY: unmapping our own reservation, which nothing uses.
+            unsafe { libc::munmap(base as *mut libc::c_void, reserve) };
+            return Err(map_err(errno));
+        }
     };
-    if ptr == libc::MAP_FAILED {
-        let errno = last_errno();
-        // SAFETY: unmapping our own reservation.
-        unsafe { libc::munmap(base as *mut libc::c_void, reserve) };
-        return Err(map_err(errno));
-    }
     let keep_start = aligned - guard;
     let keep_end = aligned + len + guard;
-    // SAFETY: the head and tail are unused parts of our own reservation.
+    // SAFETY: the head `base..keep_start` and tail `keep_end..base+reserve` are unused parts of
+    // our own reservation.
     unsafe {
         if keep_start > base {
             libc::munmap(base as *mut libc::c_void, keep_start - base);
@@ -636,12 +710,59 @@ fn map_region(len: usize, align: usize, fd: Option<&OwnedFd>) -> Result<Region, 
         }
     }
     Ok(Region {
-        // SAFETY: MAP_FIXED at a non-null address succeeded.
-        ptr: unsafe { NonNull::new_unchecked(ptr.cast()) },
+        ptr,
         len,
         base: keep_start as *mut u8,
         total: keep_end - keep_start,
     })
+}
+
+/// Reserves `len` bytes of inaccessible address space (`PROT_NONE`, no memory committed) and
+/// returns its start; `Err(errno)` on failure.
+fn reserve_address_space(len: usize) -> Result<usize, i32> {
+    // SAFETY: an inaccessible anonymous reservation with no address hint; checked below.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    Ok(base as usize)
+}
+
+/// Maps `len` bytes read-write at exactly `addr`: anonymous private memory, or `fd` shared from
+/// offset 0. `Err(errno)` on failure.
+///
+/// # Safety
+/// `addr..addr+len` must be address space this module reserved and nothing else uses
+/// (`MAP_FIXED` replaces whatever is there).
+unsafe fn map_fixed(addr: usize, len: usize, fd: Option<&OwnedFd>) -> Result<NonNull<u8>, i32> {
+    let (flags, raw_fd) = match fd {
+        Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
+        None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+    };
+    // SAFETY: the range is ours to replace (forwarded from the caller); `raw_fd` is -1 or open.
+    let ptr = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags | libc::MAP_FIXED,
+            raw_fd,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    NonNull::new(ptr.cast()).ok_or(libc::EINVAL)
 }
 
 /// The `/dev/shm` object behind a shared slab.
@@ -649,8 +770,11 @@ fn map_region(len: usize, align: usize, fd: Option<&OwnedFd>) -> Result<Region, 
 struct Shared {
     name: String,
     cname: CString,
-    /// Whether this slab created the object (and so unlinks it on drop).
-    owner: bool,
+    /// The object, kept open: the creator locks it when it removes the name on drop.
+    fd: OwnedFd,
+    /// The object's identity when this slab created it (and so removes the name on drop, while
+    /// the name still refers to this object); `None` for an opener.
+    created: Option<ObjectStat>,
 }
 
 /// One contiguous, page-aligned, zero-filled memory mapping (see the [module docs](self)).
@@ -695,57 +819,111 @@ impl Slab {
     /// Creates a shared slab named `name` in `/dev/shm` (POSIX `shm_open`, `O_EXCL`, mode 0600)
     /// sized and placed as `builder` says, and maps it shared. Another mapping of the same name
     /// ([`Slab::open_shared`], in this process or another) sees the same bytes. This slab
-    /// removes the name when dropped; mappings already open stay valid.
+    /// removes the name when dropped, if the name still refers to its object; mappings already
+    /// open stay valid.
+    ///
+    /// Every block of the object is reserved (`posix_fallocate`) before the object gets its
+    /// size, so a full `/dev/shm` is [`SlabError::NoSpace`] here rather than a `SIGBUS` at the
+    /// first write, and openers see size 0 ([`SlabError::SharedEmpty`]) until the object is
+    /// complete. The blocks are committed tmpfs memory from then on, whether or not
+    /// [`populate`](SlabBuilder::populate) is set (which still decides whether this process's
+    /// page tables are filled now). A NUMA binding is applied before the reservation, so the
+    /// blocks are allocated on that node. What a peer can still do is in the
+    /// [module docs](self#sharing-with-another-process).
     ///
     /// `name` is a bare file name: not empty, no `/`, no NUL, at most 255 bytes. Explicit huge
     /// pages are not available for shared slabs (tmpfs cannot hold them); transparent ones are
     /// when `/sys/kernel/mm/transparent_hugepage/shmem_enabled` allows.
     ///
     /// # Errors
-    /// [`SlabError::InvalidName`], [`SlabError::AlreadyExists`], [`SlabError::Shm`], and those of
-    /// [`SlabBuilder::build`].
+    /// [`SlabError::InvalidName`], [`SlabError::AlreadyExists`], [`SlabError::NoSpace`],
+    /// [`SlabError::Shm`], and those of [`SlabBuilder::build`]. The name is removed on error.
     pub fn create_shared(name: &str, builder: SlabBuilder) -> Result<Slab, SlabError> {
         let cname = shm::validate(name)?;
-        if builder.size == 0 {
-            return Err(SlabError::ZeroSize);
-        }
+        builder.check_size()?;
         let fd = shm::create(name, &cname)?;
+        let stat = match fstat(&fd) {
+            Ok(stat) => stat,
+            Err(errno) => {
+                shm::unlink(&cname);
+                return Err(SlabError::Shm {
+                    name: name.to_owned(),
+                    call: "fstat",
+                    errno,
+                });
+            }
+        };
         builder.build_in(Some(NewShared {
             name: name.to_owned(),
             cname,
             fd,
+            stat,
         }))
     }
 
     /// Maps the existing shared slab `name` (created by [`Slab::create_shared`]) with its full
-    /// size, as normal pages, not locked and not registered. Dropping it does not remove the name.
+    /// size, as normal pages, not locked and not registered: [`Slab::open_shared_with`] with the
+    /// default options. Dropping it does not remove the name.
     ///
     /// # Errors
-    /// [`SlabError::InvalidName`], [`SlabError::NotFound`], [`SlabError::SharedEmpty`],
-    /// [`SlabError::Shm`], [`SlabError::Map`].
+    /// As [`Slab::open_shared_with`].
     pub fn open_shared(name: &str) -> Result<Slab, SlabError> {
+        Slab::open_shared_with(name, Slab::builder(0))
+    }
+
+    /// Maps the existing shared slab `name` with this process's own mapping preferences:
+    /// transparent huge pages ([`SlabBuilder::huge_pages`]: the mapping is 2 MiB-aligned and
+    /// advised with `MADV_HUGEPAGE`; explicit huge pages are never available, tmpfs cannot hold
+    /// them), [`populate`](SlabBuilder::populate), [`numa_node`](SlabBuilder::numa_node),
+    /// [`lock`](SlabBuilder::lock) and [`cuda_host_register`](SlabBuilder::cuda_host_register).
+    /// [`Slab::placement`] records what this mapping got, as for a new slab.
+    ///
+    /// The size comes from the object: the builder's size is ignored (`Slab::builder(0)` is
+    /// fine), and [`Placement::requested_bytes`] is the object's size. Transparent huge pages
+    /// need an object whose size is a multiple of 2 MiB (a creator's transparent-huge-page slab
+    /// is). A NUMA binding sets the object's policy for pages not allocated yet, but a creator
+    /// reserved them all when it created the object, so the pages stay where they are:
+    /// [`Placement::numa_nodes`] says where.
+    ///
+    /// The object must be a regular file owned by this process's effective uid with no group or
+    /// other permission bits; its size is checked again once it is mapped. Dropping the slab
+    /// does not remove the name.
+    ///
+    /// # Errors
+    /// [`SlabError::InvalidName`], [`SlabError::NotFound`], [`SlabError::NotRegularFile`],
+    /// [`SlabError::ForeignOwner`], [`SlabError::InsecureMode`], [`SlabError::SharedEmpty`],
+    /// [`SlabError::SharedShrunk`], [`SlabError::Shm`], [`SlabError::Map`], and for the options
+    /// those of [`SlabBuilder::build`] ([`SlabError::HugePagesUnavailable`] for
+    /// [`HugePages::Require`], [`SlabError::Lock`], [`SlabError::Populate`], ...).
+    pub fn open_shared_with(name: &str, options: SlabBuilder) -> Result<Slab, SlabError> {
         let cname = shm::validate(name)?;
-        let (fd, len) = shm::open(name, &cname)?;
-        let region = map_region(len, base_page_size(), Some(&fd))?;
-        Ok(Slab {
-            ptr: region.ptr,
-            len,
-            region,
-            requested: len,
-            kind: PageKind::Normal,
-            page_size: base_page_size(),
-            explicit_failure: None,
-            transparent_failure: None,
+        let (fd, stat) = shm::open_checked(name, &cname, true)?;
+        if stat.size == 0 {
+            return Err(SlabError::SharedEmpty {
+                name: name.to_owned(),
+            });
+        }
+        options.open_in(name, cname, fd, stat.size)
+    }
+
+    /// A slab over a fresh mapping, with nothing requested yet; dropping it unmaps (and, for a
+    /// creator, unlinks).
+    fn from_mapped(mapped: Mapped, requested: usize, shared: Option<Shared>) -> Slab {
+        Slab {
+            ptr: mapped.region.ptr,
+            len: mapped.region.len,
+            region: mapped.region,
+            requested,
+            kind: mapped.kind,
+            page_size: mapped.page_size,
+            explicit_failure: mapped.explicit_failure,
+            transparent_failure: mapped.transparent_failure,
             numa_bound: None,
             lock: LockStatus::NotRequested,
             #[cfg(feature = "cuda")]
             cuda: None,
-            shared: Some(Shared {
-                name: name.to_owned(),
-                cname,
-                owner: false,
-            }),
-        })
+            shared,
+        }
     }
 
     /// Start of the mapping (page-aligned; 2 MiB-aligned for huge pages).
@@ -830,7 +1008,7 @@ impl Slab {
         if r == 0 {
             return Ok(());
         }
-        let errno = last_errno();
+        let errno = errno();
         if errno != libc::EINVAL {
             return Err(SlabError::Populate { errno });
         }
@@ -884,7 +1062,7 @@ impl Slab {
         if unsafe { libc::mlock(self.ptr.as_ptr().cast(), self.len) } == 0 {
             return Ok(LockStatus::Locked);
         }
-        let errno = last_errno();
+        let errno = errno();
         let limit = memlock_limit();
         match lock {
             Lock::Require => Err(SlabError::Lock {
@@ -938,9 +1116,9 @@ impl Drop for Slab {
         // only here.
         unsafe { self.region.unmap() };
         if let Some(s) = &self.shared
-            && s.owner
+            && let Some(created) = &s.created
         {
-            shm::unlink(&s.cname);
+            shm::unlink_if_same(&s.cname, created, &s.fd);
         }
     }
 }

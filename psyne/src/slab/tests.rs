@@ -863,6 +863,27 @@ mod numa_tests {
         );
     }
 
+    /// An opener's NUMA request binds its mapping (the object's policy); the creator reserved
+    /// the pages on the same node, so they are all there.
+    #[test]
+    fn opener_binds_to_node() {
+        let node = numa::node_ids().unwrap()[0];
+        let name = unique_name("numa-open");
+        let _a = Slab::create_shared(&name, Slab::builder(MIB).numa_node(node)).unwrap();
+        let b =
+            Slab::open_shared_with(&name, Slab::builder(0).numa_node(node).populate(true)).unwrap();
+        let p = b.placement();
+        assert_eq!(p.numa_bound, Some(node));
+        assert_eq!(p.numa_nodes, Some(vec![node]));
+        assert_eq!(
+            Slab::open_shared_with(&name, Slab::builder(0).numa_node(4096)).unwrap_err(),
+            SlabError::NumaNodeNotFound {
+                node: 4096,
+                available: numa::node_ids().unwrap()
+            }
+        );
+    }
+
     #[test]
     fn shared_slab_binds_too() {
         let node = numa::node_ids().unwrap()[0];
@@ -1087,11 +1108,11 @@ fn shared_too_large_for_off_t_is_shm_error_and_unlinks() {
         err,
         SlabError::Shm {
             name: name.clone(),
-            call: "ftruncate",
+            call: "posix_fallocate",
             errno: libc::EFBIG
         }
     );
-    assert!(err.to_string().contains("ftruncate"));
+    assert!(err.to_string().contains("posix_fallocate"));
     assert_eq!(
         Slab::open_shared(&name).unwrap_err(),
         SlabError::NotFound { name }
@@ -1186,4 +1207,217 @@ fn unprovokable_variants_have_actionable_messages() {
         assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
         let _: &dyn std::error::Error = &err;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checked opens of existing objects, and an opener's own options
+
+/// The `VmFlags` of the smaps entry starting exactly at `ptr`.
+fn smaps_vm_flags_at(ptr: usize) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let head = format!("{ptr:x}-");
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(&head));
+    lines.next()?;
+    for l in lines {
+        if let Some(v) = l.strip_prefix("VmFlags:") {
+            return Some(v.split_whitespace().map(str::to_owned).collect());
+        }
+    }
+    None
+}
+
+/// Opens `/dev/shm/<name>` read-write as a raw shm descriptor (tests play the peer with it).
+fn raw_open(name: &str) -> OwnedFd {
+    let cname = shm::validate(name).unwrap();
+    // SAFETY: `cname` is NUL-terminated; the result is checked.
+    let fd = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor nobody else owns.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+}
+
+#[test]
+fn open_checked_reports_the_objects_stat() {
+    use std::os::unix::fs::MetadataExt;
+    let name = unique_name("stat");
+    let _a = Slab::create_shared(&name, Slab::builder(3 * page())).unwrap();
+    let cname = shm::validate(&name).unwrap();
+    let (fd, st) = shm::open_checked(&name, &cname, false).unwrap();
+    let meta = std::fs::metadata(format!("/dev/shm/{name}")).unwrap();
+    assert_eq!(st.size, 3 * page() as u64);
+    assert_eq!(st.uid, meta.uid());
+    assert_eq!(st.permissions(), 0o600);
+    assert_eq!((st.dev, st.ino), (meta.dev(), meta.ino()));
+    assert!(st.is_regular());
+    assert_eq!(fstat(&fd), Ok(st));
+    // Read-only really is read-only.
+    // SAFETY: `fd` is open; ftruncate has no memory effects.
+    assert_ne!(unsafe { libc::ftruncate(fd.as_raw_fd(), 0) }, 0);
+    assert_eq!(errno(), libc::EINVAL);
+}
+
+/// Issue 11: the read-only open the stale-name logic makes used to block on a FIFO (no
+/// `O_NONBLOCK`, no type check) until a writer came.
+#[test]
+fn open_checked_read_only_does_not_block_on_a_fifo() {
+    let name = unique_name("ro-fifo");
+    let path = CString::new(format!("/dev/shm/{name}")).unwrap();
+    // SAFETY: `path` is NUL-terminated.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let n = name.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let cname = shm::validate(&n).unwrap();
+        let _ = tx.send(shm::open_checked(&n, &cname, false).map(|(_, st)| st));
+    });
+    let result = rx.recv_timeout(std::time::Duration::from_secs(5));
+    let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+    assert_eq!(
+        result.expect("open_checked blocked on a FIFO"),
+        Err(SlabError::NotRegularFile { name })
+    );
+}
+
+/// Issue 10: the size is checked again once a mapping exists; a peer's truncation meanwhile is
+/// a typed error, not a SIGBUS later.
+#[test]
+fn size_recheck_reports_a_truncated_object() {
+    let name = unique_name("shrunk");
+    let a = Slab::create_shared(&name, Slab::builder(4 * page())).unwrap();
+    let peer = raw_open(&name);
+    assert_eq!(
+        shm::check_size(&name, &peer, a.len() as u64, a.len()),
+        Ok(())
+    );
+    // SAFETY: `peer` is open read-write; nothing touches the slab's pages afterwards.
+    let r = unsafe { libc::ftruncate(peer.as_raw_fd(), page() as i64) };
+    assert_eq!(r, 0);
+    let err = shm::check_size(&name, &peer, a.len() as u64, a.len()).unwrap_err();
+    assert_eq!(
+        err,
+        SlabError::SharedShrunk {
+            name: name.clone(),
+            mapped: 4 * page(),
+            size: page() as u64
+        }
+    );
+    assert!(err.to_string().contains("shrank"), "{err}");
+}
+
+/// The creator's pages are reserved but not faulted into its page tables; an opener's
+/// `populate(true)` faults its own mapping in, with the object's size whatever the builder says.
+#[test]
+fn opener_populate_faults_its_mapping_in_and_takes_the_objects_size() {
+    let name = unique_name("open-populate");
+    let a = Slab::create_shared(&name, Slab::builder(16 * page())).unwrap();
+    assert_eq!(a.placement().resident_bytes, Some(0));
+    let plain = Slab::open_shared(&name).unwrap();
+    assert_eq!(plain.placement().resident_bytes, Some(0));
+    let b = Slab::open_shared_with(&name, Slab::builder(1 << 40).populate(true)).unwrap();
+    let p = b.placement();
+    assert_eq!(b.len(), 16 * page());
+    assert_eq!(p.requested_bytes, 16 * page());
+    assert_eq!(p.resident_bytes, Some(16 * page() as u64));
+    assert_eq!(p.kind, PageKind::Normal);
+    assert_eq!(p.lock, LockStatus::NotRequested);
+    assert_eq!(p.shared_name, Some(name.clone()));
+    // Populating kept the bytes (zero) and shares them.
+    // SAFETY: in bounds; this test is the only user.
+    unsafe { a.as_ptr().as_ptr().add(5 * page()).write_volatile(7) };
+    assert_eq!(bytes(&b)[5 * page()], 7);
+    assert_eq!(bytes(&b).iter().map(|&x| x as usize).sum::<usize>(), 7);
+}
+
+#[test]
+fn opener_lock_locks_its_mapping() {
+    let _g = LOCK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let name = unique_name("open-lock");
+    let _a = Slab::create_shared(&name, Slab::builder(16 * page())).unwrap();
+    let before = vm_locked_kib();
+    let b = match Slab::open_shared_with(&name, Slab::builder(0).lock(Lock::Require)) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("branch: locking 64 KiB failed here ({e}); asserting the error's fields");
+            assert!(matches!(e, SlabError::Lock { size, .. } if size == 16 * page()));
+            return;
+        }
+    };
+    println!("branch: locked");
+    let p = b.placement();
+    assert_eq!(p.lock, LockStatus::Locked);
+    assert_eq!(p.locked_bytes, Some(16 * page() as u64));
+    assert_eq!(vm_locked_kib(), before + (16 * page() / 1024) as u64);
+    drop(b);
+    assert_eq!(vm_locked_kib(), before, "munlock/munmap on drop");
+}
+
+/// An opener's transparent-huge-page request follows `shmem_enabled` like a creator's: the
+/// mapping is 2 MiB-aligned and advised (`hg` in smaps) when the mode allows, refused with the
+/// mode otherwise, and refused for an object whose size is not a multiple of 2 MiB. The sysfs
+/// files are replaced (`with_thp_files`) so every branch runs on any kernel.
+#[test]
+fn opener_transparent_huge_pages_follow_shmem_setting() {
+    let name = unique_name("open-thp");
+    let _a = Slab::create_shared(&name, Slab::builder(SIZE_2M)).unwrap();
+    let small = unique_name("open-thp-small");
+    let _s = Slab::create_shared(&small, Slab::builder(page())).unwrap();
+    let advise = "always within_size [advise] never deny force\n";
+    with_thp_files(Some(advise), || {
+        let b =
+            Slab::open_shared_with(&name, Slab::builder(0).huge_pages(HugePages::Require)).unwrap();
+        let p = b.placement();
+        assert_eq!(p.kind, PageKind::TransparentHuge);
+        assert_eq!(p.page_size, SIZE_2M);
+        assert_eq!(
+            p.explicit_failure,
+            Some(ExplicitHugeFailure::SharedNotSupported)
+        );
+        assert_eq!(b.as_ptr().as_ptr() as usize % SIZE_2M, 0);
+        let flags = smaps_vm_flags_at(b.as_ptr().as_ptr() as usize).unwrap();
+        assert!(flags.iter().any(|f| f == "hg"), "{flags:?}");
+        let s =
+            Slab::open_shared_with(&small, Slab::builder(0).huge_pages(HugePages::Prefer)).unwrap();
+        assert_eq!(s.placement().kind, PageKind::Normal);
+        assert_eq!(
+            s.placement().transparent_failure,
+            Some(TransparentHugeFailure::ObjectNotHugeAligned { size: page() })
+        );
+    });
+    let never = "always within_size advise [never] deny force\n";
+    with_thp_files(Some(never), || {
+        let disabled = TransparentHugeFailure::Disabled {
+            file: THP_SHMEM_ENABLED,
+            mode: "never".into(),
+        };
+        let b =
+            Slab::open_shared_with(&name, Slab::builder(0).huge_pages(HugePages::Prefer)).unwrap();
+        assert_eq!(b.placement().kind, PageKind::Normal);
+        assert_eq!(b.placement().transparent_failure, Some(disabled.clone()));
+        assert_eq!(
+            Slab::open_shared_with(&name, Slab::builder(0).huge_pages(HugePages::Require))
+                .unwrap_err(),
+            SlabError::HugePagesUnavailable {
+                explicit: ExplicitHugeFailure::SharedNotSupported,
+                transparent: disabled,
+            }
+        );
+    });
+}
+
+/// An opener's options are checked like a creator's; a failed open leaves the name alone.
+#[test]
+fn opener_option_errors_keep_the_name() {
+    let name = unique_name("open-err");
+    let _a = Slab::create_shared(&name, Slab::builder(page())).unwrap();
+    let err = Slab::open_shared_with(&name, Slab::builder(0).cuda_host_register(true));
+    if !matches!(err, Err(SlabError::CudaUnavailable { .. })) {
+        println!("branch: CUDA available; nothing to check");
+        return;
+    }
+    #[cfg(not(feature = "numa"))]
+    assert_eq!(
+        Slab::open_shared_with(&name, Slab::builder(0).numa_node(0)).unwrap_err(),
+        SlabError::NumaUnsupported
+    );
+    assert!(Slab::open_shared(&name).is_ok());
 }

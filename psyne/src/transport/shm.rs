@@ -51,18 +51,26 @@
 //!
 //! # Stale names
 //!
-//! If the creator dies without dropping its end (`kill -9`), its name stays in `/dev/shm`.
-//! Creating a channel under a name that exists then works as follows:
+//! If the creator dies without dropping its end (`kill -9`), its name stays in `/dev/shm`. A
+//! creator holds a shared `flock` on its object from the moment `shm_open` created it until its
+//! process ends (the kernel drops the lock then, however the process died). Creating a channel
+//! under a name that exists then works as follows, never waiting on a lock:
 //!
-//! * the object is a psyne channel of this protocol version whose recorded creator process is
-//!   dead: it is *stale*; it is removed (under an exclusive `flock` of the object, after checking
-//!   that the name still refers to the same object, so two creators racing to replace it never
+//! * the object is not a regular file of this user with mode 0600 (or stricter): the typed
+//!   error of that check (`SlabError::ForeignOwner`, `InsecureMode` or `NotRegularFile`, inside
+//!   [`CreateError::Slab`]); nothing is touched;
+//! * someone holds a lock on it (its creator lives, or another creator is replacing it):
+//!   [`CreateError::AlreadyExists`] with the creator's pid when the control block names one;
+//! * no lock, and it is a psyne channel of this protocol version: it is *stale*; or no lock,
+//!   never initialised (magic word 0) and older than a second: its creator died while setting
+//!   it up, it is *abandoned*. Either is removed (under an exclusive `flock`, after checking that
+//!   the name still refers to the same object, so two creators racing to replace it never
 //!   remove each other's new channel) and the channel is created afresh. A surviving end that
-//!   still maps the old object is unaffected.
-//! * otherwise (the creator is alive, the object is not a psyne channel, is from another protocol
-//!   version or another PID namespace, or was never initialised):
-//!   [`CreateError::AlreadyExists`](crate::CreateError::AlreadyExists), and nothing is removed.
-//!   [`remove`] removes a name unconditionally.
+//!   still maps the old object is unaffected;
+//! * otherwise (another program's object, another protocol version or PID namespace, or an
+//!   uninitialised one younger than a second): [`CreateError::AlreadyExists`], nothing removed.
+//!
+//! [`remove`] removes a name unconditionally.
 
 use crate::channel::ChannelError;
 #[cfg(doc)]
@@ -71,10 +79,11 @@ use crate::ring::{
     ChannelIdentity, Claimed, Creator, MAGIC, OpenFailure, PROTOCOL_VERSION, ProcessStamp, Ring,
     RingConfig, Topology, layout,
 };
+use crate::slab::errno;
 use crate::slab::{Slab, SlabBuilder, SlabError};
 use core::fmt;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -137,49 +146,44 @@ pub(crate) fn process_alive(p: ProcessStamp) -> bool {
 }
 
 /// What [`remove_if_stale`] found under a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stale {
     /// The name held a stale channel and was removed (or vanished meanwhile): create again.
     Removed,
-    /// The name holds something that must be kept; the creator's pid if it is a live channel.
+    /// The name holds something that must be kept: a live channel (its creator's pid, when the
+    /// control block names one), one still being created, or an object that is not a psyne
+    /// channel of this protocol version.
     Keep(Option<u32>),
+    /// The name holds an object psyne must not touch (another user's, group- or
+    /// world-accessible, not a regular file): the open's typed error.
+    Refused(SlabError),
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+/// A never-initialised object (magic word 0) whose creator holds no lock is abandoned once it
+/// is this old: younger, its creator may be between `shm_open` and taking its lock.
+const ABANDONED_AFTER: Duration = Duration::from_secs(1);
+
+/// What the first identity words of the object behind `fd` say.
+enum Recorded {
+    /// A psyne channel of this protocol version in this PID namespace, created by this process.
+    Channel(ProcessStamp),
+    /// The magic word is 0 (or the object is empty): never initialised.
+    Uninitialised,
+    /// Something else (another program's object, another version or PID namespace).
+    Foreign,
 }
 
-/// Opens `cname` read-only; `Err(errno)` on failure.
-fn open_ro(cname: &CString) -> Result<OwnedFd, i32> {
-    // SAFETY: `cname` is NUL-terminated; the result is checked.
-    let fd = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(errno());
+/// Reads the identity words of the object behind `fd` (`size` bytes).
+fn recorded(fd: &OwnedFd, size: u64) -> Recorded {
+    if size < layout::SLOT_TABLE as u64 {
+        return if size == 0 {
+            Recorded::Uninitialised
+        } else {
+            Recorded::Foreign
+        };
     }
-    // SAFETY: a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `(st_dev, st_ino, st_size)` of `fd`.
-fn identity(fd: &OwnedFd) -> Option<(u64, u64, i64)> {
-    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `fd` is open; `st` is writable storage for one `stat`.
-    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded and filled `st`.
-    let st = unsafe { st.assume_init() };
-    Some((st.st_dev, st.st_ino, st.st_size))
-}
-
-/// The creator recorded in the control block of the object behind `fd` (`size` bytes), if it is
-/// a psyne channel of this protocol version in this PID namespace.
-fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
-    if size < layout::SLOT_TABLE as i64 {
-        return None;
-    }
-    // SAFETY: a fresh read-only shared mapping of the object's first `SLOT_TABLE` bytes (it is at least
-    // that long); checked below, unmapped before returning.
+    // SAFETY: a fresh read-only shared mapping of the object's first `SLOT_TABLE` bytes (it is
+    // at least that long); checked below, unmapped before returning.
     let ptr = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
@@ -191,12 +195,12 @@ fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
         )
     };
     if ptr == libc::MAP_FAILED {
-        return None;
+        return Recorded::Foreign;
     }
     let base = ptr.cast::<u8>();
-    // SAFETY: every offset below plus the size of the value read is within the `SLOT_TABLE` mapped
-    // bytes and aligned for the type (the mapping is page-aligned, offsets are multiples of the
-    // sizes); any bytes are a valid integer. Volatile: another process may write them.
+    // SAFETY: every offset below plus the size of the value read is within the `SLOT_TABLE`
+    // mapped bytes and aligned for the type (the mapping is page-aligned, offsets are multiples
+    // of the sizes); any bytes are a valid integer. Volatile: another process may write them.
     let (magic, version, pid, start, ns) = unsafe {
         (
             base.add(layout::MAGIC).cast::<u64>().read_volatile(),
@@ -213,49 +217,82 @@ fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
     // SAFETY: unmapping the mapping made above, which nothing else uses.
     unsafe { libc::munmap(ptr, layout::SLOT_TABLE) };
     let own_ns = pid_namespace();
-    if magic != MAGIC || version != PROTOCOL_VERSION || (ns != 0 && own_ns != 0 && ns != own_ns) {
-        return None;
+    if magic == 0 {
+        Recorded::Uninitialised
+    } else if magic != MAGIC
+        || version != PROTOCOL_VERSION
+        || (ns != 0 && own_ns != 0 && ns != own_ns)
+    {
+        Recorded::Foreign
+    } else {
+        Recorded::Channel(ProcessStamp { pid, start })
     }
-    Some(ProcessStamp { pid, start })
 }
 
-/// Applies the stale-name policy (see the module docs) to the existing object `cname`.
-pub(crate) fn remove_if_stale(cname: &CString) -> Stale {
-    let fd = match open_ro(cname) {
-        Ok(fd) => fd,
-        Err(libc::ENOENT) => return Stale::Removed,
-        Err(_) => return Stale::Keep(None),
-    };
-    let Some((dev, ino, size)) = identity(&fd) else {
-        return Stale::Keep(None);
-    };
-    let Some(creator) = recorded_creator(&fd, size) else {
-        return Stale::Keep(None);
-    };
-    if process_alive(creator) {
-        return Stale::Keep(Some(creator.pid));
+/// How long ago the object behind `fd` changed status (was created or resized).
+fn age(fd: &OwnedFd) -> Duration {
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is open; `st` is writable storage for one `stat`.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Duration::ZERO;
     }
-    // Exclusive lock on the stale object: of several processes replacing it, one at a time checks
-    // that the name still refers to it and removes it; the others then find another object (or
-    // none) under the name and leave it alone.
-    // SAFETY: `fd` is open; flock has no memory effects.
-    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Stale::Keep(None);
+    // SAFETY: fstat succeeded and filled `st`.
+    let st = unsafe { st.assume_init() };
+    let changed = std::time::UNIX_EPOCH
+        + Duration::new(
+            st.st_ctime.max(0) as u64,
+            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+        );
+    std::time::SystemTime::now()
+        .duration_since(changed)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Applies the stale-name policy (see the module docs) to the existing object `name`. Never
+/// blocks: every lock is tried once, without waiting.
+///
+/// The creator of a channel holds a shared `flock` on its object from the moment it exists
+/// until its process ends (see [`Slab::create_shared`]). So an object on which an exclusive
+/// lock can be taken has no live creator: it is stale if it is a psyne channel of this version,
+/// or abandoned if it was never initialised and is older than [`ABANDONED_AFTER`]. The
+/// exclusive lock also serialises replacers: one at a time checks that the name still refers to
+/// the object and removes it.
+pub(crate) fn remove_if_stale(name: &str, cname: &CString) -> Stale {
+    let (fd, st) = match crate::slab::shm::open_checked(name, cname, false) {
+        Ok(opened) => opened,
+        Err(SlabError::NotFound { .. }) => return Stale::Removed,
+        Err(e) => return Stale::Refused(e),
+    };
+    let what = recorded(&fd, st.size);
+    // SAFETY: `fd` is open; flock has no memory effects. Closing `fd` (on return) releases it.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // A live creator (or a replacer checking it right now).
+        return Stale::Keep(match what {
+            Recorded::Channel(c) => Some(c.pid),
+            _ => None,
+        });
     }
-    // Closing `fd` (on return) releases the lock.
-    match open_ro(cname) {
-        Err(libc::ENOENT) => Stale::Removed,
-        Err(_) => Stale::Keep(None),
-        Ok(again) => match identity(&again) {
-            Some((d, i, _)) if d == dev && i == ino => {
-                // SAFETY: `cname` is NUL-terminated.
-                unsafe { libc::shm_unlink(cname.as_ptr()) };
-                Stale::Removed
+    match what {
+        Recorded::Channel(_) => {}
+        Recorded::Uninitialised if age(&fd) >= ABANDONED_AFTER => {}
+        Recorded::Uninitialised | Recorded::Foreign => return Stale::Keep(None),
+    }
+    match crate::slab::shm::open_checked(name, cname, false) {
+        Err(SlabError::NotFound { .. }) => Stale::Removed,
+        Err(e) => Stale::Refused(e),
+        Ok((_, now)) if now.same_object(&st) => {
+            // SAFETY: `cname` is NUL-terminated.
+            if unsafe { libc::shm_unlink(cname.as_ptr()) } != 0 && errno() != libc::ENOENT {
+                return Stale::Refused(SlabError::Shm {
+                    name: name.to_owned(),
+                    call: "shm_unlink",
+                    errno: errno(),
+                });
             }
-            // Replaced meanwhile by someone else: judge the new object on the next attempt.
-            Some(_) => Stale::Removed,
-            None => Stale::Keep(None),
-        },
+            Stale::Removed
+        }
+        // Replaced meanwhile by someone else: judge the new object on the next attempt.
+        Ok(_) => Stale::Removed,
     }
 }
 
@@ -312,7 +349,7 @@ pub(crate) fn create_channel(
             Ok(slab) => break slab,
             Err(SlabError::AlreadyExists { .. }) if attempts < CREATE_ATTEMPTS => {
                 attempts += 1;
-                match remove_if_stale(&cname) {
+                match remove_if_stale(name, &cname) {
                     Stale::Removed => continue,
                     Stale::Keep(creator_pid) => {
                         return Err(CreateError::AlreadyExists {
@@ -320,6 +357,7 @@ pub(crate) fn create_channel(
                             creator_pid,
                         });
                     }
+                    Stale::Refused(e) => return Err(CreateError::Slab(e)),
                 }
             }
             Err(SlabError::AlreadyExists { .. }) => {

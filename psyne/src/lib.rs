@@ -23,10 +23,21 @@
 //! assert_eq!(y.as_slice(), &[5.0, 5.0, 5.0]);
 //! ```
 //!
-//! Modules, from the bottom up: [`message`] (what a message is), [`slab`] (the memory), [`sync`]
-//! (every atomic, fence and futex, swapped for loom's under `cfg(loom)`), [`ring`] (the SPSC
-//! byte-ring protocol), [`wait`] (spin, yield, park), [`channel`] (typed and raw ends) and
-//! [`transport`] (shared memory between processes).
+//! Modules, from the bottom up; each uses only those before it:
+//!
+//! | module | owns | never names |
+//! |---|---|---|
+//! | [`message`] | what a message is: [`Message`], [`MessageHeader`], ids, fingerprints, schema | anything else |
+//! | [`slab`] | the memory: huge pages, NUMA, `mlock`, CUDA registration, shared objects | anything above it |
+//! | `sync` (crate-private) | every atomic, fence and futex, swapped for loom's under `cfg(loom)` | anything above it |
+//! | [`ring`] | ring protocols over a region, offsets only: record format, control block, SPSC cursors | `wait`, `transport`, `channel` |
+//! | [`wait`] | spin, yield, park; the futex notifier | `transport`, `channel` |
+//! | [`transport`] | how ends reach the same ring: shared memory (create, open, liveness, stale names) | `channel`'s ends |
+//! | [`channel`] | the public ends and builders, and the one end layer (blocking, timeouts, liveness checks, wake-ups, counters, errors) | |
+//!
+//! The tensor views use nalgebra, re-exported as [`psyne::nalgebra`](nalgebra) (0.35) so that
+//! user code names the same version; [`bytemuck`] is re-exported too (`bytemuck::Zeroable::zeroed`
+//! makes a zeroed message).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
@@ -37,20 +48,22 @@ pub mod channel;
 pub mod message;
 pub mod ring;
 pub mod slab;
-pub mod sync;
+pub(crate) mod sync;
 pub mod transport;
 pub mod wait;
 
 pub use bytemuck;
 pub use channel::{
-    BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, CreateError, Loan,
-    OpenError, Producer, ProducerStats, RawChannelBuilder, RawConsumer, RawProducer, RawReceived,
-    Received, RecvError, SendError, SharedChannelBuilder, SharedRawChannelBuilder,
+    BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, CreateError, Iter,
+    Loan, OpenError, Producer, ProducerStats, RawChannelBuilder, RawConsumer, RawProducer,
+    RawReceived, Received, RecvError, SendError, SharedChannelBuilder, SharedRawChannelBuilder,
+    TryIter,
 };
 pub use message::{
     ElemType, Field, FieldSchema, LengthMismatch, Message, MessageHeader, MessageSchema, Shape,
     fnv1a64,
 };
+pub use nalgebra;
 /// Derives [`Message`] for a `#[repr(C)]` struct of numbers and tensors.
 ///
 /// The derive checks the layout at compile time and reports each mistake at the offending field:

@@ -21,14 +21,16 @@ use core::fmt;
 
 /// The fixed-size header that precedes every payload in channel memory (and on the wire).
 ///
-/// 32 bytes, `#[repr(C)]`, little-endian on the wire. Payloads start 64-byte aligned after it (or
+/// 32 bytes, `#[repr(C)]`, stored in the machine's native byte order in channel memory (a ring
+/// is only mapped on one machine). Payloads start 64-byte aligned after it (or
 /// at the payload type's alignment when that is larger).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MessageHeader {
     /// Length of the payload in bytes (not counting this header or any padding after it).
     pub len: u32,
-    /// Bit set of `MessageHeader::FLAG_*` values: wrap marker, device memory, compressed.
+    /// Bit set of `MessageHeader::FLAG_*` values: the wrap marker (device and compressed are
+    /// reserved).
     pub flags: u32,
     /// [`Message::TYPE_ID`] of the payload, or a user-chosen id for raw byte payloads.
     pub type_id: u64,
@@ -55,9 +57,10 @@ impl MessageHeader {
     /// where a record would cross the end of the ring (the next record is at offset 0) and before
     /// a payload aligned to more than 64 bytes.
     pub const FLAG_WRAP: u32 = 1 << 0;
-    /// The payload lives in device (GPU) memory; the ring carries only its offset.
+    /// Reserved for device-resident payloads (the ring would carry a descriptor of GPU memory).
+    /// No channel sets or interprets it yet.
     pub const FLAG_DEVICE: u32 = 1 << 1;
-    /// The payload is compressed.
+    /// Reserved for compressed payloads. No channel sets or interprets it yet.
     pub const FLAG_COMPRESSED: u32 = 1 << 2;
 
     /// Whether this header is a wrap marker rather than a message.

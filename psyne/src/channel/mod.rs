@@ -44,22 +44,27 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod end;
 mod raw;
 mod shm;
 mod typed;
 
-pub use crate::ring::{ConsumerStats, ProducerStats};
+pub use crate::transport::shm::{CreateError, OpenError};
+pub use end::{ConsumerStats, ProducerStats};
 pub use raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
-pub use shm::{CreateError, OpenError, SharedChannelBuilder, SharedRawChannelBuilder};
-pub use typed::{Consumer, Loan, Producer, Received};
+pub use shm::{SharedChannelBuilder, SharedRawChannelBuilder};
+pub use typed::{Consumer, Iter, Loan, Producer, Received, TryIter};
 
 use crate::message::Message;
-use crate::ring::{self, MAX_ALIGN, MAX_REGION, MIN_REGION, Ring, RingSpec};
+use crate::ring::spsc::{SpscConsumer, SpscProducer};
+use crate::ring::{
+    self, ChannelIdentity, MAX_ALIGN, MAX_REGION, MIN_REGION, RECORD_ALIGN, Ring, RingConfig,
+    Topology,
+};
 use crate::slab::{HugePages, Lock, Slab, SlabBuilder, SlabError};
 use crate::wait::Wait;
 use core::fmt;
 use core::marker::PhantomData;
-use std::time::{Duration, Instant};
 
 /// Entry point for building channels: [`Channel::builder`] (one message type) or
 /// [`Channel::raw`] (any message types and raw bytes).
@@ -169,8 +174,18 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The ring configuration for a region of `len` bytes.
+    fn config(&self, len: usize) -> RingConfig {
+        RingConfig {
+            len,
+            topology: Topology::Spsc,
+            wait: self.wait.words(),
+            timestamps: self.timestamps,
+        }
+    }
+
     fn slab(&self, region: usize) -> SlabBuilder {
-        let mut b = Slab::builder(Ring::slab_size(region))
+        let mut b = Slab::builder(ring::slab_size(Topology::Spsc.slots(), region))
             .huge_pages(self.huge_pages)
             .lock(self.lock)
             .populate(self.populate)
@@ -279,7 +294,8 @@ impl<T: Message> ChannelBuilder<T> {
     }
 
     /// A ring of at least `bytes` bytes (rounded up to a power of two). It must hold at least one
-    /// record (`ring::record_size(size_of::<T>())` bytes).
+    /// record (`ring::record_size(size_of::<T>())` bytes) and the 64-byte line the producer
+    /// always leaves free.
     pub fn capacity_bytes(mut self, bytes: usize) -> Self {
         self.capacity = Capacity::Bytes(bytes);
         self
@@ -299,26 +315,34 @@ impl<T: Message> ChannelBuilder<T> {
             });
         }
         let record = match ring::record_size(size) {
-            Some(r) if size <= u32::MAX as usize && r <= MAX_REGION => r,
-            _ => {
+            Some(r) if size <= u32::MAX as usize && r <= ring::max_record(MAX_REGION) => r,
+            Some(r) => {
                 return Err(ChannelError::MessageTooLarge {
-                    record: size,
+                    record: r,
+                    capacity_bytes: MAX_REGION,
+                });
+            }
+            None => {
+                return Err(ChannelError::MessageTooLarge {
+                    record: usize::MAX,
                     capacity_bytes: MAX_REGION,
                 });
             }
         };
         let stride = record.next_multiple_of(align);
+        // The producer always leaves one line free after its last record (see `crate::ring`):
+        // room for `n` messages is `n` strides and that line.
         let region = match self.capacity {
             Capacity::Messages(0) | Capacity::Bytes(0) => return Err(ChannelError::ZeroCapacity),
             Capacity::Messages(n) => match n.checked_mul(stride) {
-                Some(bytes) => region_for_bytes(bytes)?,
+                Some(bytes) => region_for_bytes(bytes.saturating_add(RECORD_ALIGN))?,
                 None => {
                     return Err(ChannelError::CapacityTooLarge { bytes: usize::MAX });
                 }
             },
             Capacity::Bytes(n) => region_for_bytes(n)?,
         };
-        if record > region || align > region {
+        if record > ring::max_record(region) || align > region {
             return Err(ChannelError::MessageTooLarge {
                 record: record.max(align),
                 capacity_bytes: region,
@@ -327,21 +351,16 @@ impl<T: Message> ChannelBuilder<T> {
         Ok(region)
     }
 
-    /// The ring's identity for messages of `T` in a region of `region` bytes.
-    fn spec(&self, region: usize) -> RingSpec {
-        RingSpec {
-            len: region,
-            type_id: T::TYPE_ID,
-            fingerprint: T::FINGERPRINT,
-            wait: self.opts.wait,
-        }
-    }
-
     /// Maps the slab, initialises the ring and returns both ends.
     pub fn build(self) -> Result<(Producer<T>, Consumer<T>), ChannelError> {
         let region = self.region()?;
-        let ring = Ring::new(self.opts.slab(region), self.spec(region))?;
-        let (tx, rx) = raw::pair(ring, self.opts.timestamps);
+        let ring = Ring::create(
+            self.opts.slab(region).build()?,
+            self.opts.config(region),
+            &ChannelIdentity::of::<T>(),
+            None,
+        );
+        let (tx, rx) = pair(ring);
         Ok((Producer::new(tx), Consumer::new(rx)))
     }
 }
@@ -358,8 +377,9 @@ pub struct RawChannelBuilder {
 }
 
 impl RawChannelBuilder {
-    /// A ring of at least `bytes` bytes (rounded up to a power of two, at least 64). The largest
-    /// payload is the ring size minus 32 bytes ([`RawProducer::max_payload`]).
+    /// A ring of at least `bytes` bytes (rounded up to a power of two, at least 128). The
+    /// largest payload is the ring size minus 96 bytes ([`RawProducer::max_payload`]: the
+    /// header, and the line the producer always leaves free).
     pub fn capacity_bytes(mut self, bytes: usize) -> Self {
         self.capacity_bytes = bytes;
         self
@@ -370,17 +390,22 @@ impl RawChannelBuilder {
     /// Maps the slab, initialises the ring and returns both ends.
     pub fn build(self) -> Result<(RawProducer, RawConsumer), ChannelError> {
         let region = region_for_bytes(self.capacity_bytes)?;
-        let ring = Ring::new(
-            self.opts.slab(region),
-            RingSpec {
-                len: region,
-                type_id: 0,
-                fingerprint: 0,
-                wait: self.opts.wait,
-            },
-        )?;
-        Ok(raw::pair(ring, self.opts.timestamps))
+        let ring = Ring::create(
+            self.opts.slab(region).build()?,
+            self.opts.config(region),
+            &ChannelIdentity::RAW,
+            None,
+        );
+        Ok(pair(ring))
     }
+}
+
+/// Both raw ends of a freshly created in-process ring.
+fn pair(ring: std::sync::Arc<Ring>) -> (RawProducer, RawConsumer) {
+    (
+        RawProducer::new(SpscProducer::new(std::sync::Arc::clone(&ring))),
+        RawConsumer::new(SpscConsumer::new(ring)),
+    )
 }
 
 /// Why a channel could not be built.
@@ -552,27 +577,6 @@ impl fmt::Display for RecvError {
 }
 
 impl std::error::Error for RecvError {}
-
-/// How long an operation may wait.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Patience {
-    /// Not at all (`try_`).
-    Never,
-    /// Until it succeeds or the other end is gone.
-    Forever,
-    /// Until this instant.
-    Until(Instant),
-}
-
-impl Patience {
-    /// `Until(now + timeout)`, or `Forever` if that overflows.
-    pub(crate) fn timeout(timeout: Duration) -> Self {
-        match Instant::now().checked_add(timeout) {
-            Some(t) => Patience::Until(t),
-            None => Patience::Forever,
-        }
-    }
-}
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of
 /// [`MessageHeader::timestamp_ns`](crate::MessageHeader::timestamp_ns), for measuring how long a

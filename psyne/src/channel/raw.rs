@@ -1,43 +1,14 @@
-//! Raw ends: any message types and raw byte payloads over one ring. The typed ends wrap these.
+//! Raw ends: any message types and raw byte payloads over one ring. The typed ends wrap these;
+//! both are thin layers over the end layer (`end.rs`).
 
-use super::{Loan, Patience, RecvError, SendError, monotonic_ns};
+use super::end::{Patience, Receiver, Sender};
+use super::{ConsumerStats, Loan, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
-use crate::ring::{
-    self, ConsumerStats, MAX_ALIGN, PeekError, Peeked, Positions, ProducerStats, ReserveError,
-    Ring, RingConsumer, RingProducer,
-};
-use crate::transport::shm::process_alive;
-use crate::wait::{self, PeerWatch, Waited};
+use crate::ring::spsc::{SpscConsumer, SpscProducer};
+use crate::ring::{self, MAX_ALIGN, Peeked};
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use core::ptr::NonNull;
 use core::time::Duration;
-use std::sync::Arc;
-
-/// Both raw ends of a freshly initialised ring.
-pub(crate) fn pair(ring: Arc<Ring>, timestamps: bool) -> (RawProducer, RawConsumer) {
-    (
-        RawProducer::new(Arc::clone(&ring), Positions::default(), timestamps),
-        RawConsumer::new(ring, Positions::default()),
-    )
-}
-
-/// If `ring`'s other end lives in another process and a check is due (see [`PeerWatch`]),
-/// checks that the process is alive; if it died without detaching, marks its end closed, so
-/// that the next attempt reports `Disconnected` (after draining, for a consumer).
-///
-/// An end with pid 0 that is not closed has not attached yet (or is detaching): alive.
-#[cold]
-fn check_peer(ring: &Ring, watch: &mut PeerWatch) {
-    if let Some(end) = ring.remote()
-        && watch.due()
-    {
-        let (stamp, closed) = ring.end_state(end);
-        if !closed && stamp.pid != 0 && !process_alive(stamp) {
-            ring.mark_closed(end);
-        }
-    }
-}
 
 /// The sending end of a raw channel: sends any [`Message`] type in place ([`allocate`]) or raw
 /// bytes ([`allocate_bytes`], [`send_bytes`]), each tagged with a type id.
@@ -46,36 +17,26 @@ fn check_peer(ring: &Ring, watch: &mut PeerWatch) {
 /// [`allocate_bytes`]: RawProducer::allocate_bytes
 /// [`send_bytes`]: RawProducer::send_bytes
 pub struct RawProducer {
-    inner: RingProducer,
-    timestamps: bool,
-    /// Counter: times found full.
-    full: u64,
-    /// Counter: times parked.
-    parked: u64,
-    /// Throttle of liveness checks of a consumer in another process.
-    watch: PeerWatch,
+    pub(crate) end: Sender<SpscProducer>,
 }
 
 impl RawProducer {
-    /// The producer end of `ring`, starting at `positions`.
-    pub(crate) fn new(ring: Arc<Ring>, positions: Positions, timestamps: bool) -> Self {
+    /// The end over `cursor`.
+    pub(crate) fn new(cursor: SpscProducer) -> Self {
         RawProducer {
-            inner: RingProducer::new(ring, positions),
-            timestamps,
-            full: 0,
-            parked: 0,
-            watch: PeerWatch::default(),
+            end: Sender::new(cursor),
         }
     }
 
-    /// The largest payload this channel takes, in bytes (the ring size minus the 32-byte header).
+    /// The largest payload this channel takes, in bytes: the ring size minus the 32-byte header
+    /// and the one line the producer always leaves free.
     pub fn max_payload(&self) -> usize {
-        (self.inner.ring().len() - MessageHeader::SIZE).min(u32::MAX as usize)
+        (ring::max_record(self.end.region_len()) - MessageHeader::SIZE).min(u32::MAX as usize)
     }
 
     /// Size of the ring in bytes.
     pub fn capacity_bytes(&self) -> usize {
-        self.inner.ring().len()
+        self.end.region_len()
     }
 
     /// Whether the consumer is gone (a later allocation then fails with `Disconnected`).
@@ -83,107 +44,12 @@ impl RawProducer {
     /// For a shared channel this also checks whether the consumer's process died (a system
     /// call and a read of `/proc`: not for a hot loop).
     pub fn is_disconnected(&self) -> bool {
-        check_peer(self.inner.ring(), &mut PeerWatch::default());
-        self.inner.is_disconnected()
+        self.end.is_disconnected()
     }
 
     /// This end's counters.
     pub fn stats(&self) -> ProducerStats {
-        ProducerStats {
-            full: self.full,
-            parked: self.parked,
-            ..self.inner.stats
-        }
-    }
-
-    /// Reserves a record, waiting as `patience` allows. `len`/`align` must have been validated.
-    #[inline]
-    pub(crate) fn reserve(
-        &mut self,
-        len: usize,
-        align: usize,
-        patience: Patience,
-    ) -> Result<u64, SendError> {
-        match self.inner.try_reserve(len, align) {
-            Ok(pos) => Ok(pos),
-            Err(ReserveError::Disconnected) => Err(SendError::Disconnected),
-            Err(ReserveError::Corrupted(what)) => Err(SendError::Corrupted { what }),
-            Err(ReserveError::Full) => self.reserve_slow(len, align, patience),
-        }
-    }
-
-    /// [`Self::reserve`] after the ring was found full.
-    #[inline(never)]
-    fn reserve_slow(
-        &mut self,
-        len: usize,
-        align: usize,
-        patience: Patience,
-    ) -> Result<u64, SendError> {
-        self.full += 1;
-        let deadline = match patience {
-            Patience::Never if self.inner.ring().remote().is_none() => return Err(SendError::Full),
-            Patience::Never => {
-                // A consumer in another process may have died: say so rather than `Full`.
-                check_peer(self.inner.ring(), &mut self.watch);
-                return Err(if self.inner.is_disconnected() {
-                    SendError::Disconnected
-                } else {
-                    SendError::Full
-                });
-            }
-            Patience::Forever => None,
-            Patience::Until(t) => Some(t),
-        };
-        // SAFETY: `inner` owns an `Arc` of the ring, so the ring outlives this function; the
-        // closure below borrows `inner` (the `RingProducer`) mutably, not the `Ring` it points
-        // to, which is only ever accessed through shared references.
-        let ring: &Ring = unsafe { &*Arc::as_ptr(self.inner.ring_arc()) };
-        let strategy = ring.wait();
-        let inner = &mut self.inner;
-        let watch = &mut self.watch;
-        let mut check = || check_peer(ring, watch);
-        let mut parks = 0;
-        let waited = wait::wait_for(
-            strategy,
-            deadline,
-            ring.producer_parked(),
-            || parks += 1,
-            match ring.remote() {
-                Some(_) => Some(&mut check as &mut dyn FnMut()),
-                None => None,
-            },
-            || match inner.try_reserve(len, align) {
-                Ok(pos) => Some(Ok(pos)),
-                Err(ReserveError::Disconnected) => Some(Err(SendError::Disconnected)),
-                Err(ReserveError::Corrupted(what)) => Some(Err(SendError::Corrupted { what })),
-                Err(ReserveError::Full) => None,
-            },
-        );
-        self.parked += parks;
-        match waited {
-            Waited::Ready(r) => r,
-            Waited::TimedOut => Err(SendError::Timeout),
-        }
-    }
-
-    /// Publishes the record reserved at `pos`.
-    #[inline(always)]
-    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64) {
-        let ts = if self.timestamps { monotonic_ns() } else { 0 };
-        self.inner.commit(pos, len, type_id, ts);
-    }
-
-    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
-        self.inner.ring().cuda_device_ptr(ptr)
-    }
-
-    /// Address of the payload of the record reserved at `pos`.
-    #[inline]
-    pub(crate) fn payload(&self, pos: u64) -> NonNull<u8> {
-        self.inner.payload(pos)
+        self.end.stats()
     }
 
     /// Checks that a `T` fits this ring.
@@ -212,13 +78,24 @@ impl RawProducer {
         Ok(())
     }
 
-    #[inline]
-    fn allocate_with<T: Message>(&mut self, patience: Patience) -> Result<Loan<'_, T>, SendError> {
-        let (len, align) = self.check_type::<T>()?;
-        let pos = self.reserve(len, align, patience)?;
+    /// A loan for a `T`, whose fit was checked (typed ends: when the channel was built).
+    #[inline(always)]
+    pub(crate) fn loan<T: Message>(
+        &mut self,
+        patience: Patience,
+    ) -> Result<Loan<'_, T>, SendError> {
+        let len = core::mem::size_of::<T>();
+        let align = ring::payload_align(core::mem::align_of::<T>());
+        let pos = self.end.reserve(len, align, patience)?;
         // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
         // `align_of::<T>()`, and nothing was published since.
-        Ok(unsafe { Loan::new(self, pos) })
+        Ok(unsafe { Loan::new(&mut self.end, pos) })
+    }
+
+    #[inline]
+    fn allocate_with<T: Message>(&mut self, patience: Patience) -> Result<Loan<'_, T>, SendError> {
+        self.check_type::<T>()?;
+        self.loan(patience)
     }
 
     /// Borrows room for a `T` in the ring, waiting for space if needed. The loan exposes the bytes
@@ -231,10 +108,6 @@ impl RawProducer {
     }
 
     /// Like [`allocate`](Self::allocate), but fails with `Full` instead of waiting.
-    ///
-    /// When the message does not fit before the end of the ring, a wrap filler is published
-    /// first; until the consumer has skipped it (its next `recv`/`try_recv` does), this may
-    /// report `Full` even though no message is in flight.
     #[inline]
     pub fn try_allocate<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
         self.allocate_with(Patience::Never)
@@ -262,9 +135,9 @@ impl RawProducer {
         patience: Patience,
     ) -> Result<BytesLoan<'_>, SendError> {
         self.check_len(len)?;
-        let pos = self.reserve(len, ring::RECORD_ALIGN, patience)?;
+        let pos = self.end.reserve(len, ring::RECORD_ALIGN, patience)?;
         Ok(BytesLoan {
-            producer: self,
+            end: &mut self.end,
             pos,
             len,
         })
@@ -280,8 +153,6 @@ impl RawProducer {
     }
 
     /// Like [`allocate_bytes`](Self::allocate_bytes), but fails with `Full` instead of waiting.
-    /// (A pending wrap filler may make it report `Full`; see
-    /// [`try_allocate`](Self::try_allocate).)
     #[inline]
     pub fn try_allocate_bytes(&mut self, len: usize) -> Result<BytesLoan<'_>, SendError> {
         self.allocate_bytes_with(len, Patience::Never)
@@ -299,16 +170,23 @@ impl RawProducer {
     /// Copies `bytes` into the ring as one message tagged `type_id`, waiting for space if needed.
     #[inline]
     pub fn send_bytes(&mut self, type_id: u64, bytes: &[u8]) -> Result<(), SendError> {
-        let mut loan = self.allocate_bytes(bytes.len())?;
-        loan.copy_from_slice(bytes);
-        loan.send(type_id);
-        Ok(())
+        self.send_bytes_with(type_id, bytes, Patience::Forever)
     }
 
     /// Like [`send_bytes`](Self::send_bytes), but fails with `Full` instead of waiting.
     #[inline]
     pub fn try_send_bytes(&mut self, type_id: u64, bytes: &[u8]) -> Result<(), SendError> {
-        let mut loan = self.try_allocate_bytes(bytes.len())?;
+        self.send_bytes_with(type_id, bytes, Patience::Never)
+    }
+
+    #[inline]
+    fn send_bytes_with(
+        &mut self,
+        type_id: u64,
+        bytes: &[u8],
+        patience: Patience,
+    ) -> Result<(), SendError> {
+        let mut loan = self.allocate_bytes_with(bytes.len(), patience)?;
         loan.copy_from_slice(bytes);
         loan.send(type_id);
         Ok(())
@@ -330,7 +208,7 @@ impl fmt::Debug for RawProducer {
 /// publishes them; dropping the loan publishes nothing.
 #[must_use = "dropping a loan publishes nothing; call `send`"]
 pub struct BytesLoan<'a> {
-    producer: &'a mut RawProducer,
+    end: &'a mut Sender<SpscProducer>,
     /// Header position of the reserved record.
     pos: u64,
     /// Payload length in bytes.
@@ -341,7 +219,7 @@ impl BytesLoan<'_> {
     /// Publishes the payload, tagged with `type_id`.
     #[inline]
     pub fn send(self, type_id: u64) {
-        self.producer.commit(self.pos, self.len, type_id);
+        self.end.commit(self.pos, self.len, type_id);
     }
 }
 
@@ -352,7 +230,7 @@ impl Deref for BytesLoan<'_> {
         // SAFETY: the record at `pos` is reserved for this loan (invisible to the consumer until
         // `send`), holds `len` initialised bytes (the ring memory is zero-filled at creation and
         // only ever holds Pod bytes) and stays inside the region.
-        unsafe { core::slice::from_raw_parts(self.producer.payload(self.pos).as_ptr(), self.len) }
+        unsafe { core::slice::from_raw_parts(self.end.payload(self.pos).as_ptr(), self.len) }
     }
 }
 
@@ -360,9 +238,7 @@ impl DerefMut for BytesLoan<'_> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
-        unsafe {
-            core::slice::from_raw_parts_mut(self.producer.payload(self.pos).as_ptr(), self.len)
-        }
+        unsafe { core::slice::from_raw_parts_mut(self.end.payload(self.pos).as_ptr(), self.len) }
     }
 }
 
@@ -375,220 +251,45 @@ impl fmt::Debug for BytesLoan<'_> {
 /// The receiving end of a raw channel: messages of any type, told apart by
 /// [`RawReceived::type_id`].
 pub struct RawConsumer {
-    inner: RingConsumer,
-    /// Counter: times found empty.
-    empty: u64,
-    /// Counter: times parked.
-    parked: u64,
-    /// Counter: messages received.
-    messages: u64,
-    /// Counter: payload bytes received.
-    bytes: u64,
-    /// `recv` spins in place ([`Wait::BusySpin`](crate::Wait::BusySpin), both ends in this
-    /// process): see [`Self::spin_forever`].
-    spin_here: bool,
-    /// Throttle of liveness checks of a producer in another process.
-    watch: PeerWatch,
-}
-
-/// What a typed consumer expects of every record: type id, payload length and alignment.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Expected {
-    /// `T::TYPE_ID`.
-    pub type_id: u64,
-    /// `size_of::<T>()`.
-    pub len: usize,
-    /// `align_of::<T>()`.
-    pub align: usize,
+    pub(crate) end: Receiver<SpscConsumer>,
 }
 
 impl RawConsumer {
-    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
-        self.inner.ring().cuda_device_ptr(ptr)
-    }
-
-    /// A typed consumer's records are all `record_size` bytes (see
-    /// [`RingConsumer::expect_records_of`]).
-    pub(crate) fn expect_records_of(&mut self, record_size: usize) {
-        self.inner.expect_records_of(record_size);
-    }
-
-    /// The consumer end of `ring`, starting at `positions`.
-    pub(crate) fn new(ring: Arc<Ring>, positions: Positions) -> Self {
-        let spin_here = matches!(ring.wait(), crate::Wait::BusySpin) && ring.remote().is_none();
+    /// The end over `cursor`.
+    pub(crate) fn new(cursor: SpscConsumer) -> Self {
         RawConsumer {
-            spin_here,
-            inner: RingConsumer::new(ring, positions),
-            empty: 0,
-            parked: 0,
-            messages: 0,
-            bytes: 0,
-            watch: PeerWatch::default(),
+            end: Receiver::new(cursor),
         }
     }
 
     /// Size of the ring in bytes.
     pub fn capacity_bytes(&self) -> usize {
-        self.inner.ring().len()
+        self.end.region_len()
     }
 
     /// This end's counters.
     pub fn stats(&self) -> ConsumerStats {
-        ConsumerStats {
-            messages: self.messages,
-            bytes: self.bytes,
-            empty: self.empty,
-            parked: self.parked,
-            ..self.inner.stats
-        }
+        self.end.stats()
     }
 
-    /// The next message, waiting as `patience` allows; for a typed consumer, `expected` is
-    /// checked against the record (type id, length, payload alignment: `Corrupted` if they
-    /// disagree, and the record stays unreleased).
-    #[inline]
-    pub(crate) fn peek(
-        &mut self,
-        patience: Patience,
-        expected: Option<Expected>,
-    ) -> Result<Peeked, RecvError> {
-        let peeked = match self.inner.try_peek() {
-            Ok(p) => p,
-            Err(PeekError::Disconnected) => return Err(RecvError::Disconnected),
-            Err(PeekError::Corrupted(what)) => return Err(RecvError::Corrupted { what }),
-            Err(PeekError::Empty) if self.spin_here && matches!(patience, Patience::Forever) => {
-                self.spin_forever()?
-            }
-            Err(PeekError::Empty) => self.peek_slow(patience)?,
-        };
-        if let Some(e) = expected {
-            // SAFETY: just peeked, not released. The type id is read once here.
-            let type_id = unsafe { core::ptr::addr_of!(peeked.header().type_id).read_volatile() };
-            if type_id != e.type_id
-                || peeked.len() as usize != e.len
-                || !(peeked.payload().as_ptr() as usize).is_multiple_of(e.align)
-            {
-                return Err(Self::unexpected(type_id, &peeked, e));
-            }
-        }
-        self.messages += 1;
-        self.bytes += u64::from(peeked.len());
-        Ok(peeked)
-    }
-
-    /// The error for a record a typed consumer did not expect.
-    #[cold]
-    fn unexpected(type_id: u64, peeked: &Peeked, e: Expected) -> RecvError {
-        RecvError::Corrupted {
-            what: if type_id != e.type_id {
-                "header type id differs from the channel's"
-            } else if peeked.len() as usize != e.len {
-                "header length differs from the message size"
-            } else {
-                "payload misaligned for the message type"
-            },
-        }
-    }
-
-    /// [`Self::peek`] after the ring was found empty.
-    #[inline(never)]
-    fn peek_slow(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
-        self.empty += 1;
-        let deadline = match patience {
-            Patience::Never if self.inner.ring().remote().is_none() => {
-                return Err(RecvError::Empty);
-            }
-            Patience::Never => {
-                // A producer in another process may have died: say so rather than `Empty` once
-                // everything it published is received.
-                check_peer(self.inner.ring(), &mut self.watch);
-                return match self.inner.try_peek() {
-                    Ok(p) => Ok(p),
-                    Err(PeekError::Disconnected) => Err(RecvError::Disconnected),
-                    Err(PeekError::Corrupted(what)) => Err(RecvError::Corrupted { what }),
-                    Err(PeekError::Empty) => Err(RecvError::Empty),
-                };
-            }
-            Patience::Forever => None,
-            Patience::Until(t) => Some(t),
-        };
-
-        // SAFETY: as in `reserve_slow`: `inner` keeps the ring alive, and the closure borrows the
-        // `RingConsumer` mutably, not the shared `Ring`.
-        let ring: &Ring = unsafe { &*Arc::as_ptr(self.inner.ring_arc()) };
-        let inner = &mut self.inner;
-        let watch = &mut self.watch;
-        let mut check = || check_peer(ring, watch);
-        let mut parks = 0;
-        inner.set_waiting(true);
-        let waited = wait::wait_for(
-            ring.wait(),
-            deadline,
-            ring.consumer_parked(),
-            || {
-                // A parked consumer would skip a restart filler only after a futex wake-up:
-                // stop saying we wait (see the ring's "Large records restart ...").
-                ring.stop_waiting();
-                parks += 1;
-            },
-            match ring.remote() {
-                Some(_) => Some(&mut check as &mut dyn FnMut()),
-                None => None,
-            },
-            || match inner.try_peek() {
-                Ok(p) => Some(Ok(p)),
-                Err(PeekError::Disconnected) => Some(Err(RecvError::Disconnected)),
-                Err(PeekError::Corrupted(what)) => Some(Err(RecvError::Corrupted { what })),
-                Err(PeekError::Empty) => None,
-            },
-        );
-        self.inner.set_waiting(false);
-        self.parked += parks;
-        match waited {
-            Waited::Ready(r) => r,
-            Waited::TimedOut => Err(RecvError::Timeout),
-        }
-    }
-
-    /// `recv` on a busy-spinning, in-process ring: polls until a message comes, with nothing
-    /// else in the loop (no deadline, no peer to watch, never parks), as a caller's own loop of
-    /// `try_recv` and `spin_loop` would. Inlined into `recv`, so that a message found here costs
-    /// no more than one found by `try_recv`.
-    #[inline(always)]
-    fn spin_forever(&mut self) -> Result<Peeked, RecvError> {
-        self.empty += 1;
-        self.inner.set_waiting(true);
-        let r = loop {
-            match self.inner.try_peek() {
-                Ok(p) => break Ok(p),
-                Err(PeekError::Empty) => crate::sync::spin_loop(),
-                Err(PeekError::Disconnected) => break Err(RecvError::Disconnected),
-                Err(PeekError::Corrupted(what)) => break Err(RecvError::Corrupted { what }),
-            }
-        };
-        self.inner.set_waiting(false);
-        r
-    }
-
-    /// Releases a record returned by `peek`.
-    #[inline]
-    pub(crate) fn release(&mut self, end: u64) {
-        self.inner.release(end);
+    /// Whether the producer is gone. Messages it published before may still be waiting: `recv`
+    /// returns them first. For a shared channel this also checks whether the producer's process
+    /// died, and a new producer may attach later (see [`Channel`](crate::Channel)).
+    pub fn is_disconnected(&self) -> bool {
+        self.end.is_disconnected()
     }
 
     #[inline]
     fn recv_with(&mut self, patience: Patience) -> Result<RawReceived<'_>, RecvError> {
-        let peeked = self.peek(patience, None)?;
+        let peeked = self.end.peek(patience, None)?;
         Ok(RawReceived {
-            consumer: self,
+            end: &mut self.end,
             peeked,
         })
     }
 
-    /// The next message, waiting for one if needed. Fails only with `Disconnected`, once the
-    /// producer is gone and every message it sent has been received.
+    /// The next message, waiting for one if needed. Fails only with `Disconnected` (once the
+    /// producer is gone and every message it sent has been received) or `Corrupted`.
     #[inline]
     pub fn recv(&mut self) -> Result<RawReceived<'_>, RecvError> {
         self.recv_with(Patience::Forever)
@@ -617,35 +318,32 @@ impl fmt::Debug for RawConsumer {
 
 /// A message received from a raw channel, read in place; its space is released on drop.
 pub struct RawReceived<'a> {
-    consumer: &'a mut RawConsumer,
+    end: &'a mut Receiver<SpscConsumer>,
     peeked: Peeked,
 }
 
-impl<'a> RawReceived<'a> {
-    /// The message's header: type id, length, sequence number, send timestamp.
-    ///
-    /// It is read in place; in a shared channel a misbehaving producer could still change it.
-    /// [`bytes`](Self::bytes) uses the length checked when the message was received, not this
-    /// header's `len`.
+impl RawReceived<'_> {
+    /// A copy of the message's header: type id, length, sequence number, send timestamp (each
+    /// field read once: in a shared channel the other process could still change them).
+    /// [`bytes`](Self::bytes) uses the length checked when the message was received.
     #[inline]
-    pub fn header(&self) -> &MessageHeader {
-        // SAFETY: released only when `self` drops.
-        unsafe { self.peeked.header() }
+    pub fn header(&self) -> MessageHeader {
+        self.peeked.header_copy()
     }
 
     /// The type id the producer tagged the message with ([`Message::TYPE_ID`] for
     /// [`RawProducer::allocate`]).
     #[inline]
     pub fn type_id(&self) -> u64 {
-        self.header().type_id
+        self.peeked.type_id()
     }
 
     /// The payload bytes.
     #[inline]
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: the record is published (acquired in `peek`) and not yet released, so the
-        // producer does not write it; `try_peek` checked that the `len()` bytes from the payload
-        // lie inside the region (and the published bytes); any bytes are valid `u8`s.
+        // producer does not write it; `peek` checked that the `len()` bytes from the payload
+        // lie inside the region; any bytes are valid `u8`s.
         unsafe {
             core::slice::from_raw_parts(self.peeked.payload().as_ptr(), self.peeked.len() as usize)
         }
@@ -665,14 +363,14 @@ impl<'a> RawReceived<'a> {
 impl Drop for RawReceived<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.consumer.release(self.peeked.end);
+        self.end.release(&self.peeked);
     }
 }
 
 impl fmt::Debug for RawReceived<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawReceived")
-            .field("header", self.header())
+            .field("header", &self.header())
             .finish()
     }
 }

@@ -1,9 +1,11 @@
-//! Typed ends: one message type `T`, checked at build time.
+//! Typed ends: one message type `T`, checked at build time. Thin wrappers over the raw ends.
 
-use super::raw::{Expected, RawConsumer, RawProducer};
-use super::{Patience, RecvError, SendError};
+use super::end::{Patience, Receiver, Sender};
+use super::raw::{RawConsumer, RawProducer};
+use super::{ConsumerStats, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
-use crate::ring::{ConsumerStats, Peeked, ProducerStats, RECORD_ALIGN};
+use crate::ring::spsc::{SpscConsumer, SpscProducer};
+use crate::ring::{ChannelIdentity, Peeked, RECORD_ALIGN};
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
@@ -24,31 +26,14 @@ impl<T: Message> Producer<T> {
         }
     }
 
-    /// Payload length and alignment of a `T` record (validated when the channel was built).
-    #[inline]
-    fn layout() -> (usize, usize) {
-        (
-            core::mem::size_of::<T>(),
-            crate::ring::payload_align(core::mem::align_of::<T>()),
-        )
-    }
-
-    #[inline]
-    fn allocate_with(&mut self, patience: Patience) -> Result<Loan<'_, T>, SendError> {
-        let (len, align) = Self::layout();
-        let pos = self.raw.reserve(len, align, patience)?;
-        // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
-        // `align_of::<T>()`, and nothing was published since.
-        Ok(unsafe { Loan::new(&mut self.raw, pos) })
-    }
-
     /// Borrows the next slot of the ring, waiting for space if needed. The loan exposes the bytes
     /// the slot last held (any bytes are a valid `T`); write the message and [`Loan::send`] it.
     ///
-    /// Fails only with `Disconnected` (the consumer is gone).
+    /// Fails only with `Disconnected` (the consumer is gone) or `Corrupted` (a shared channel's
+    /// other process wrote an impossible read position).
     #[inline]
     pub fn allocate(&mut self) -> Result<Loan<'_, T>, SendError> {
-        self.allocate_with(Patience::Forever)
+        self.raw.loan(Patience::Forever)
     }
 
     /// Like [`allocate`](Self::allocate), but fails with `Full` instead of waiting.
@@ -58,12 +43,12 @@ impl<T: Message> Producer<T> {
     /// report `Full` even though no message is in flight.
     #[inline]
     pub fn try_allocate(&mut self) -> Result<Loan<'_, T>, SendError> {
-        self.allocate_with(Patience::Never)
+        self.raw.loan(Patience::Never)
     }
 
     /// Like [`allocate`](Self::allocate), but fails with `Timeout` after `timeout`.
     pub fn allocate_timeout(&mut self, timeout: Duration) -> Result<Loan<'_, T>, SendError> {
-        self.allocate_with(Patience::timeout(timeout))
+        self.raw.loan(Patience::timeout(timeout))
     }
 
     /// Like [`allocate`](Self::allocate), with the message zeroed.
@@ -73,12 +58,28 @@ impl<T: Message> Producer<T> {
         Ok(loan)
     }
 
-    /// Copies `value` into the ring and publishes it, waiting for space if needed.
-    pub fn send(&mut self, value: &T) -> Result<(), SendError> {
-        let mut loan = self.allocate()?;
+    #[inline]
+    fn send_with(&mut self, value: &T, patience: Patience) -> Result<(), SendError> {
+        let mut loan = self.raw.loan::<T>(patience)?;
         *loan = *value;
         loan.send();
         Ok(())
+    }
+
+    /// Copies `value` into the ring and publishes it, waiting for space if needed (one copy:
+    /// to build the message in place instead, use [`allocate`](Self::allocate)).
+    pub fn send(&mut self, value: &T) -> Result<(), SendError> {
+        self.send_with(value, Patience::Forever)
+    }
+
+    /// Like [`send`](Self::send), but fails with `Full` instead of waiting.
+    pub fn try_send(&mut self, value: &T) -> Result<(), SendError> {
+        self.send_with(value, Patience::Never)
+    }
+
+    /// Like [`send`](Self::send), but fails with `Timeout` after `timeout`.
+    pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
+        self.send_with(value, Patience::timeout(timeout))
     }
 
     /// Whether the consumer is gone. For a shared channel this also checks whether the
@@ -111,9 +112,12 @@ pub struct Consumer<T> {
 }
 
 impl<T: Message> Consumer<T> {
+    /// What every record must be: `T::TYPE_ID`, `size_of::<T>()` bytes, aligned for `T`.
+    const IDENTITY: ChannelIdentity = ChannelIdentity::of::<T>();
+
     pub(crate) fn new(mut raw: RawConsumer) -> Self {
         if let Some(size) = crate::ring::record_size(core::mem::size_of::<T>()) {
-            raw.expect_records_of(size);
+            raw.end.cursor_mut().expect_records_of(size);
         }
         Consumer {
             raw,
@@ -121,28 +125,23 @@ impl<T: Message> Consumer<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn recv_with(&mut self, patience: Patience) -> Result<Received<'_, T>, RecvError> {
         // The record's type id, length and payload alignment are checked (a few compares): a
         // `T` is read in place only from a record of `T::TYPE_ID`, `size_of::<T>()` bytes,
         // aligned for `T`.
-        let peeked = self.raw.peek(
-            patience,
-            Some(Expected {
-                type_id: T::TYPE_ID,
-                len: core::mem::size_of::<T>(),
-                align: core::mem::align_of::<T>(),
-            }),
-        )?;
+        let peeked = self.raw.end.peek(patience, Some(&Self::IDENTITY))?;
         Ok(Received {
-            consumer: &mut self.raw,
+            end: &mut self.raw.end,
             peeked,
             _t: PhantomData,
         })
     }
 
     /// The next message, waiting for one if needed. Fails only with `Disconnected`, once the
-    /// producer is gone and every message it sent has been received.
+    /// producer is gone and every message it sent has been received (for a shared channel: no
+    /// producer is attached now; a later `recv` succeeds once a new one attached), or with
+    /// `Corrupted`.
     #[inline]
     pub fn recv(&mut self) -> Result<Received<'_, T>, RecvError> {
         self.recv_with(Patience::Forever)
@@ -159,6 +158,40 @@ impl<T: Message> Consumer<T> {
         self.recv_with(Patience::timeout(timeout))
     }
 
+    /// Whether the producer is gone. Messages it published before may still be waiting: `recv`
+    /// returns them first. For a shared channel this also checks whether the producer's process
+    /// died, and a new producer may attach later.
+    pub fn is_disconnected(&self) -> bool {
+        self.raw.is_disconnected()
+    }
+
+    /// Messages published and not yet received (a snapshot: the producer may add more at any
+    /// moment). For a shared channel, the count the other process reports, capped at what the
+    /// ring can hold.
+    pub fn len(&self) -> usize {
+        self.raw.end.cursor_len()
+    }
+
+    /// Whether no message is waiting now (`len() == 0`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An iterator over the messages waiting now, without blocking: each item is a **copy** of
+    /// the message (`T: Copy`; a std `Iterator` cannot lend items that borrow the consumer, so
+    /// to read in place use `while let Ok(msg) = rx.try_recv()`). It ends at the first `Empty`,
+    /// `Disconnected` or `Corrupted` (call `try_recv` to see which).
+    pub fn try_iter(&mut self) -> TryIter<'_, T> {
+        TryIter { consumer: self }
+    }
+
+    /// A blocking iterator: each item is a **copy** of the next message (see
+    /// [`try_iter`](Self::try_iter)); it ends once the producer is gone and everything it sent
+    /// was received (or on `Corrupted`). `for msg in &mut rx` is the same.
+    pub fn iter(&mut self) -> Iter<'_, T> {
+        Iter { consumer: self }
+    }
+
     /// Size of the ring in bytes.
     pub fn capacity_bytes(&self) -> usize {
         self.raw.capacity_bytes()
@@ -167,6 +200,40 @@ impl<T: Message> Consumer<T> {
     /// This end's counters.
     pub fn stats(&self) -> ConsumerStats {
         self.raw.stats()
+    }
+}
+
+/// Copies of the messages waiting now; see [`Consumer::try_iter`].
+#[derive(Debug)]
+pub struct TryIter<'a, T> {
+    consumer: &'a mut Consumer<T>,
+}
+
+impl<T: Message> Iterator for TryIter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.consumer.try_recv().ok().map(|m| *m)
+    }
+}
+
+/// Copies of the messages as they arrive; see [`Consumer::iter`].
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    consumer: &'a mut Consumer<T>,
+}
+
+impl<T: Message> Iterator for Iter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.consumer.recv().ok().map(|m| *m)
+    }
+}
+
+impl<'a, T: Message> IntoIterator for &'a mut Consumer<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
     }
 }
 
@@ -183,7 +250,7 @@ impl<T> fmt::Debug for Consumer<T> {
 /// allocation.
 #[must_use = "dropping a loan publishes nothing; call `send`"]
 pub struct Loan<'a, T> {
-    producer: &'a mut RawProducer,
+    end: &'a mut Sender<SpscProducer>,
     /// Header position of the reserved record.
     pos: u64,
     /// The payload, inside the reserved record.
@@ -195,14 +262,14 @@ impl<'a, T: Message> Loan<'a, T> {
     ///
     /// # Safety
     ///
-    /// `pos` must come from the producer's last reservation, for a payload of `size_of::<T>()`
+    /// `pos` must come from the end's last reservation, for a payload of `size_of::<T>()`
     /// bytes aligned to at least `align_of::<T>()`, with nothing published since.
-    #[inline]
-    pub(crate) unsafe fn new(producer: &'a mut RawProducer, pos: u64) -> Self {
-        let ptr = producer.payload(pos).cast::<T>();
+    #[inline(always)]
+    pub(crate) unsafe fn new(end: &'a mut Sender<SpscProducer>, pos: u64) -> Self {
+        let ptr = end.payload(pos).cast::<T>();
         debug_assert_eq!(ptr.as_ptr() as usize % core::mem::align_of::<T>(), 0);
         debug_assert_eq!(ptr.as_ptr() as usize % RECORD_ALIGN, 0);
-        Loan { producer, pos, ptr }
+        Loan { end, pos, ptr }
     }
 
     /// The device address of the loaned payload, for a channel built with
@@ -217,21 +284,21 @@ impl<'a, T: Message> Loan<'a, T> {
     /// built: no driver call here.
     #[cfg(feature = "cuda")]
     pub fn cuda_device_ptr(&self) -> Result<u64, crate::SlabError> {
-        self.producer.cuda_device_ptr(self.ptr.cast())
+        self.end.cuda_device_ptr(self.ptr.cast())
     }
 
     /// Publishes the message. Its header gets `T::TYPE_ID`, the next sequence number and (if the
     /// channel has timestamps) the send time.
-    #[inline]
+    #[inline(always)]
     pub fn send(self) {
-        self.producer
+        self.end
             .commit(self.pos, core::mem::size_of::<T>(), T::TYPE_ID);
     }
 }
 
 impl<T> Deref for Loan<'_, T> {
     type Target = T;
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &T {
         // SAFETY: `ptr` points to `size_of::<T>()` initialised bytes (the ring is zero-filled at
         // creation and only ever holds Pod bytes), aligned for `T`, inside a record reserved for
@@ -241,7 +308,7 @@ impl<T> Deref for Loan<'_, T> {
 }
 
 impl<T> DerefMut for Loan<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes the access exclusive, and any bytes written
         // through a `T: Pod` keep the memory initialised.
@@ -258,17 +325,17 @@ impl<T: fmt::Debug> fmt::Debug for Loan<'_, T> {
 /// A message received from a channel of `T`s, read in place: dereferences to the `T` in channel
 /// memory. Its space goes back to the producer when it is dropped.
 pub struct Received<'a, T> {
-    consumer: &'a mut RawConsumer,
+    end: &'a mut Receiver<SpscConsumer>,
     peeked: Peeked,
     _t: PhantomData<&'a T>,
 }
 
 impl<T> Received<'_, T> {
-    /// The message's header: sequence number, send timestamp, type id, length.
+    /// A copy of the message's header: sequence number, send timestamp, type id, length (each
+    /// field read once).
     #[inline]
-    pub fn header(&self) -> &MessageHeader {
-        // SAFETY: released only when `self` drops.
-        unsafe { self.peeked.header() }
+    pub fn header(&self) -> MessageHeader {
+        self.peeked.header_copy()
     }
 
     /// The device address of the received payload, for a channel built with
@@ -277,39 +344,36 @@ impl<T> Received<'_, T> {
     /// which hands the space back to the producer). Feature `cuda`.
     ///
     /// # Errors
-    /// [`SlabError::CudaUnavailable`](crate::SlabError::CudaUnavailable) if the channel's slab is
-    /// not registered in this process; [`SlabError::CudaRegister`](crate::SlabError::CudaRegister)
-    /// if the driver refuses. The address comes from the one the driver gave when the channel was
-    /// built: no driver call here.
+    /// As [`Loan::cuda_device_ptr`].
     #[cfg(feature = "cuda")]
     pub fn cuda_device_ptr(&self) -> Result<u64, crate::SlabError> {
-        self.consumer.cuda_device_ptr(self.peeked.payload())
+        self.end.cuda_device_ptr(self.peeked.payload())
     }
 }
 
 impl<T> Deref for Received<'_, T> {
     type Target = T;
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &T {
-        // SAFETY: `peek` checked that the record lies inside the region and the published bytes,
-        // that its type id is `T::TYPE_ID`, its length `size_of::<T>()` and its payload aligned
-        // for `T`; any bytes are a valid `T` (`Pod`). The Acquire load in `peek` made them
-        // visible; the producer does not write them until we release them on drop.
+        // SAFETY: `peek` checked that the record lies inside the region, that its type id is
+        // `T::TYPE_ID`, its length `size_of::<T>()` and its payload aligned for `T`; any bytes
+        // are a valid `T` (`Pod`). The Acquire load in `peek` made them visible; the producer
+        // does not write them until we release them on drop (see the ring's "What is trusted").
         unsafe { self.peeked.payload().cast::<T>().as_ref() }
     }
 }
 
 impl<T> Drop for Received<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        self.consumer.release(self.peeked.end);
+        self.end.release(&self.peeked);
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for Received<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Received")
-            .field("header", self.header())
+            .field("header", &self.header())
             .field("message", &**self)
             .finish()
     }

@@ -842,6 +842,10 @@ impl Slab {
         let cname = shm::validate(name)?;
         builder.check_size()?;
         let fd = shm::create(name, &cname)?;
+        if let Err(e) = shm::hold_creator_lock(name, &fd) {
+            shm::unlink(&cname);
+            return Err(e);
+        }
         let stat = match fstat(&fd) {
             Ok(stat) => stat,
             Err(errno) => {

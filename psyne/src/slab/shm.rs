@@ -168,6 +168,30 @@ fn explain_no_access(name: &str) -> SlabError {
     check_object(name, &st).err().unwrap_or(denied)
 }
 
+/// Takes the creator's shared `flock` on its new object `fd`, held for as long as the
+/// descriptor is open (the slab's life; the kernel drops it when the process ends, however it
+/// ends). Whoever can take an exclusive lock on a channel's object knows its creator is gone:
+/// the stale-name policy of `psyne::transport::shm` relies on it. A process that checks the new
+/// object at this very moment holds an exclusive lock for a few system calls: retried for at
+/// most [`LOCK_ATTEMPTS`] times [`LOCK_PAUSE`].
+///
+/// # Errors
+/// [`SlabError::Shm`] (`call: "flock"`) if the lock cannot be had.
+pub(crate) fn hold_creator_lock(name: &str, fd: &OwnedFd) -> Result<(), SlabError> {
+    for attempt in 0..LOCK_ATTEMPTS {
+        // SAFETY: `fd` is open; flock has no memory effects.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = errno();
+        if e != libc::EWOULDBLOCK || attempt + 1 == LOCK_ATTEMPTS {
+            return Err(shm_error(name, "flock", e));
+        }
+        std::thread::sleep(LOCK_PAUSE);
+    }
+    Err(shm_error(name, "flock", libc::EWOULDBLOCK))
+}
+
 /// The policy every opener applies to an existing object: a regular file, owned by this
 /// process's effective uid, with no group or other permission bits (psyne creates 0600).
 ///

@@ -12,9 +12,23 @@
 //! A shared channel is a POSIX shared-memory object `/dev/shm/<name>` (mode 0600: same user
 //! only), created with `O_EXCL`. The creating process owns the name: it is removed when the
 //! creator's end is dropped (mappings already open stay valid, so the other end keeps working
-//! until it too is dropped). Each end attaches once: an end that was dropped (or whose process
-//! died) cannot be attached again ([`OpenError::EndClosed`](crate::OpenError::EndClosed)); create
-//! a new channel instead.
+//! until it too is dropped). A creator ended by a signal it does not handle (SIGINT, SIGTERM,
+//! `kill -9`) drops nothing, so its name stays in `/dev/shm`: the next create under that name
+//! replaces it (see "Stale names"), and [`remove`] removes a name by hand.
+//!
+//! # Ends come back
+//!
+//! While the creator's end lives, the *other* end can be opened again after it was dropped or
+//! its process died: a new producer continues the stream (every message the old one fully
+//! published is still delivered, nothing half-written ever is), a new consumer continues where
+//! the old one released (a message it was reading when it died comes again). The surviving end
+//! sees the new peer without being rebuilt; for it, `Disconnected` means "no peer attached now",
+//! and a later `recv` (or `allocate`) succeeds once a new peer attached. See
+//! [`crate::ring`] ("Ends attach, leave and come back").
+//!
+//! This module owns creating and opening shared channels ([`create_channel`],
+//! [`open_channel`], used by the builders and `Channel::open_*`), process liveness and the
+//! stale-name policy.
 //!
 //! # Liveness and the PID-namespace assumption
 //!
@@ -37,22 +51,41 @@
 //!
 //! # Stale names
 //!
-//! If the creator dies without dropping its end (`kill -9`), its name stays in `/dev/shm`.
-//! Creating a channel under a name that exists then works as follows:
+//! If the creator dies without dropping its end (`kill -9`), its name stays in `/dev/shm`. A
+//! creator holds a shared `flock` on its object from the moment `shm_open` created it until its
+//! process ends (the kernel drops the lock then, however the process died). Creating a channel
+//! under a name that exists then works as follows, never waiting on a lock:
 //!
-//! * the object is a psyne channel of this protocol version whose recorded creator process is
-//!   dead: it is *stale*; it is removed (under an exclusive `flock` of the object, after checking
-//!   that the name still refers to the same object, so two creators racing to replace it never
+//! * the object is not a regular file of this user with mode 0600 (or stricter): the typed
+//!   error of that check (`SlabError::ForeignOwner`, `InsecureMode` or `NotRegularFile`, inside
+//!   [`CreateError::Slab`]); nothing is touched;
+//! * someone holds a lock on it (its creator lives, or another creator is replacing it):
+//!   [`CreateError::AlreadyExists`] with the creator's pid when the control block names one;
+//! * no lock, and it is a psyne channel of this protocol version: it is *stale*; or no lock,
+//!   never initialised (magic word 0) and older than a second: its creator died while setting
+//!   it up, it is *abandoned*. Either is removed (under an exclusive `flock`, after checking that
+//!   the name still refers to the same object, so two creators racing to replace it never
 //!   remove each other's new channel) and the channel is created afresh. A surviving end that
-//!   still maps the old object is unaffected.
-//! * otherwise (the creator is alive, the object is not a psyne channel, is from another protocol
-//!   version or another PID namespace, or was never initialised):
-//!   [`CreateError::AlreadyExists`](crate::CreateError::AlreadyExists), and nothing is removed.
-//!   [`remove`] removes a name unconditionally.
+//!   still maps the old object is unaffected;
+//! * otherwise (another program's object, another protocol version or PID namespace, or an
+//!   uninitialised one younger than a second): [`CreateError::AlreadyExists`], nothing removed.
+//!
+//! [`remove`] removes a name unconditionally.
 
-use crate::ring::{MAGIC, PROTOCOL_VERSION, ProcessStamp, layout};
+use crate::channel::ChannelError;
+#[cfg(doc)]
+use crate::message::Message;
+use crate::ring::{
+    ChannelIdentity, Claimed, Creator, MAGIC, OpenFailure, PROTOCOL_VERSION, ProcessStamp, Ring,
+    RingConfig, Topology, layout,
+};
+use crate::slab::errno;
+use crate::slab::{Slab, SlabBuilder, SlabError};
+use core::fmt;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The pid and start time of this process.
 pub(crate) fn this_process() -> ProcessStamp {
@@ -113,53 +146,48 @@ pub(crate) fn process_alive(p: ProcessStamp) -> bool {
 }
 
 /// What [`remove_if_stale`] found under a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stale {
     /// The name held a stale channel and was removed (or vanished meanwhile): create again.
     Removed,
-    /// The name holds something that must be kept; the creator's pid if it is a live channel.
+    /// The name holds something that must be kept: a live channel (its creator's pid, when the
+    /// control block names one), one still being created, or an object that is not a psyne
+    /// channel of this protocol version.
     Keep(Option<u32>),
+    /// The name holds an object psyne must not touch (another user's, group- or
+    /// world-accessible, not a regular file): the open's typed error.
+    Refused(SlabError),
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+/// A never-initialised object (magic word 0) whose creator holds no lock is abandoned once it
+/// is this old: younger, its creator may be between `shm_open` and taking its lock.
+const ABANDONED_AFTER: Duration = Duration::from_secs(1);
+
+/// What the first identity words of the object behind `fd` say.
+enum Recorded {
+    /// A psyne channel of this protocol version in this PID namespace, created by this process.
+    Channel(ProcessStamp),
+    /// The magic word is 0 (or the object is empty): never initialised.
+    Uninitialised,
+    /// Something else (another program's object, another version or PID namespace).
+    Foreign,
 }
 
-/// Opens `cname` read-only; `Err(errno)` on failure.
-fn open_ro(cname: &CString) -> Result<OwnedFd, i32> {
-    // SAFETY: `cname` is NUL-terminated; the result is checked.
-    let fd = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(errno());
+/// Reads the identity words of the object behind `fd` (`size` bytes).
+fn recorded(fd: &OwnedFd, size: u64) -> Recorded {
+    if size < layout::SLOT_TABLE as u64 {
+        return if size == 0 {
+            Recorded::Uninitialised
+        } else {
+            Recorded::Foreign
+        };
     }
-    // SAFETY: a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `(st_dev, st_ino, st_size)` of `fd`.
-fn identity(fd: &OwnedFd) -> Option<(u64, u64, i64)> {
-    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `fd` is open; `st` is writable storage for one `stat`.
-    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded and filled `st`.
-    let st = unsafe { st.assume_init() };
-    Some((st.st_dev, st.st_ino, st.st_size))
-}
-
-/// The creator recorded in the control block of the object behind `fd` (`size` bytes), if it is
-/// a psyne channel of this protocol version in this PID namespace.
-fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
-    if size < layout::END as i64 {
-        return None;
-    }
-    // SAFETY: a fresh read-only shared mapping of the object's first `END` bytes (it is at least
-    // that long); checked below, unmapped before returning.
+    // SAFETY: a fresh read-only shared mapping of the object's first `SLOT_TABLE` bytes (it is
+    // at least that long); checked below, unmapped before returning.
     let ptr = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
-            layout::END,
+            layout::SLOT_TABLE,
             libc::PROT_READ,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
@@ -167,12 +195,12 @@ fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
         )
     };
     if ptr == libc::MAP_FAILED {
-        return None;
+        return Recorded::Foreign;
     }
     let base = ptr.cast::<u8>();
-    // SAFETY: every offset below plus the size of the value read is within the `END` mapped
-    // bytes and aligned for the type (the mapping is page-aligned, offsets are multiples of the
-    // sizes); any bytes are a valid integer. Volatile: another process may write them.
+    // SAFETY: every offset below plus the size of the value read is within the `SLOT_TABLE`
+    // mapped bytes and aligned for the type (the mapping is page-aligned, offsets are multiples
+    // of the sizes); any bytes are a valid integer. Volatile: another process may write them.
     let (magic, version, pid, start, ns) = unsafe {
         (
             base.add(layout::MAGIC).cast::<u64>().read_volatile(),
@@ -187,51 +215,84 @@ fn recorded_creator(fd: &OwnedFd, size: i64) -> Option<ProcessStamp> {
         )
     };
     // SAFETY: unmapping the mapping made above, which nothing else uses.
-    unsafe { libc::munmap(ptr, layout::END) };
+    unsafe { libc::munmap(ptr, layout::SLOT_TABLE) };
     let own_ns = pid_namespace();
-    if magic != MAGIC || version != PROTOCOL_VERSION || (ns != 0 && own_ns != 0 && ns != own_ns) {
-        return None;
+    if magic == 0 {
+        Recorded::Uninitialised
+    } else if magic != MAGIC
+        || version != PROTOCOL_VERSION
+        || (ns != 0 && own_ns != 0 && ns != own_ns)
+    {
+        Recorded::Foreign
+    } else {
+        Recorded::Channel(ProcessStamp { pid, start })
     }
-    Some(ProcessStamp { pid, start })
 }
 
-/// Applies the stale-name policy (see the module docs) to the existing object `cname`.
-pub(crate) fn remove_if_stale(cname: &CString) -> Stale {
-    let fd = match open_ro(cname) {
-        Ok(fd) => fd,
-        Err(libc::ENOENT) => return Stale::Removed,
-        Err(_) => return Stale::Keep(None),
-    };
-    let Some((dev, ino, size)) = identity(&fd) else {
-        return Stale::Keep(None);
-    };
-    let Some(creator) = recorded_creator(&fd, size) else {
-        return Stale::Keep(None);
-    };
-    if process_alive(creator) {
-        return Stale::Keep(Some(creator.pid));
+/// How long ago the object behind `fd` changed status (was created or resized).
+fn age(fd: &OwnedFd) -> Duration {
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is open; `st` is writable storage for one `stat`.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Duration::ZERO;
     }
-    // Exclusive lock on the stale object: of several processes replacing it, one at a time checks
-    // that the name still refers to it and removes it; the others then find another object (or
-    // none) under the name and leave it alone.
-    // SAFETY: `fd` is open; flock has no memory effects.
-    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Stale::Keep(None);
+    // SAFETY: fstat succeeded and filled `st`.
+    let st = unsafe { st.assume_init() };
+    let changed = std::time::UNIX_EPOCH
+        + Duration::new(
+            st.st_ctime.max(0) as u64,
+            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+        );
+    std::time::SystemTime::now()
+        .duration_since(changed)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Applies the stale-name policy (see the module docs) to the existing object `name`. Never
+/// blocks: every lock is tried once, without waiting.
+///
+/// The creator of a channel holds a shared `flock` on its object from the moment it exists
+/// until its process ends (see [`Slab::create_shared`]). So an object on which an exclusive
+/// lock can be taken has no live creator: it is stale if it is a psyne channel of this version,
+/// or abandoned if it was never initialised and is older than [`ABANDONED_AFTER`]. The
+/// exclusive lock also serialises replacers: one at a time checks that the name still refers to
+/// the object and removes it.
+pub(crate) fn remove_if_stale(name: &str, cname: &CString) -> Stale {
+    let (fd, st) = match crate::slab::shm::open_checked(name, cname, false) {
+        Ok(opened) => opened,
+        Err(SlabError::NotFound { .. }) => return Stale::Removed,
+        Err(e) => return Stale::Refused(e),
+    };
+    let what = recorded(&fd, st.size);
+    // SAFETY: `fd` is open; flock has no memory effects. Closing `fd` (on return) releases it.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // A live creator (or a replacer checking it right now).
+        return Stale::Keep(match what {
+            Recorded::Channel(c) => Some(c.pid),
+            _ => None,
+        });
     }
-    // Closing `fd` (on return) releases the lock.
-    match open_ro(cname) {
-        Err(libc::ENOENT) => Stale::Removed,
-        Err(_) => Stale::Keep(None),
-        Ok(again) => match identity(&again) {
-            Some((d, i, _)) if d == dev && i == ino => {
-                // SAFETY: `cname` is NUL-terminated.
-                unsafe { libc::shm_unlink(cname.as_ptr()) };
-                Stale::Removed
+    match what {
+        Recorded::Channel(_) => {}
+        Recorded::Uninitialised if age(&fd) >= ABANDONED_AFTER => {}
+        Recorded::Uninitialised | Recorded::Foreign => return Stale::Keep(None),
+    }
+    match crate::slab::shm::open_checked(name, cname, false) {
+        Err(SlabError::NotFound { .. }) => Stale::Removed,
+        Err(e) => Stale::Refused(e),
+        Ok((_, now)) if now.same_object(&st) => {
+            // SAFETY: `cname` is NUL-terminated.
+            if unsafe { libc::shm_unlink(cname.as_ptr()) } != 0 && errno() != libc::ENOENT {
+                return Stale::Refused(SlabError::Shm {
+                    name: name.to_owned(),
+                    call: "shm_unlink",
+                    errno: errno(),
+                });
             }
-            // Replaced meanwhile by someone else: judge the new object on the next attempt.
-            Some(_) => Stale::Removed,
-            None => Stale::Keep(None),
-        },
+            Stale::Removed
+        }
+        // Replaced meanwhile by someone else: judge the new object on the next attempt.
+        Ok(_) => Stale::Removed,
     }
 }
 
@@ -263,6 +324,352 @@ pub fn remove(name: &str) -> Result<bool, crate::SlabError> {
 
 /// Checks a channel name as the slab does (and returns it as the `/name` C string).
 pub(crate) use crate::slab::shm::validate;
+
+/// How long an open waits for a creator that is still initialising the name it just created
+/// (size 0, or magic word not yet stored) before reporting [`OpenError::NotReady`].
+const OPEN_GRACE: Duration = Duration::from_millis(50);
+
+/// How often a create retries after removing a stale name (another process may race for it).
+const CREATE_ATTEMPTS: usize = 4;
+
+/// Creates the shared channel `name` (slab from `slab`, ring from `config` and `identity`),
+/// applying the stale-name policy (see the module docs), and claims end slot `local` for this
+/// process.
+pub(crate) fn create_channel(
+    name: &str,
+    slab: SlabBuilder,
+    config: RingConfig,
+    identity: &ChannelIdentity,
+    local: usize,
+) -> Result<Arc<Ring>, CreateError> {
+    let cname = validate(name)?;
+    let mut attempts = 0;
+    let slab = loop {
+        match Slab::create_shared(name, slab.clone()) {
+            Ok(slab) => break slab,
+            Err(SlabError::AlreadyExists { .. }) if attempts < CREATE_ATTEMPTS => {
+                attempts += 1;
+                match remove_if_stale(name, &cname) {
+                    Stale::Removed => continue,
+                    Stale::Keep(creator_pid) => {
+                        return Err(CreateError::AlreadyExists {
+                            name: name.to_owned(),
+                            creator_pid,
+                        });
+                    }
+                    Stale::Refused(e) => return Err(CreateError::Slab(e)),
+                }
+            }
+            Err(SlabError::AlreadyExists { .. }) => {
+                return Err(CreateError::AlreadyExists {
+                    name: name.to_owned(),
+                    creator_pid: None,
+                });
+            }
+            Err(e) => return Err(CreateError::Slab(e)),
+        }
+    };
+    Ok(Ring::create(
+        slab,
+        config,
+        identity,
+        Some(Creator {
+            me: this_process(),
+            pid_namespace: pid_namespace(),
+            slot: local,
+        }),
+    ))
+}
+
+/// Opens the shared channel `name`, validates it against `topology` and `identity`, and claims
+/// end slot `local` for this process (a slot never attached, or one whose end is gone), waiting
+/// up to [`OPEN_GRACE`] for a creator that is still initialising it. Returns the ring and how
+/// the slot was claimed.
+pub(crate) fn open_channel(
+    name: &str,
+    topology: Topology,
+    identity: &ChannelIdentity,
+    local: usize,
+) -> Result<(Arc<Ring>, Claimed), OpenError> {
+    let started = Instant::now();
+    let me = this_process();
+    let ns = pid_namespace();
+    loop {
+        let failure = match Slab::open_shared(name) {
+            Ok(slab) => match Ring::attach(slab, topology, identity, ns) {
+                Ok(ring) => match ring.claim(local, me, process_alive) {
+                    Ok(claimed) => return Ok((ring, claimed)),
+                    Err(f) => f,
+                },
+                Err(f) => f,
+            },
+            Err(SlabError::NotFound { name }) => return Err(OpenError::NotFound { name }),
+            Err(SlabError::SharedEmpty { .. }) => OpenFailure::NotReady,
+            Err(e) => return Err(OpenError::Slab(e)),
+        };
+        if failure != OpenFailure::NotReady {
+            return Err(OpenError::from_failure(failure));
+        }
+        if started.elapsed() >= OPEN_GRACE {
+            return Err(OpenError::NotReady {
+                name: name.to_owned(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Why a shared channel could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The capacity or message type cannot make a ring (as [`ChannelBuilder::build`](crate::ChannelBuilder::build)).
+    Channel(ChannelError),
+    /// The name is taken: by a channel whose creator is alive (`creator_pid`), or by something
+    /// that is not a stale psyne channel of this version (`creator_pid: None`: another kind of
+    /// object, another protocol version or PID namespace, or one never initialised). Nothing was
+    /// removed; see [`crate::transport::shm::remove`].
+    AlreadyExists {
+        /// The name.
+        name: String,
+        /// The pid of the live creator, when the name holds a live psyne channel.
+        creator_pid: Option<u32>,
+    },
+    /// The shared memory could not be created, sized or mapped, or the name is invalid
+    /// ([`SlabError::InvalidName`], [`SlabError::Shm`], [`SlabError::Map`], ...).
+    Slab(SlabError),
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::Channel(e) => e.fmt(f),
+            CreateError::AlreadyExists {
+                name,
+                creator_pid: Some(pid),
+            } => write!(
+                f,
+                "shared channel {name:?} already exists and its creator (pid {pid}) is alive"
+            ),
+            CreateError::AlreadyExists {
+                name,
+                creator_pid: None,
+            } => write!(
+                f,
+                "/dev/shm/{name} exists and is not a stale psyne channel of protocol version \
+                 {PROTOCOL_VERSION}; pick another name or remove it"
+            ),
+            CreateError::Slab(e) => write!(f, "the shared channel could not be created: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CreateError::Channel(e) => Some(e),
+            CreateError::Slab(e) => Some(e),
+            CreateError::AlreadyExists { .. } => None,
+        }
+    }
+}
+
+impl From<ChannelError> for CreateError {
+    fn from(e: ChannelError) -> Self {
+        CreateError::Channel(e)
+    }
+}
+
+impl From<SlabError> for CreateError {
+    fn from(e: SlabError) -> Self {
+        CreateError::Slab(e)
+    }
+}
+
+/// Why an end of a shared channel could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// No shared channel of this name exists (never created, or its creator's end was dropped).
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// The name exists but its creator had not finished initialising it within 50 ms (or died
+    /// while doing so). Retry, or remove the name if its creator is gone.
+    NotReady {
+        /// The name.
+        name: String,
+    },
+    /// The channel was created by a psyne speaking another protocol version.
+    VersionMismatch {
+        /// This psyne's [`PROTOCOL_VERSION`](crate::ring::PROTOCOL_VERSION).
+        expected: u32,
+        /// The version in the control block.
+        found: u32,
+    },
+    /// The channel carries another message type (`found` is its [`Message::TYPE_ID`], 0 for a
+    /// raw channel; `expected` is 0 when a raw end was asked of a typed channel). Both types are
+    /// named ([`Message::NAME`], `"raw"` for a raw channel).
+    IncompatibleType {
+        /// The type id asked for.
+        expected: u64,
+        /// The channel's type id.
+        found: u64,
+        /// The name of the type asked for.
+        expected_name: String,
+        /// The name of the channel's type, as its creator recorded it (at most 64 bytes).
+        found_name: String,
+    },
+    /// The channel carries a message of the same type id but another layout
+    /// ([`Message::FINGERPRINT`]): the two programs were built from different schemas.
+    IncompatibleLayout {
+        /// The fingerprint asked for.
+        expected: u64,
+        /// The channel's fingerprint.
+        found: u64,
+        /// The message type's name.
+        name: String,
+    },
+    /// The channel has another topology (for example a multi-producer channel opened as a
+    /// single-producer one): `expected` and `found` are topology tags (1: SPSC).
+    TopologyMismatch {
+        /// The topology asked for.
+        expected: u32,
+        /// The channel's.
+        found: u32,
+    },
+    /// The end is already attached to a live process.
+    AlreadyConnected {
+        /// That process's id.
+        pid: u32,
+    },
+    /// Not returned since protocol version 4, where an end that is gone can be opened again
+    /// (see the module docs); kept so that code matching on it still compiles.
+    EndClosed,
+    /// The channel was created in another PID namespace, where pids (and so liveness checks)
+    /// mean something else (see [`crate::transport::shm`]).
+    ForeignPidNamespace {
+        /// This process's PID namespace inode.
+        expected: u64,
+        /// The creator's.
+        found: u64,
+    },
+    /// The control block failed a check (magic word, region offset or length, positions...):
+    /// not a psyne channel, or corrupt memory.
+    Corrupted {
+        /// What failed the check.
+        what: &'static str,
+    },
+    /// The shared memory could not be opened or mapped, or the name is invalid
+    /// ([`SlabError::InvalidName`], [`SlabError::Shm`], [`SlabError::Map`]).
+    Slab(SlabError),
+}
+
+impl OpenError {
+    fn from_failure(f: OpenFailure) -> Self {
+        match f {
+            // Mapped to `NotReady { name }` by the caller.
+            OpenFailure::NotReady => OpenError::Corrupted {
+                what: "control block not initialised",
+            },
+            OpenFailure::VersionMismatch { expected, found } => {
+                OpenError::VersionMismatch { expected, found }
+            }
+            OpenFailure::IncompatibleType {
+                expected,
+                found,
+                expected_name,
+                found_name,
+            } => OpenError::IncompatibleType {
+                expected,
+                found,
+                expected_name: expected_name.to_owned(),
+                found_name,
+            },
+            OpenFailure::IncompatibleLayout {
+                expected,
+                found,
+                name,
+            } => OpenError::IncompatibleLayout {
+                expected,
+                found,
+                name: name.to_owned(),
+            },
+            OpenFailure::TopologyMismatch { expected, found } => {
+                OpenError::TopologyMismatch { expected, found }
+            }
+            OpenFailure::AlreadyConnected { pid } => OpenError::AlreadyConnected { pid },
+            OpenFailure::ForeignPidNamespace { expected, found } => {
+                OpenError::ForeignPidNamespace { expected, found }
+            }
+            OpenFailure::Corrupted(what) => OpenError::Corrupted { what },
+        }
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NotFound { name } => {
+                write!(f, "no shared channel named {name:?} (/dev/shm/{name})")
+            }
+            OpenError::NotReady { name } => write!(
+                f,
+                "shared channel {name:?} exists but its creator has not initialised it"
+            ),
+            OpenError::VersionMismatch { expected, found } => write!(
+                f,
+                "the channel speaks protocol version {found}, this psyne speaks {expected}"
+            ),
+            OpenError::IncompatibleType {
+                expected,
+                found,
+                expected_name,
+                found_name,
+            } => write!(
+                f,
+                "the channel carries {found_name} (type id {found:#018x}), not the expected \
+                 {expected_name} ({expected:#018x}; 0 is a raw channel)"
+            ),
+            OpenError::IncompatibleLayout {
+                expected,
+                found,
+                name,
+            } => write!(
+                f,
+                "the channel's {name} has layout fingerprint {found:#018x}, not \
+                 {expected:#018x}: the programs were built from different schemas"
+            ),
+            OpenError::TopologyMismatch { expected, found } => write!(
+                f,
+                "the channel has topology {found}, this end needs topology {expected} \
+                 (1: one producer, one consumer)"
+            ),
+            OpenError::AlreadyConnected { pid } => {
+                write!(f, "that end of the channel is attached to process {pid}")
+            }
+            OpenError::EndClosed => f.write_str("that end of the channel is closed"),
+            OpenError::ForeignPidNamespace { expected, found } => write!(
+                f,
+                "the channel was created in PID namespace {found}, this process is in {expected}"
+            ),
+            OpenError::Corrupted { what } => {
+                write!(f, "the channel's control block is corrupt: bad {what}")
+            }
+            OpenError::Slab(e) => write!(f, "the shared channel could not be opened: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Slab(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

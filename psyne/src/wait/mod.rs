@@ -26,6 +26,12 @@
 //! or messages: liveness is checked only when an end finds the ring full or empty.
 //!
 //! This module never touches ring memory itself; it drives closures given by the channel.
+//! Waking is [`notify`]'s: the futex notifier that every end calls after a publication or a
+//! release (an async waker registry goes beside it, without touching the protocol).
+
+mod notify;
+
+pub(crate) use notify::Notifier;
 
 use crate::sync::{self, Futex, Ordering};
 use std::time::{Duration, Instant};
@@ -57,10 +63,32 @@ impl Default for Wait {
 }
 
 impl Wait {
-    /// Whether an end using this strategy may sleep (so that the other end must check, after each
-    /// publication or release, whether to wake it).
-    pub(crate) fn may_park(self) -> bool {
-        matches!(self, Wait::SpinThenPark { .. })
+    /// The control-block words of this strategy.
+    pub(crate) fn words(self) -> crate::ring::WaitWords {
+        match self {
+            Wait::BusySpin => crate::ring::WaitWords {
+                park: false,
+                spins: 0,
+                yields: 0,
+            },
+            Wait::SpinThenPark { spins, yields } => crate::ring::WaitWords {
+                park: true,
+                spins,
+                yields,
+            },
+        }
+    }
+
+    /// The strategy the control-block words `w` describe.
+    pub(crate) fn from_words(w: crate::ring::WaitWords) -> Wait {
+        if w.park {
+            Wait::SpinThenPark {
+                spins: w.spins,
+                yields: w.yields,
+            }
+        } else {
+            Wait::BusySpin
+        }
     }
 }
 
@@ -178,20 +206,5 @@ pub(crate) fn wait_for<R>(
             }
         }
         round = round.saturating_add(1);
-    }
-}
-
-/// Wakes the other end if it sleeps on `parked`: called after a publication or a release (with
-/// the position already stored) when the other end's strategy may park. Returns whether a wake-up
-/// was sent.
-#[inline]
-pub(crate) fn wake_if_parked(parked: &Futex) -> bool {
-    sync::dekker_fence();
-    if parked.load(Ordering::Relaxed) == PARKED {
-        parked.store(AWAKE, Ordering::Relaxed);
-        parked.wake();
-        true
-    } else {
-        false
     }
 }

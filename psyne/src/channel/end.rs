@@ -1,0 +1,650 @@
+//! The end layer: the one place where ends block and time out, watch a peer in another
+//! process, wake the other end, count, and turn cursor failures into the public errors.
+//!
+//! A [`Sender`] drives any [`SendCursor`], a [`Receiver`] any [`RecvCursor`]: the ring
+//! protocols (`crate::ring`) only report `Full`/`Empty`, and the typed and raw ends of
+//! `typed.rs` and `raw.rs` are thin wrappers that add what their message kind needs (a type, or
+//! byte slices). Nothing here touches ring memory except through a cursor.
+
+use super::{RecvError, SendError};
+use crate::ring::spsc::{PeekError, ReserveError, SpscConsumer, SpscProducer};
+use crate::ring::{ChannelIdentity, Peeked, ProcessStamp, Ring, WaitWords};
+use crate::sync::Futex;
+use crate::wait::{self, Notifier, PeerWatch, Wait, Waited};
+use core::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an operation may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Patience {
+    /// Not at all (`try_`).
+    Never,
+    /// Until it succeeds or the other end is gone.
+    Forever,
+    /// Until this instant.
+    Until(Instant),
+}
+
+impl Patience {
+    /// `Until(now + timeout)`, or `Forever` if that overflows.
+    pub(crate) fn timeout(timeout: Duration) -> Self {
+        match Instant::now().checked_add(timeout) {
+            Some(t) => Patience::Until(t),
+            None => Patience::Forever,
+        }
+    }
+}
+
+/// Counters of a sending end (`stats()` of [`Producer`](crate::Producer) and
+/// [`RawProducer`](crate::RawProducer)).
+///
+/// Plain fields owned by the end: reading them costs nothing and synchronises nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProducerStats {
+    /// Messages published.
+    pub messages: u64,
+    /// Payload bytes published (headers and padding not counted).
+    pub bytes: u64,
+    /// Times an allocation found the ring full (once per blocking call that had to wait, once per
+    /// failed `try_` call).
+    pub full: u64,
+    /// Times this end went to sleep on its futex waiting for space.
+    pub parked: u64,
+    /// Wake-up system calls this end issued to a sleeping consumer.
+    pub wakeups: u64,
+}
+
+/// Counters of a receiving end (`stats()` of [`Consumer`](crate::Consumer) and
+/// [`RawConsumer`](crate::RawConsumer)).
+///
+/// Plain fields owned by the end: reading them costs nothing and synchronises nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerStats {
+    /// Messages received and released.
+    pub messages: u64,
+    /// Payload bytes of those messages.
+    pub bytes: u64,
+    /// Times a receive found the ring empty (once per blocking call that had to wait, once per
+    /// failed `try_` call).
+    pub empty: u64,
+    /// Times this end went to sleep on its futex waiting for a message.
+    pub parked: u64,
+    /// Wake-up system calls this end issued to a sleeping producer.
+    pub wakeups: u64,
+}
+
+impl From<ReserveError> for SendError {
+    #[inline]
+    fn from(e: ReserveError) -> Self {
+        match e {
+            ReserveError::Full => SendError::Full,
+            ReserveError::Disconnected => SendError::Disconnected,
+            ReserveError::Corrupted(what) => SendError::Corrupted { what },
+        }
+    }
+}
+
+impl From<PeekError> for RecvError {
+    #[inline]
+    fn from(e: PeekError) -> Self {
+        match e {
+            PeekError::Empty => RecvError::Empty,
+            PeekError::Disconnected => RecvError::Disconnected,
+            PeekError::Corrupted(what) => RecvError::Corrupted { what },
+        }
+    }
+}
+
+/// What the end layer needs of a producer protocol.
+pub(crate) trait SendCursor {
+    /// Reserves a record (see [`SpscProducer::try_reserve`]).
+    fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError>;
+    /// Publishes the record reserved at `pos`.
+    fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64);
+    /// Address of the payload of the record reserved at `pos`.
+    fn payload(&self, pos: u64) -> NonNull<u8>;
+    /// The ring.
+    fn ring(&self) -> &Arc<Ring>;
+    /// The parked word to wake after a publication.
+    fn peer_parked(&self) -> &Futex;
+    /// Our end slot (its parked word is where we sleep).
+    fn own_slot(&self) -> usize;
+    /// Whether every consumer is gone.
+    fn is_disconnected(&self) -> bool;
+    /// The end slots of the consumers, for liveness checks.
+    fn peer_slots(&self) -> &'static [usize];
+    /// Marks our end closed.
+    fn close(&self);
+}
+
+/// What the end layer needs of a consumer protocol.
+pub(crate) trait RecvCursor {
+    /// The next published message, not released.
+    fn try_peek(&mut self) -> Result<Peeked, PeekError>;
+    /// Releases everything before `end`.
+    fn release(&mut self, end: u64);
+    /// Whether a peek released space (skipped a filler) since the last call.
+    fn take_released(&mut self) -> bool;
+    /// Says whether we wait in a blocking receive (see the ring's large-record restart).
+    fn set_waiting(&self, waiting: bool);
+    /// The ring.
+    fn ring(&self) -> &Arc<Ring>;
+    /// The parked word to wake after a release.
+    fn peer_parked(&self) -> &Futex;
+    /// Our end slot (its parked word is where we sleep).
+    fn own_slot(&self) -> usize;
+    /// Whether the producers are gone.
+    fn peer_closed(&self) -> bool;
+    /// Messages waiting (a snapshot).
+    fn waiting(&self) -> usize;
+    /// The end slots of the producers, for liveness checks.
+    fn peer_slots(&self) -> &'static [usize];
+    /// Marks our end closed.
+    fn close(&self);
+}
+
+impl SendCursor for SpscProducer {
+    #[inline(always)]
+    fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
+        SpscProducer::try_reserve(self, len, align)
+    }
+    #[inline(always)]
+    fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
+        SpscProducer::commit(self, pos, len, type_id, timestamp_ns)
+    }
+    #[inline(always)]
+    fn payload(&self, pos: u64) -> NonNull<u8> {
+        SpscProducer::payload(self, pos)
+    }
+    #[inline(always)]
+    fn ring(&self) -> &Arc<Ring> {
+        SpscProducer::ring(self)
+    }
+    #[inline(always)]
+    fn peer_parked(&self) -> &Futex {
+        SpscProducer::peer_parked(self)
+    }
+    fn own_slot(&self) -> usize {
+        crate::ring::spsc::PRODUCER
+    }
+    #[inline(always)]
+    fn is_disconnected(&self) -> bool {
+        SpscProducer::is_disconnected(self)
+    }
+    fn peer_slots(&self) -> &'static [usize] {
+        &[crate::ring::spsc::CONSUMER]
+    }
+    fn close(&self) {
+        SpscProducer::close(self)
+    }
+}
+
+impl RecvCursor for SpscConsumer {
+    #[inline(always)]
+    fn try_peek(&mut self) -> Result<Peeked, PeekError> {
+        SpscConsumer::try_peek(self)
+    }
+    #[inline(always)]
+    fn release(&mut self, end: u64) {
+        SpscConsumer::release(self, end)
+    }
+    #[inline(always)]
+    fn take_released(&mut self) -> bool {
+        SpscConsumer::take_released(self)
+    }
+    #[inline(always)]
+    fn set_waiting(&self, waiting: bool) {
+        SpscConsumer::set_waiting(self, waiting)
+    }
+    #[inline(always)]
+    fn ring(&self) -> &Arc<Ring> {
+        SpscConsumer::ring(self)
+    }
+    #[inline(always)]
+    fn peer_parked(&self) -> &Futex {
+        SpscConsumer::peer_parked(self)
+    }
+    fn own_slot(&self) -> usize {
+        crate::ring::spsc::CONSUMER
+    }
+    #[inline(always)]
+    fn peer_closed(&self) -> bool {
+        self.producer_closed()
+    }
+    fn waiting(&self) -> usize {
+        SpscConsumer::waiting(self)
+    }
+    fn peer_slots(&self) -> &'static [usize] {
+        &[crate::ring::spsc::PRODUCER]
+    }
+    fn close(&self) {
+        SpscConsumer::close(self)
+    }
+}
+
+/// Liveness of a process recorded in a control block (the shared-memory transport's check).
+fn alive(p: ProcessStamp) -> bool {
+    crate::transport::shm::process_alive(p)
+}
+
+/// If the ring is shared and a check is due (see [`PeerWatch`]), checks that the processes of
+/// the peers in `slots` are alive; a dead one is marked closed, so that the next attempt reports
+/// `Disconnected` (after draining, for a consumer).
+#[cold]
+fn check_peers(ring: &Ring, slots: &[usize], watch: &mut PeerWatch) {
+    if ring.is_shared() && watch.due() {
+        for &slot in slots {
+            ring.close_if_dead(slot, alive);
+        }
+    }
+}
+
+/// Per-end facts shared by both directions.
+#[derive(Debug)]
+struct Common {
+    /// How this end waits (the ring's strategy).
+    wait: Wait,
+    /// Wakes the other end.
+    notifier: Notifier,
+    /// Throttle of liveness checks of a peer in another process.
+    watch: PeerWatch,
+    /// The slab's device address, asked of the driver once (`None`: not CUDA-registered).
+    #[cfg(feature = "cuda")]
+    cuda_base: Option<u64>,
+}
+
+impl Common {
+    fn new(ring: &Ring) -> Self {
+        let words: WaitWords = ring.wait_words();
+        Common {
+            wait: Wait::from_words(words),
+            notifier: Notifier::new(words.park, ring.is_shared()),
+            watch: PeerWatch::default(),
+            #[cfg(feature = "cuda")]
+            cuda_base: ring.slab().cuda_device_ptr().ok(),
+        }
+    }
+
+    /// The device address of `ptr`, a byte of `ring`'s slab.
+    #[cfg(feature = "cuda")]
+    fn cuda_device_ptr(&self, ring: &Ring, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
+        let slab = ring.slab();
+        let offset = (ptr.as_ptr() as usize).wrapping_sub(slab.as_ptr().as_ptr() as usize);
+        debug_assert!(offset < slab.len());
+        match self.cuda_base {
+            Some(device) => Ok(device + offset as u64),
+            None => Ok(slab.cuda_device_ptr()? + offset as u64),
+        }
+    }
+}
+
+/// The sending end over a producer cursor.
+#[derive(Debug)]
+pub(crate) struct Sender<C: SendCursor> {
+    cursor: C,
+    common: Common,
+    /// Stamp headers with send times.
+    timestamps: bool,
+    stats: ProducerStats,
+}
+
+impl<C: SendCursor> Sender<C> {
+    /// The end over `cursor`.
+    pub(crate) fn new(cursor: C) -> Self {
+        let common = Common::new(cursor.ring());
+        let timestamps = cursor.ring().timestamps();
+        Sender {
+            cursor,
+            common,
+            timestamps,
+            stats: ProducerStats::default(),
+        }
+    }
+
+    /// Region length in bytes.
+    #[inline(always)]
+    pub(crate) fn region_len(&self) -> usize {
+        self.cursor.ring().region().len()
+    }
+
+    /// This end's counters.
+    pub(crate) fn stats(&self) -> ProducerStats {
+        self.stats
+    }
+
+    /// Whether every consumer is gone; for a shared ring this checks their processes first.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        check_peers(
+            self.cursor.ring(),
+            self.cursor.peer_slots(),
+            &mut PeerWatch::default(),
+        );
+        self.cursor.is_disconnected()
+    }
+
+    /// Reserves a record, waiting as `patience` allows. `len`/`align` must have been validated.
+    #[inline(always)]
+    pub(crate) fn reserve(
+        &mut self,
+        len: usize,
+        align: usize,
+        patience: Patience,
+    ) -> Result<u64, SendError> {
+        match self.cursor.try_reserve(len, align) {
+            Ok(pos) => Ok(pos),
+            Err(ReserveError::Full) => self.reserve_slow(len, align, patience),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Self::reserve`] after the ring was found full.
+    #[inline(never)]
+    fn reserve_slow(
+        &mut self,
+        len: usize,
+        align: usize,
+        patience: Patience,
+    ) -> Result<u64, SendError> {
+        self.stats.full += 1;
+        let ring = Arc::clone(self.cursor.ring());
+        let deadline = match patience {
+            Patience::Never if !ring.is_shared() => return Err(SendError::Full),
+            Patience::Never => {
+                // A consumer in another process may have died: say so rather than `Full`.
+                check_peers(&ring, self.cursor.peer_slots(), &mut self.common.watch);
+                return Err(if self.cursor.is_disconnected() {
+                    SendError::Disconnected
+                } else {
+                    SendError::Full
+                });
+            }
+            Patience::Forever => None,
+            Patience::Until(t) => Some(t),
+        };
+        let slots = self.cursor.peer_slots();
+        let cursor = &mut self.cursor;
+        let watch = &mut self.common.watch;
+        let mut check = || check_peers(&ring, slots, watch);
+        let mut parks = 0;
+        // Our parked word lives in the ring (kept alive by the clone `ring`), not in the cursor,
+        // which the attempt closure borrows mutably.
+        let parked: &Futex = ring.parked(cursor.own_slot());
+        let waited = wait::wait_for(
+            self.common.wait,
+            deadline,
+            parked,
+            || parks += 1,
+            if ring.is_shared() {
+                Some(&mut check as &mut dyn FnMut())
+            } else {
+                None
+            },
+            || match cursor.try_reserve(len, align) {
+                Ok(pos) => Some(Ok(pos)),
+                Err(ReserveError::Full) => None,
+                Err(e) => Some(Err(e.into())),
+            },
+        );
+        self.stats.parked += parks;
+        match waited {
+            Waited::Ready(r) => r,
+            Waited::TimedOut => Err(SendError::Timeout),
+        }
+    }
+
+    /// Publishes the record reserved at `pos` and wakes the consumer if it sleeps.
+    #[inline(always)]
+    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64) {
+        let ts = if self.timestamps {
+            super::monotonic_ns()
+        } else {
+            0
+        };
+        self.cursor.commit(pos, len, type_id, ts);
+        self.stats.messages += 1;
+        self.stats.bytes += len as u64;
+        if self.common.notifier.notify(self.cursor.peer_parked()) {
+            self.stats.wakeups += 1;
+        }
+    }
+
+    /// Address of the payload of the record reserved at `pos`.
+    #[inline(always)]
+    pub(crate) fn payload(&self, pos: u64) -> NonNull<u8> {
+        self.cursor.payload(pos)
+    }
+
+    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
+        self.common.cuda_device_ptr(self.cursor.ring(), ptr)
+    }
+}
+
+impl<C: SendCursor> Drop for Sender<C> {
+    fn drop(&mut self) {
+        self.cursor.close();
+        self.common.notifier.notify_final(self.cursor.peer_parked());
+    }
+}
+
+/// The receiving end over a consumer cursor.
+#[derive(Debug)]
+pub(crate) struct Receiver<C: RecvCursor> {
+    cursor: C,
+    common: Common,
+    /// `recv` spins in place ([`Wait::BusySpin`], both ends in this process).
+    spin_here: bool,
+    stats: ConsumerStats,
+}
+
+impl<C: RecvCursor> Receiver<C> {
+    /// The end over `cursor`.
+    pub(crate) fn new(cursor: C) -> Self {
+        let common = Common::new(cursor.ring());
+        let spin_here = matches!(common.wait, Wait::BusySpin) && !cursor.ring().is_shared();
+        Receiver {
+            cursor,
+            common,
+            spin_here,
+            stats: ConsumerStats::default(),
+        }
+    }
+
+    /// The cursor.
+    pub(crate) fn cursor_mut(&mut self) -> &mut C {
+        &mut self.cursor
+    }
+
+    /// Region length in bytes.
+    #[inline(always)]
+    pub(crate) fn region_len(&self) -> usize {
+        self.cursor.ring().region().len()
+    }
+
+    /// Messages waiting (a snapshot).
+    pub(crate) fn cursor_len(&self) -> usize {
+        self.cursor.waiting()
+    }
+
+    /// This end's counters.
+    pub(crate) fn stats(&self) -> ConsumerStats {
+        self.stats
+    }
+
+    /// Whether the producers are gone (messages they published may still be waiting); for a
+    /// shared ring this checks their processes first.
+    pub(crate) fn is_disconnected(&self) -> bool {
+        check_peers(
+            self.cursor.ring(),
+            self.cursor.peer_slots(),
+            &mut PeerWatch::default(),
+        );
+        self.cursor.peer_closed()
+    }
+
+    /// One non-blocking attempt, waking the producer if a filler skip released space.
+    #[inline(always)]
+    fn attempt(&mut self) -> Result<Peeked, PeekError> {
+        let r = self.cursor.try_peek();
+        if self.cursor.take_released() && self.common.notifier.notify(self.cursor.peer_parked()) {
+            self.stats.wakeups += 1;
+        }
+        r
+    }
+
+    /// The next message, waiting as `patience` allows; for a typed consumer, `expected` is
+    /// checked against the record (type id, length, payload alignment: `Corrupted` if they
+    /// disagree, and the record stays unreleased).
+    #[inline(always)]
+    pub(crate) fn peek(
+        &mut self,
+        patience: Patience,
+        expected: Option<&ChannelIdentity>,
+    ) -> Result<Peeked, RecvError> {
+        let peeked = match self.attempt() {
+            Ok(p) => p,
+            Err(PeekError::Empty) if self.spin_here && matches!(patience, Patience::Forever) => {
+                self.spin_forever()?
+            }
+            Err(PeekError::Empty) => self.peek_slow(patience)?,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(e) = expected
+            && let Some(layout) = e.payload
+        {
+            let type_id = peeked.type_id();
+            if type_id != e.type_id
+                || peeked.len() as usize != layout.size
+                || !(peeked.payload().as_ptr() as usize).is_multiple_of(layout.align)
+            {
+                return Err(unexpected(type_id, &peeked, e));
+            }
+        }
+        Ok(peeked)
+    }
+
+    /// [`Self::peek`] after the ring was found empty.
+    #[inline(never)]
+    fn peek_slow(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
+        self.stats.empty += 1;
+        let ring = Arc::clone(self.cursor.ring());
+        let deadline = match patience {
+            Patience::Never if !ring.is_shared() => return Err(RecvError::Empty),
+            Patience::Never => {
+                // A producer in another process may have died: say so rather than `Empty` once
+                // everything it published is received.
+                check_peers(&ring, self.cursor.peer_slots(), &mut self.common.watch);
+                return self.attempt().map_err(RecvError::from);
+            }
+            Patience::Forever => None,
+            Patience::Until(t) => Some(t),
+        };
+        let slots = self.cursor.peer_slots();
+        let own = self.cursor.own_slot();
+        let parked: &Futex = ring.parked(own);
+        let strategy = self.common.wait;
+        let watch = &mut self.common.watch;
+        let mut check = || check_peers(&ring, slots, watch);
+        let mut parks = 0;
+        let cursor = &mut self.cursor;
+        let notifier = &mut self.common.notifier;
+        let mut wakeups = 0;
+        cursor.set_waiting(true);
+        let waited = wait::wait_for(
+            strategy,
+            deadline,
+            parked,
+            || {
+                // A parked consumer would skip a restart filler only after a futex wake-up:
+                // stop saying we wait (see the ring's large-record restart).
+                ring.stop_waiting(own);
+                parks += 1;
+            },
+            if ring.is_shared() {
+                Some(&mut check as &mut dyn FnMut())
+            } else {
+                None
+            },
+            || {
+                let r = cursor.try_peek();
+                if cursor.take_released() && notifier.notify(cursor.peer_parked()) {
+                    wakeups += 1;
+                }
+                match r {
+                    Ok(p) => Some(Ok(p)),
+                    Err(PeekError::Empty) => None,
+                    Err(e) => Some(Err(e.into())),
+                }
+            },
+        );
+        self.cursor.set_waiting(false);
+        self.stats.parked += parks;
+        self.stats.wakeups += wakeups;
+        match waited {
+            Waited::Ready(r) => r,
+            Waited::TimedOut => Err(RecvError::Timeout),
+        }
+    }
+
+    /// `recv` on a busy-spinning, in-process ring: polls until a message comes, with nothing
+    /// else in the loop (no deadline, no peer to watch, never parks), as a caller's own loop of
+    /// `try_recv` and `spin_loop` would.
+    #[inline(always)]
+    fn spin_forever(&mut self) -> Result<Peeked, RecvError> {
+        self.stats.empty += 1;
+        self.cursor.set_waiting(true);
+        let r = loop {
+            match self.attempt() {
+                Ok(p) => break Ok(p),
+                Err(PeekError::Empty) => crate::sync::spin_loop(),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        self.cursor.set_waiting(false);
+        r
+    }
+
+    /// Releases a record returned by `peek` (counted as received now) and wakes the producer if
+    /// it sleeps.
+    #[inline(always)]
+    pub(crate) fn release(&mut self, peeked: &Peeked) {
+        self.cursor.release(peeked.end);
+        self.stats.messages += 1;
+        self.stats.bytes += u64::from(peeked.len());
+        if self.common.notifier.notify(self.cursor.peer_parked()) {
+            self.stats.wakeups += 1;
+        }
+    }
+
+    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
+        self.common.cuda_device_ptr(self.cursor.ring(), ptr)
+    }
+}
+
+impl<C: RecvCursor> Drop for Receiver<C> {
+    fn drop(&mut self) {
+        self.cursor.close();
+        self.common.notifier.notify_final(self.cursor.peer_parked());
+    }
+}
+
+/// The error for a record a typed consumer did not expect.
+#[cold]
+fn unexpected(type_id: u64, peeked: &Peeked, e: &ChannelIdentity) -> RecvError {
+    let size = e.payload.map_or(0, |p| p.size);
+    RecvError::Corrupted {
+        what: if type_id != e.type_id {
+            "header type id differs from the channel's"
+        } else if peeked.len() as usize != size {
+            "header length differs from the message size"
+        } else {
+            "payload misaligned for the message type"
+        },
+    }
+}

@@ -1,0 +1,546 @@
+//! The single-producer single-consumer protocol: the producer's and the consumer's cursors over
+//! a [`Ring`] whose slot 0 is the producer and slot 1 the consumer.
+//!
+//! Cursors never sleep and never wake anyone: a cursor that would have to wait reports `Full`
+//! or `Empty`, and after a publication or a release the end layer above decides whether the
+//! other end must be woken (through its parked word, [`SpscProducer::peer_parked`]).
+
+use super::control::Ring;
+use super::format::{
+    HEADER, MAX_ALIGN, Peeked, RECORD_ALIGN, Slot, max_record, pending, record_size_of,
+};
+use crate::sync::{Futex, Ordering};
+use core::ptr::NonNull;
+use std::sync::Arc;
+
+/// End slot of the producer.
+pub(crate) const PRODUCER: usize = 0;
+/// End slot of the consumer.
+pub(crate) const CONSUMER: usize = 1;
+
+/// Why a reservation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReserveError {
+    /// Not enough free space now.
+    Full,
+    /// The consumer is gone.
+    Disconnected,
+    /// The consumer's read position failed a check (see the module docs of [`crate::ring`]).
+    Corrupted(&'static str),
+}
+
+/// Why a peek failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeekError {
+    /// Nothing published.
+    Empty,
+    /// Nothing published and the producer is gone.
+    Disconnected,
+    /// A commit word or a header failed a check (see the module docs of [`crate::ring`]).
+    Corrupted(&'static str),
+}
+
+/// Large records restart at the region's start (see "Large records restart at the region's
+/// start" in the module docs of [`crate::ring`]): the whole heuristic, its thresholds and its
+/// one shared word.
+pub(crate) struct Rewind;
+
+impl Rewind {
+    /// Records of at least this many bytes restart (smaller under loom, so that the models'
+    /// small records in small rings take that path too).
+    const MIN: usize = if cfg!(loom) { 128 } else { 16 * 1024 };
+    /// ... if the region holds more than this many of them.
+    const RATIO: usize = if cfg!(loom) { 2 } else { 8 };
+    /// The waiting word of a consumer that does not wait.
+    pub(crate) const NOT_WAITING: u64 = u64::MAX;
+
+    /// Whether a record of `size` bytes in a region of `len` may restart.
+    #[inline(always)]
+    fn applies(size: usize, len: usize) -> bool {
+        size >= Self::MIN && len > Self::RATIO * size
+    }
+
+    /// Whether a consumer of a region of `len` bytes, whose records are at most `record` bytes
+    /// (`None`: any size), must say when it waits.
+    fn consumer_announces(len: usize, record: Option<usize>) -> bool {
+        len > Self::RATIO * Self::MIN && record.is_none_or(|r| r >= Self::MIN)
+    }
+
+    /// Producer side, before reserving a record of `size` bytes at write position `write`
+    /// (ring offset `offset`): whether the consumer waits for exactly that position (a hint) and
+    /// the record fits before its read position once a filler is published (`offset >= size`).
+    #[inline(always)]
+    fn consumer_waits_at(ring: &Ring, write: u64, offset: usize, size: usize) -> bool {
+        offset >= size && ring.slot(CONSUMER).cursor.waiting.load(Ordering::Relaxed) == write
+    }
+}
+
+/// The producer's cursor. Exactly one exists per ring.
+#[derive(Debug)]
+pub(crate) struct SpscProducer {
+    ring: Arc<Ring>,
+    /// Our write position: the end of the last record we published.
+    write: u64,
+    /// The consumer's read position as last loaded: `<=` the real one; may be stale and is
+    /// resynchronised when the free space it implies is too small.
+    cached_read: u64,
+    /// Sequence number of the next message.
+    sequence: u64,
+}
+
+impl SpscProducer {
+    /// The producer of a freshly created ring.
+    pub(crate) fn new(ring: Arc<Ring>) -> Self {
+        SpscProducer {
+            ring,
+            write: 0,
+            cached_read: 0,
+            sequence: 0,
+        }
+    }
+
+    /// The producer of a ring whose producer slot this process just claimed: finds where the
+    /// published records end, from the consumer's read position, following commit words (each
+    /// header checked, at most one region's worth), so that a new producer continues the stream
+    /// of one that dropped or died: messages it fully published stay, nothing half-written
+    /// becomes visible.
+    pub(crate) fn recover(ring: Arc<Ring>) -> Result<Self, &'static str> {
+        let region = ring.region();
+        let len = region.len() as u64;
+        let read = ring.slot(CONSUMER).cursor.position.load(Ordering::Acquire);
+        if !read.is_multiple_of(RECORD_ALIGN as u64) {
+            return Err("read position");
+        }
+        let first = region.load_commit(region.mask(read), Ordering::Acquire);
+        let mut sequence = first & !super::format::PENDING_BIT;
+        let mut write = read;
+        let mut fillers = 0;
+        loop {
+            if write - read > max_record(len as usize) as u64 {
+                return Err("published records overrun the region");
+            }
+            match region.classify(write, sequence) {
+                Slot::Pending => break,
+                Slot::Message { size, .. } => {
+                    write += size;
+                    sequence += 1;
+                    fillers = 0;
+                }
+                Slot::Filler { skip } => {
+                    fillers += 1;
+                    if fillers > 1 {
+                        return Err("two fillers in a row");
+                    }
+                    write += skip;
+                }
+                Slot::Corrupt(what) => return Err(what),
+            }
+        }
+        Ok(SpscProducer {
+            ring,
+            write,
+            cached_read: read,
+            sequence,
+        })
+    }
+
+    /// The ring.
+    #[inline(always)]
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// The parked word of the consumer, to wake it after a publication.
+    #[inline(always)]
+    pub(crate) fn peer_parked(&self) -> &Futex {
+        &self.ring.slot(CONSUMER).presence.parked
+    }
+
+    /// Whether the consumer end is gone.
+    #[inline(always)]
+    pub(crate) fn is_disconnected(&self) -> bool {
+        self.ring.is_closed(CONSUMER)
+    }
+
+    /// Whether `need` bytes are free after our write position, with the line after them left
+    /// free too, reloading the read position if the cached one says no.
+    #[inline(always)]
+    fn has_space(&mut self, need: usize) -> Result<bool, ReserveError> {
+        let max = max_record(self.ring.region().len()) as u64;
+        debug_assert!(self.write - self.cached_read <= max);
+        if self.write + need as u64 - self.cached_read <= max {
+            return Ok(true);
+        }
+        self.has_space_reloaded(need)
+    }
+
+    /// [`Self::has_space`] after reloading the read position.
+    #[inline(never)]
+    fn has_space_reloaded(&mut self, need: usize) -> Result<bool, ReserveError> {
+        self.reload_read()?;
+        let max = max_record(self.ring.region().len()) as u64;
+        Ok(self.write + need as u64 - self.cached_read <= max)
+    }
+
+    /// Reloads the read position (`Acquire`) into our cached copy, after checking it: a multiple
+    /// of 64, not behind the cached one, not ahead of our write position.
+    #[inline]
+    fn reload_read(&mut self) -> Result<(), ReserveError> {
+        let read = self
+            .ring
+            .slot(CONSUMER)
+            .cursor
+            .position
+            .load(Ordering::Acquire);
+        if read < self.cached_read || read > self.write || !read.is_multiple_of(RECORD_ALIGN as u64)
+        {
+            return Err(ReserveError::Corrupted("read position"));
+        }
+        self.cached_read = read;
+        Ok(())
+    }
+
+    /// Reserves a record for a payload of `len` bytes aligned to `align`, returning the position
+    /// of its header. Nothing is published, except a filler before a wrap, which is published on
+    /// its own (so that a record that fits only at offset 0 eventually does).
+    ///
+    /// Requires `record_size(len) <= max_record(ring len)`, `align` a power of two in
+    /// `64 ..= min(len, MAX_ALIGN)` (checked by the channel before calling).
+    #[inline(always)]
+    pub(crate) fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
+        let ring_len = self.ring.region().len();
+        debug_assert!(len <= u32::MAX as usize);
+        let size = record_size_of(len);
+        debug_assert!(size <= max_record(ring_len), "record larger than the ring");
+        debug_assert!(align.is_power_of_two() && (RECORD_ALIGN..=MAX_ALIGN).contains(&align));
+        if self.ring.is_closed(CONSUMER) {
+            return Err(ReserveError::Disconnected);
+        }
+        if Rewind::applies(size, ring_len) {
+            let offset = self.ring.region().mask(self.write);
+            if Rewind::consumer_waits_at(&self.ring, self.write, offset, size) {
+                self.rewind_if_empty(offset)?;
+            }
+        }
+        loop {
+            let offset = self.ring.region().mask(self.write);
+            let to_end = ring_len - offset;
+            let pad = offset.next_multiple_of(align) - offset;
+            if pad + size <= to_end {
+                if !self.has_space(pad + size)? {
+                    return Err(ReserveError::Full);
+                }
+                if pad > 0 {
+                    // SAFETY: `pad + size` bytes from `offset` are free (checked above) and end
+                    // before the region does.
+                    unsafe { self.ring.region().write_filler(offset, pad) };
+                }
+                self.ring.region().tracker.write(offset + pad, size);
+                return Ok(self.write + pad as u64);
+            }
+            // Does not fit before the end: publish a filler up to the end on its own.
+            self.wrap(offset, to_end)?;
+        }
+    }
+
+    /// When the ring is empty (the consumer released everything we published), publishes a
+    /// filler from ring offset `offset` to the end of the region, so that the next record goes
+    /// to offset 0, whose lines the last large messages used and the caches still hold.
+    #[cold]
+    #[inline(never)]
+    fn rewind_if_empty(&mut self, offset: usize) -> Result<(), ReserveError> {
+        self.reload_read()?;
+        if self.cached_read == self.write {
+            self.wrap(offset, self.ring.region().len() - offset)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a filler from ring offset `offset` (our write position) to the end of the
+    /// region, or reports `Full`.
+    #[cold]
+    #[inline(never)]
+    fn wrap(&mut self, offset: usize, to_end: usize) -> Result<(), ReserveError> {
+        debug_assert_eq!(offset + to_end, self.ring.region().len());
+        if !self.has_space(to_end)? {
+            return Err(ReserveError::Full);
+        }
+        // SAFETY: `to_end` bytes from `offset` are free (checked above): exactly up to the end
+        // of the region.
+        unsafe { self.ring.region().write_filler(offset, to_end) };
+        self.publish(self.write, self.write + to_end as u64, self.sequence);
+        Ok(())
+    }
+
+    /// Address of the payload of the record whose header is at `pos`.
+    #[inline(always)]
+    pub(crate) fn payload(&self, pos: u64) -> NonNull<u8> {
+        let region = self.ring.region();
+        region.at(region.mask(pos) + HEADER)
+    }
+
+    /// Writes the header of the record reserved at `pos` (payload `len` bytes) and publishes it
+    /// (with any alignment filler before it). The caller then wakes the consumer if it sleeps.
+    ///
+    /// `pos` must come from the last `try_reserve` (with the same `len`), with nothing published
+    /// since.
+    #[inline(always)]
+    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
+        debug_assert!(pos >= self.write && pos - self.write < MAX_ALIGN as u64);
+        let region = self.ring.region();
+        let offset = region.mask(pos);
+        let size = record_size_of(len);
+        debug_assert!(offset + size <= region.len());
+        // SAFETY: the record at `offset` was reserved for us by `try_reserve` (free space,
+        // invisible to the consumer until its commit word is stored in `publish`).
+        unsafe { region.write_header(offset, len as u32, 0, type_id, timestamp_ns) };
+        self.publish(pos, pos + size as u64, self.sequence + 1);
+        self.sequence += 1;
+    }
+
+    /// Publishes the record (message or wrap filler) whose header is at `record`, ending at
+    /// `end`, together with an alignment filler at our write position if `record` is past it.
+    /// `next` is the sequence number of the message after it (ours + 1 for a message, ours for a
+    /// filler).
+    ///
+    /// Every header field but the commit words must be written already. Order: the pending mark
+    /// of `next` goes into the commit word at `end` (free space: we always leave the line after
+    /// our last record free), then the record's commit word and the filler's are stored
+    /// (`Release`): a consumer that acquires either sees the header, the payload and the mark.
+    #[inline(always)]
+    fn publish(&mut self, record: u64, end: u64, next: u64) {
+        let region = self.ring.region();
+        debug_assert!(
+            end > self.write && end - self.cached_read <= max_record(region.len()) as u64
+        );
+        debug_assert!(record >= self.write && record < end);
+        debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
+        let seq = self.sequence;
+        let after = region.mask(end);
+        region.tracker.write(after, 8);
+        // SAFETY: `after` is a multiple of 64 in the region and free space (see above); the
+        // record and the filler (our write position) are record starts in space reserved by
+        // `try_reserve`/`wrap`, still ours until these stores publish them.
+        unsafe {
+            region.store_commit(after, pending(next), Ordering::Relaxed);
+            region.store_commit(region.mask(record), seq, Ordering::Release);
+            if record != self.write {
+                region.store_commit(region.mask(self.write), seq, Ordering::Release);
+            }
+        }
+        self.write = end;
+    }
+
+    /// Marks our end closed (we drop): the consumer drains what we published, then sees
+    /// `Disconnected`, until a new producer claims the slot.
+    pub(crate) fn close(&self) {
+        self.ring.close(PRODUCER);
+    }
+}
+
+/// The consumer's cursor. Exactly one exists per ring.
+#[derive(Debug)]
+pub(crate) struct SpscConsumer {
+    ring: Arc<Ring>,
+    /// Our read position (we are its only writer).
+    read: u64,
+    /// Sequence number of the next message: the commit word the header at our read position
+    /// holds once it is published (message or filler).
+    sequence: u64,
+    /// We skipped a filler since the last message: an honest producer never publishes two in
+    /// a row, so a second one is corruption (and cannot make a peek loop).
+    after_filler: bool,
+    /// We skipped a filler (and so released space) since the end layer last asked.
+    released: bool,
+    /// The first failed check, reported again by every later peek.
+    corrupt: Option<&'static str>,
+    /// Whether we store our read position into the waiting word around blocking waits: only
+    /// where records large enough to restart at the region's start can arrive.
+    announce_waits: bool,
+}
+
+impl SpscConsumer {
+    /// The consumer of a ring at read position `read`, expecting message `sequence` there.
+    fn at(ring: Arc<Ring>, read: u64, sequence: u64) -> Self {
+        let announce_waits = Rewind::consumer_announces(ring.region().len(), None);
+        SpscConsumer {
+            ring,
+            read,
+            sequence,
+            after_filler: false,
+            released: false,
+            corrupt: None,
+            announce_waits,
+        }
+    }
+
+    /// The consumer of a freshly created ring.
+    pub(crate) fn new(ring: Arc<Ring>) -> Self {
+        Self::at(ring, 0, 0)
+    }
+
+    /// The consumer of a ring whose consumer slot this process just claimed: continues at the
+    /// read position the last consumer stored (a message it was reading when it died is
+    /// delivered again), expecting the sequence number that the commit word there says.
+    pub(crate) fn recover(ring: Arc<Ring>) -> Result<Self, &'static str> {
+        let read = ring.slot(CONSUMER).cursor.position.load(Ordering::Acquire);
+        if !read.is_multiple_of(RECORD_ALIGN as u64) {
+            return Err("read position");
+        }
+        let region = ring.region();
+        let word = region.load_commit(region.mask(read), Ordering::Acquire);
+        Ok(Self::at(ring, read, word & !super::format::PENDING_BIT))
+    }
+
+    /// Messages published after our read position and not yet received: a snapshot, found by
+    /// following commit words (at most one region; nothing is released or changed).
+    pub(crate) fn waiting(&self) -> usize {
+        if self.corrupt.is_some() {
+            return 0;
+        }
+        let region = self.ring.region();
+        let max = max_record(region.len()) as u64;
+        let (mut pos, mut seq, mut count, mut fillers) = (self.read, self.sequence, 0, 0);
+        while pos - self.read <= max {
+            match region.classify(pos, seq) {
+                Slot::Message { size, .. } => {
+                    count += 1;
+                    pos += size;
+                    seq += 1;
+                    fillers = 0;
+                }
+                Slot::Filler { skip } if fillers == 0 => {
+                    fillers = 1;
+                    pos += skip;
+                }
+                _ => break,
+            }
+        }
+        count
+    }
+
+    /// Records of `record_size` bytes at most arrive here (a typed consumer): if they are too
+    /// small to restart at the region's start, we need not say when we wait.
+    pub(crate) fn expect_records_of(&mut self, record_size: usize) {
+        self.announce_waits =
+            Rewind::consumer_announces(self.ring.region().len(), Some(record_size));
+    }
+
+    /// The ring.
+    #[inline(always)]
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// The parked word of the producer, to wake it after a release.
+    #[inline(always)]
+    pub(crate) fn peer_parked(&self) -> &Futex {
+        &self.ring.slot(PRODUCER).presence.parked
+    }
+
+    /// Whether the producer end is gone (it may still have published messages we did not read).
+    #[inline(always)]
+    pub(crate) fn producer_closed(&self) -> bool {
+        self.ring.is_closed(PRODUCER)
+    }
+
+    /// Whether we skipped a filler (released space) since the last call: the end layer then
+    /// wakes the producer if it sleeps.
+    #[inline(always)]
+    pub(crate) fn take_released(&mut self) -> bool {
+        core::mem::take(&mut self.released)
+    }
+
+    /// The next published message, skipping (and releasing) at most one filler. Does not
+    /// release it. A failed check returns `Corrupted`, leaves the read position where it was,
+    /// and is returned by every later call.
+    #[inline(always)]
+    pub(crate) fn try_peek(&mut self) -> Result<Peeked, PeekError> {
+        if let Some(what) = self.corrupt {
+            return Err(PeekError::Corrupted(what));
+        }
+        let mut closed_seen = false;
+        loop {
+            match self.ring.region().classify(self.read, self.sequence) {
+                Slot::Message { len, size } => {
+                    let region = self.ring.region();
+                    let header = region.at(region.mask(self.read));
+                    return Ok(Peeked::new(header, len, self.read + size));
+                }
+                Slot::Filler { skip } => self.skip_filler(skip)?,
+                Slot::Pending if closed_seen => return Err(PeekError::Disconnected),
+                // The producer stores its closed flag after its last commit: once we see the
+                // flag (`Acquire`), one more look finds anything it published.
+                Slot::Pending if self.producer_closed() => closed_seen = true,
+                Slot::Pending => return Err(PeekError::Empty),
+                Slot::Corrupt(what) => return Err(self.corrupted(what)),
+            }
+        }
+    }
+
+    /// Skips (releases) a filler of `skip` bytes at our read position.
+    #[cold]
+    #[inline(never)]
+    fn skip_filler(&mut self, skip: u64) -> Result<(), PeekError> {
+        if self.after_filler {
+            return Err(self.corrupted("two fillers in a row"));
+        }
+        self.after_filler = true;
+        self.released = true;
+        self.advance(self.read + skip);
+        Ok(())
+    }
+
+    /// Records a failed check.
+    #[cold]
+    fn corrupted(&mut self, what: &'static str) -> PeekError {
+        self.corrupt = Some(what);
+        PeekError::Corrupted(what)
+    }
+
+    /// Tells the producer whether we wait, inside a blocking receive and polling (not parked),
+    /// at our read position (see [`Rewind`]).
+    #[inline]
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        if self.announce_waits {
+            let word = if waiting {
+                self.read
+            } else {
+                Rewind::NOT_WAITING
+            };
+            self.ring
+                .slot(CONSUMER)
+                .cursor
+                .waiting
+                .store(word, Ordering::Relaxed);
+        }
+    }
+
+    /// Releases the message [`Self::try_peek`] returned (everything before `end`). The caller
+    /// then wakes the producer if it sleeps.
+    #[inline(always)]
+    pub(crate) fn release(&mut self, end: u64) {
+        self.sequence += 1;
+        self.after_filler = false;
+        self.advance(end);
+    }
+
+    /// Moves our read position to `end` and publishes it (`Release`).
+    #[inline(always)]
+    fn advance(&mut self, end: u64) {
+        debug_assert!(end > self.read && end - self.read <= self.ring.region().len() as u64);
+        debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
+        self.read = end;
+        self.ring
+            .slot(CONSUMER)
+            .cursor
+            .position
+            .store(end, Ordering::Release);
+    }
+
+    /// Marks our end closed (we drop).
+    pub(crate) fn close(&self) {
+        self.set_waiting(false);
+        self.ring.close(CONSUMER);
+    }
+}

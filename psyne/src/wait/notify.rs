@@ -1,0 +1,94 @@
+//! The futex notifier: after a publication (or a release), wake the other end if it sleeps.
+//!
+//! A waiter raises its parked word, fences and re-polls before it sleeps (see the module docs of
+//! [`crate::wait`]); the notifier fences and reads that word after the position it published,
+//! and only when the word is raised does it lower it and make the wake-up system call. While the
+//! peer merely spins, no system call is made.
+//!
+//! A peer in another process controls its parked word: one that holds it raised would make
+//! every send a system call. For a remote peer the notifier therefore makes at most one wake-up
+//! call per [`Notifier::REMOTE_EVERY`] notifications or per [`Notifier::REMOTE_INTERVAL`],
+//! whichever comes first; a remote waiter sleeps at most [`PEER_POLL`](super::PEER_POLL) at a
+//! time, so a wake-up skipped this way delays an honest peer that parks again within that
+//! interval by at most that much.
+
+use super::{AWAKE, PARKED};
+use crate::sync::{self, Futex, Ordering};
+use std::time::{Duration, Instant};
+
+/// Wakes the other end of a ring after publications or releases; one per end.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    /// Whether the other end may sleep at all (else nothing is ever checked).
+    may_park: bool,
+    /// Whether the other end may live in another process (rate-limited wake-ups).
+    remote: bool,
+    /// Notifications since the last wake-up call.
+    since_wake: u32,
+    /// When the last wake-up call was made (remote peers only).
+    last_wake: Option<Instant>,
+}
+
+impl Notifier {
+    /// A remote peer gets a wake-up call at least every this many notifications that find it
+    /// parked...
+    pub(crate) const REMOTE_EVERY: u32 = 64;
+    /// ... or when this much time passed since the last one.
+    pub(crate) const REMOTE_INTERVAL: Duration = Duration::from_micros(100);
+
+    /// A notifier for a peer that may sleep (`may_park`) and may live in another process
+    /// (`remote`).
+    pub(crate) fn new(may_park: bool, remote: bool) -> Self {
+        Notifier {
+            may_park,
+            remote,
+            since_wake: 0,
+            last_wake: None,
+        }
+    }
+
+    /// After a publication or release (the position or commit word already stored): wakes the
+    /// peer sleeping on `parked`, if it sleeps. Returns whether a wake-up call was made.
+    #[inline(always)]
+    pub(crate) fn notify(&mut self, parked: &Futex) -> bool {
+        if !self.may_park {
+            return false;
+        }
+        sync::dekker_fence();
+        if parked.load(Ordering::Relaxed) != PARKED {
+            return false;
+        }
+        self.wake(parked)
+    }
+
+    /// The peer's parked word is raised.
+    #[cold]
+    #[inline(never)]
+    fn wake(&mut self, parked: &Futex) -> bool {
+        if self.remote {
+            self.since_wake = self.since_wake.saturating_add(1);
+            let now = Instant::now();
+            let due = self.since_wake >= Self::REMOTE_EVERY
+                || self
+                    .last_wake
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Self::REMOTE_INTERVAL);
+            if !due {
+                return false;
+            }
+            self.since_wake = 0;
+            self.last_wake = Some(now);
+        }
+        parked.store(AWAKE, Ordering::Relaxed);
+        parked.wake();
+        true
+    }
+
+    /// Wakes the peer unconditionally if it sleeps (when this end drops: no rate limit).
+    pub(crate) fn notify_final(&mut self, parked: &Futex) {
+        sync::dekker_fence();
+        if parked.load(Ordering::Relaxed) == PARKED {
+            parked.store(AWAKE, Ordering::Relaxed);
+            parked.wake();
+        }
+    }
+}

@@ -45,6 +45,7 @@
 //! ```
 
 mod end;
+pub(crate) mod net;
 mod raw;
 mod shm;
 mod typed;

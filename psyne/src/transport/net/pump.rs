@@ -441,6 +441,91 @@ fn receive_loop<S: Slots>(
 mod tests {
     use super::*;
 
+    /// A xorshift generator and an approximately normal sample (sum of uniforms).
+    fn normal(state: &mut u64) -> f32 {
+        let mut sum = 0.0f32;
+        for _ in 0..4 {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            sum += (*state >> 40) as f32 / (1u64 << 24) as f32;
+        }
+        (sum - 2.0) * 1.7
+    }
+
+    /// f32 to f16 bits (truncating; subnormals flushed): enough for test data.
+    fn f16_bits(x: f32) -> u16 {
+        let b = x.to_bits();
+        let sign = ((b >> 16) & 0x8000) as u16;
+        let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+        if exp <= 0 {
+            return sign;
+        }
+        sign | ((exp.min(30) as u16) << 10) | ((b >> 13) & 0x3ff) as u16
+    }
+
+    /// ReLU activations (about half zeros), f32 gradients (N(0, 1e-3)), f16 weights
+    /// (N(0, 0.02)): 1 MiB each, as (name, bytes, shuffle width).
+    fn tensors() -> Vec<(&'static str, Vec<u8>, usize)> {
+        let n = 1 << 18;
+        let mut st = 0x1234_5678_9abc_def1u64;
+        let relu: Vec<f32> = (0..n).map(|_| normal(&mut st).max(0.0)).collect();
+        let grad: Vec<f32> = (0..n).map(|_| normal(&mut st) * 1e-3).collect();
+        let w16: Vec<u16> = (0..2 * n)
+            .map(|_| f16_bits(normal(&mut st) * 0.02))
+            .collect();
+        vec![
+            ("relu f32", bytemuck::cast_slice(&relu).to_vec(), 4),
+            ("grad f32", bytemuck::cast_slice(&grad).to_vec(), 4),
+            ("weights f16", bytemuck::cast_slice(&w16).to_vec(), 2),
+        ]
+    }
+
+    #[test]
+    fn codecs_round_trip_realistic_tensors_and_report_ratio_and_speed() {
+        let mut codecs = vec![Compression::Lz4];
+        if cfg!(feature = "zstd") {
+            codecs.push(Compression::Zstd { level: 1 });
+            codecs.push(Compression::Zstd { level: 3 });
+        }
+        for c in codecs {
+            for (name, data, width) in tensors() {
+                for w in [1, width] {
+                    let mut tx = Codec::new(c, w, data.len()).unwrap();
+                    let mut rx = Codec::new(c, 1, data.len()).unwrap();
+                    let t = Instant::now();
+                    let Some((p, packed)) = tx.compress(&data) else {
+                        println!("{c:?} {name} shuffle {w}: does not shrink, sent as it is");
+                        continue;
+                    };
+                    let ct = t.elapsed();
+                    let clen = packed.len();
+                    rx.a[..clen].copy_from_slice(packed);
+                    let mut back = vec![0u8; data.len()];
+                    let t = Instant::now();
+                    rx.decompress(clen, &p, &mut back).unwrap();
+                    let dt = t.elapsed();
+                    assert_eq!(back, data);
+                    let mb = data.len() as f64 / 1e6;
+                    println!(
+                        "{c:?} {name} shuffle {w}: ratio {:.2}, compress {:.0} MB/s, \
+                         decompress {:.0} MB/s",
+                        data.len() as f64 / clen as f64,
+                        mb / ct.as_secs_f64(),
+                        mb / dt.as_secs_f64()
+                    );
+                }
+            }
+        }
+        // Incompressible bytes are not compressed.
+        let mut st = 99u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| (normal(&mut st).to_bits() >> 3) as u8)
+            .collect();
+        let mut tx = Codec::new(Compression::Lz4, 1, 4096).unwrap();
+        assert!(tx.compress(&noise).is_none());
+    }
+
     #[test]
     fn shuffle_round_trips_with_a_tail() {
         let src: Vec<u8> = (0..23u8).collect();

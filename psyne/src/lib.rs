@@ -49,6 +49,7 @@ pub mod message;
 pub mod ring;
 pub mod slab;
 pub(crate) mod sync;
+pub mod tensor;
 pub mod transport;
 pub mod wait;
 
@@ -66,6 +67,10 @@ pub use channel::{
     Loan, OpenError, Producer, ProducerStats, RawChannelBuilder, RawConsumer, RawProducer,
     RawReceived, Received, RecvError, SendError, SharedChannelBuilder, SharedRawChannelBuilder,
     TryIter,
+};
+pub use channel::{
+    SharedTensorChannelBuilder, TensorChannelBuilder, TensorConsumer, TensorLoan, TensorProducer,
+    TensorReceived, TensorSendError,
 };
 pub use message::{
     ElemType, Field, FieldSchema, LengthMismatch, Message, MessageHeader, MessageSchema, Shape,
@@ -134,6 +139,9 @@ pub use nalgebra;
 /// ```
 pub use psyne_derive::PsyneMessage;
 pub use slab::{HugePageSize, HugePages, Lock, Slab, SlabBuilder, SlabError};
+pub use tensor::{
+    DType, TENSOR_TYPE_ID, TensorElement, TensorError, TensorInfo, TensorRef, TensorView,
+};
 pub use wait::Wait;
 
 /// The `cudarc` crate psyne's `cuda` feature is built on (the same version, with the same

@@ -48,12 +48,17 @@ mod end;
 pub(crate) mod net;
 mod raw;
 mod shm;
+mod tensor;
 mod typed;
 
 pub use crate::transport::shm::{CreateError, OpenError};
 pub use end::{ConsumerStats, ProducerStats};
 pub use raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
 pub use shm::{SharedChannelBuilder, SharedRawChannelBuilder};
+pub use tensor::{
+    SharedTensorChannelBuilder, TensorChannelBuilder, TensorConsumer, TensorLoan, TensorProducer,
+    TensorReceived, TensorSendError,
+};
 pub use typed::{Consumer, Iter, Loan, Producer, Received, TryIter};
 
 use crate::message::Message;

@@ -1,0 +1,771 @@
+//! Tensor ends: tensors whose shape and element type are known only at run time, written and
+//! read in place. A tensor channel is a raw channel whose records are tensor payloads (see
+//! [`crate::tensor`] for the format); these ends are thin layers over the raw ends
+//! ([`RawProducer::allocate_bytes`], [`RawConsumer::recv`]), and raw ends send and receive
+//! tensors too ([`RawProducer::allocate_tensor`], [`RawReceived::tensor`]).
+//!
+//! ```
+//! use psyne::{Channel, PsyneMessage, TensorError};
+//!
+//! #[derive(Clone, Copy, PsyneMessage)]
+//! #[repr(C)]
+//! struct Batch {
+//!     index: u64,
+//!     layer: u32,
+//!     step: u32,
+//! }
+//!
+//! let (mut tx, mut rx) = Channel::tensors().capacity_bytes(8 << 20).build()?;
+//! let mut t = tx.allocate_tensor::<f32>(&[32, 256])?; // in ring memory
+//! t.as_mut_slice().fill(0.5);
+//! t.send();
+//! let batch = Batch { index: 7, layer: 2, step: 100 };
+//! let mut t = tx.allocate_tensor_with::<Batch, i64>(batch, &[3, 0])?; // a header, no elements
+//! t.send();
+//!
+//! let r = rx.recv()?;
+//! let v = r.view::<f32>()?; // read in place
+//! assert_eq!(v.shape(), &[32, 256]);
+//! assert_eq!(v.as_slice().iter().sum::<f32>(), 4096.0);
+//! assert_eq!(v.matrix().shape(), (256, 32)); // nalgebra's column-major view: the transpose
+//! assert!(matches!(r.view::<f64>(), Err(TensorError::DType { .. })));
+//! drop(r); // releases the record
+//!
+//! let r = rx.recv()?;
+//! assert_eq!(r.header::<Batch>()?.index, 7);
+//! assert!(r.view::<i64>()?.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use super::raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
+use super::{
+    Channel, ChannelError, ConsumerStats, CreateError, OpenError, ProducerStats, RawChannelBuilder,
+    RecvError, SendError, SharedRawChannelBuilder,
+};
+use crate::message::{Message, MessageHeader};
+use crate::slab::{HugePages, Lock};
+use crate::tensor::{
+    DESCRIPTION_SIZE, DType, HeaderSpec, MAX_RANK, TENSOR_TYPE_ID, TensorElement, TensorError,
+    TensorInfo, TensorLayout, TensorRef, TensorView, row_major_dims,
+};
+use crate::wait::Wait;
+use core::fmt;
+use core::marker::PhantomData;
+use core::time::Duration;
+use nalgebra::{DMatrixView, DMatrixViewMut};
+
+/// The default ring size of [`Channel::tensors`]: 1 MiB.
+const DEFAULT_CAPACITY_BYTES: usize = 1 << 20;
+
+/// How an allocation waits for room.
+#[derive(Clone, Copy)]
+enum Patience {
+    Forever,
+    Never,
+    Timeout(Duration),
+}
+
+/// Why a producer could not allocate a tensor: the channel's reason ([`SendError`]: `Full`,
+/// `Timeout`, `Disconnected`, `TooLarge` for a tensor larger than the ring, ...) or the shape's
+/// ([`TensorError`]: rank above 8, an element count or byte size that overflows, a header
+/// aligned to more than 64 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TensorSendError {
+    /// The channel refused the allocation.
+    Send(SendError),
+    /// The shape (or header) cannot be a tensor record.
+    Tensor(TensorError),
+}
+
+impl fmt::Display for TensorSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TensorSendError::Send(e) => write!(f, "could not allocate the tensor: {e}"),
+            TensorSendError::Tensor(e) => write!(f, "could not allocate the tensor: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TensorSendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TensorSendError::Send(e) => Some(e),
+            TensorSendError::Tensor(e) => Some(e),
+        }
+    }
+}
+
+impl From<SendError> for TensorSendError {
+    fn from(e: SendError) -> Self {
+        TensorSendError::Send(e)
+    }
+}
+
+impl From<TensorError> for TensorSendError {
+    fn from(e: TensorError) -> Self {
+        TensorSendError::Tensor(e)
+    }
+}
+
+impl RawProducer {
+    /// Plans the record, borrows it and writes the description (and header).
+    #[inline]
+    fn tensor_loan<E: TensorElement>(
+        &mut self,
+        header: Option<(HeaderSpec, &[u8])>,
+        shape: &[usize],
+        patience: Patience,
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        let layout = TensorLayout::new(E::DTYPE, shape, header.map(|(spec, _)| spec))?;
+        let len = layout.payload_len();
+        let mut bytes = match patience {
+            Patience::Forever => self.allocate_bytes(len),
+            Patience::Never => self.try_allocate_bytes(len),
+            Patience::Timeout(t) => self.allocate_bytes_timeout(len, t),
+        }?;
+        // `len >= 128`: the description fits; the header fits before the elements.
+        bytes[..DESCRIPTION_SIZE].copy_from_slice(bytemuck::bytes_of(&layout.description()));
+        if let (Some(offset), Some((_, h))) = (layout.header_offset(), header) {
+            bytes[offset..offset + h.len()].copy_from_slice(h);
+        }
+        let mut dims = [0usize; MAX_RANK];
+        dims[..shape.len()].copy_from_slice(shape);
+        Ok(TensorLoan {
+            bytes,
+            element_offset: layout.element_offset(),
+            len: layout.len(),
+            shape: dims,
+            rank: shape.len() as u8,
+            _e: PhantomData,
+        })
+    }
+
+    /// Borrows room for a tensor of `shape` (row-major, outermost dimension first) with elements
+    /// of type `E`, waiting for space if needed. The description is written; the elements hold
+    /// the bytes the slot last held: fill them ([`TensorLoan::as_mut_slice`]) and
+    /// [`send`](TensorLoan::send). A tensor record is `128 + len * size_of::<E>()` bytes of
+    /// payload (see [`crate::tensor`]), tagged [`TENSOR_TYPE_ID`].
+    ///
+    /// # Errors
+    /// [`TensorSendError::Tensor`] for a shape that cannot be a tensor (rank above 8, count or
+    /// byte size overflow); [`TensorSendError::Send`] with `TooLarge` for a tensor larger than
+    /// the ring, `Disconnected`, or `Corrupted`.
+    #[inline]
+    pub fn allocate_tensor<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.tensor_loan(None, shape, Patience::Forever)
+    }
+
+    /// Like [`allocate_tensor`](Self::allocate_tensor), but fails with `Full` instead of
+    /// waiting.
+    #[inline]
+    pub fn try_allocate_tensor<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.tensor_loan(None, shape, Patience::Never)
+    }
+
+    /// Like [`allocate_tensor`](Self::allocate_tensor), but fails with `Timeout` after
+    /// `timeout`.
+    pub fn allocate_tensor_timeout<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+        timeout: Duration,
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.tensor_loan(None, shape, Patience::Timeout(timeout))
+    }
+
+    /// Like [`allocate_tensor`](Self::allocate_tensor), with the user header `header` (any
+    /// derived message: batch index, layer, step...) written after the description; the
+    /// consumer reads it with `header::<H>()`, which checks its type id, fingerprint and size.
+    ///
+    /// # Errors
+    /// As [`allocate_tensor`](Self::allocate_tensor), and
+    /// [`TensorError::HeaderAlignment`] for an `H` aligned to more than 64 bytes.
+    #[inline]
+    pub fn allocate_tensor_with<H: Message, E: TensorElement>(
+        &mut self,
+        header: H,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        let h = (HeaderSpec::of::<H>(), bytemuck::bytes_of(&header));
+        self.tensor_loan(Some(h), shape, Patience::Forever)
+    }
+
+    /// Like [`allocate_tensor_with`](Self::allocate_tensor_with), but fails with `Full`
+    /// instead of waiting.
+    #[inline]
+    pub fn try_allocate_tensor_with<H: Message, E: TensorElement>(
+        &mut self,
+        header: H,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        let h = (HeaderSpec::of::<H>(), bytemuck::bytes_of(&header));
+        self.tensor_loan(Some(h), shape, Patience::Never)
+    }
+
+    /// Like [`allocate_tensor_with`](Self::allocate_tensor_with), but fails with `Timeout`
+    /// after `timeout`.
+    pub fn allocate_tensor_with_timeout<H: Message, E: TensorElement>(
+        &mut self,
+        header: H,
+        shape: &[usize],
+        timeout: Duration,
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        let h = (HeaderSpec::of::<H>(), bytemuck::bytes_of(&header));
+        self.tensor_loan(Some(h), shape, Patience::Timeout(timeout))
+    }
+}
+
+impl RawReceived<'_> {
+    /// The message as a tensor, validated (see [`crate::tensor`] for every check): the
+    /// elements are read in place with [`TensorRef::view`], the user header with
+    /// [`TensorRef::header`].
+    ///
+    /// # Errors
+    /// [`TensorError::NotATensor`] if the type id is not [`TENSOR_TYPE_ID`]; any of the
+    /// description errors otherwise.
+    #[inline]
+    pub fn tensor(&self) -> Result<TensorRef<'_>, TensorError> {
+        let type_id = self.type_id();
+        if type_id != TENSOR_TYPE_ID {
+            return Err(TensorError::NotATensor { type_id });
+        }
+        TensorRef::parse(self.bytes())
+    }
+}
+
+/// Room for a tensor in the ring, from `allocate_tensor` ([`TensorProducer`] or
+/// [`RawProducer`]): its description (and header) is written, its elements are what the slot
+/// last held. Fill them in place and [`send`](TensorLoan::send); dropping the loan publishes
+/// nothing.
+#[must_use = "dropping a loan publishes nothing; call `send`"]
+pub struct TensorLoan<'a, E> {
+    /// The whole payload: `element_offset + len * size_of::<E>()` bytes, 64-byte aligned.
+    bytes: BytesLoan<'a>,
+    /// A multiple of 64.
+    element_offset: usize,
+    /// Number of elements.
+    len: usize,
+    shape: [usize; MAX_RANK],
+    rank: u8,
+    _e: PhantomData<E>,
+}
+
+impl<E: TensorElement> TensorLoan<'_, E> {
+    /// The dimensions, outermost first.
+    #[inline]
+    pub fn shape(&self) -> &[usize] {
+        &self.shape[..self.rank as usize]
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.rank as usize
+    }
+
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        E::DTYPE
+    }
+
+    /// The elements, in row-major order.
+    #[inline]
+    pub fn as_slice(&self) -> &[E] {
+        let bytes: &[u8] = &self.bytes;
+        debug_assert_eq!(bytes.len(), self.element_offset + self.len * size_of::<E>());
+        debug_assert!((bytes.as_ptr() as usize + self.element_offset).is_multiple_of(64));
+        // SAFETY: the payload is `element_offset + len * size_of::<E>()` bytes (planned by
+        // `TensorLayout`, allocated with that length), starts 64-byte aligned in the ring, and
+        // `element_offset` is a multiple of 64, so the `len` elements lie inside it and are
+        // aligned for `E` (at most 8); ring bytes are initialised and any bytes are a valid
+        // `E` (`Pod`). The record is reserved for this loan: the consumer does not read it.
+        unsafe {
+            core::slice::from_raw_parts(
+                bytes.as_ptr().add(self.element_offset).cast::<E>(),
+                self.len,
+            )
+        }
+    }
+
+    /// The elements, in row-major order, to write in place.
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [E] {
+        let (offset, len) = (self.element_offset, self.len);
+        let bytes: &mut [u8] = &mut self.bytes;
+        debug_assert_eq!(bytes.len(), offset + len * size_of::<E>());
+        // SAFETY: as in `as_slice`; `&mut self` makes the access exclusive, and any bytes
+        // written through an `E: Pod` keep the memory initialised.
+        unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().add(offset).cast::<E>(), len) }
+    }
+
+    /// The elements as nalgebra's column-major view of the row-major matrix `[rows, cols]`:
+    /// a `cols x rows` matrix, the transpose (see [`TensorView::matrix`]).
+    pub fn matrix(&self) -> DMatrixView<'_, E> {
+        let (rows, cols) = row_major_dims(self.shape());
+        // `rows * cols == len` (or both sides 0): never panics.
+        DMatrixView::from_slice(self.as_slice(), cols, rows)
+    }
+
+    /// Like [`matrix`](Self::matrix), to write: tensor element `[i, j]` is `m[(j, i)]`. To
+    /// store a column-major `R x C` nalgebra matrix `a` as the row-major `[R, C]` tensor, write
+    /// its transpose: `m.copy_from(&a.transpose())` (or `m.tr_copy_from(&a)`).
+    pub fn matrix_mut(&mut self) -> DMatrixViewMut<'_, E> {
+        let (rows, cols) = row_major_dims(self.shape());
+        DMatrixViewMut::from_slice(self.as_mut_slice(), cols, rows)
+    }
+
+    /// The elements as an `ndarray` view with the tensor's shape and row-major indices, to
+    /// write in place (feature `ndarray`; ranks above 4 allocate ndarray's shape and strides).
+    #[cfg(feature = "ndarray")]
+    pub fn array_mut(&mut self) -> ndarray::ArrayViewMutD<'_, E> {
+        let mut dims = [0usize; MAX_RANK];
+        dims[..self.rank as usize].copy_from_slice(self.shape());
+        let shape = ndarray::IxDyn(&dims[..self.rank as usize]);
+        let data = self.as_mut_slice();
+        // SAFETY: `data` holds exactly the product of the shape (planned by `TensorLayout`)
+        // initialised, aligned `E`s, borrowed mutably (exclusively) for the view's lifetime;
+        // default (C-order) strides are non-negative and reach only elements inside `data`; the
+        // product of the non-zero dimensions is at most `isize::MAX` (checked by the layout).
+        unsafe { ndarray::ArrayViewMut::from_shape_ptr(shape, data.as_mut_ptr()) }
+    }
+
+    /// Publishes the tensor (tagged [`TENSOR_TYPE_ID`], with the next sequence number and, if
+    /// the channel has timestamps, the send time).
+    #[inline]
+    pub fn send(self) {
+        self.bytes.send(TENSOR_TYPE_ID);
+    }
+}
+
+impl<E: TensorElement> fmt::Debug for TensorLoan<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TensorLoan")
+            .field("dtype", &E::DTYPE)
+            .field("shape", &self.shape())
+            .finish()
+    }
+}
+
+impl Channel<()> {
+    /// A builder for a tensor channel: tensors of any shape and element type, written and read
+    /// in place ([`TensorProducer`], [`TensorConsumer`]; see [`crate::tensor`] for the format).
+    pub fn tensors() -> TensorChannelBuilder {
+        TensorChannelBuilder {
+            raw: Channel::raw().capacity_bytes(DEFAULT_CAPACITY_BYTES),
+        }
+    }
+
+    /// Opens the consumer end of the shared tensor channel `name`, created with
+    /// `Channel::tensors().shared(name).create_producer()`. A tensor channel is a raw channel:
+    /// this opens any raw channel (and [`Channel::raw_open_consumer`] opens a tensor channel);
+    /// records that are not tensors are reported by [`TensorReceived::view`] as
+    /// [`TensorError::NotATensor`].
+    ///
+    /// # Errors
+    /// As [`Channel::open_consumer`].
+    pub fn tensors_open_consumer(name: &str) -> Result<TensorConsumer, OpenError> {
+        Channel::raw_open_consumer(name).map(TensorConsumer::from_raw)
+    }
+
+    /// Opens the producer end of the shared tensor channel `name`, created with
+    /// `Channel::tensors().shared(name).create_consumer()`. As
+    /// [`tensors_open_consumer`](Self::tensors_open_consumer).
+    ///
+    /// # Errors
+    /// As [`Channel::open_consumer`].
+    pub fn tensors_open_producer(name: &str) -> Result<TensorProducer, OpenError> {
+        Channel::raw_open_producer(name).map(TensorProducer::from_raw)
+    }
+}
+
+/// Builder of a tensor channel; see [`Channel::tensors`].
+///
+/// Defaults: a 1 MiB ring, normal pages, populated, no NUMA binding, no `mlock`,
+/// [`Wait::default()`], no timestamps.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TensorChannelBuilder {
+    raw: RawChannelBuilder,
+}
+
+impl TensorChannelBuilder {
+    /// A ring of at least `bytes` bytes (rounded up to a power of two). The largest tensor
+    /// payload is the ring size minus 96 bytes ([`TensorProducer::max_payload`]); a tensor
+    /// payload is its elements plus 128 bytes (more with a user header).
+    pub fn capacity_bytes(mut self, bytes: usize) -> Self {
+        self.raw = self.raw.capacity_bytes(bytes);
+        self
+    }
+
+    /// Huge-page preference for the slab (see [`RawChannelBuilder::huge_pages`]).
+    pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
+        self.raw = self.raw.huge_pages(huge_pages);
+        self
+    }
+
+    /// Binds the slab's memory to NUMA node `node` (see [`RawChannelBuilder::numa_node`]).
+    pub fn numa_node(mut self, node: u32) -> Self {
+        self.raw = self.raw.numa_node(node);
+        self
+    }
+
+    /// Whether to fault the ring's pages in when it is built (see
+    /// [`RawChannelBuilder::populate`]).
+    pub fn populate(mut self, populate: bool) -> Self {
+        self.raw = self.raw.populate(populate);
+        self
+    }
+
+    /// Whether to `mlock` the slab (see [`RawChannelBuilder::lock`]).
+    pub fn lock(mut self, lock: Lock) -> Self {
+        self.raw = self.raw.lock(lock);
+        self
+    }
+
+    /// How both ends wait when the ring is full or empty (default [`Wait::default()`]).
+    pub fn wait(mut self, wait: Wait) -> Self {
+        self.raw = self.raw.wait(wait);
+        self
+    }
+
+    /// Registers the slab with the CUDA driver (see
+    /// [`RawChannelBuilder::cuda_host_register`]).
+    pub fn cuda_host_register(mut self, register: bool) -> Self {
+        self.raw = self.raw.cuda_host_register(register);
+        self
+    }
+
+    /// Whether each record's header carries its send time (see
+    /// [`RawChannelBuilder::timestamps`]); read it with [`TensorReceived::message_header`].
+    pub fn timestamps(mut self, on: bool) -> Self {
+        self.raw = self.raw.timestamps(on);
+        self
+    }
+
+    /// Maps the slab, initialises the ring and returns both ends.
+    pub fn build(self) -> Result<(TensorProducer, TensorConsumer), ChannelError> {
+        let (tx, rx) = self.raw.build()?;
+        Ok((TensorProducer::from_raw(tx), TensorConsumer::from_raw(rx)))
+    }
+
+    /// Makes the channel a named shared channel, `/dev/shm/<name>` (see
+    /// [`ChannelBuilder::shared`](super::ChannelBuilder::shared)); finish with
+    /// [`create_producer`](SharedTensorChannelBuilder::create_producer) or
+    /// [`create_consumer`](SharedTensorChannelBuilder::create_consumer). Another process opens
+    /// the other end with [`Channel::tensors_open_consumer`] /
+    /// [`Channel::tensors_open_producer`].
+    pub fn shared(self, name: &str) -> SharedTensorChannelBuilder {
+        SharedTensorChannelBuilder {
+            raw: self.raw.shared(name),
+        }
+    }
+}
+
+/// Builder of a shared tensor channel: [`TensorChannelBuilder::shared`] with a name. As
+/// [`SharedRawChannelBuilder`] (a tensor channel is a raw channel).
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `create_producer` or `create_consumer` is called"]
+pub struct SharedTensorChannelBuilder {
+    raw: SharedRawChannelBuilder,
+}
+
+impl SharedTensorChannelBuilder {
+    /// Creates the channel `/dev/shm/<name>` and returns its producer end; another process
+    /// opens the consumer with [`Channel::tensors_open_consumer`].
+    ///
+    /// # Errors
+    /// As [`SharedRawChannelBuilder::create_producer`].
+    pub fn create_producer(self) -> Result<TensorProducer, CreateError> {
+        self.raw.create_producer().map(TensorProducer::from_raw)
+    }
+
+    /// Creates the channel `/dev/shm/<name>` and returns its consumer end; another process
+    /// opens the producer with [`Channel::tensors_open_producer`].
+    ///
+    /// # Errors
+    /// As [`SharedRawChannelBuilder::create_producer`].
+    pub fn create_consumer(self) -> Result<TensorConsumer, CreateError> {
+        self.raw.create_consumer().map(TensorConsumer::from_raw)
+    }
+}
+
+/// The sending end of a tensor channel; see [`Channel::tensors`].
+pub struct TensorProducer {
+    raw: RawProducer,
+}
+
+impl TensorProducer {
+    /// A tensor producer over a raw producer (the records it sends are tensor records, which
+    /// any raw consumer can read with [`RawReceived::tensor`]).
+    pub fn from_raw(raw: RawProducer) -> Self {
+        TensorProducer { raw }
+    }
+
+    /// The raw end underneath (to send other messages on the same channel).
+    pub fn into_raw(self) -> RawProducer {
+        self.raw
+    }
+
+    /// Borrows room for a tensor of `shape` with elements of type `E`, waiting for space if
+    /// needed; see [`RawProducer::allocate_tensor`].
+    #[inline]
+    pub fn allocate_tensor<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.raw.allocate_tensor(shape)
+    }
+
+    /// Like [`allocate_tensor`](Self::allocate_tensor), but fails with `Full` instead of
+    /// waiting.
+    #[inline]
+    pub fn try_allocate_tensor<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.raw.try_allocate_tensor(shape)
+    }
+
+    /// Like [`allocate_tensor`](Self::allocate_tensor), but fails with `Timeout` after
+    /// `timeout`.
+    pub fn allocate_tensor_timeout<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+        timeout: Duration,
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.raw.allocate_tensor_timeout(shape, timeout)
+    }
+
+    /// Like [`allocate_tensor`](Self::allocate_tensor), with a user header; see
+    /// [`RawProducer::allocate_tensor_with`].
+    #[inline]
+    pub fn allocate_tensor_with<H: Message, E: TensorElement>(
+        &mut self,
+        header: H,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.raw.allocate_tensor_with(header, shape)
+    }
+
+    /// Like [`allocate_tensor_with`](Self::allocate_tensor_with), but fails with `Full`
+    /// instead of waiting.
+    #[inline]
+    pub fn try_allocate_tensor_with<H: Message, E: TensorElement>(
+        &mut self,
+        header: H,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.raw.try_allocate_tensor_with(header, shape)
+    }
+
+    /// Like [`allocate_tensor_with`](Self::allocate_tensor_with), but fails with `Timeout`
+    /// after `timeout`.
+    pub fn allocate_tensor_with_timeout<H: Message, E: TensorElement>(
+        &mut self,
+        header: H,
+        shape: &[usize],
+        timeout: Duration,
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.raw
+            .allocate_tensor_with_timeout(header, shape, timeout)
+    }
+
+    /// The largest payload this channel takes, in bytes (a tensor needs its elements plus 128,
+    /// more with a header); see [`RawProducer::max_payload`].
+    pub fn max_payload(&self) -> usize {
+        self.raw.max_payload()
+    }
+
+    /// Size of the ring in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.raw.capacity_bytes()
+    }
+
+    /// Whether the consumer is gone (see [`RawProducer::is_disconnected`]).
+    pub fn is_disconnected(&self) -> bool {
+        self.raw.is_disconnected()
+    }
+
+    /// This end's counters (bytes count whole tensor payloads).
+    pub fn stats(&self) -> ProducerStats {
+        self.raw.stats()
+    }
+}
+
+impl fmt::Debug for TensorProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TensorProducer").field(&self.raw).finish()
+    }
+}
+
+/// The receiving end of a tensor channel; see [`Channel::tensors`].
+pub struct TensorConsumer {
+    raw: RawConsumer,
+}
+
+impl TensorConsumer {
+    /// A tensor consumer over a raw consumer.
+    pub fn from_raw(raw: RawConsumer) -> Self {
+        TensorConsumer { raw }
+    }
+
+    /// The raw end underneath.
+    pub fn into_raw(self) -> RawConsumer {
+        self.raw
+    }
+
+    /// The next tensor, waiting for one if needed. Its description is validated here, once;
+    /// a record that fails (or is not a tensor) is still returned, and its accessors report the
+    /// [`TensorError`]. Fails only with `Disconnected` or `Corrupted` (see
+    /// [`RawConsumer::recv`]).
+    #[inline]
+    pub fn recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
+        self.raw.recv().map(TensorReceived::new)
+    }
+
+    /// The next tensor, or `Empty` (or `Disconnected`) at once.
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
+        self.raw.try_recv().map(TensorReceived::new)
+    }
+
+    /// The next tensor, waiting at most `timeout` (`Timeout`).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<TensorReceived<'_>, RecvError> {
+        self.raw.recv_timeout(timeout).map(TensorReceived::new)
+    }
+
+    /// Size of the ring in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.raw.capacity_bytes()
+    }
+
+    /// Whether the producer is gone (see [`RawConsumer::is_disconnected`]).
+    pub fn is_disconnected(&self) -> bool {
+        self.raw.is_disconnected()
+    }
+
+    /// This end's counters.
+    pub fn stats(&self) -> ConsumerStats {
+        self.raw.stats()
+    }
+}
+
+impl fmt::Debug for TensorConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TensorConsumer").field(&self.raw).finish()
+    }
+}
+
+/// A tensor received from a tensor channel, read in place; its space goes back to the producer
+/// when it drops. The description was validated once by `recv`: [`view`](Self::view) and
+/// [`header`](Self::header) only compare types.
+pub struct TensorReceived<'a> {
+    raw: RawReceived<'a>,
+    info: Result<TensorInfo, TensorError>,
+}
+
+impl<'a> TensorReceived<'a> {
+    #[inline]
+    fn new(raw: RawReceived<'a>) -> Self {
+        let type_id = raw.type_id();
+        let info = if type_id == TENSOR_TYPE_ID {
+            TensorInfo::parse(raw.bytes())
+        } else {
+            Err(TensorError::NotATensor { type_id })
+        };
+        TensorReceived { raw, info }
+    }
+}
+
+impl TensorReceived<'_> {
+    /// The validated tensor (description checked when it was received).
+    ///
+    /// # Errors
+    /// The [`TensorError`] its description failed with (or [`TensorError::NotATensor`]).
+    #[inline]
+    pub fn tensor(&self) -> Result<TensorRef<'_>, TensorError> {
+        match &self.info {
+            Ok(info) => Ok(TensorRef::from_parts(self.raw.bytes(), *info)),
+            Err(e) => Err(*e),
+        }
+    }
+
+    /// The elements as `E`s with the tensor's shape, in place.
+    ///
+    /// # Errors
+    /// [`TensorError::DType`] if the elements are of another type; the description's error
+    /// if it failed validation (see [`tensor`](Self::tensor)).
+    #[inline]
+    pub fn view<E: TensorElement>(&self) -> Result<TensorView<'_, E>, TensorError> {
+        self.tensor()?.view()
+    }
+
+    /// The user header as an `H`, in place (see [`TensorRef::header`]).
+    ///
+    /// # Errors
+    /// [`TensorError::NoHeader`], [`TensorError::HeaderType`], [`TensorError::HeaderLayout`],
+    /// [`TensorError::HeaderLength`], or the description's error.
+    pub fn header<H: Message>(&self) -> Result<&H, TensorError> {
+        self.tensor()?.header()
+    }
+
+    /// The validated description: element type, shape, header type id.
+    ///
+    /// # Errors
+    /// The description's error, as [`tensor`](Self::tensor).
+    pub fn info(&self) -> Result<&TensorInfo, TensorError> {
+        self.info.as_ref().map_err(|e| *e)
+    }
+
+    /// The element type (to dispatch on before [`view`](Self::view)).
+    ///
+    /// # Errors
+    /// The description's error, as [`tensor`](Self::tensor).
+    pub fn dtype(&self) -> Result<DType, TensorError> {
+        self.info().map(TensorInfo::dtype)
+    }
+
+    /// The dimensions, outermost first.
+    ///
+    /// # Errors
+    /// The description's error, as [`tensor`](Self::tensor).
+    pub fn shape(&self) -> Result<&[usize], TensorError> {
+        self.info().map(TensorInfo::shape)
+    }
+
+    /// A copy of the record's [`MessageHeader`]: sequence number, send timestamp, type id,
+    /// payload length (see [`RawReceived::header`]).
+    pub fn message_header(&self) -> MessageHeader {
+        self.raw.header()
+    }
+
+    /// The whole payload's bytes, as received (description, header, elements).
+    pub fn bytes(&self) -> &[u8] {
+        self.raw.bytes()
+    }
+}
+
+impl fmt::Debug for TensorReceived<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TensorReceived")
+            .field("header", &self.raw.header())
+            .field("info", &self.info)
+            .finish()
+    }
+}

@@ -1,0 +1,1288 @@
+//! Tensors whose shape is known only at run time: element types ([`DType`], [`TensorElement`]),
+//! the description a tensor payload starts with ([`TensorDescription`]), the producer's plan of
+//! a payload ([`TensorLayout`]), the consumer's validation ([`TensorRef::parse`]) and the
+//! in-place views ([`TensorView`]).
+//!
+//! This module owns the *format* of a tensor payload. It never names channels, rings or
+//! transports (the ends that carry tensors, `Channel::tensors()` and the raw ends'
+//! `allocate_tensor` / `tensor()`, are in [`crate::channel`]), never allocates, and never panics
+//! on the bytes it is given: a description read from another process, or later from the
+//! network, is untrusted. It is copied out of the payload once, every field of the copy is
+//! checked, and only the copy is used for bounds; each failure is a [`TensorError`].
+//!
+//! # Payload format (version 1)
+//!
+//! A tensor travels as one record's payload, tagged with [`TENSOR_TYPE_ID`] (the FNV-1a hash of
+//! `"psyne.Tensor"`; raw channels tell tensors from other messages by it):
+//!
+//! ```text
+//! 0                       112                                element_offset (multiple of 64)
+//! | TensorDescription     | user header (optional) | padding | elements, row-major, to the end |
+//! ```
+//!
+//! * The [`TensorDescription`] (112 bytes, `#[repr(C)]`, every field little-endian) gives the
+//!   magic `b"PSYT"`, the format version (1), the [`DType`] code, the rank (0 to [`MAX_RANK`]),
+//!   the element offset, the user header's offset, length, type id and fingerprint, the element
+//!   count and the shape (`[u64; 8]`, unused entries 0).
+//! * The optional user header is any derived [`Message`] (batch index, layer id, step...), at
+//!   an offset aligned for it, after the description.
+//! * The elements start at `element_offset`, a multiple of [`ELEMENT_ALIGN`] (64) bytes from the
+//!   payload's start (payloads are 64-byte aligned in every ring, so the elements are too), and
+//!   fill the rest of the payload exactly: `payload length = element_offset + count *
+//!   size_of(element)`. They are stored contiguously in row-major (C) order, as PyTorch and
+//!   NumPy store tensors: the last index varies fastest. Element bytes are in the producer's
+//!   byte order (psyne's targets are little-endian).
+//!
+//! With no user header the elements start at byte 128: a tensor record costs 128 bytes more
+//! than the same elements in a fixed-size message. The format is the same in one process, in
+//! shared memory and on the wire.
+//!
+//! # What a valid description satisfies
+//!
+//! [`TensorRef::parse`] checks, in this order (the error each failure gives):
+//! the payload holds a description ([`TensorError::Truncated`]); magic ([`BadMagic`]), version
+//! ([`UnsupportedVersion`]), dtype code ([`UnknownDType`]), rank `<= 8` ([`RankTooLarge`]);
+//! the reserved word and unused shape entries are 0, and a description without a header has
+//! header length, type id and fingerprint 0 ([`Malformed`]); each dimension fits a `usize` and
+//! the product of the non-zero dimensions is at most `isize::MAX` ([`CountOverflow`]); the
+//! element count equals the product of the shape ([`CountMismatch`]); count times element size
+//! does not overflow ([`ByteSizeOverflow`]); the element offset is a multiple of 64 and not
+//! inside the description ([`BadElementOffset`]); a header lies between the description and
+//! the elements ([`BadHeader`]); and the payload length is exactly `element_offset + bytes`
+//! ([`LengthMismatch`]). A view checks the element type ([`TensorError::DType`]) and the memory
+//! alignment ([`Misaligned`], only possible for bytes that did not come from a ring).
+//!
+//! [`BadMagic`]: TensorError::BadMagic
+//! [`UnsupportedVersion`]: TensorError::UnsupportedVersion
+//! [`UnknownDType`]: TensorError::UnknownDType
+//! [`RankTooLarge`]: TensorError::RankTooLarge
+//! [`Malformed`]: TensorError::Malformed
+//! [`CountOverflow`]: TensorError::CountOverflow
+//! [`CountMismatch`]: TensorError::CountMismatch
+//! [`ByteSizeOverflow`]: TensorError::ByteSizeOverflow
+//! [`BadElementOffset`]: TensorError::BadElementOffset
+//! [`BadHeader`]: TensorError::BadHeader
+//! [`LengthMismatch`]: TensorError::LengthMismatch
+//! [`Misaligned`]: TensorError::Misaligned
+//!
+//! # Row-major tensors and nalgebra's column-major views
+//!
+//! nalgebra stores matrices column-major, so the memory of a row-major `[R, C]` tensor *is*
+//! nalgebra's `C x R` matrix: the transpose. [`TensorView::matrix`] returns exactly that view,
+//! without a copy: a `C x R` [`DMatrixView`] `m` with tensor element `[i, j]` at `m[(j, i)]`.
+//! For a row-major weight matrix `W` (`[out, in]`) and an input vector `x`, `W x` is
+//! `m.tr_mul(&x)`; `m.transpose()` makes an owned `R x C` copy. A tensor of another rank is
+//! read as the row-major matrix `[product of all dimensions but the last, last dimension]`
+//! (`[batch, seq, hidden]` as `(batch * seq) x hidden`, a vector `[n]` as `1 x n`, a scalar as
+//! `1 x 1`), so `matrix()` always has `len()` elements. Strided views with the row-major
+//! semantics are deliberately not offered: nalgebra 0.35's products are unsound on views whose
+//! row stride is not 1 (dimforge/nalgebra#1616). With the `ndarray` feature,
+//! [`TensorView::array`] gives an n-dimensional view with the tensor's own shape and indices.
+
+use crate::message::{Message, fnv1a64};
+use core::fmt;
+use nalgebra::DMatrixView;
+
+/// The type id every tensor record is tagged with: FNV-1a of `"psyne.Tensor"`. Reserved: a
+/// message named `psyne.Tensor` would collide with it.
+pub const TENSOR_TYPE_ID: u64 = fnv1a64(b"psyne.Tensor");
+
+/// The largest rank (number of dimensions) a tensor may have.
+pub const MAX_RANK: usize = 8;
+
+/// Size of the [`TensorDescription`] at the start of every tensor payload, in bytes.
+pub const DESCRIPTION_SIZE: usize = core::mem::size_of::<TensorDescription>();
+
+/// Alignment of the elements inside the payload, in bytes (the offset is a multiple of it).
+pub const ELEMENT_ALIGN: usize = 64;
+
+/// [`TensorDescription::magic`]: the bytes `PSYT` (`0x5459_5350` little-endian).
+pub const MAGIC: u32 = u32::from_le_bytes(*b"PSYT");
+
+/// The format version this build writes and reads ([`TensorDescription::version`]).
+pub const FORMAT_VERSION: u16 = 1;
+
+/// The element type of a tensor, as stored in [`TensorDescription::dtype`].
+///
+/// `F16` and `BF16` exist without the `half` feature (a peer may send them and
+/// [`TensorRef::dtype`] reports them); viewing them as `half::f16` / `half::bf16` needs the
+/// feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DType {
+    /// `f32` (code 1)
+    F32 = 1,
+    /// `f64` (code 2)
+    F64 = 2,
+    /// `half::f16`, IEEE 754 binary16 (code 3)
+    F16 = 3,
+    /// `half::bf16`, bfloat16 (code 4)
+    BF16 = 4,
+    /// `i8` (code 5)
+    I8 = 5,
+    /// `u8` (code 6)
+    U8 = 6,
+    /// `i16` (code 7)
+    I16 = 7,
+    /// `u16` (code 8)
+    U16 = 8,
+    /// `i32` (code 9)
+    I32 = 9,
+    /// `u32` (code 10)
+    U32 = 10,
+    /// `i64` (code 11)
+    I64 = 11,
+    /// `u64` (code 12)
+    U64 = 12,
+}
+
+impl DType {
+    /// Every element type, in code order.
+    pub const ALL: [DType; 12] = [
+        DType::F32,
+        DType::F64,
+        DType::F16,
+        DType::BF16,
+        DType::I8,
+        DType::U8,
+        DType::I16,
+        DType::U16,
+        DType::I32,
+        DType::U32,
+        DType::I64,
+        DType::U64,
+    ];
+
+    /// The code stored in a description.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The element type with code `code`, or `None` for an unknown code.
+    pub const fn from_code(code: u8) -> Option<DType> {
+        match code {
+            1 => Some(DType::F32),
+            2 => Some(DType::F64),
+            3 => Some(DType::F16),
+            4 => Some(DType::BF16),
+            5 => Some(DType::I8),
+            6 => Some(DType::U8),
+            7 => Some(DType::I16),
+            8 => Some(DType::U16),
+            9 => Some(DType::I32),
+            10 => Some(DType::U32),
+            11 => Some(DType::I64),
+            12 => Some(DType::U64),
+            _ => None,
+        }
+    }
+
+    /// Size of one element in bytes.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::I8 | DType::U8 => 1,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+        }
+    }
+
+    /// The Rust spelling (`"f32"`, `"bf16"`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I8 => "i8",
+            DType::U8 => "u8",
+            DType::I16 => "i16",
+            DType::U16 => "u16",
+            DType::I32 => "i32",
+            DType::U32 => "u32",
+            DType::I64 => "i64",
+            DType::U64 => "u64",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+mod sealed {
+    /// Only this crate implements [`TensorElement`](super::TensorElement).
+    pub trait Sealed {}
+}
+
+/// A Rust type a tensor's elements can be read and written as: the ten number types, and
+/// `half::f16` / `half::bf16` with the `half` feature. Sealed: implemented only here.
+pub trait TensorElement:
+    bytemuck::Pod + fmt::Debug + PartialEq + Send + Sync + sealed::Sealed
+{
+    /// The element type code written for and expected of this type.
+    const DTYPE: DType;
+}
+
+macro_rules! tensor_elements {
+    ($($t:ty => $d:ident),* $(,)?) => {$(
+        impl sealed::Sealed for $t {}
+        impl TensorElement for $t {
+            const DTYPE: DType = DType::$d;
+        }
+        const _: () = assert!(core::mem::size_of::<$t>() == DType::$d.size());
+    )*};
+}
+
+tensor_elements!(
+    f32 => F32, f64 => F64, i8 => I8, u8 => U8, i16 => I16, u16 => U16,
+    i32 => I32, u32 => U32, i64 => I64, u64 => U64,
+);
+
+#[cfg(feature = "half")]
+tensor_elements!(half::f16 => F16, half::bf16 => BF16);
+
+/// The fixed description at the start of every tensor payload (see the
+/// [module docs](self#payload-format-version-1)). 112 bytes, no padding.
+///
+/// Every field holds its value in **little-endian** byte order (on the little-endian machines
+/// psyne runs on, the plain value); [`TensorDescription::to_le`] and
+/// [`TensorDescription::from_le`] convert. This is the format's specification for other
+/// writers (tests, other languages); psyne's own producers write it through [`TensorLayout`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TensorDescription {
+    /// [`MAGIC`].
+    pub magic: u32,
+    /// [`FORMAT_VERSION`].
+    pub version: u16,
+    /// [`DType::code`] of the elements.
+    pub dtype: u8,
+    /// Number of dimensions, 0 to [`MAX_RANK`].
+    pub rank: u8,
+    /// Offset of the first element from the payload's start: a multiple of [`ELEMENT_ALIGN`],
+    /// at least [`DESCRIPTION_SIZE`] and past the user header.
+    pub element_offset: u32,
+    /// Offset of the user header from the payload's start, or 0 when there is none.
+    pub header_offset: u32,
+    /// Length of the user header in bytes (`size_of::<H>()`), 0 when there is none.
+    pub header_len: u32,
+    /// Must be 0.
+    pub reserved: u32,
+    /// [`Message::TYPE_ID`] of the user header, 0 when there is none.
+    pub header_type_id: u64,
+    /// [`Message::FINGERPRINT`] of the user header, 0 when there is none.
+    pub header_fingerprint: u64,
+    /// Number of elements: the product of the shape (1 for rank 0).
+    pub element_count: u64,
+    /// The dimensions, outermost first (`shape[rank - 1]` varies fastest); entries from `rank`
+    /// on are 0.
+    pub shape: [u64; MAX_RANK],
+}
+
+// SAFETY: `TensorDescription` is `#[repr(C)]` with fields u32 (0), u16 (4), u8 (6), u8 (7),
+// u32 (8), u32 (12), u32 (16), u32 (20), u64 (24), u64 (32), u64 (40), [u64; 8] (48): size 112,
+// no padding (asserted below); every bit pattern is a valid value of each field.
+unsafe impl bytemuck::Zeroable for TensorDescription {}
+// SAFETY: as above (no padding, all fields `Pod`, `Copy`, `'static`).
+unsafe impl bytemuck::Pod for TensorDescription {}
+
+const _: () = assert!(core::mem::size_of::<TensorDescription>() == 112);
+const _: () = assert!(core::mem::align_of::<TensorDescription>() == 8);
+
+impl TensorDescription {
+    /// Converts every field from this machine's byte order to little-endian (no-op on a
+    /// little-endian machine).
+    pub fn to_le(self) -> Self {
+        TensorDescription {
+            magic: self.magic.to_le(),
+            version: self.version.to_le(),
+            dtype: self.dtype,
+            rank: self.rank,
+            element_offset: self.element_offset.to_le(),
+            header_offset: self.header_offset.to_le(),
+            header_len: self.header_len.to_le(),
+            reserved: self.reserved.to_le(),
+            header_type_id: self.header_type_id.to_le(),
+            header_fingerprint: self.header_fingerprint.to_le(),
+            element_count: self.element_count.to_le(),
+            shape: self.shape.map(u64::to_le),
+        }
+    }
+
+    /// Converts every field from little-endian to this machine's byte order (no-op on a
+    /// little-endian machine).
+    pub fn from_le(self) -> Self {
+        // Byte swapping is its own inverse.
+        self.to_le()
+    }
+}
+
+/// What a user header is, for [`TensorLayout::new`]: [`HeaderSpec::of::<H>()`](Self::of).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderSpec {
+    /// [`Message::TYPE_ID`].
+    pub type_id: u64,
+    /// [`Message::FINGERPRINT`].
+    pub fingerprint: u64,
+    /// `size_of::<H>()`.
+    pub size: usize,
+    /// `align_of::<H>()`.
+    pub align: usize,
+}
+
+impl HeaderSpec {
+    /// The spec of message type `H`.
+    pub const fn of<H: Message>() -> Self {
+        HeaderSpec {
+            type_id: H::TYPE_ID,
+            fingerprint: H::FINGERPRINT,
+            size: core::mem::size_of::<H>(),
+            align: core::mem::align_of::<H>(),
+        }
+    }
+}
+
+/// The largest payload a tensor may have: record lengths are `u32`.
+const MAX_PAYLOAD: usize = u32::MAX as usize;
+
+/// The element count of `shape`: its product (1 for rank 0), with the product of the non-zero
+/// dimensions at most `isize::MAX` (so every partial product fits too, as slices and ndarray
+/// require), else [`TensorError::CountOverflow`]. Does not check the rank.
+#[inline]
+pub fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
+    let mut nonzero: usize = 1;
+    let mut empty = false;
+    for &d in shape {
+        if d == 0 {
+            empty = true;
+        } else {
+            nonzero = nonzero.checked_mul(d).ok_or(TensorError::CountOverflow)?;
+        }
+    }
+    if nonzero > isize::MAX as usize {
+        return Err(TensorError::CountOverflow);
+    }
+    Ok(if empty { 0 } else { nonzero })
+}
+
+/// Copies `shape` into a fixed array, or `RankTooLarge`.
+#[inline]
+fn shape_array(shape: &[usize]) -> Result<[usize; MAX_RANK], TensorError> {
+    if shape.len() > MAX_RANK {
+        return Err(TensorError::RankTooLarge { rank: shape.len() });
+    }
+    let mut out = [0usize; MAX_RANK];
+    out[..shape.len()].copy_from_slice(shape);
+    Ok(out)
+}
+
+/// Rows and columns of the row-major matrix a tensor of `shape` is read as: the last
+/// dimension is the columns (1 for a scalar), the product of the others the rows.
+#[inline]
+pub(crate) fn row_major_dims(shape: &[usize]) -> (usize, usize) {
+    match shape.split_last() {
+        None => (1, 1),
+        // Cannot overflow: every partial product of a validated shape fits (`element_count`);
+        // saturating keeps this total anyway.
+        Some((&cols, rest)) => (rest.iter().fold(1usize, |a, &d| a.saturating_mul(d)), cols),
+    }
+}
+
+/// The layout of one tensor payload, planned by a producer before it borrows the bytes:
+/// [`payload_len`](Self::payload_len) to allocate, then
+/// [`write_description`](Self::write_description) into them.
+///
+/// ```
+/// use psyne::tensor::{DType, TensorLayout, TensorRef};
+///
+/// let layout = TensorLayout::new(DType::F32, &[2, 3], None)?;
+/// assert_eq!(layout.element_offset(), 128);
+/// assert_eq!(layout.payload_len(), 128 + 6 * 4);
+/// let mut payload = vec![0u64; layout.payload_len().div_ceil(8)]; // 8-aligned storage
+/// let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut payload)[..layout.payload_len()];
+/// layout.write_description(bytes)?;
+/// let t = TensorRef::parse(bytes)?;
+/// assert_eq!(t.view::<f32>()?.shape(), &[2, 3]);
+/// # Ok::<(), psyne::TensorError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorLayout {
+    dtype: DType,
+    rank: u8,
+    shape: [usize; MAX_RANK],
+    count: usize,
+    element_offset: usize,
+    payload_len: usize,
+    /// The header and its offset.
+    header: Option<(HeaderSpec, usize)>,
+}
+
+impl TensorLayout {
+    /// Plans a payload of `shape` elements of `dtype`, with an optional user header.
+    ///
+    /// # Errors
+    /// [`TensorError::RankTooLarge`] (more than [`MAX_RANK`] dimensions),
+    /// [`TensorError::CountOverflow`], [`TensorError::ByteSizeOverflow`],
+    /// [`TensorError::HeaderAlignment`] (a header aligned to more than 64 bytes), and
+    /// [`TensorError::TooLarge`] for a payload over `u32::MAX` bytes (a channel's own limit,
+    /// its largest payload, is checked when it allocates).
+    #[inline]
+    pub fn new(
+        dtype: DType,
+        shape: &[usize],
+        header: Option<HeaderSpec>,
+    ) -> Result<TensorLayout, TensorError> {
+        let dims = shape_array(shape)?;
+        let count = element_count(shape)?;
+        let bytes = count
+            .checked_mul(dtype.size())
+            .ok_or(TensorError::ByteSizeOverflow {
+                elements: count as u64,
+                element_size: dtype.size(),
+            })?;
+        let (header, after_description) = match header {
+            None => (None, DESCRIPTION_SIZE),
+            Some(h) => {
+                if h.align > ELEMENT_ALIGN || !h.align.is_power_of_two() {
+                    return Err(TensorError::HeaderAlignment { align: h.align });
+                }
+                let offset = DESCRIPTION_SIZE.next_multiple_of(h.align);
+                let end = offset.checked_add(h.size).filter(|&e| e <= MAX_PAYLOAD);
+                match end {
+                    Some(end) => (Some((h, offset)), end),
+                    None => return Err(TensorError::TooLarge { bytes: h.size }),
+                }
+            }
+        };
+        // `after_description <= u32::MAX`, so rounding up to 64 cannot overflow a usize.
+        let element_offset = after_description.next_multiple_of(ELEMENT_ALIGN);
+        let payload_len =
+            element_offset
+                .checked_add(bytes)
+                .ok_or(TensorError::ByteSizeOverflow {
+                    elements: count as u64,
+                    element_size: dtype.size(),
+                })?;
+        if payload_len > MAX_PAYLOAD {
+            return Err(TensorError::TooLarge { bytes: payload_len });
+        }
+        Ok(TensorLayout {
+            dtype,
+            rank: shape.len() as u8,
+            shape: dims,
+            count,
+            element_offset,
+            payload_len,
+            header,
+        })
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The dimensions, outermost first.
+    #[inline]
+    pub fn shape(&self) -> &[usize] {
+        &self.shape[..self.rank as usize]
+    }
+
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the tensor has no elements (a zero-sized dimension).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Length of the whole payload in bytes: description, header, padding and elements.
+    #[inline]
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// Offset of the first element from the payload's start (a multiple of 64).
+    #[inline]
+    pub fn element_offset(&self) -> usize {
+        self.element_offset
+    }
+
+    /// Offset of the user header from the payload's start, if there is one.
+    #[inline]
+    pub fn header_offset(&self) -> Option<usize> {
+        self.header.map(|(_, offset)| offset)
+    }
+
+    /// The description this layout writes (fields little-endian).
+    #[inline]
+    pub fn description(&self) -> TensorDescription {
+        let mut shape = [0u64; MAX_RANK];
+        for (out, &d) in shape.iter_mut().zip(&self.shape) {
+            *out = d as u64;
+        }
+        // The casts to u32 are exact: `new` checked `payload_len <= u32::MAX`, and every
+        // offset and length lies inside the payload.
+        let (header_offset, header_len, header_type_id, header_fingerprint) = match self.header {
+            None => (0, 0, 0, 0),
+            Some((h, offset)) => (offset as u32, h.size as u32, h.type_id, h.fingerprint),
+        };
+        TensorDescription {
+            magic: MAGIC,
+            version: FORMAT_VERSION,
+            dtype: self.dtype.code(),
+            rank: self.rank,
+            element_offset: self.element_offset as u32,
+            header_offset,
+            header_len,
+            reserved: 0,
+            header_type_id,
+            header_fingerprint,
+            element_count: self.count as u64,
+            shape,
+        }
+        .to_le()
+    }
+
+    /// Writes the description at the start of `payload`, which must be exactly
+    /// [`payload_len`](Self::payload_len) bytes ([`TensorError::LengthMismatch`] otherwise).
+    /// Header and elements are left as they are.
+    #[inline]
+    pub fn write_description(&self, payload: &mut [u8]) -> Result<(), TensorError> {
+        if payload.len() != self.payload_len {
+            return Err(TensorError::LengthMismatch {
+                len: payload.len(),
+                expected: self.payload_len,
+            });
+        }
+        let desc = self.description();
+        payload[..DESCRIPTION_SIZE].copy_from_slice(bytemuck::bytes_of(&desc));
+        Ok(())
+    }
+}
+
+/// The user header part of a validated description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HeaderInfo {
+    offset: usize,
+    len: usize,
+    type_id: u64,
+    fingerprint: u64,
+}
+
+/// A validated copy of a tensor description: what [`TensorRef::parse`] checked, kept in local
+/// memory (the payload's bytes may be another process's, and are not read again for bounds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    dtype: DType,
+    rank: u8,
+    shape: [usize; MAX_RANK],
+    count: usize,
+    element_offset: usize,
+    header: Option<HeaderInfo>,
+}
+
+impl TensorInfo {
+    /// The element type.
+    #[inline]
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of dimensions.
+    #[inline]
+    pub fn rank(&self) -> usize {
+        self.rank as usize
+    }
+
+    /// The dimensions, outermost first.
+    #[inline]
+    pub fn shape(&self) -> &[usize] {
+        &self.shape[..self.rank as usize]
+    }
+
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of element data (`len() * dtype().size()`).
+    #[inline]
+    pub fn byte_len(&self) -> usize {
+        // Checked in `parse`.
+        self.count * self.dtype.size()
+    }
+
+    /// Offset of the first element from the payload's start.
+    pub fn element_offset(&self) -> usize {
+        self.element_offset
+    }
+
+    /// The user header's type id, if the tensor has a header.
+    pub fn header_type_id(&self) -> Option<u64> {
+        self.header.map(|h| h.type_id)
+    }
+
+    /// Validates the description at the start of `payload` against `payload.len()`; see the
+    /// [module docs](self#what-a-valid-description-satisfies) for every check and its error.
+    pub fn parse(payload: &[u8]) -> Result<TensorInfo, TensorError> {
+        let Some(raw) = payload.get(..DESCRIPTION_SIZE) else {
+            return Err(TensorError::Truncated { len: payload.len() });
+        };
+        // One copy of the description: another process may still write the payload, so only
+        // this copy is checked and used.
+        let d: TensorDescription = bytemuck::pod_read_unaligned::<TensorDescription>(raw).from_le();
+        if d.magic != MAGIC {
+            return Err(TensorError::BadMagic { found: d.magic });
+        }
+        if d.version != FORMAT_VERSION {
+            return Err(TensorError::UnsupportedVersion { found: d.version });
+        }
+        let dtype = DType::from_code(d.dtype).ok_or(TensorError::UnknownDType { code: d.dtype })?;
+        let rank = d.rank as usize;
+        if rank > MAX_RANK {
+            return Err(TensorError::RankTooLarge { rank });
+        }
+        if d.reserved != 0 {
+            return Err(TensorError::Malformed {
+                what: "reserved word is not 0",
+            });
+        }
+        if d.shape[rank..].iter().any(|&x| x != 0) {
+            return Err(TensorError::Malformed {
+                what: "shape entries past the rank are not 0",
+            });
+        }
+        let mut shape = [0usize; MAX_RANK];
+        for (out, &dim) in shape.iter_mut().zip(&d.shape[..rank]) {
+            *out = usize::try_from(dim).map_err(|_| TensorError::CountOverflow)?;
+        }
+        let count = element_count(&shape[..rank])?;
+        if d.element_count != count as u64 {
+            return Err(TensorError::CountMismatch {
+                declared: d.element_count,
+                computed: count as u64,
+            });
+        }
+        let bytes = count
+            .checked_mul(dtype.size())
+            .ok_or(TensorError::ByteSizeOverflow {
+                elements: count as u64,
+                element_size: dtype.size(),
+            })?;
+        let element_offset = d.element_offset as usize;
+        if element_offset < DESCRIPTION_SIZE || !element_offset.is_multiple_of(ELEMENT_ALIGN) {
+            return Err(TensorError::BadElementOffset {
+                offset: d.element_offset,
+            });
+        }
+        let header = if d.header_offset == 0 {
+            if d.header_len != 0 || d.header_type_id != 0 || d.header_fingerprint != 0 {
+                return Err(TensorError::Malformed {
+                    what: "a description without a header has header fields that are not 0",
+                });
+            }
+            None
+        } else {
+            let offset = d.header_offset as usize;
+            let len = d.header_len as usize;
+            // u32 + u32 fits a u64, and the end is compared with a u32: no overflow.
+            if offset < DESCRIPTION_SIZE || offset as u64 + len as u64 > element_offset as u64 {
+                return Err(TensorError::BadHeader {
+                    offset: d.header_offset,
+                    len: d.header_len,
+                });
+            }
+            Some(HeaderInfo {
+                offset,
+                len,
+                type_id: d.header_type_id,
+                fingerprint: d.header_fingerprint,
+            })
+        };
+        let expected = element_offset
+            .checked_add(bytes)
+            .ok_or(TensorError::ByteSizeOverflow {
+                elements: count as u64,
+                element_size: dtype.size(),
+            })?;
+        if payload.len() != expected {
+            return Err(TensorError::LengthMismatch {
+                len: payload.len(),
+                expected,
+            });
+        }
+        Ok(TensorInfo {
+            dtype,
+            rank: rank as u8,
+            shape,
+            count,
+            element_offset,
+            header,
+        })
+    }
+}
+
+/// A tensor payload whose description was validated, borrowed from the payload's bytes (a
+/// received message, or any buffer): [`view`](Self::view) reads the elements in place,
+/// [`header`](Self::header) the user header.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRef<'a> {
+    payload: &'a [u8],
+    info: TensorInfo,
+}
+
+impl<'a> TensorRef<'a> {
+    /// Validates the description at the start of `payload` (see [`TensorInfo::parse`]).
+    #[inline]
+    pub fn parse(payload: &'a [u8]) -> Result<TensorRef<'a>, TensorError> {
+        Ok(TensorRef {
+            payload,
+            info: TensorInfo::parse(payload)?,
+        })
+    }
+
+    /// `payload` with the info `TensorInfo::parse(payload)` returned (the caller parsed it
+    /// earlier: a received message parses once).
+    #[inline]
+    pub(crate) fn from_parts(payload: &'a [u8], info: TensorInfo) -> TensorRef<'a> {
+        TensorRef { payload, info }
+    }
+
+    /// The validated description.
+    #[inline]
+    pub fn info(&self) -> &TensorInfo {
+        &self.info
+    }
+
+    /// The element type.
+    #[inline]
+    pub fn dtype(&self) -> DType {
+        self.info.dtype
+    }
+
+    /// The dimensions, outermost first.
+    #[inline]
+    pub fn shape(&self) -> &[usize] {
+        self.info.shape()
+    }
+
+    /// The whole payload: description, header, padding, elements.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The element bytes.
+    #[inline]
+    pub fn element_bytes(&self) -> &'a [u8] {
+        // In bounds by `parse` (`element_offset + bytes == len`); `get` keeps it total.
+        self.payload
+            .get(self.info.element_offset..)
+            .unwrap_or_default()
+    }
+
+    /// The elements as `E`s, in place.
+    ///
+    /// # Errors
+    /// [`TensorError::DType`] if the tensor's elements are not `E`s; [`TensorError::Misaligned`]
+    /// if the payload's memory is not aligned for `E` (never for a payload in a ring).
+    #[inline]
+    pub fn view<E: TensorElement>(&self) -> Result<TensorView<'a, E>, TensorError> {
+        if E::DTYPE != self.info.dtype {
+            return Err(TensorError::DType {
+                expected: E::DTYPE,
+                found: self.info.dtype,
+            });
+        }
+        let data: &'a [E] = bytemuck::try_cast_slice(self.element_bytes()).map_err(|_| {
+            TensorError::Misaligned {
+                align: core::mem::align_of::<E>(),
+            }
+        })?;
+        Ok(TensorView {
+            data,
+            shape: self.info.shape,
+            rank: self.info.rank,
+        })
+    }
+
+    /// The user header as an `H`, in place.
+    ///
+    /// # Errors
+    /// [`TensorError::NoHeader`], [`TensorError::HeaderType`] (another type id),
+    /// [`TensorError::HeaderLayout`] (same type id, another fingerprint: the peer was built with
+    /// another definition of `H`), [`TensorError::HeaderLength`], [`TensorError::Misaligned`].
+    pub fn header<H: Message>(&self) -> Result<&'a H, TensorError> {
+        let h = self.info.header.ok_or(TensorError::NoHeader)?;
+        if h.type_id != H::TYPE_ID {
+            return Err(TensorError::HeaderType {
+                expected: H::TYPE_ID,
+                found: h.type_id,
+            });
+        }
+        if h.fingerprint != H::FINGERPRINT {
+            return Err(TensorError::HeaderLayout {
+                expected: H::FINGERPRINT,
+                found: h.fingerprint,
+            });
+        }
+        if h.len != core::mem::size_of::<H>() {
+            return Err(TensorError::HeaderLength {
+                expected: core::mem::size_of::<H>(),
+                found: h.len,
+            });
+        }
+        // In bounds by `parse` (the header ends before the elements); `get` keeps it total.
+        let bytes = self
+            .payload
+            .get(h.offset..h.offset + h.len)
+            .ok_or(TensorError::BadHeader {
+                offset: h.offset as u32,
+                len: h.len as u32,
+            })?;
+        bytemuck::try_from_bytes(bytes).map_err(|_| TensorError::Misaligned {
+            align: core::mem::align_of::<H>(),
+        })
+    }
+}
+
+/// A tensor's elements read in place as `E`s, with its shape: from
+/// [`TensorRef::view`] (and `TensorReceived::view` on a channel).
+#[derive(Clone, Copy)]
+pub struct TensorView<'a, E> {
+    data: &'a [E],
+    shape: [usize; MAX_RANK],
+    rank: u8,
+}
+
+impl<'a, E: TensorElement> TensorView<'a, E> {
+    /// The dimensions, outermost first (`[]` for a scalar).
+    #[inline]
+    pub fn shape(&self) -> &[usize] {
+        &self.shape[..self.rank as usize]
+    }
+
+    /// Number of dimensions.
+    #[inline]
+    pub fn rank(&self) -> usize {
+        self.rank as usize
+    }
+
+    /// Number of elements (the product of the shape).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the tensor has no elements (a zero-sized dimension).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        E::DTYPE
+    }
+
+    /// The elements in row-major order, in place.
+    #[inline]
+    pub fn as_slice(&self) -> &'a [E] {
+        self.data
+    }
+
+    /// The element at row-major `index` (one entry per dimension), or `None` if the index has
+    /// the wrong rank or lies outside the shape.
+    #[inline]
+    pub fn get(&self, index: &[usize]) -> Option<&'a E> {
+        row_major_offset(self.shape(), index).and_then(|i| self.data.get(i))
+    }
+
+    /// The elements as nalgebra's column-major view of the row-major matrix `[rows, cols]`
+    /// (`cols` = the last dimension, `rows` = the product of the others): a **`cols x rows`**
+    /// matrix `m`, the transpose, with tensor element `[i, j]` at `m[(j, i)]`. No copy. See the
+    /// [module docs](self#row-major-tensors-and-nalgebras-column-major-views).
+    ///
+    /// ```
+    /// # use psyne::tensor::{DType, TensorLayout, TensorRef};
+    /// # let layout = TensorLayout::new(DType::F32, &[2, 3], None)?;
+    /// # let mut storage = vec![0u64; layout.payload_len().div_ceil(8)];
+    /// # let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut storage)[..layout.payload_len()];
+    /// # layout.write_description(bytes)?;
+    /// # let off = layout.element_offset();
+    /// # bytemuck::cast_slice_mut::<u8, f32>(&mut bytes[off..]).copy_from_slice(&[1., 2., 3., 4., 5., 6.]);
+    /// // A row-major [2, 3] tensor [[1, 2, 3], [4, 5, 6]]:
+    /// let t = TensorRef::parse(bytes)?;
+    /// let v = t.view::<f32>()?;
+    /// let m = v.matrix();
+    /// assert_eq!(m.shape(), (3, 2)); // the transpose
+    /// assert_eq!(m[(2, 0)], 3.0); // tensor element [0, 2]
+    /// let x = nalgebra::DVector::from_vec(vec![1.0f32, 0.0, 1.0]);
+    /// assert_eq!(m.tr_mul(&x).as_slice(), &[4.0, 10.0]); // [2, 3] tensor times x
+    /// # Ok::<(), psyne::TensorError>(())
+    /// ```
+    #[inline]
+    pub fn matrix(&self) -> DMatrixView<'a, E> {
+        let (rows, cols) = row_major_dims(self.shape());
+        // `rows * cols == data.len()` (or both sides 0), so this never panics.
+        DMatrixView::from_slice(self.data, cols, rows)
+    }
+
+    /// The elements as an `ndarray` view with the tensor's shape and row-major indices, no
+    /// copy (feature `ndarray`). ndarray keeps up to 4 dimensions inline; a view of rank 5 to
+    /// 8 allocates its shape and strides on the heap.
+    #[cfg(feature = "ndarray")]
+    pub fn array(&self) -> ndarray::ArrayViewD<'a, E> {
+        let shape = ndarray::IxDyn(self.shape());
+        // SAFETY: `data` holds exactly the product of the shape (checked when the view was
+        // made) initialised `E`s, aligned, borrowed for `'a` and not mutably aliased (it is a
+        // shared slice); default (C-order) strides are non-negative and every element they
+        // reach is inside `data`; the product of the non-zero dimensions is at most
+        // `isize::MAX` elements, and the slice itself is at most `isize::MAX` bytes.
+        unsafe { ndarray::ArrayView::from_shape_ptr(shape, self.data.as_ptr()) }
+    }
+}
+
+impl<E: TensorElement> fmt::Debug for TensorView<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TensorView")
+            .field("dtype", &E::DTYPE)
+            .field("shape", &self.shape())
+            .finish()
+    }
+}
+
+/// Offset of row-major `index` in a tensor of `shape`, or `None` if out of bounds.
+#[inline]
+pub(crate) fn row_major_offset(shape: &[usize], index: &[usize]) -> Option<usize> {
+    if index.len() != shape.len() {
+        return None;
+    }
+    let mut offset = 0usize;
+    for (&i, &d) in index.iter().zip(shape) {
+        if i >= d {
+            return None;
+        }
+        // `offset * d + i < product of the shape`, which fits: no overflow.
+        offset = offset * d + i;
+    }
+    Some(offset)
+}
+
+/// What is wrong with a tensor: a shape a producer cannot send, a description read from
+/// another process (or the network) that fails a check, or a view of the wrong type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TensorError {
+    /// More dimensions than [`MAX_RANK`].
+    RankTooLarge {
+        /// The rank given or read.
+        rank: usize,
+    },
+    /// The product of the non-zero dimensions exceeds `isize::MAX` (or a dimension does not
+    /// fit a `usize`).
+    CountOverflow,
+    /// The element bytes (`count * element size`), or the payload length, overflow a `usize`.
+    ByteSizeOverflow {
+        /// Number of elements.
+        elements: u64,
+        /// Bytes per element.
+        element_size: usize,
+    },
+    /// A payload of more than `u32::MAX` bytes (records cannot be longer).
+    TooLarge {
+        /// Bytes the payload (or its header) needs.
+        bytes: usize,
+    },
+    /// A user header type aligned to more than 64 bytes.
+    HeaderAlignment {
+        /// The header type's alignment.
+        align: usize,
+    },
+    /// The message is not a tensor: its type id is not [`TENSOR_TYPE_ID`].
+    NotATensor {
+        /// The message's type id.
+        type_id: u64,
+    },
+    /// The payload is shorter than a description ([`DESCRIPTION_SIZE`] bytes).
+    Truncated {
+        /// The payload's length.
+        len: usize,
+    },
+    /// The description does not start with [`MAGIC`].
+    BadMagic {
+        /// The word found.
+        found: u32,
+    },
+    /// The description's format version is not [`FORMAT_VERSION`].
+    UnsupportedVersion {
+        /// The version found.
+        found: u16,
+    },
+    /// The description's element type code is not a [`DType`].
+    UnknownDType {
+        /// The code found.
+        code: u8,
+    },
+    /// The description's element count is not the product of its shape.
+    CountMismatch {
+        /// The count in the description.
+        declared: u64,
+        /// The product of the shape.
+        computed: u64,
+    },
+    /// The element offset is not a multiple of 64, or lies inside the description.
+    BadElementOffset {
+        /// The offset found.
+        offset: u32,
+    },
+    /// The user header does not lie between the description and the elements.
+    BadHeader {
+        /// The header offset found.
+        offset: u32,
+        /// The header length found.
+        len: u32,
+    },
+    /// A field that must be 0 is not (what is named).
+    Malformed {
+        /// Which field.
+        what: &'static str,
+    },
+    /// The payload length is not `element_offset + count * element size`.
+    LengthMismatch {
+        /// The payload's length in bytes.
+        len: usize,
+        /// The length the description implies.
+        expected: usize,
+    },
+    /// The elements (or header) are not aligned in memory for the requested type; only bytes
+    /// that did not come from a ring can be.
+    Misaligned {
+        /// The alignment the type needs.
+        align: usize,
+    },
+    /// The tensor's elements are of another type than the one asked for.
+    DType {
+        /// The type asked for.
+        expected: DType,
+        /// The tensor's element type.
+        found: DType,
+    },
+    /// A user header was asked for, and the tensor has none.
+    NoHeader,
+    /// The user header is another message type.
+    HeaderType {
+        /// `H::TYPE_ID` of the type asked for.
+        expected: u64,
+        /// The type id in the description.
+        found: u64,
+    },
+    /// The user header has the requested type id but another layout fingerprint (the sender
+    /// was built with another definition of the type).
+    HeaderLayout {
+        /// `H::FINGERPRINT` of the type asked for.
+        expected: u64,
+        /// The fingerprint in the description.
+        found: u64,
+    },
+    /// The user header's length is not the requested type's size.
+    HeaderLength {
+        /// `size_of::<H>()`.
+        expected: usize,
+        /// The length in the description.
+        found: usize,
+    },
+}
+
+impl fmt::Display for TensorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TensorError::RankTooLarge { rank } => {
+                write!(f, "a tensor of rank {rank}; at most {MAX_RANK} dimensions")
+            }
+            TensorError::CountOverflow => {
+                f.write_str("the tensor's element count overflows (product of its shape)")
+            }
+            TensorError::ByteSizeOverflow {
+                elements,
+                element_size,
+            } => write!(
+                f,
+                "{elements} elements of {element_size} bytes overflow the payload length"
+            ),
+            TensorError::TooLarge { bytes } => write!(
+                f,
+                "a tensor payload of {bytes} bytes; records hold at most {MAX_PAYLOAD}"
+            ),
+            TensorError::HeaderAlignment { align } => write!(
+                f,
+                "a tensor header aligned to {align} bytes; at most {ELEMENT_ALIGN}"
+            ),
+            TensorError::NotATensor { type_id } => {
+                write!(f, "the message (type id {type_id:#018x}) is not a tensor")
+            }
+            TensorError::Truncated { len } => write!(
+                f,
+                "a tensor payload of {len} bytes is shorter than its {DESCRIPTION_SIZE}-byte description"
+            ),
+            TensorError::BadMagic { found } => {
+                write!(
+                    f,
+                    "the tensor description's magic is {found:#010x}, not {MAGIC:#010x}"
+                )
+            }
+            TensorError::UnsupportedVersion { found } => write!(
+                f,
+                "tensor format version {found}; this build reads version {FORMAT_VERSION}"
+            ),
+            TensorError::UnknownDType { code } => {
+                write!(f, "unknown tensor element type code {code}")
+            }
+            TensorError::CountMismatch { declared, computed } => write!(
+                f,
+                "the tensor description declares {declared} elements but its shape has {computed}"
+            ),
+            TensorError::BadElementOffset { offset } => write!(
+                f,
+                "tensor element offset {offset} is not a multiple of {ELEMENT_ALIGN} past the description"
+            ),
+            TensorError::BadHeader { offset, len } => write!(
+                f,
+                "the tensor header ({len} bytes at {offset}) is not between the description and the elements"
+            ),
+            TensorError::Malformed { what } => {
+                write!(f, "malformed tensor description: {what}")
+            }
+            TensorError::LengthMismatch { len, expected } => write!(
+                f,
+                "a tensor payload of {len} bytes; its description implies {expected}"
+            ),
+            TensorError::Misaligned { align } => write!(
+                f,
+                "the tensor's memory is not aligned to {align} bytes for the requested type"
+            ),
+            TensorError::DType { expected, found } => {
+                write!(f, "the tensor holds {found} elements, not {expected}")
+            }
+            TensorError::NoHeader => f.write_str("the tensor has no user header"),
+            TensorError::HeaderType { expected, found } => write!(
+                f,
+                "the tensor's header has type id {found:#018x}, not {expected:#018x}"
+            ),
+            TensorError::HeaderLayout { expected, found } => write!(
+                f,
+                "the tensor's header has the requested type but fingerprint {found:#018x}, not {expected:#018x} (another definition of the type)"
+            ),
+            TensorError::HeaderLength { expected, found } => write!(
+                f,
+                "the tensor's header is {found} bytes, the requested type {expected}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TensorError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn description_layout() {
+        assert_eq!(DESCRIPTION_SIZE, 112);
+        assert_eq!(core::mem::offset_of!(TensorDescription, header_type_id), 24);
+        assert_eq!(core::mem::offset_of!(TensorDescription, shape), 48);
+        assert_eq!(MAGIC.to_le_bytes(), *b"PSYT");
+        assert_eq!(TENSOR_TYPE_ID, fnv1a64(b"psyne.Tensor"));
+    }
+
+    #[test]
+    fn dtype_codes_round_trip() {
+        for (i, d) in DType::ALL.into_iter().enumerate() {
+            assert_eq!(d.code() as usize, i + 1);
+            assert_eq!(DType::from_code(d.code()), Some(d));
+        }
+        assert_eq!(DType::from_code(0), None);
+        assert_eq!(DType::from_code(13), None);
+        assert_eq!(DType::BF16.size(), 2);
+        assert_eq!(DType::U64.to_string(), "u64");
+    }
+
+    #[test]
+    fn element_counts() {
+        assert_eq!(element_count(&[]), Ok(1));
+        assert_eq!(element_count(&[3, 0, 5]), Ok(0));
+        assert_eq!(element_count(&[2, 3, 4]), Ok(24));
+        assert_eq!(
+            element_count(&[usize::MAX, 2]),
+            Err(TensorError::CountOverflow)
+        );
+        // Zero elements, but the other dimensions' product is still bounded.
+        assert_eq!(
+            element_count(&[1 << 40, 1 << 40, 0]),
+            Err(TensorError::CountOverflow)
+        );
+        assert_eq!(
+            element_count(&[isize::MAX as usize + 1]),
+            Err(TensorError::CountOverflow)
+        );
+    }
+
+    #[test]
+    fn row_major_indexing() {
+        assert_eq!(row_major_offset(&[2, 3], &[1, 2]), Some(5));
+        assert_eq!(row_major_offset(&[2, 3], &[2, 0]), None);
+        assert_eq!(row_major_offset(&[2, 3], &[1]), None);
+        assert_eq!(row_major_offset(&[], &[]), Some(0));
+        assert_eq!(row_major_dims(&[]), (1, 1));
+        assert_eq!(row_major_dims(&[7]), (1, 7));
+        assert_eq!(row_major_dims(&[2, 3, 4]), (6, 4));
+    }
+
+    #[test]
+    fn layout_offsets_and_limits() {
+        let l = TensorLayout::new(DType::U8, &[0], None).unwrap();
+        assert_eq!((l.element_offset(), l.payload_len()), (128, 128));
+        let h = HeaderSpec {
+            type_id: 1,
+            fingerprint: 2,
+            size: 17,
+            align: 8,
+        };
+        let l = TensorLayout::new(DType::F64, &[3], Some(h)).unwrap();
+        assert_eq!(l.header_offset(), Some(112));
+        assert_eq!(l.element_offset(), 192);
+        assert_eq!(l.payload_len(), 192 + 24);
+        assert_eq!(
+            TensorLayout::new(DType::F32, &[1; 9], None),
+            Err(TensorError::RankTooLarge { rank: 9 })
+        );
+        assert!(matches!(
+            TensorLayout::new(DType::F64, &[isize::MAX as usize], None),
+            Err(TensorError::ByteSizeOverflow { .. })
+        ));
+        assert_eq!(
+            TensorLayout::new(DType::U8, &[u32::MAX as usize], None),
+            Err(TensorError::TooLarge {
+                bytes: u32::MAX as usize + 128
+            })
+        );
+        let aligned = HeaderSpec { align: 128, ..h };
+        assert_eq!(
+            TensorLayout::new(DType::U8, &[1], Some(aligned)),
+            Err(TensorError::HeaderAlignment { align: 128 })
+        );
+    }
+}

@@ -154,11 +154,13 @@ impl DType {
     ];
 
     /// The code stored in a description.
+    #[inline(always)]
     pub const fn code(self) -> u8 {
         self as u8
     }
 
     /// The element type with code `code`, or `None` for an unknown code.
+    #[inline(always)]
     pub const fn from_code(code: u8) -> Option<DType> {
         match code {
             1 => Some(DType::F32),
@@ -178,6 +180,7 @@ impl DType {
     }
 
     /// Size of one element in bytes.
+    #[inline(always)]
     pub const fn size(self) -> usize {
         match self {
             DType::I8 | DType::U8 => 1,
@@ -292,9 +295,52 @@ unsafe impl bytemuck::Pod for TensorDescription {}
 const _: () = assert!(core::mem::size_of::<TensorDescription>() == 112);
 const _: () = assert!(core::mem::align_of::<TensorDescription>() == 8);
 
+/// Byte offsets of the description's fields (the hot paths read and write the fields one by
+/// one, little-endian, instead of copying whole structs).
+mod at {
+    use super::TensorDescription as D;
+    use core::mem::offset_of;
+    pub(super) const MAGIC: usize = offset_of!(D, magic);
+    pub(super) const VERSION: usize = offset_of!(D, version);
+    pub(super) const DTYPE: usize = offset_of!(D, dtype);
+    pub(super) const RANK: usize = offset_of!(D, rank);
+    pub(super) const ELEMENT_OFFSET: usize = offset_of!(D, element_offset);
+    pub(super) const HEADER_OFFSET: usize = offset_of!(D, header_offset);
+    pub(super) const HEADER_LEN: usize = offset_of!(D, header_len);
+    pub(super) const RESERVED: usize = offset_of!(D, reserved);
+    pub(super) const HEADER_TYPE_ID: usize = offset_of!(D, header_type_id);
+    pub(super) const HEADER_FINGERPRINT: usize = offset_of!(D, header_fingerprint);
+    pub(super) const ELEMENT_COUNT: usize = offset_of!(D, element_count);
+    pub(super) const SHAPE: usize = offset_of!(D, shape);
+}
+
+/// The `N` bytes at `at` of a description (one read of them).
+#[inline(always)]
+fn bytes_at<const N: usize>(d: &[u8; DESCRIPTION_SIZE], at: usize) -> [u8; N] {
+    let mut b = [0u8; N];
+    b.copy_from_slice(&d[at..at + N]);
+    b
+}
+
+#[inline(always)]
+fn u32_at(d: &[u8; DESCRIPTION_SIZE], at: usize) -> u32 {
+    u32::from_le_bytes(bytes_at(d, at))
+}
+
+#[inline(always)]
+fn u64_at(d: &[u8; DESCRIPTION_SIZE], at: usize) -> u64 {
+    u64::from_le_bytes(bytes_at(d, at))
+}
+
+#[inline(always)]
+fn put(d: &mut [u8; DESCRIPTION_SIZE], at: usize, bytes: &[u8]) {
+    d[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
 impl TensorDescription {
     /// Converts every field from this machine's byte order to little-endian (no-op on a
     /// little-endian machine).
+    #[inline(always)]
     pub fn to_le(self) -> Self {
         TensorDescription {
             magic: self.magic.to_le(),
@@ -314,6 +360,7 @@ impl TensorDescription {
 
     /// Converts every field from little-endian to this machine's byte order (no-op on a
     /// little-endian machine).
+    #[inline(always)]
     pub fn from_le(self) -> Self {
         // Byte swapping is its own inverse.
         self.to_le()
@@ -335,6 +382,7 @@ pub struct HeaderSpec {
 
 impl HeaderSpec {
     /// The spec of message type `H`.
+    #[inline(always)]
     pub const fn of<H: Message>() -> Self {
         HeaderSpec {
             type_id: H::TYPE_ID,
@@ -368,15 +416,23 @@ pub fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
     Ok(if empty { 0 } else { nonzero })
 }
 
-/// Copies `shape` into a fixed array, or `RankTooLarge`.
+/// [`element_count`] of dimensions read from a description (`u64`s): also fails when a
+/// dimension does not fit this machine's `usize` (it exceeds `isize::MAX` then).
 #[inline]
-fn shape_array(shape: &[usize]) -> Result<[usize; MAX_RANK], TensorError> {
-    if shape.len() > MAX_RANK {
-        return Err(TensorError::RankTooLarge { rank: shape.len() });
+fn element_count_u64(shape: &[u64]) -> Result<usize, TensorError> {
+    let mut nonzero: u64 = 1;
+    let mut empty = false;
+    for &d in shape {
+        if d == 0 {
+            empty = true;
+        } else {
+            nonzero = nonzero.checked_mul(d).ok_or(TensorError::CountOverflow)?;
+        }
     }
-    let mut out = [0usize; MAX_RANK];
-    out[..shape.len()].copy_from_slice(shape);
-    Ok(out)
+    if nonzero > isize::MAX as u64 {
+        return Err(TensorError::CountOverflow);
+    }
+    Ok(if empty { 0 } else { nonzero as usize })
 }
 
 /// Rows and columns of the row-major matrix a tensor of `shape` is read as: the last
@@ -410,14 +466,18 @@ pub(crate) fn row_major_dims(shape: &[usize]) -> (usize, usize) {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorLayout {
-    dtype: DType,
-    rank: u8,
     shape: [usize; MAX_RANK],
     count: usize,
-    element_offset: usize,
-    payload_len: usize,
-    /// The header and its offset.
-    header: Option<(HeaderSpec, usize)>,
+    header_type_id: u64,
+    header_fingerprint: u64,
+    /// A multiple of 64; the payload is at most `u32::MAX` bytes, so every offset fits a u32.
+    element_offset: u32,
+    payload_len: u32,
+    /// 0 when there is no header.
+    header_offset: u32,
+    header_len: u32,
+    dtype: DType,
+    rank: u8,
 }
 
 impl TensorLayout {
@@ -429,54 +489,57 @@ impl TensorLayout {
     /// [`TensorError::HeaderAlignment`] (a header aligned to more than 64 bytes), and
     /// [`TensorError::TooLarge`] for a payload over `u32::MAX` bytes (a channel's own limit,
     /// its largest payload, is checked when it allocates).
-    #[inline]
+    #[inline(always)]
     pub fn new(
         dtype: DType,
         shape: &[usize],
         header: Option<HeaderSpec>,
     ) -> Result<TensorLayout, TensorError> {
-        let dims = shape_array(shape)?;
+        if shape.len() > MAX_RANK {
+            return Err(TensorError::RankTooLarge { rank: shape.len() });
+        }
+        let mut dims = [0usize; MAX_RANK];
+        for (out, &d) in dims.iter_mut().zip(shape) {
+            *out = d;
+        }
         let count = element_count(shape)?;
-        let bytes = count
-            .checked_mul(dtype.size())
-            .ok_or(TensorError::ByteSizeOverflow {
-                elements: count as u64,
-                element_size: dtype.size(),
-            })?;
-        let (header, after_description) = match header {
-            None => (None, DESCRIPTION_SIZE),
+        let overflow = TensorError::ByteSizeOverflow {
+            elements: count as u64,
+            element_size: dtype.size(),
+        };
+        let bytes = count.checked_mul(dtype.size()).ok_or(overflow)?;
+        let (after_description, header_offset, h) = match header {
+            None => (DESCRIPTION_SIZE, 0, None),
             Some(h) => {
                 if h.align > ELEMENT_ALIGN || !h.align.is_power_of_two() {
                     return Err(TensorError::HeaderAlignment { align: h.align });
                 }
                 let offset = DESCRIPTION_SIZE.next_multiple_of(h.align);
-                let end = offset.checked_add(h.size).filter(|&e| e <= MAX_PAYLOAD);
-                match end {
-                    Some(end) => (Some((h, offset)), end),
+                match offset.checked_add(h.size).filter(|&e| e <= MAX_PAYLOAD) {
+                    Some(end) => (end, offset, Some(h)),
                     None => return Err(TensorError::TooLarge { bytes: h.size }),
                 }
             }
         };
         // `after_description <= u32::MAX`, so rounding up to 64 cannot overflow a usize.
         let element_offset = after_description.next_multiple_of(ELEMENT_ALIGN);
-        let payload_len =
-            element_offset
-                .checked_add(bytes)
-                .ok_or(TensorError::ByteSizeOverflow {
-                    elements: count as u64,
-                    element_size: dtype.size(),
-                })?;
+        let payload_len = element_offset.checked_add(bytes).ok_or(overflow)?;
         if payload_len > MAX_PAYLOAD {
             return Err(TensorError::TooLarge { bytes: payload_len });
         }
+        // Every cast below is exact: the offsets and lengths lie inside the payload, which is at
+        // most u32::MAX bytes.
         Ok(TensorLayout {
-            dtype,
-            rank: shape.len() as u8,
             shape: dims,
             count,
-            element_offset,
-            payload_len,
-            header,
+            header_type_id: h.map_or(0, |h| h.type_id),
+            header_fingerprint: h.map_or(0, |h| h.fingerprint),
+            element_offset: element_offset as u32,
+            payload_len: payload_len as u32,
+            header_offset: header_offset as u32,
+            header_len: h.map_or(0, |h| h.size as u32),
+            dtype,
+            rank: shape.len() as u8,
         })
     }
 
@@ -489,6 +552,12 @@ impl TensorLayout {
     #[inline]
     pub fn shape(&self) -> &[usize] {
         &self.shape[..self.rank as usize]
+    }
+
+    /// The dimensions padded with zeros to [`MAX_RANK`] entries.
+    #[inline]
+    pub(crate) fn padded_shape(&self) -> [usize; MAX_RANK] {
+        self.shape
     }
 
     /// Number of elements.
@@ -505,47 +574,37 @@ impl TensorLayout {
     /// Length of the whole payload in bytes: description, header, padding and elements.
     #[inline]
     pub fn payload_len(&self) -> usize {
-        self.payload_len
+        self.payload_len as usize
     }
 
     /// Offset of the first element from the payload's start (a multiple of 64).
     #[inline]
     pub fn element_offset(&self) -> usize {
-        self.element_offset
+        self.element_offset as usize
     }
 
     /// Offset of the user header from the payload's start, if there is one.
     #[inline]
     pub fn header_offset(&self) -> Option<usize> {
-        self.header.map(|(_, offset)| offset)
+        (self.header_offset != 0).then_some(self.header_offset as usize)
     }
 
     /// The description this layout writes (fields little-endian).
-    #[inline]
+    #[inline(always)]
     pub fn description(&self) -> TensorDescription {
-        let mut shape = [0u64; MAX_RANK];
-        for (out, &d) in shape.iter_mut().zip(&self.shape) {
-            *out = d as u64;
-        }
-        // The casts to u32 are exact: `new` checked `payload_len <= u32::MAX`, and every
-        // offset and length lies inside the payload.
-        let (header_offset, header_len, header_type_id, header_fingerprint) = match self.header {
-            None => (0, 0, 0, 0),
-            Some((h, offset)) => (offset as u32, h.size as u32, h.type_id, h.fingerprint),
-        };
         TensorDescription {
             magic: MAGIC,
             version: FORMAT_VERSION,
             dtype: self.dtype.code(),
             rank: self.rank,
-            element_offset: self.element_offset as u32,
-            header_offset,
-            header_len,
+            element_offset: self.element_offset,
+            header_offset: self.header_offset,
+            header_len: self.header_len,
             reserved: 0,
-            header_type_id,
-            header_fingerprint,
+            header_type_id: self.header_type_id,
+            header_fingerprint: self.header_fingerprint,
             element_count: self.count as u64,
-            shape,
+            shape: self.shape.map(|d| d as u64),
         }
         .to_le()
     }
@@ -555,37 +614,56 @@ impl TensorLayout {
     /// Header and elements are left as they are.
     #[inline]
     pub fn write_description(&self, payload: &mut [u8]) -> Result<(), TensorError> {
-        if payload.len() != self.payload_len {
+        if payload.len() != self.payload_len() {
             return Err(TensorError::LengthMismatch {
                 len: payload.len(),
-                expected: self.payload_len,
+                expected: self.payload_len(),
             });
         }
-        let desc = self.description();
-        payload[..DESCRIPTION_SIZE].copy_from_slice(bytemuck::bytes_of(&desc));
+        if let Some((d, _)) = payload.split_first_chunk_mut::<DESCRIPTION_SIZE>() {
+            self.write_fields(d);
+        }
         Ok(())
     }
-}
 
-/// The user header part of a validated description.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct HeaderInfo {
-    offset: usize,
-    len: usize,
-    type_id: u64,
-    fingerprint: u64,
+    /// Writes the description's fields into `d`, one store each (the same bytes as
+    /// [`description`](Self::description)).
+    #[inline(always)]
+    pub(crate) fn write_fields(&self, d: &mut [u8; DESCRIPTION_SIZE]) {
+        put(d, at::MAGIC, &MAGIC.to_le_bytes());
+        put(d, at::VERSION, &FORMAT_VERSION.to_le_bytes());
+        put(d, at::DTYPE, &[self.dtype.code()]);
+        put(d, at::RANK, &[self.rank]);
+        put(d, at::ELEMENT_OFFSET, &self.element_offset.to_le_bytes());
+        put(d, at::HEADER_OFFSET, &self.header_offset.to_le_bytes());
+        put(d, at::HEADER_LEN, &self.header_len.to_le_bytes());
+        put(d, at::RESERVED, &0u32.to_le_bytes());
+        put(d, at::HEADER_TYPE_ID, &self.header_type_id.to_le_bytes());
+        put(
+            d,
+            at::HEADER_FINGERPRINT,
+            &self.header_fingerprint.to_le_bytes(),
+        );
+        put(d, at::ELEMENT_COUNT, &(self.count as u64).to_le_bytes());
+        for (i, &dim) in self.shape.iter().enumerate() {
+            put(d, at::SHAPE + 8 * i, &(dim as u64).to_le_bytes());
+        }
+    }
 }
 
 /// A validated copy of a tensor description: what [`TensorRef::parse`] checked, kept in local
 /// memory (the payload's bytes may be another process's, and are not read again for bounds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
-    dtype: DType,
-    rank: u8,
     shape: [usize; MAX_RANK],
     count: usize,
-    element_offset: usize,
-    header: Option<HeaderInfo>,
+    /// A multiple of 64, at least 128; `element_offset + count * size == payload length`.
+    element_offset: u32,
+    /// 0 when there is no header; else the header lies in `DESCRIPTION_SIZE..element_offset`.
+    header_offset: u32,
+    header_len: u32,
+    dtype: DType,
+    rank: u8,
 }
 
 impl TensorInfo {
@@ -627,97 +705,93 @@ impl TensorInfo {
 
     /// Offset of the first element from the payload's start.
     pub fn element_offset(&self) -> usize {
-        self.element_offset
+        self.element_offset as usize
     }
 
-    /// The user header's type id, if the tensor has a header.
-    pub fn header_type_id(&self) -> Option<u64> {
-        self.header.map(|h| h.type_id)
+    /// Whether the tensor has a user header.
+    pub fn has_header(&self) -> bool {
+        self.header_offset != 0
     }
 
     /// Validates the description at the start of `payload` against `payload.len()`; see the
     /// [module docs](self#what-a-valid-description-satisfies) for every check and its error.
+    #[inline(always)]
     pub fn parse(payload: &[u8]) -> Result<TensorInfo, TensorError> {
-        let Some(raw) = payload.get(..DESCRIPTION_SIZE) else {
+        let Some((d, _)) = payload.split_first_chunk::<DESCRIPTION_SIZE>() else {
             return Err(TensorError::Truncated { len: payload.len() });
         };
-        // One copy of the description: another process may still write the payload, so only
-        // this copy is checked and used.
-        let d: TensorDescription = bytemuck::pod_read_unaligned::<TensorDescription>(raw).from_le();
-        if d.magic != MAGIC {
-            return Err(TensorError::BadMagic { found: d.magic });
+        // Each field is read once: another process may still write the payload, so only these
+        // copies are checked and used.
+        let magic = u32_at(d, at::MAGIC);
+        if magic != MAGIC {
+            return Err(TensorError::BadMagic { found: magic });
         }
-        if d.version != FORMAT_VERSION {
-            return Err(TensorError::UnsupportedVersion { found: d.version });
+        let version = u16::from_le_bytes(bytes_at(d, at::VERSION));
+        if version != FORMAT_VERSION {
+            return Err(TensorError::UnsupportedVersion { found: version });
         }
-        let dtype = DType::from_code(d.dtype).ok_or(TensorError::UnknownDType { code: d.dtype })?;
-        let rank = d.rank as usize;
+        let [code] = bytes_at(d, at::DTYPE);
+        let dtype = DType::from_code(code).ok_or(TensorError::UnknownDType { code })?;
+        let [rank8] = bytes_at(d, at::RANK);
+        let rank = rank8 as usize;
         if rank > MAX_RANK {
             return Err(TensorError::RankTooLarge { rank });
         }
-        if d.reserved != 0 {
+        if u32_at(d, at::RESERVED) != 0 {
             return Err(TensorError::Malformed {
                 what: "reserved word is not 0",
             });
         }
-        if d.shape[rank..].iter().any(|&x| x != 0) {
+        let mut dims = [0u64; MAX_RANK];
+        for (i, dim) in dims.iter_mut().enumerate() {
+            *dim = u64_at(d, at::SHAPE + 8 * i);
+        }
+        let (used, unused) = dims.split_at(rank);
+        if unused.iter().fold(0, |a, &x| a | x) != 0 {
             return Err(TensorError::Malformed {
                 what: "shape entries past the rank are not 0",
             });
         }
-        let mut shape = [0usize; MAX_RANK];
-        for (out, &dim) in shape.iter_mut().zip(&d.shape[..rank]) {
-            *out = usize::try_from(dim).map_err(|_| TensorError::CountOverflow)?;
-        }
-        let count = element_count(&shape[..rank])?;
-        if d.element_count != count as u64 {
+        let count = element_count_u64(used)?;
+        let declared = u64_at(d, at::ELEMENT_COUNT);
+        if declared != count as u64 {
             return Err(TensorError::CountMismatch {
-                declared: d.element_count,
+                declared,
                 computed: count as u64,
             });
         }
-        let bytes = count
-            .checked_mul(dtype.size())
-            .ok_or(TensorError::ByteSizeOverflow {
-                elements: count as u64,
-                element_size: dtype.size(),
-            })?;
-        let element_offset = d.element_offset as usize;
-        if element_offset < DESCRIPTION_SIZE || !element_offset.is_multiple_of(ELEMENT_ALIGN) {
+        let overflow = TensorError::ByteSizeOverflow {
+            elements: count as u64,
+            element_size: dtype.size(),
+        };
+        let bytes = count.checked_mul(dtype.size()).ok_or(overflow)?;
+        let element_offset = u32_at(d, at::ELEMENT_OFFSET);
+        let start = element_offset as usize;
+        if start < DESCRIPTION_SIZE || !start.is_multiple_of(ELEMENT_ALIGN) {
             return Err(TensorError::BadElementOffset {
-                offset: d.element_offset,
+                offset: element_offset,
             });
         }
-        let header = if d.header_offset == 0 {
-            if d.header_len != 0 || d.header_type_id != 0 || d.header_fingerprint != 0 {
+        let header_offset = u32_at(d, at::HEADER_OFFSET);
+        let header_len = u32_at(d, at::HEADER_LEN);
+        if header_offset == 0 {
+            if header_len != 0
+                || u64_at(d, at::HEADER_TYPE_ID) != 0
+                || u64_at(d, at::HEADER_FINGERPRINT) != 0
+            {
                 return Err(TensorError::Malformed {
                     what: "a description without a header has header fields that are not 0",
                 });
             }
-            None
-        } else {
-            let offset = d.header_offset as usize;
-            let len = d.header_len as usize;
-            // u32 + u32 fits a u64, and the end is compared with a u32: no overflow.
-            if offset < DESCRIPTION_SIZE || offset as u64 + len as u64 > element_offset as u64 {
-                return Err(TensorError::BadHeader {
-                    offset: d.header_offset,
-                    len: d.header_len,
-                });
-            }
-            Some(HeaderInfo {
-                offset,
-                len,
-                type_id: d.header_type_id,
-                fingerprint: d.header_fingerprint,
-            })
-        };
-        let expected = element_offset
-            .checked_add(bytes)
-            .ok_or(TensorError::ByteSizeOverflow {
-                elements: count as u64,
-                element_size: dtype.size(),
-            })?;
+        } else if (header_offset as usize) < DESCRIPTION_SIZE
+            || header_offset as u64 + header_len as u64 > element_offset as u64
+        {
+            return Err(TensorError::BadHeader {
+                offset: header_offset,
+                len: header_len,
+            });
+        }
+        let expected = start.checked_add(bytes).ok_or(overflow)?;
         if payload.len() != expected {
             return Err(TensorError::LengthMismatch {
                 len: payload.len(),
@@ -725,12 +799,99 @@ impl TensorInfo {
             });
         }
         Ok(TensorInfo {
-            dtype,
-            rank: rank as u8,
-            shape,
+            // Entries past the rank are 0 (checked), and the used ones fit a usize: each is at
+            // most the product of the non-zero dimensions, at most `isize::MAX` (checked).
+            shape: dims.map(|x| x as usize),
             count,
             element_offset,
-            header,
+            header_offset,
+            header_len,
+            dtype,
+            rank: rank8,
+        })
+    }
+
+    /// The elements of `payload` (the bytes this info was parsed from) as `E`s.
+    #[inline(always)]
+    pub(crate) fn view_of<'a, E: TensorElement>(
+        &self,
+        payload: &'a [u8],
+    ) -> Result<TensorView<'a, E>, TensorError> {
+        if E::DTYPE != self.dtype {
+            return Err(TensorError::DType {
+                expected: E::DTYPE,
+                found: self.dtype,
+            });
+        }
+        let start = self.element_offset as usize;
+        // In bounds by `parse` (`element_offset + bytes == len`); `get` keeps it total.
+        let bytes = payload
+            .get(start..start + self.count * size_of::<E>())
+            .ok_or(TensorError::LengthMismatch {
+                len: payload.len(),
+                expected: start + self.count * size_of::<E>(),
+            })?;
+        let data: &'a [E] =
+            bytemuck::try_cast_slice(bytes).map_err(|_| TensorError::Misaligned {
+                align: core::mem::align_of::<E>(),
+            })?;
+        Ok(TensorView {
+            data,
+            shape: self.shape,
+            rank: self.rank,
+        })
+    }
+
+    /// The user header's type id and fingerprint, read from `payload` (the bytes this info was
+    /// parsed from; they are compared, never used for bounds, so they are read when asked for),
+    /// or `None` without a header.
+    #[inline]
+    pub(crate) fn header_ids(&self, payload: &[u8]) -> Option<(u64, u64)> {
+        if self.header_offset == 0 {
+            return None;
+        }
+        let (d, _) = payload.split_first_chunk::<DESCRIPTION_SIZE>()?;
+        Some((
+            u64_at(d, at::HEADER_TYPE_ID),
+            u64_at(d, at::HEADER_FINGERPRINT),
+        ))
+    }
+
+    /// The user header of `payload` (the bytes this info was parsed from) as an `H`.
+    #[inline]
+    pub(crate) fn header_of<'a, H: Message>(
+        &self,
+        payload: &'a [u8],
+    ) -> Result<&'a H, TensorError> {
+        let (type_id, fingerprint) = self.header_ids(payload).ok_or(TensorError::NoHeader)?;
+        if type_id != H::TYPE_ID {
+            return Err(TensorError::HeaderType {
+                expected: H::TYPE_ID,
+                found: type_id,
+            });
+        }
+        if fingerprint != H::FINGERPRINT {
+            return Err(TensorError::HeaderLayout {
+                expected: H::FINGERPRINT,
+                found: fingerprint,
+            });
+        }
+        let (offset, len) = (self.header_offset as usize, self.header_len as usize);
+        if len != size_of::<H>() {
+            return Err(TensorError::HeaderLength {
+                expected: size_of::<H>(),
+                found: len,
+            });
+        }
+        // In bounds by `parse` (the header ends before the elements); `get` keeps it total.
+        let bytes = payload
+            .get(offset..offset + len)
+            .ok_or(TensorError::BadHeader {
+                offset: self.header_offset,
+                len: self.header_len,
+            })?;
+        bytemuck::try_from_bytes(bytes).map_err(|_| TensorError::Misaligned {
+            align: core::mem::align_of::<H>(),
         })
     }
 }
@@ -754,13 +915,6 @@ impl<'a> TensorRef<'a> {
         })
     }
 
-    /// `payload` with the info `TensorInfo::parse(payload)` returned (the caller parsed it
-    /// earlier: a received message parses once).
-    #[inline]
-    pub(crate) fn from_parts(payload: &'a [u8], info: TensorInfo) -> TensorRef<'a> {
-        TensorRef { payload, info }
-    }
-
     /// The validated description.
     #[inline]
     pub fn info(&self) -> &TensorInfo {
@@ -779,6 +933,11 @@ impl<'a> TensorRef<'a> {
         self.info.shape()
     }
 
+    /// The user header's type id ([`Message::TYPE_ID`]), if the tensor has a header.
+    pub fn header_type_id(&self) -> Option<u64> {
+        self.info.header_ids(self.payload).map(|(id, _)| id)
+    }
+
     /// The whole payload: description, header, padding, elements.
     pub fn payload(&self) -> &'a [u8] {
         self.payload
@@ -789,7 +948,7 @@ impl<'a> TensorRef<'a> {
     pub fn element_bytes(&self) -> &'a [u8] {
         // In bounds by `parse` (`element_offset + bytes == len`); `get` keeps it total.
         self.payload
-            .get(self.info.element_offset..)
+            .get(self.info.element_offset()..)
             .unwrap_or_default()
     }
 
@@ -800,22 +959,7 @@ impl<'a> TensorRef<'a> {
     /// if the payload's memory is not aligned for `E` (never for a payload in a ring).
     #[inline]
     pub fn view<E: TensorElement>(&self) -> Result<TensorView<'a, E>, TensorError> {
-        if E::DTYPE != self.info.dtype {
-            return Err(TensorError::DType {
-                expected: E::DTYPE,
-                found: self.info.dtype,
-            });
-        }
-        let data: &'a [E] = bytemuck::try_cast_slice(self.element_bytes()).map_err(|_| {
-            TensorError::Misaligned {
-                align: core::mem::align_of::<E>(),
-            }
-        })?;
-        Ok(TensorView {
-            data,
-            shape: self.info.shape,
-            rank: self.info.rank,
-        })
+        self.info.view_of(self.payload)
     }
 
     /// The user header as an `H`, in place.
@@ -825,36 +969,7 @@ impl<'a> TensorRef<'a> {
     /// [`TensorError::HeaderLayout`] (same type id, another fingerprint: the peer was built with
     /// another definition of `H`), [`TensorError::HeaderLength`], [`TensorError::Misaligned`].
     pub fn header<H: Message>(&self) -> Result<&'a H, TensorError> {
-        let h = self.info.header.ok_or(TensorError::NoHeader)?;
-        if h.type_id != H::TYPE_ID {
-            return Err(TensorError::HeaderType {
-                expected: H::TYPE_ID,
-                found: h.type_id,
-            });
-        }
-        if h.fingerprint != H::FINGERPRINT {
-            return Err(TensorError::HeaderLayout {
-                expected: H::FINGERPRINT,
-                found: h.fingerprint,
-            });
-        }
-        if h.len != core::mem::size_of::<H>() {
-            return Err(TensorError::HeaderLength {
-                expected: core::mem::size_of::<H>(),
-                found: h.len,
-            });
-        }
-        // In bounds by `parse` (the header ends before the elements); `get` keeps it total.
-        let bytes = self
-            .payload
-            .get(h.offset..h.offset + h.len)
-            .ok_or(TensorError::BadHeader {
-                offset: h.offset as u32,
-                len: h.len as u32,
-            })?;
-        bytemuck::try_from_bytes(bytes).map_err(|_| TensorError::Misaligned {
-            align: core::mem::align_of::<H>(),
-        })
+        self.info.header_of(self.payload)
     }
 }
 

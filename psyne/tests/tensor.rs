@@ -122,7 +122,7 @@ fn round_trip<E: TensorElement>(value: impl Fn(usize) -> E) {
 
         let r = rx.try_recv().unwrap();
         assert_eq!(r.dtype(), Ok(E::DTYPE));
-        assert_eq!(r.shape().unwrap(), &shape[..]);
+        assert_eq!(r.info().unwrap().shape(), &shape[..]);
         assert_eq!(r.bytes().len(), 128 + count * E::DTYPE.size());
         let v = r.view::<E>().unwrap();
         assert_eq!(v.shape(), &shape[..], "{:?}", E::DTYPE);
@@ -270,7 +270,7 @@ fn user_header_round_trips_and_is_type_checked() {
 
     let r = rx.recv().unwrap();
     assert_eq!(*r.header::<Batch>().unwrap(), batch);
-    assert_eq!(r.info().unwrap().header_type_id(), Some(Batch::TYPE_ID));
+    assert_eq!(r.tensor().unwrap().header_type_id(), Some(Batch::TYPE_ID));
     assert_eq!(
         r.header::<Other>().unwrap_err(),
         TensorError::HeaderType {
@@ -469,10 +469,35 @@ fn a_tensor_consumer_reports_records_that_are_not_tensors() {
         TensorError::NotATensor { type_id: 7 }
     );
     assert_eq!(
-        r.shape().unwrap_err(),
+        r.dtype().unwrap_err(),
+        TensorError::NotATensor { type_id: 7 }
+    );
+    assert_eq!(
+        r.header::<Batch>().unwrap_err(),
         TensorError::NotATensor { type_id: 7 }
     );
     assert_eq!(r.bytes().len(), 200);
+    drop(r);
+
+    // A corrupt tensor record on a tensor channel: received, and every accessor says why.
+    let (good, len) = valid(DType::F32, &[4]);
+    let mut bad = good.from_le();
+    bad.element_count = 5;
+    raw.send_bytes(TENSOR_TYPE_ID, &payload(&bad.to_le(), len))
+        .unwrap();
+    raw.send_bytes(TENSOR_TYPE_ID, &payload(&good, len))
+        .unwrap();
+    let r = rx.recv().unwrap();
+    let e = TensorError::CountMismatch {
+        declared: 5,
+        computed: 4,
+    };
+    assert_eq!(r.view::<f32>().unwrap_err(), e);
+    assert_eq!(r.info().unwrap_err(), e);
+    assert_eq!(r.tensor().unwrap_err(), e);
+    drop(r);
+    // The next record is unaffected.
+    assert_eq!(rx.recv().unwrap().view::<f32>().unwrap().shape(), &[4]);
 }
 
 /// A valid description, as little-endian fields, for a tensor of `shape` `dtype`s with no

@@ -109,36 +109,50 @@ impl From<TensorError> for TensorSendError {
 }
 
 impl RawProducer {
-    /// Plans the record, borrows it and writes the description (and header).
-    #[inline]
+    /// Plans the record, borrows it and writes the description (the caller writes a header).
+    #[inline(always)]
     fn tensor_loan<E: TensorElement>(
         &mut self,
-        header: Option<(HeaderSpec, &[u8])>,
-        shape: &[usize],
+        layout: TensorLayout,
         patience: Patience,
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
-        let layout = TensorLayout::new(E::DTYPE, shape, header.map(|(spec, _)| spec))?;
         let len = layout.payload_len();
         let mut bytes = match patience {
             Patience::Forever => self.allocate_bytes(len),
             Patience::Never => self.try_allocate_bytes(len),
             Patience::Timeout(t) => self.allocate_bytes_timeout(len, t),
         }?;
-        // `len >= 128`: the description fits; the header fits before the elements.
-        bytes[..DESCRIPTION_SIZE].copy_from_slice(bytemuck::bytes_of(&layout.description()));
-        if let (Some(offset), Some((_, h))) = (layout.header_offset(), header) {
-            bytes[offset..offset + h.len()].copy_from_slice(h);
+        // The payload is at least 128 bytes: a description, then elements at a multiple of 64
+        // past it.
+        if let Some((d, _)) = bytes.split_first_chunk_mut::<DESCRIPTION_SIZE>() {
+            layout.write_fields(d);
         }
-        let mut dims = [0usize; MAX_RANK];
-        dims[..shape.len()].copy_from_slice(shape);
         Ok(TensorLoan {
             bytes,
             element_offset: layout.element_offset(),
             len: layout.len(),
-            shape: dims,
-            rank: shape.len() as u8,
+            shape: layout.padded_shape(),
+            rank: layout.shape().len() as u8,
             _e: PhantomData,
         })
+    }
+
+    /// A tensor loan with the user header `header` written.
+    #[inline(always)]
+    fn tensor_loan_with<H: Message, E: TensorElement>(
+        &mut self,
+        header: H,
+        shape: &[usize],
+        patience: Patience,
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        let layout = TensorLayout::new(E::DTYPE, shape, Some(HeaderSpec::of::<H>()))?;
+        let mut loan = self.tensor_loan(layout, patience)?;
+        if let Some(offset) = layout.header_offset() {
+            // The layout put `size_of::<H>()` header bytes at `offset`, before the elements.
+            loan.bytes[offset..offset + size_of::<H>()]
+                .copy_from_slice(bytemuck::bytes_of(&header));
+        }
+        Ok(loan)
     }
 
     /// Borrows room for a tensor of `shape` (row-major, outermost dimension first) with elements
@@ -151,12 +165,13 @@ impl RawProducer {
     /// [`TensorSendError::Tensor`] for a shape that cannot be a tensor (rank above 8, count or
     /// byte size overflow); [`TensorSendError::Send`] with `TooLarge` for a tensor larger than
     /// the ring, `Disconnected`, or `Corrupted`.
-    #[inline]
+    #[inline(always)]
     pub fn allocate_tensor<E: TensorElement>(
         &mut self,
         shape: &[usize],
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
-        self.tensor_loan(None, shape, Patience::Forever)
+        let layout = TensorLayout::new(E::DTYPE, shape, None)?;
+        self.tensor_loan(layout, Patience::Forever)
     }
 
     /// Like [`allocate_tensor`](Self::allocate_tensor), but fails with `Full` instead of
@@ -166,7 +181,8 @@ impl RawProducer {
         &mut self,
         shape: &[usize],
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
-        self.tensor_loan(None, shape, Patience::Never)
+        let layout = TensorLayout::new(E::DTYPE, shape, None)?;
+        self.tensor_loan(layout, Patience::Never)
     }
 
     /// Like [`allocate_tensor`](Self::allocate_tensor), but fails with `Timeout` after
@@ -176,7 +192,8 @@ impl RawProducer {
         shape: &[usize],
         timeout: Duration,
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
-        self.tensor_loan(None, shape, Patience::Timeout(timeout))
+        let layout = TensorLayout::new(E::DTYPE, shape, None)?;
+        self.tensor_loan(layout, Patience::Timeout(timeout))
     }
 
     /// Like [`allocate_tensor`](Self::allocate_tensor), with the user header `header` (any
@@ -192,8 +209,7 @@ impl RawProducer {
         header: H,
         shape: &[usize],
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
-        let h = (HeaderSpec::of::<H>(), bytemuck::bytes_of(&header));
-        self.tensor_loan(Some(h), shape, Patience::Forever)
+        self.tensor_loan_with(header, shape, Patience::Forever)
     }
 
     /// Like [`allocate_tensor_with`](Self::allocate_tensor_with), but fails with `Full`
@@ -204,8 +220,7 @@ impl RawProducer {
         header: H,
         shape: &[usize],
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
-        let h = (HeaderSpec::of::<H>(), bytemuck::bytes_of(&header));
-        self.tensor_loan(Some(h), shape, Patience::Never)
+        self.tensor_loan_with(header, shape, Patience::Never)
     }
 
     /// Like [`allocate_tensor_with`](Self::allocate_tensor_with), but fails with `Timeout`
@@ -216,8 +231,7 @@ impl RawProducer {
         shape: &[usize],
         timeout: Duration,
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
-        let h = (HeaderSpec::of::<H>(), bytemuck::bytes_of(&header));
-        self.tensor_loan(Some(h), shape, Patience::Timeout(timeout))
+        self.tensor_loan_with(header, shape, Patience::Timeout(timeout))
     }
 }
 
@@ -630,24 +644,25 @@ impl TensorConsumer {
         self.raw
     }
 
-    /// The next tensor, waiting for one if needed. Its description is validated here, once;
-    /// a record that fails (or is not a tensor) is still returned, and its accessors report the
-    /// [`TensorError`]. Fails only with `Disconnected` or `Corrupted` (see
-    /// [`RawConsumer::recv`]).
-    #[inline]
+    /// The next tensor, waiting for one if needed. A record that fails validation (or is not a
+    /// tensor) is still returned, and its accessors report the [`TensorError`]. Fails only
+    /// with `Disconnected` or `Corrupted` (see [`RawConsumer::recv`]).
+    #[inline(always)]
     pub fn recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
-        self.raw.recv().map(TensorReceived::new)
+        self.raw.recv().map(|raw| TensorReceived { raw })
     }
 
     /// The next tensor, or `Empty` (or `Disconnected`) at once.
     #[inline]
     pub fn try_recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
-        self.raw.try_recv().map(TensorReceived::new)
+        self.raw.try_recv().map(|raw| TensorReceived { raw })
     }
 
     /// The next tensor, waiting at most `timeout` (`Timeout`).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<TensorReceived<'_>, RecvError> {
-        self.raw.recv_timeout(timeout).map(TensorReceived::new)
+        self.raw
+            .recv_timeout(timeout)
+            .map(|raw| TensorReceived { raw })
     }
 
     /// Size of the ring in bytes.
@@ -673,80 +688,64 @@ impl fmt::Debug for TensorConsumer {
 }
 
 /// A tensor received from a tensor channel, read in place; its space goes back to the producer
-/// when it drops. The description was validated once by `recv`: [`view`](Self::view) and
-/// [`header`](Self::header) only compare types.
+/// when it drops.
+///
+/// The description is validated by each accessor ([`view`](Self::view),
+/// [`header`](Self::header), [`info`](Self::info), [`tensor`](Self::tensor)): about a hundred
+/// instructions, on a copy taken then, so the result flows straight into the view instead of
+/// being stored here and copied again. A record that fails validation (or is not a tensor) is
+/// still received: every accessor reports its [`TensorError`], and dropping it releases it.
 pub struct TensorReceived<'a> {
     raw: RawReceived<'a>,
-    info: Result<TensorInfo, TensorError>,
-}
-
-impl<'a> TensorReceived<'a> {
-    #[inline]
-    fn new(raw: RawReceived<'a>) -> Self {
-        let type_id = raw.type_id();
-        let info = if type_id == TENSOR_TYPE_ID {
-            TensorInfo::parse(raw.bytes())
-        } else {
-            Err(TensorError::NotATensor { type_id })
-        };
-        TensorReceived { raw, info }
-    }
 }
 
 impl TensorReceived<'_> {
-    /// The validated tensor (description checked when it was received).
+    /// The validated tensor: [`TensorRef::view`], [`TensorRef::header`], the shape.
     ///
     /// # Errors
-    /// The [`TensorError`] its description failed with (or [`TensorError::NotATensor`]).
+    /// [`TensorError::NotATensor`] for a record of another type id; the description's error
+    /// if it fails validation (see [`crate::tensor`]).
     #[inline]
     pub fn tensor(&self) -> Result<TensorRef<'_>, TensorError> {
-        match &self.info {
-            Ok(info) => Ok(TensorRef::from_parts(self.raw.bytes(), *info)),
-            Err(e) => Err(*e),
-        }
+        self.raw.tensor()
     }
 
     /// The elements as `E`s with the tensor's shape, in place.
     ///
     /// # Errors
-    /// [`TensorError::DType`] if the elements are of another type; the description's error
-    /// if it failed validation (see [`tensor`](Self::tensor)).
-    #[inline]
+    /// [`TensorError::DType`] if the elements are of another type; as
+    /// [`tensor`](Self::tensor) otherwise.
+    #[inline(always)]
     pub fn view<E: TensorElement>(&self) -> Result<TensorView<'_, E>, TensorError> {
-        self.tensor()?.view()
+        let payload = self.payload()?;
+        TensorInfo::parse(payload)?.view_of(payload)
     }
 
     /// The user header as an `H`, in place (see [`TensorRef::header`]).
     ///
     /// # Errors
     /// [`TensorError::NoHeader`], [`TensorError::HeaderType`], [`TensorError::HeaderLayout`],
-    /// [`TensorError::HeaderLength`], or the description's error.
+    /// [`TensorError::HeaderLength`], or as [`tensor`](Self::tensor).
     pub fn header<H: Message>(&self) -> Result<&H, TensorError> {
-        self.tensor()?.header()
+        let payload = self.payload()?;
+        TensorInfo::parse(payload)?.header_of(payload)
     }
 
-    /// The validated description: element type, shape, header type id.
+    /// The validated description: element type, shape, header presence
+    /// (`r.info()?.shape()`).
     ///
     /// # Errors
-    /// The description's error, as [`tensor`](Self::tensor).
-    pub fn info(&self) -> Result<&TensorInfo, TensorError> {
-        self.info.as_ref().map_err(|e| *e)
+    /// As [`tensor`](Self::tensor).
+    pub fn info(&self) -> Result<TensorInfo, TensorError> {
+        TensorInfo::parse(self.payload()?)
     }
 
     /// The element type (to dispatch on before [`view`](Self::view)).
     ///
     /// # Errors
-    /// The description's error, as [`tensor`](Self::tensor).
+    /// As [`tensor`](Self::tensor).
     pub fn dtype(&self) -> Result<DType, TensorError> {
-        self.info().map(TensorInfo::dtype)
-    }
-
-    /// The dimensions, outermost first.
-    ///
-    /// # Errors
-    /// The description's error, as [`tensor`](Self::tensor).
-    pub fn shape(&self) -> Result<&[usize], TensorError> {
-        self.info().map(TensorInfo::shape)
+        self.info().map(|i| i.dtype())
     }
 
     /// A copy of the record's [`MessageHeader`]: sequence number, send timestamp, type id,
@@ -759,13 +758,23 @@ impl TensorReceived<'_> {
     pub fn bytes(&self) -> &[u8] {
         self.raw.bytes()
     }
+
+    /// The payload, if the record is tagged as a tensor.
+    #[inline(always)]
+    fn payload(&self) -> Result<&[u8], TensorError> {
+        let type_id = self.raw.type_id();
+        if type_id != TENSOR_TYPE_ID {
+            return Err(TensorError::NotATensor { type_id });
+        }
+        Ok(self.raw.bytes())
+    }
 }
 
 impl fmt::Debug for TensorReceived<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TensorReceived")
             .field("header", &self.raw.header())
-            .field("info", &self.info)
+            .field("info", &self.info())
             .finish()
     }
 }

@@ -1,0 +1,323 @@
+//! What the tensor description costs: a tensor message against a fixed-size message of the
+//! same element bytes, in the same run (issue 14's targets). `cargo bench -p psyne --bench
+//! tensor` (about 20 s).
+//!
+//! One thread, as `scripts/icount.sh` measures: each iteration borrows room, writes every
+//! 32-bit word of the payload, sends, receives, reads every word in place (a wrapping sum,
+//! checked against the stamp) and releases. Pairs:
+//!
+//! * `emb256`: `Embedding256`'s layout (1032 bytes) through `Channel::<Embedding256>` against a
+//!   `u32` tensor of shape `[258]` (the same 1032 bytes of elements) through
+//!   `Channel::tensors()`: `allocate_tensor` + fill + send + `recv` + `view` + read;
+//! * `64k`: a 64 KiB message (`[u32; 16384]`) against a `u32` tensor `[16384]`.
+//!
+//! `typed-opaque-length` is the typed path with the payload's length hidden from the optimiser,
+//! so its loops compile as the tensor's (whose length is known only at run time): the typed
+//! path's constant length lets LLVM unroll its loops fully, which a tensor's cannot be, so
+//! `tensor` against `typed-opaque-length` isolates what the description costs.
+//!
+//! `raw` is the raw bytes path the tensor ends are built on (the same payload length, no
+//! description), `tx-only` the tensor producer's path with a raw receive (no validation), so
+//! `tx-only - raw` is the producer's share of the description and `tensor - tx-only` the
+//! consumer's.
+//!
+//! Instruction counts: with
+//! `PSYNE_TENSOR_ICOUNT=<typed|typed-opaque|raw|tx-only|tensor>:<emb256|64k>:<N>` the binary
+//! runs that loop N times and exits, without criterion, for `valgrind --tool=callgrind`;
+//! instructions per message = `(Ir(N2) - Ir(N1)) / (N2 - N1)`, as in `scripts/icount.sh`.
+//! Timing: `PSYNE_TENSOR_TIME=<rounds>` runs typed, typed-opaque-length and tensor loops in
+//! interleaved rounds and prints each one's best and median time per message.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group};
+use psyne::{Channel, Consumer, Message, Producer, PsyneMessage, TensorConsumer, TensorProducer};
+
+/// `psyne_schemas::Embedding256`'s layout (1032 bytes; the schemas crate depends on this one).
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Embedding256 {
+    data: [f32; 256],
+    batch_idx: u32,
+    layer_id: u32,
+}
+
+/// A payload of `W` 32-bit words.
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Words<const W: usize> {
+    data: [u32; W],
+}
+
+/// Views a message as its 32-bit words.
+trait AsWords: Message {
+    fn words(&self) -> &[u32] {
+        bytemuck::cast_slice(bytemuck::bytes_of(self))
+    }
+    fn words_mut(&mut self) -> &mut [u32] {
+        bytemuck::cast_slice_mut(bytemuck::bytes_of_mut(self))
+    }
+}
+impl AsWords for Embedding256 {}
+impl<const W: usize> AsWords for Words<W> {}
+
+#[inline(always)]
+fn write(words: &mut [u32], seq: u64) {
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = (seq as u32).wrapping_add(i as u32);
+    }
+}
+
+/// The first word (the stamp) and the wrapping sum of all words.
+#[inline(always)]
+fn read(words: &[u32]) -> (u32, u32) {
+    (words[0], words.iter().fold(0u32, |a, &x| a.wrapping_add(x)))
+}
+
+/// The sum `read` must find for a payload of `n` words stamped `seq`.
+fn expected(n: usize, seq: u64) -> u32 {
+    (0..n as u32).fold(0u32, |a, i| a.wrapping_add((seq as u32).wrapping_add(i)))
+}
+
+/// One typed message: allocate, write, send, receive, read.
+#[inline(always)]
+fn typed_once<T: AsWords>(tx: &mut Producer<T>, rx: &mut Consumer<T>, seq: u64) -> (u32, u32) {
+    let mut m = tx.allocate().unwrap();
+    write(m.words_mut(), seq);
+    m.send();
+    let r = rx.recv().unwrap();
+    read(black_box(&*r).words())
+}
+
+/// [`typed_once`] with the payload's length hidden from the optimiser (`black_box` on the
+/// slices), so that its write and read loops compile as the tensor's do (for a length known only
+/// at run time): the difference to [`tensor_once`] is then the description's cost alone.
+#[inline(always)]
+fn typed_opaque_once<T: AsWords>(
+    tx: &mut Producer<T>,
+    rx: &mut Consumer<T>,
+    seq: u64,
+) -> (u32, u32) {
+    let mut m = tx.allocate().unwrap();
+    write(black_box(m.words_mut()), seq);
+    m.send();
+    let r = rx.recv().unwrap();
+    read(black_box(r.words()))
+}
+
+/// The raw bytes path the tensor ends are built on: `allocate_bytes` of the tensor's payload
+/// length, the same words written after a 128-byte gap, `recv`, read (no description).
+#[inline(always)]
+fn raw_once(
+    tx: &mut psyne::RawProducer,
+    rx: &mut psyne::RawConsumer,
+    words: usize,
+    seq: u64,
+) -> (u32, u32) {
+    let mut b = tx.allocate_bytes(128 + 4 * words).unwrap();
+    write(bytemuck::cast_slice_mut(&mut b[128..]), seq);
+    b.send(1);
+    let r = rx.recv().unwrap();
+    read(black_box(bytemuck::cast_slice(&r.bytes()[128..])))
+}
+
+/// One tensor: `allocate_tensor`, fill, send, `recv`, `view`, read.
+#[inline(always)]
+fn tensor_once(
+    tx: &mut TensorProducer,
+    rx: &mut TensorConsumer,
+    shape: &[usize],
+    seq: u64,
+) -> (u32, u32) {
+    let mut t = tx.allocate_tensor::<u32>(shape).unwrap();
+    write(t.as_mut_slice(), seq);
+    t.send();
+    let r = rx.recv().unwrap();
+    let v = r.view::<u32>().unwrap();
+    read(black_box(v.as_slice()))
+}
+
+/// Words per payload and the rings: each holds a few records of its kind.
+struct Pair<T: Message> {
+    words: usize,
+    typed: (Producer<T>, Consumer<T>),
+    tensors: (TensorProducer, TensorConsumer),
+}
+
+fn pair<T: AsWords>(ring_bytes: usize) -> Pair<T> {
+    let words = size_of::<T>() / 4;
+    let typed = Channel::<T>::builder()
+        .capacity_bytes(ring_bytes)
+        .build()
+        .unwrap();
+    let tensors = Channel::tensors()
+        .capacity_bytes(ring_bytes)
+        .build()
+        .unwrap();
+    Pair {
+        words,
+        typed,
+        tensors,
+    }
+}
+
+fn bench_pair<T: AsWords>(c: &mut Criterion, name: &str, ring_bytes: usize) {
+    let mut p = pair::<T>(ring_bytes);
+    let shape = [p.words];
+    // Sanity before timing: both paths deliver what was written.
+    for seq in 0..1000 {
+        let want = (seq as u32, expected(p.words, seq));
+        assert_eq!(typed_once(&mut p.typed.0, &mut p.typed.1, seq), want);
+        assert_eq!(typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq), want);
+        assert_eq!(
+            tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+            want
+        );
+    }
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Bytes((p.words * 4) as u64));
+    let mut seq = 0u64;
+    g.bench_function("typed", |b| {
+        b.iter(|| {
+            seq += 1;
+            typed_once(&mut p.typed.0, &mut p.typed.1, seq)
+        })
+    });
+    g.bench_function("typed-opaque-length", |b| {
+        b.iter(|| {
+            seq += 1;
+            typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq)
+        })
+    });
+    g.bench_function("tensor", |b| {
+        b.iter(|| {
+            seq += 1;
+            tensor_once(&mut p.tensors.0, &mut p.tensors.1, black_box(&shape), seq)
+        })
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_pair::<Embedding256>(c, "emb256", 1 << 16);
+    bench_pair::<Words<16384>>(c, "64k", 1 << 20);
+}
+
+/// The `PSYNE_TENSOR_ICOUNT` mode: one loop, no criterion.
+fn icount(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [contender, payload, n] = parts[..] else {
+        panic!(
+            "PSYNE_TENSOR_ICOUNT={spec}: expected <typed|typed-opaque|raw|tx-only|tensor>:<emb256|64k>:<N>"
+        );
+    };
+    let n: u64 = n.parse().expect("N is a number");
+    fn run<T: AsWords>(contender: &str, ring_bytes: usize, n: u64) {
+        let mut p = pair::<T>(ring_bytes);
+        let shape = [p.words];
+        let (mut rtx, mut rrx) = Channel::raw().capacity_bytes(ring_bytes).build().unwrap();
+        let (mut stamps, mut bad) = (0u64, 0u64);
+        for seq in 0..n {
+            let (stamp, sum) = match contender {
+                "typed" => typed_once(&mut p.typed.0, &mut p.typed.1, seq),
+                "typed-opaque" => typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq),
+                "raw" => raw_once(&mut rtx, &mut rrx, p.words, black_box(seq)),
+                "tx-only" => {
+                    let mut t = rtx.allocate_tensor::<u32>(&shape).unwrap();
+                    write(t.as_mut_slice(), seq);
+                    t.send();
+                    let r = rrx.recv().unwrap();
+                    read(black_box(bytemuck::cast_slice(&r.bytes()[128..])))
+                }
+                "tensor" => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+                other => panic!("contender {other:?}: expected typed or tensor"),
+            };
+            stamps += stamp as u64;
+            bad += u64::from(sum != black_box(expected_fast(p.words, seq)));
+        }
+        assert_eq!(bad, 0, "{bad} of {n} messages did not add up");
+        println!("{contender}: {n} messages, stamp sum {stamps}");
+    }
+    match payload {
+        "emb256" => run::<Embedding256>(contender, 1 << 16, n),
+        "64k" => run::<Words<16384>>(contender, 1 << 20, n),
+        other => panic!("payload {other:?}: expected emb256 or 64k"),
+    }
+}
+
+/// `expected` in closed form (the loop mode must not add a second pass over the payload):
+/// the sum of `seq + i` for `i < n`, wrapping.
+fn expected_fast(n: usize, seq: u64) -> u32 {
+    let n = n as u64;
+    ((seq.wrapping_mul(n)).wrapping_add(n * (n - 1) / 2)) as u32
+}
+
+/// The `PSYNE_TENSOR_TIME=<rounds>` mode: interleaved rounds of every contender on both
+/// payloads (each round runs each loop for about 20 ms), printing each one's best and median
+/// time per message and the tensor's ratio to the typed path. On a shared VM, interleaving
+/// and the minimum are what make the ratio meaningful.
+fn timing(rounds: usize) {
+    use std::time::Instant;
+    fn run<T: AsWords>(name: &str, ring_bytes: usize, n: u64, rounds: usize) {
+        let mut p = pair::<T>(ring_bytes);
+        let shape = [p.words];
+        let mut times: [Vec<f64>; 3] = Default::default();
+        let mut seq = 0u64;
+        let mut sink = 0u32;
+        for _ in 0..rounds {
+            for (k, t) in times.iter_mut().enumerate() {
+                let start = Instant::now();
+                for _ in 0..n {
+                    seq += 1;
+                    let (a, b) = match k {
+                        0 => typed_once(&mut p.typed.0, &mut p.typed.1, seq),
+                        1 => typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq),
+                        _ => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+                    };
+                    sink = sink.wrapping_add(a ^ b);
+                }
+                t.push(start.elapsed().as_nanos() as f64 / n as f64);
+            }
+        }
+        black_box(sink);
+        let stat = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[0], v[v.len() / 2])
+        };
+        let [a, b, c] = &mut times;
+        let (typed, opaque, tensor) = (stat(a), stat(b), stat(c));
+        println!(
+            "{name}: typed {:.1} ns (median {:.1}), typed-opaque-length {:.1} ns (median {:.1}), \
+             tensor {:.1} ns (median {:.1}); tensor / typed: best {:.3}, median {:.3}; \
+             tensor / typed-opaque-length: best {:.3}, median {:.3}",
+            typed.0,
+            typed.1,
+            opaque.0,
+            opaque.1,
+            tensor.0,
+            tensor.1,
+            tensor.0 / typed.0,
+            tensor.1 / typed.1,
+            tensor.0 / opaque.0,
+            tensor.1 / opaque.1,
+        );
+    }
+    run::<Embedding256>("emb256", 1 << 16, 200_000, rounds);
+    run::<Words<16384>>("64k", 1 << 20, 4_000, rounds);
+}
+
+criterion_group!(tensor, benches);
+
+fn main() {
+    assert_eq!(expected_fast(258, 12345), expected(258, 12345));
+    if let Ok(spec) = std::env::var("PSYNE_TENSOR_ICOUNT") {
+        icount(&spec);
+        return;
+    }
+    if let Ok(rounds) = std::env::var("PSYNE_TENSOR_TIME") {
+        timing(rounds.parse().expect("PSYNE_TENSOR_TIME=<rounds>"));
+        return;
+    }
+    tensor();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -709,10 +709,16 @@ impl Ring {
             .store(u64::MAX, Ordering::Relaxed);
     }
 
-    /// Whether the end in `slot` is gone.
+    /// Whether the end holding `slot` is gone (`Acquire`: its last publications are visible).
     #[inline(always)]
-    pub(crate) fn is_closed(&self, slot: usize) -> bool {
-        self.slot(slot).presence.owner.load(Ordering::Acquire) & CLOSED != 0
+    pub(crate) fn owner_closed(slot: &EndSlot) -> bool {
+        slot.presence.owner.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// The address of end slot `i` (below the slot count), for cursors that keep it.
+    pub(crate) fn slot_ptr(&self, i: usize) -> NonNull<EndSlot> {
+        assert!(i < self.slots, "end slot out of range");
+        slot_ptr(self.control, i)
     }
 
     /// Marks the end in `slot` closed (it dropped).

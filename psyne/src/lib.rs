@@ -55,9 +55,9 @@ pub mod wait;
 pub use bytemuck;
 pub use channel::{
     BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, CreateError, Iter,
-    Loan, OpenError, Producer, ProducerStats, RawChannelBuilder, RawConsumer, RawProducer,
-    RawReceived, Received, RecvError, SendError, SharedChannelBuilder, SharedRawChannelBuilder,
-    TryIter,
+    Loan, MpscBuilder, MpscConsumer, MpscIter, MpscProducer, MpscTryIter, OpenError, Producer,
+    ProducerStats, RawChannelBuilder, RawConsumer, RawProducer, RawReceived, Received, RecvError,
+    SendError, SharedChannelBuilder, SharedMpscBuilder, SharedRawChannelBuilder, TryIter,
 };
 pub use message::{
     ElemType, Field, FieldSchema, LengthMismatch, Message, MessageHeader, MessageSchema, Shape,

@@ -7,10 +7,12 @@
 //! byte slices). Nothing here touches ring memory except through a cursor.
 
 use super::{RecvError, SendError};
+use crate::ring::mpsc::MpscConsumer;
 use crate::ring::spsc::{PeekError, ReserveError, SpscConsumer, SpscProducer};
 use crate::ring::{ChannelIdentity, Peeked, ProcessStamp, Ring, WaitWords};
 use crate::sync::Futex;
 use crate::wait::{self, Notifier, PeerWatch, Wait, Waited};
+use core::ops::Range;
 use core::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,7 +117,7 @@ pub(crate) trait SendCursor {
     /// Whether every consumer is gone.
     fn is_disconnected(&self) -> bool;
     /// The end slots of the consumers, for liveness checks.
-    fn peer_slots(&self) -> &'static [usize];
+    fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
 }
@@ -124,16 +126,17 @@ pub(crate) trait SendCursor {
 pub(crate) trait RecvCursor {
     /// The next published message, not released.
     fn try_peek(&mut self) -> Result<Peeked, PeekError>;
-    /// Releases everything before `end`.
-    fn release(&mut self, end: u64);
-    /// Whether a peek released space (skipped a filler) since the last call.
-    fn take_released(&mut self) -> bool;
+    /// Releases `peeked` (and everything before it in its lane).
+    fn release(&mut self, peeked: &Peeked);
+    /// The lanes (one bit each) in which a peek released space (skipped a filler) since the
+    /// last call.
+    fn take_released(&mut self) -> u64;
+    /// The parked word of the producer of lane `lane`, to wake after a release there.
+    fn lane_parked(&self, lane: usize) -> &Futex;
     /// Says whether we wait in a blocking receive (see the ring's large-record restart).
     fn set_waiting(&self, waiting: bool);
     /// The ring.
     fn ring(&self) -> &Arc<Ring>;
-    /// The parked word to wake after a release.
-    fn peer_parked(&self) -> &Futex;
     /// Our end slot (its parked word is where we sleep).
     fn own_slot(&self) -> usize;
     /// Whether the producers are gone.
@@ -141,7 +144,7 @@ pub(crate) trait RecvCursor {
     /// Messages waiting (a snapshot).
     fn waiting(&self) -> usize;
     /// The end slots of the producers, for liveness checks.
-    fn peer_slots(&self) -> &'static [usize];
+    fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
 }
@@ -168,14 +171,15 @@ impl SendCursor for SpscProducer {
         SpscProducer::peer_parked(self)
     }
     fn own_slot(&self) -> usize {
-        crate::ring::spsc::PRODUCER
+        self.lane().producer
     }
     #[inline(always)]
     fn is_disconnected(&self) -> bool {
         SpscProducer::is_disconnected(self)
     }
-    fn peer_slots(&self) -> &'static [usize] {
-        &[crate::ring::spsc::CONSUMER]
+    fn peer_slots(&self) -> Range<usize> {
+        let consumer = self.lane().consumer;
+        consumer..consumer + 1
     }
     fn close(&self) {
         SpscProducer::close(self)
@@ -188,12 +192,16 @@ impl RecvCursor for SpscConsumer {
         SpscConsumer::try_peek(self)
     }
     #[inline(always)]
-    fn release(&mut self, end: u64) {
-        SpscConsumer::release(self, end)
+    fn release(&mut self, peeked: &Peeked) {
+        SpscConsumer::release(self, peeked.end)
     }
     #[inline(always)]
-    fn take_released(&mut self) -> bool {
-        SpscConsumer::take_released(self)
+    fn take_released(&mut self) -> u64 {
+        u64::from(SpscConsumer::take_released(self))
+    }
+    #[inline(always)]
+    fn lane_parked(&self, _lane: usize) -> &Futex {
+        self.peer_parked()
     }
     #[inline(always)]
     fn set_waiting(&self, waiting: bool) {
@@ -203,12 +211,8 @@ impl RecvCursor for SpscConsumer {
     fn ring(&self) -> &Arc<Ring> {
         SpscConsumer::ring(self)
     }
-    #[inline(always)]
-    fn peer_parked(&self) -> &Futex {
-        SpscConsumer::peer_parked(self)
-    }
     fn own_slot(&self) -> usize {
-        crate::ring::spsc::CONSUMER
+        self.lane().consumer
     }
     #[inline(always)]
     fn peer_closed(&self) -> bool {
@@ -217,11 +221,50 @@ impl RecvCursor for SpscConsumer {
     fn waiting(&self) -> usize {
         SpscConsumer::waiting(self)
     }
-    fn peer_slots(&self) -> &'static [usize] {
-        &[crate::ring::spsc::PRODUCER]
+    fn peer_slots(&self) -> Range<usize> {
+        let producer = self.lane().producer;
+        producer..producer + 1
     }
     fn close(&self) {
         SpscConsumer::close(self)
+    }
+}
+
+impl RecvCursor for MpscConsumer {
+    #[inline(always)]
+    fn try_peek(&mut self) -> Result<Peeked, PeekError> {
+        MpscConsumer::try_peek(self)
+    }
+    #[inline(always)]
+    fn release(&mut self, peeked: &Peeked) {
+        MpscConsumer::release(self, peeked)
+    }
+    #[inline(always)]
+    fn take_released(&mut self) -> u64 {
+        MpscConsumer::take_released(self)
+    }
+    #[inline(always)]
+    fn lane_parked(&self, lane: usize) -> &Futex {
+        self.producer_parked(lane)
+    }
+    fn set_waiting(&self, _waiting: bool) {}
+    fn ring(&self) -> &Arc<Ring> {
+        MpscConsumer::ring(self)
+    }
+    fn own_slot(&self) -> usize {
+        crate::ring::mpsc::consumer_slot(self.producers())
+    }
+    fn peer_closed(&self) -> bool {
+        self.producers_closed()
+    }
+    fn waiting(&self) -> usize {
+        MpscConsumer::waiting(self)
+    }
+    fn peer_slots(&self) -> Range<usize> {
+        0..self.producers()
+    }
+    fn close(&self) {
+        MpscConsumer::close(self)
     }
 }
 
@@ -234,9 +277,9 @@ fn alive(p: ProcessStamp) -> bool {
 /// the peers in `slots` are alive; a dead one is marked closed, so that the next attempt reports
 /// `Disconnected` (after draining, for a consumer).
 #[cold]
-fn check_peers(ring: &Ring, slots: &[usize], watch: &mut PeerWatch) {
+fn check_peers(ring: &Ring, slots: Range<usize>, watch: &mut PeerWatch) {
     if ring.is_shared() && watch.due() {
-        for &slot in slots {
+        for slot in slots {
             ring.close_if_dead(slot, alive);
         }
     }
@@ -310,6 +353,11 @@ impl<C: SendCursor> Sender<C> {
         self.cursor.ring().region().len()
     }
 
+    /// The cursor.
+    pub(crate) fn cursor(&self) -> &C {
+        &self.cursor
+    }
+
     /// This end's counters.
     pub(crate) fn stats(&self) -> ProducerStats {
         self.stats
@@ -367,7 +415,7 @@ impl<C: SendCursor> Sender<C> {
         let slots = self.cursor.peer_slots();
         let cursor = &mut self.cursor;
         let watch = &mut self.common.watch;
-        let mut check = || check_peers(&ring, slots, watch);
+        let mut check = || check_peers(&ring, slots.clone(), watch);
         let mut parks = 0;
         // Our parked word lives in the ring (kept alive by the clone `ring`), not in the cursor,
         // which the attempt closure borrows mutably.
@@ -490,8 +538,9 @@ impl<C: RecvCursor> Receiver<C> {
     #[inline(always)]
     fn attempt(&mut self) -> Result<Peeked, PeekError> {
         let r = self.cursor.try_peek();
-        if self.cursor.take_released() && self.common.notifier.notify(self.cursor.peer_parked()) {
-            self.stats.wakeups += 1;
+        let released = self.cursor.take_released();
+        if released != 0 {
+            self.stats.wakeups += wake_lanes(&self.cursor, &mut self.common.notifier, released);
         }
         r
     }
@@ -551,7 +600,7 @@ impl<C: RecvCursor> Receiver<C> {
         let parked: &Futex = ring.parked(own);
         let strategy = self.common.wait;
         let watch = &mut self.common.watch;
-        let mut check = || check_peers(&ring, slots, watch);
+        let mut check = || check_peers(&ring, slots.clone(), watch);
         let mut parks = 0;
         let cursor = &mut self.cursor;
         let notifier = &mut self.common.notifier;
@@ -574,8 +623,9 @@ impl<C: RecvCursor> Receiver<C> {
             },
             || {
                 let r = cursor.try_peek();
-                if cursor.take_released() && notifier.notify(cursor.peer_parked()) {
-                    wakeups += 1;
+                let released = cursor.take_released();
+                if released != 0 {
+                    wakeups += wake_lanes(&*cursor, notifier, released);
                 }
                 match r {
                     Ok(p) => Some(Ok(p)),
@@ -615,10 +665,14 @@ impl<C: RecvCursor> Receiver<C> {
     /// it sleeps.
     #[inline(always)]
     pub(crate) fn release(&mut self, peeked: &Peeked) {
-        self.cursor.release(peeked.end);
+        self.cursor.release(peeked);
         self.stats.messages += 1;
         self.stats.bytes += u64::from(peeked.len());
-        if self.common.notifier.notify(self.cursor.peer_parked()) {
+        if self
+            .common
+            .notifier
+            .notify(self.cursor.lane_parked(peeked.lane() as usize))
+        {
             self.stats.wakeups += 1;
         }
     }
@@ -633,8 +687,28 @@ impl<C: RecvCursor> Receiver<C> {
 impl<C: RecvCursor> Drop for Receiver<C> {
     fn drop(&mut self) {
         self.cursor.close();
-        self.common.notifier.notify_final(self.cursor.peer_parked());
+        for lane in self.cursor.peer_slots() {
+            self.common
+                .notifier
+                .notify_final(self.cursor.lane_parked(lane));
+        }
     }
+}
+
+/// Wakes the producers of the lanes in `released` (bits) if they sleep; returns the wake-up
+/// calls made.
+#[cold]
+#[inline(never)]
+fn wake_lanes<C: RecvCursor>(cursor: &C, notifier: &mut Notifier, mut released: u64) -> u64 {
+    let mut calls = 0;
+    while released != 0 {
+        let lane = released.trailing_zeros() as usize;
+        released &= released - 1;
+        if notifier.notify(cursor.lane_parked(lane)) {
+            calls += 1;
+        }
+    }
+    calls
 }
 
 /// The error for a record a typed consumer did not expect.

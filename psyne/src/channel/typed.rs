@@ -4,6 +4,7 @@ use super::end::{Patience, Receiver, Sender};
 use super::raw::{RawConsumer, RawProducer};
 use super::{ConsumerStats, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
+use crate::ring::mpsc::MpscConsumer as MpscCursor;
 use crate::ring::spsc::{SpscConsumer, SpscProducer};
 use crate::ring::{ChannelIdentity, Peeked, RECORD_ALIGN};
 use core::fmt;
@@ -97,6 +98,11 @@ impl<T: Message> Producer<T> {
     pub fn stats(&self) -> ProducerStats {
         self.raw.stats()
     }
+
+    /// The end layer under this producer.
+    pub(crate) fn raw_end(&self) -> &Sender<SpscProducer> {
+        &self.raw.end
+    }
 }
 
 impl<T> fmt::Debug for Producer<T> {
@@ -132,7 +138,7 @@ impl<T: Message> Consumer<T> {
         // aligned for `T`.
         let peeked = self.raw.end.peek(patience, Some(&Self::IDENTITY))?;
         Ok(Received {
-            end: &mut self.raw.end,
+            end: RecvEnd::Spsc(&mut self.raw.end),
             peeked,
             _t: PhantomData,
         })
@@ -325,12 +331,62 @@ impl<T: fmt::Debug> fmt::Debug for Loan<'_, T> {
 /// A message received from a channel of `T`s, read in place: dereferences to the `T` in channel
 /// memory. Its space goes back to the producer when it is dropped.
 pub struct Received<'a, T> {
-    end: &'a mut Receiver<SpscConsumer>,
+    end: RecvEnd<'a>,
     peeked: Peeked,
     _t: PhantomData<&'a T>,
 }
 
+/// The receiving end a [`Received`] goes back to when it drops. An enum rather than a type
+/// parameter, so that every consumer kind returns the same `Received<'_, T>`; the variant is
+/// known where the message is received, so the match folds away there.
+#[derive(Debug)]
+pub(crate) enum RecvEnd<'a> {
+    /// A single-producer channel.
+    Spsc(&'a mut Receiver<SpscConsumer>),
+    /// A multi-producer channel.
+    Mpsc(&'a mut Receiver<MpscCursor>),
+}
+
+impl RecvEnd<'_> {
+    /// Releases `peeked`.
+    #[inline(always)]
+    pub(crate) fn release(&mut self, peeked: &Peeked) {
+        match self {
+            RecvEnd::Spsc(end) => end.release(peeked),
+            RecvEnd::Mpsc(end) => end.release(peeked),
+        }
+    }
+
+    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
+        match self {
+            RecvEnd::Spsc(end) => end.cuda_device_ptr(ptr),
+            RecvEnd::Mpsc(end) => end.cuda_device_ptr(ptr),
+        }
+    }
+}
+
+impl<'a, T> Received<'a, T> {
+    /// A received message of `end`.
+    #[inline(always)]
+    pub(crate) fn new(end: RecvEnd<'a>, peeked: Peeked) -> Self {
+        Received {
+            end,
+            peeked,
+            _t: PhantomData,
+        }
+    }
+}
+
 impl<T> Received<'_, T> {
+    /// Which producer sent the message: its index in a multi-producer channel
+    /// ([`MpscProducer::index`](crate::MpscProducer::index)), 0 in a single-producer one.
+    #[inline]
+    pub fn producer(&self) -> usize {
+        self.peeked.lane() as usize
+    }
+
     /// A copy of the message's header: sequence number, send timestamp, type id, length (each
     /// field read once).
     #[inline]

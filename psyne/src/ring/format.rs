@@ -326,6 +326,9 @@ pub(crate) struct Peeked {
     /// The payload length as read (once) and checked: the record lies inside the region. Use
     /// this, never the header's own (shared, rewritable) `len`, for bounds.
     len: u32,
+    /// The lane it came from (0 for an SPSC ring; the producer's index for a multi-producer
+    /// ring).
+    lane: u32,
     /// Position after the record: pass it back to release the record.
     pub end: u64,
 }
@@ -337,8 +340,21 @@ impl Peeked {
         Peeked {
             header: header.cast(),
             len,
+            lane: 0,
             end,
         }
+    }
+
+    /// The lane it came from.
+    #[inline(always)]
+    pub(crate) fn lane(&self) -> u32 {
+        self.lane
+    }
+
+    /// Records the lane it came from.
+    #[inline(always)]
+    pub(crate) fn set_lane(&mut self, lane: u32) {
+        self.lane = lane;
     }
 
     /// A copy of the header, each field read once (volatile: another process may write them).

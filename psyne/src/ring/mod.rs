@@ -137,15 +137,16 @@
 
 mod control;
 mod format;
+pub(crate) mod mpsc;
 pub(crate) mod spsc;
 
-pub use control::PROTOCOL_VERSION;
 pub(crate) use control::{
     ChannelIdentity, Claimed, Creator, OpenFailure, ProcessStamp, Ring, RingConfig, Topology,
     WaitWords, slab_size,
 };
 #[doc(hidden)]
 pub use control::{MAGIC, layout};
+pub use control::{MAX_PRODUCERS, PROTOCOL_VERSION};
 pub(crate) use format::Peeked;
 pub use format::{
     MAX_ALIGN, MAX_REGION, MIN_REGION, RECORD_ALIGN, max_record, payload_align, record_size,

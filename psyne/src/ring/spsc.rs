@@ -18,6 +18,32 @@ pub(crate) const PRODUCER: usize = 0;
 /// End slot of the consumer.
 pub(crate) const CONSUMER: usize = 1;
 
+/// One producer-to-consumer lane of a ring: which region it uses and which end slots hold its
+/// words. An SPSC ring is one lane; a multi-producer ring (`mpsc.rs`) is one lane per producer
+/// with a shared consumer presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lane {
+    /// Index of the region (see [`Ring::region_of`]).
+    pub region: usize,
+    /// Slot of the producer: its owner word, start time and parked word.
+    pub producer: usize,
+    /// Slot whose position word is the consumer's read position in this lane (and whose waiting
+    /// word is its waiting hint).
+    pub reader: usize,
+    /// Slot of the consumer's presence: its owner word and parked word.
+    pub consumer: usize,
+}
+
+impl Lane {
+    /// The lane of an SPSC ring.
+    pub(crate) const SPSC: Lane = Lane {
+        region: 0,
+        producer: PRODUCER,
+        reader: CONSUMER,
+        consumer: CONSUMER,
+    };
+}
+
 /// Why a reservation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReserveError {
@@ -81,7 +107,12 @@ pub(crate) struct SpscProducer {
     ring: Arc<Ring>,
     /// The ring bytes (our own copy of the geometry, see [`Region`]).
     region: Region,
-    /// The consumer's end slot (in `ring`'s control block, alive as long as `ring`).
+    /// Which slots and region this producer uses.
+    lane: Lane,
+    /// The slot holding the consumer's read position (in `ring`'s control block, alive as long
+    /// as `ring`).
+    reader: NonNull<EndSlot>,
+    /// The consumer's presence slot (closed flag, parked word).
     consumer: NonNull<EndSlot>,
     /// Our write position: the end of the last record we published.
     write: u64,
@@ -95,15 +126,17 @@ pub(crate) struct SpscProducer {
 impl SpscProducer {
     /// The producer of a freshly created ring.
     pub(crate) fn new(ring: Arc<Ring>) -> Self {
-        Self::at(ring, 0, 0, 0)
+        Self::at(ring, Lane::SPSC, 0, 0, 0)
     }
 
     /// The producer at write position `write` (next message `sequence`), the consumer's read
     /// position as last known `cached_read`.
-    fn at(ring: Arc<Ring>, write: u64, cached_read: u64, sequence: u64) -> Self {
+    fn at(ring: Arc<Ring>, lane: Lane, write: u64, cached_read: u64, sequence: u64) -> Self {
         SpscProducer {
-            region: ring.region().clone(),
-            consumer: ring.slot_ptr(CONSUMER),
+            region: ring.region_of(lane.region).clone(),
+            reader: ring.slot_ptr(lane.reader),
+            consumer: ring.slot_ptr(lane.consumer),
+            lane,
             ring,
             write,
             cached_read,
@@ -111,12 +144,19 @@ impl SpscProducer {
         }
     }
 
-    /// The consumer's end slot.
+    /// The consumer's presence slot.
     #[inline(always)]
     fn consumer(&self) -> &EndSlot {
         // SAFETY: a slot of `self.ring`'s control block, which lives as long as `self.ring`;
         // every field is an atomic.
         unsafe { self.consumer.as_ref() }
+    }
+
+    /// The slot holding the consumer's read position.
+    #[inline(always)]
+    fn reader(&self) -> &EndSlot {
+        // SAFETY: as in `consumer`.
+        unsafe { self.reader.as_ref() }
     }
 
     /// The producer of a ring whose producer slot this process just claimed: finds where the
@@ -125,9 +165,18 @@ impl SpscProducer {
     /// of one that dropped or died: messages it fully published stay, nothing half-written
     /// becomes visible.
     pub(crate) fn recover(ring: Arc<Ring>) -> Result<Self, &'static str> {
-        let region = ring.region();
+        Self::recover_lane(ring, Lane::SPSC)
+    }
+
+    /// [`Self::recover`] for one lane of a ring.
+    pub(crate) fn recover_lane(ring: Arc<Ring>, lane: Lane) -> Result<Self, &'static str> {
+        let region = ring.region_of(lane.region);
         let len = region.len() as u64;
-        let read = ring.slot(CONSUMER).cursor.position.load(Ordering::Acquire);
+        let read = ring
+            .slot(lane.reader)
+            .cursor
+            .position
+            .load(Ordering::Acquire);
         if !read.is_multiple_of(RECORD_ALIGN as u64) {
             return Err("read position");
         }
@@ -156,7 +205,7 @@ impl SpscProducer {
                 Slot::Corrupt(what) => return Err(what),
             }
         }
-        Ok(Self::at(ring, write, read, sequence))
+        Ok(Self::at(ring, lane, write, read, sequence))
     }
 
     /// The ring.
@@ -201,7 +250,7 @@ impl SpscProducer {
     /// of 64, not behind the cached one, not ahead of our write position.
     #[inline]
     fn reload_read(&mut self) -> Result<(), ReserveError> {
-        let read = self.consumer().cursor.position.load(Ordering::Acquire);
+        let read = self.reader().cursor.position.load(Ordering::Acquire);
         if read < self.cached_read || read > self.write || !read.is_multiple_of(RECORD_ALIGN as u64)
         {
             return Err(ReserveError::Corrupted("read position"));
@@ -228,7 +277,7 @@ impl SpscProducer {
         }
         if Rewind::applies(size, ring_len) {
             let offset = self.region.mask(self.write);
-            if Rewind::consumer_waits_at(self.consumer(), self.write, offset, size) {
+            if Rewind::consumer_waits_at(self.reader(), self.write, offset, size) {
                 self.rewind_if_empty(offset)?;
             }
         }
@@ -349,7 +398,12 @@ impl SpscProducer {
     /// Marks our end closed (we drop): the consumer drains what we published, then sees
     /// `Disconnected`, until a new producer claims the slot.
     pub(crate) fn close(&self) {
-        self.ring.close(PRODUCER);
+        self.ring.close(self.lane.producer);
+    }
+
+    /// Our lane.
+    pub(crate) fn lane(&self) -> Lane {
+        self.lane
     }
 }
 
@@ -359,8 +413,12 @@ pub(crate) struct SpscConsumer {
     ring: Arc<Ring>,
     /// The ring bytes (our own copy of the geometry, see [`Region`]).
     region: Region,
-    /// Our end slot and the producer's (in `ring`'s control block, alive as long as `ring`).
+    /// Which slots and region this consumer uses.
+    lane: Lane,
+    /// The slot holding our read position and waiting hint (in `ring`'s control block, alive
+    /// as long as `ring`).
     own: NonNull<EndSlot>,
+    /// The producer's presence slot.
     producer: NonNull<EndSlot>,
     /// Our read position (we are its only writer).
     read: u64,
@@ -382,12 +440,16 @@ pub(crate) struct SpscConsumer {
 
 impl SpscConsumer {
     /// The consumer of a ring at read position `read`, expecting message `sequence` there.
-    fn at(ring: Arc<Ring>, read: u64, sequence: u64) -> Self {
-        let announce_waits = Rewind::consumer_announces(ring.region().len(), None);
+    fn at(ring: Arc<Ring>, lane: Lane, read: u64, sequence: u64) -> Self {
+        // Only an SPSC ring restarts large records (a lane of a multi-producer ring does not:
+        // its consumer polls several lanes and says nothing about where it waits).
+        let announce_waits =
+            lane == Lane::SPSC && Rewind::consumer_announces(ring.region().len(), None);
         SpscConsumer {
-            region: ring.region().clone(),
-            own: ring.slot_ptr(CONSUMER),
-            producer: ring.slot_ptr(PRODUCER),
+            region: ring.region_of(lane.region).clone(),
+            own: ring.slot_ptr(lane.reader),
+            producer: ring.slot_ptr(lane.producer),
+            lane,
             ring,
             read,
             sequence,
@@ -400,20 +462,39 @@ impl SpscConsumer {
 
     /// The consumer of a freshly created ring.
     pub(crate) fn new(ring: Arc<Ring>) -> Self {
-        Self::at(ring, 0, 0)
+        Self::at(ring, Lane::SPSC, 0, 0)
+    }
+
+    /// The consumer of one lane of a freshly created ring.
+    pub(crate) fn new_lane(ring: Arc<Ring>, lane: Lane) -> Self {
+        Self::at(ring, lane, 0, 0)
     }
 
     /// The consumer of a ring whose consumer slot this process just claimed: continues at the
     /// read position the last consumer stored (a message it was reading when it died is
     /// delivered again), expecting the sequence number that the commit word there says.
     pub(crate) fn recover(ring: Arc<Ring>) -> Result<Self, &'static str> {
-        let read = ring.slot(CONSUMER).cursor.position.load(Ordering::Acquire);
+        Self::recover_lane(ring, Lane::SPSC)
+    }
+
+    /// [`Self::recover`] for one lane of a ring.
+    pub(crate) fn recover_lane(ring: Arc<Ring>, lane: Lane) -> Result<Self, &'static str> {
+        let read = ring
+            .slot(lane.reader)
+            .cursor
+            .position
+            .load(Ordering::Acquire);
         if !read.is_multiple_of(RECORD_ALIGN as u64) {
             return Err("read position");
         }
-        let region = ring.region();
+        let region = ring.region_of(lane.region);
         let word = region.load_commit(region.mask(read), Ordering::Acquire);
-        Ok(Self::at(ring, read, word & !super::format::PENDING_BIT))
+        Ok(Self::at(
+            ring,
+            lane,
+            read,
+            word & !super::format::PENDING_BIT,
+        ))
     }
 
     /// Messages published after our read position and not yet received: a snapshot, found by
@@ -461,7 +542,8 @@ impl SpscConsumer {
     /// Records of `record_size` bytes at most arrive here (a typed consumer): if they are too
     /// small to restart at the region's start, we need not say when we wait.
     pub(crate) fn expect_records_of(&mut self, record_size: usize) {
-        self.announce_waits = Rewind::consumer_announces(self.region.len(), Some(record_size));
+        self.announce_waits = self.lane == Lane::SPSC
+            && Rewind::consumer_announces(self.region.len(), Some(record_size));
     }
 
     /// The ring.
@@ -574,7 +656,12 @@ impl SpscConsumer {
     /// Marks our end closed (we drop).
     pub(crate) fn close(&self) {
         self.set_waiting(false);
-        self.ring.close(CONSUMER);
+        self.ring.close(self.lane.consumer);
+    }
+
+    /// Our lane.
+    pub(crate) fn lane(&self) -> Lane {
+        self.lane
     }
 }
 

@@ -52,6 +52,14 @@ pub(crate) mod sync;
 pub mod transport;
 pub mod wait;
 
+/// TCP channels between machines: [`Listener`](net::Listener), the builders' `accept_*` /
+/// `connect_*` methods, [`Compression`](net::Compression), [`NetError`](net::NetError). The wire
+/// protocol is specified in [`transport::net`].
+pub mod net {
+    pub use crate::channel::net::{NetBuilder, RawNetBuilder};
+    pub use crate::transport::net::{Compression, Listener, NetError, NetOptions};
+}
+
 pub use bytemuck;
 pub use channel::{
     BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, CreateError, Iter,

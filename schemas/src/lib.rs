@@ -103,3 +103,10 @@ impl<const N: usize> Gradient<N> {
         }
     }
 }
+
+/// Every ```` ```rust ```` block of the README, compiled and run as doctests of this crate: as
+/// code of a crate that depends on `psyne` and `psyne-schemas` (`cargo test -p psyne-schemas
+/// --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -46,6 +46,7 @@
 
 mod end;
 mod mpsc;
+pub(crate) mod net;
 mod raw;
 mod shm;
 mod typed;

@@ -7,6 +7,12 @@
 //!   The ends are the same [`crate::Producer`] / [`crate::Consumer`] types with the same zero-copy
 //!   path; only waiting differs (a waiter also watches the other process's liveness).
 //!
-//! TCP and GPU transports are later issues.
+//! * [`net`]: TCP, one end on each machine; an ordinary ring on each side and a pump thread
+//!   moving records over the socket, after a versioned, checked, optionally authenticated
+//!   handshake (the wire protocol is specified there). Built with `accept_consumer` /
+//!   `connect_producer` (and the swapped pair) on a channel builder.
+//!
+//! The GPU transport is a later issue.
 
+pub mod net;
 pub mod shm;

@@ -126,13 +126,13 @@ pub(crate) trait SendCursor {
 pub(crate) trait RecvCursor {
     /// The next published message, not released.
     fn try_peek(&mut self) -> Result<Peeked, PeekError>;
-    /// Releases `peeked` (and everything before it in its lane).
-    fn release(&mut self, peeked: &Peeked);
     /// The lanes (one bit each) in which a peek released space (skipped a filler) since the
     /// last call.
     fn take_released(&mut self) -> u64;
     /// The parked word of the producer of lane `lane`, to wake after a release there.
     fn lane_parked(&self, lane: usize) -> &Futex;
+    /// The cursor of lane `lane` (which releases the messages peeked from it).
+    fn lane_mut(&mut self, lane: usize) -> &mut SpscConsumer;
     /// Says whether we wait in a blocking receive (see the ring's large-record restart).
     fn set_waiting(&self, waiting: bool);
     /// The ring.
@@ -192,16 +192,16 @@ impl RecvCursor for SpscConsumer {
         SpscConsumer::try_peek(self)
     }
     #[inline(always)]
-    fn release(&mut self, peeked: &Peeked) {
-        SpscConsumer::release(self, peeked.end)
-    }
-    #[inline(always)]
     fn take_released(&mut self) -> u64 {
         u64::from(SpscConsumer::take_released(self))
     }
     #[inline(always)]
     fn lane_parked(&self, _lane: usize) -> &Futex {
         self.peer_parked()
+    }
+    #[inline(always)]
+    fn lane_mut(&mut self, _lane: usize) -> &mut SpscConsumer {
+        self
     }
     #[inline(always)]
     fn set_waiting(&self, waiting: bool) {
@@ -236,16 +236,16 @@ impl RecvCursor for MpscConsumer {
         MpscConsumer::try_peek(self)
     }
     #[inline(always)]
-    fn release(&mut self, peeked: &Peeked) {
-        MpscConsumer::release(self, peeked)
-    }
-    #[inline(always)]
     fn take_released(&mut self) -> u64 {
         MpscConsumer::take_released(self)
     }
     #[inline(always)]
     fn lane_parked(&self, lane: usize) -> &Futex {
         self.producer_parked(lane)
+    }
+    #[inline(always)]
+    fn lane_mut(&mut self, lane: usize) -> &mut SpscConsumer {
+        MpscConsumer::lane_mut(self, lane)
     }
     fn set_waiting(&self, _waiting: bool) {}
     fn ring(&self) -> &Arc<Ring> {
@@ -287,7 +287,7 @@ fn check_peers(ring: &Ring, slots: Range<usize>, watch: &mut PeerWatch) {
 
 /// Per-end facts shared by both directions.
 #[derive(Debug)]
-struct Common {
+pub(crate) struct Common {
     /// How this end waits (the ring's strategy).
     wait: Wait,
     /// Wakes the other end.
@@ -661,26 +661,21 @@ impl<C: RecvCursor> Receiver<C> {
         r
     }
 
-    /// Releases a record returned by `peek` (counted as received now) and wakes the producer if
-    /// it sleeps.
+    /// What releasing `peeked` needs, borrowed from this end: its lane's cursor, the counters
+    /// and the notifier (so that a received message holds no reference to the consumer kind).
     #[inline(always)]
-    pub(crate) fn release(&mut self, peeked: &Peeked) {
-        self.cursor.release(peeked);
-        self.stats.messages += 1;
-        self.stats.bytes += u64::from(peeked.len());
-        if self
-            .common
-            .notifier
-            .notify(self.cursor.lane_parked(peeked.lane() as usize))
-        {
-            self.stats.wakeups += 1;
+    pub(crate) fn release_handle(&mut self, peeked: &Peeked) -> Release<'_> {
+        let Receiver {
+            cursor,
+            common,
+            stats,
+            ..
+        } = self;
+        Release {
+            lane: cursor.lane_mut(peeked.lane() as usize),
+            common,
+            stats,
         }
-    }
-
-    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
-        self.common.cuda_device_ptr(self.cursor.ring(), ptr)
     }
 }
 
@@ -692,6 +687,34 @@ impl<C: RecvCursor> Drop for Receiver<C> {
                 .notifier
                 .notify_final(self.cursor.lane_parked(lane));
         }
+    }
+}
+
+/// What a received message needs to give its record back: the cursor of the lane it came
+/// from, the end's counters and notifier. The same type for every consumer kind.
+#[derive(Debug)]
+pub(crate) struct Release<'a> {
+    lane: &'a mut SpscConsumer,
+    common: &'a mut Common,
+    stats: &'a mut ConsumerStats,
+}
+
+impl Release<'_> {
+    /// Releases `peeked` (counted as received now) and wakes its producer if it sleeps.
+    #[inline(always)]
+    pub(crate) fn release(&mut self, peeked: &Peeked) {
+        self.lane.release(peeked.end);
+        self.stats.messages += 1;
+        self.stats.bytes += u64::from(peeked.len());
+        if self.common.notifier.notify(self.lane.peer_parked()) {
+            self.stats.wakeups += 1;
+        }
+    }
+
+    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
+        self.common.cuda_device_ptr(self.lane.ring(), ptr)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::end::{Patience, Receiver};
 use super::raw::RawProducer;
-use super::typed::{Loan, Producer, RecvEnd};
+use super::typed::{Loan, Producer};
 use super::{
     Capacity, Channel, ChannelBuilder, ChannelError, ConsumerStats, Options, ProducerStats,
     Received, RecvError, SendError,
@@ -393,7 +393,7 @@ impl<T: Message> MpscConsumer<T> {
     #[inline(always)]
     fn recv_with(&mut self, patience: Patience) -> Result<Received<'_, T>, RecvError> {
         let peeked = self.end.peek(patience, Some(&Self::IDENTITY))?;
-        Ok(Received::new(RecvEnd::Mpsc(&mut self.end), peeked))
+        Ok(Received::new(self.end.release_handle(&peeked), peeked))
     }
 
     /// The next message of any producer, waiting for one if needed;

@@ -1,7 +1,7 @@
 //! Raw ends: any message types and raw byte payloads over one ring. The typed ends wrap these;
 //! both are thin layers over the end layer (`end.rs`).
 
-use super::end::{Patience, Receiver, Sender};
+use super::end::{Patience, Receiver, Release, Sender};
 use super::{ConsumerStats, Loan, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
 use crate::ring::spsc::{SpscConsumer, SpscProducer};
@@ -283,7 +283,7 @@ impl RawConsumer {
     fn recv_with(&mut self, patience: Patience) -> Result<RawReceived<'_>, RecvError> {
         let peeked = self.end.peek(patience, None)?;
         Ok(RawReceived {
-            end: &mut self.end,
+            end: self.end.release_handle(&peeked),
             peeked,
         })
     }
@@ -318,7 +318,7 @@ impl fmt::Debug for RawConsumer {
 
 /// A message received from a raw channel, read in place; its space is released on drop.
 pub struct RawReceived<'a> {
-    end: &'a mut Receiver<SpscConsumer>,
+    end: Release<'a>,
     peeked: Peeked,
 }
 

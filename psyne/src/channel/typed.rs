@@ -1,11 +1,10 @@
 //! Typed ends: one message type `T`, checked at build time. Thin wrappers over the raw ends.
 
-use super::end::{Patience, Receiver, Sender};
+use super::end::{Patience, Release, Sender};
 use super::raw::{RawConsumer, RawProducer};
 use super::{ConsumerStats, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
-use crate::ring::mpsc::MpscConsumer as MpscCursor;
-use crate::ring::spsc::{SpscConsumer, SpscProducer};
+use crate::ring::spsc::SpscProducer;
 use crate::ring::{ChannelIdentity, Peeked, RECORD_ALIGN};
 use core::fmt;
 use core::marker::PhantomData;
@@ -137,11 +136,7 @@ impl<T: Message> Consumer<T> {
         // `T` is read in place only from a record of `T::TYPE_ID`, `size_of::<T>()` bytes,
         // aligned for `T`.
         let peeked = self.raw.end.peek(patience, Some(&Self::IDENTITY))?;
-        Ok(Received {
-            end: RecvEnd::Spsc(&mut self.raw.end),
-            peeked,
-            _t: PhantomData,
-        })
+        Ok(Received::new(self.raw.end.release_handle(&peeked), peeked))
     }
 
     /// The next message, waiting for one if needed. Fails only with `Disconnected`, once the
@@ -331,46 +326,15 @@ impl<T: fmt::Debug> fmt::Debug for Loan<'_, T> {
 /// A message received from a channel of `T`s, read in place: dereferences to the `T` in channel
 /// memory. Its space goes back to the producer when it is dropped.
 pub struct Received<'a, T> {
-    end: RecvEnd<'a>,
+    end: Release<'a>,
     peeked: Peeked,
     _t: PhantomData<&'a T>,
-}
-
-/// The receiving end a [`Received`] goes back to when it drops. An enum rather than a type
-/// parameter, so that every consumer kind returns the same `Received<'_, T>`; the variant is
-/// known where the message is received, so the match folds away there.
-#[derive(Debug)]
-pub(crate) enum RecvEnd<'a> {
-    /// A single-producer channel.
-    Spsc(&'a mut Receiver<SpscConsumer>),
-    /// A multi-producer channel.
-    Mpsc(&'a mut Receiver<MpscCursor>),
-}
-
-impl RecvEnd<'_> {
-    /// Releases `peeked`.
-    #[inline(always)]
-    pub(crate) fn release(&mut self, peeked: &Peeked) {
-        match self {
-            RecvEnd::Spsc(end) => end.release(peeked),
-            RecvEnd::Mpsc(end) => end.release(peeked),
-        }
-    }
-
-    /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
-        match self {
-            RecvEnd::Spsc(end) => end.cuda_device_ptr(ptr),
-            RecvEnd::Mpsc(end) => end.cuda_device_ptr(ptr),
-        }
-    }
 }
 
 impl<'a, T> Received<'a, T> {
     /// A received message of `end`.
     #[inline(always)]
-    pub(crate) fn new(end: RecvEnd<'a>, peeked: Peeked) -> Self {
+    pub(crate) fn new(end: Release<'a>, peeked: Peeked) -> Self {
         Received {
             end,
             peeked,

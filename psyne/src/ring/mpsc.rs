@@ -136,10 +136,10 @@ impl MpscConsumer {
             .count()
     }
 
-    /// Releases the message `peeked` (from lane `peeked.lane()`).
+    /// The cursor of lane `lane`.
     #[inline(always)]
-    pub(crate) fn release(&mut self, peeked: &Peeked) {
-        self.lanes[peeked.lane() as usize].release(peeked.end);
+    pub(crate) fn lane_mut(&mut self, lane: usize) -> &mut SpscConsumer {
+        &mut self.lanes[lane]
     }
 
     /// The parked word of the producer of lane `lane`.

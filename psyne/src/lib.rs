@@ -64,8 +64,9 @@ pub use bytemuck;
 pub use channel::{
     BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, CreateError, Iter,
     Loan, MpscBuilder, MpscConsumer, MpscIter, MpscProducer, MpscTryIter, OpenError, Producer,
-    ProducerStats, RawChannelBuilder, RawConsumer, RawProducer, RawReceived, Received, RecvError,
-    SendError, SharedChannelBuilder, SharedMpscBuilder, SharedRawChannelBuilder, TryIter,
+    ProducerStats, RawChannelBuilder, RawConsumer, RawMpscBuilder, RawMpscConsumer,
+    RawMpscProducer, RawProducer, RawReceived, Received, RecvError, SendError,
+    SharedChannelBuilder, SharedMpscBuilder, SharedRawChannelBuilder, TryIter,
 };
 pub use message::{
     ElemType, Field, FieldSchema, LengthMismatch, Message, MessageHeader, MessageSchema, Shape,

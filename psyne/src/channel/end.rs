@@ -104,6 +104,8 @@ impl From<PeekError> for RecvError {
 pub(crate) trait SendCursor {
     /// Reserves a record (see [`SpscProducer::try_reserve`]).
     fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError>;
+    /// Whether a reservation published a filler on its own since the last call.
+    fn take_published(&mut self) -> bool;
     /// Publishes the record reserved at `pos`.
     fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64);
     /// Address of the payload of the record reserved at `pos`.
@@ -153,6 +155,10 @@ impl SendCursor for SpscProducer {
     #[inline(always)]
     fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
         SpscProducer::try_reserve(self, len, align)
+    }
+    #[inline(always)]
+    fn take_published(&mut self) -> bool {
+        SpscProducer::take_published(self)
     }
     #[inline(always)]
     fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
@@ -397,6 +403,9 @@ impl<C: SendCursor> Sender<C> {
         patience: Patience,
     ) -> Result<u64, SendError> {
         self.stats.full += 1;
+        // A wrap filler published before the ring was found full is a publication the consumer
+        // may be asleep waiting for: wake it before we wait for it in turn.
+        self.wake_after_filler();
         let ring = Arc::clone(self.cursor.ring());
         let deadline = match patience {
             Patience::Never if !ring.is_shared() => return Err(SendError::Full),
@@ -415,6 +424,8 @@ impl<C: SendCursor> Sender<C> {
         let slots = self.cursor.peer_slots();
         let cursor = &mut self.cursor;
         let watch = &mut self.common.watch;
+        let notifier = &mut self.common.notifier;
+        let mut wakeups = 0;
         let mut check = || check_peers(&ring, slots.clone(), watch);
         let mut parks = 0;
         // Our parked word lives in the ring (kept alive by the clone `ring`), not in the cursor,
@@ -430,16 +441,31 @@ impl<C: SendCursor> Sender<C> {
             } else {
                 None
             },
-            || match cursor.try_reserve(len, align) {
-                Ok(pos) => Some(Ok(pos)),
-                Err(ReserveError::Full) => None,
-                Err(e) => Some(Err(e.into())),
+            || {
+                let r = cursor.try_reserve(len, align);
+                if cursor.take_published() && notifier.notify(cursor.peer_parked()) {
+                    wakeups += 1;
+                }
+                match r {
+                    Ok(pos) => Some(Ok(pos)),
+                    Err(ReserveError::Full) => None,
+                    Err(e) => Some(Err(e.into())),
+                }
             },
         );
         self.stats.parked += parks;
+        self.stats.wakeups += wakeups;
         match waited {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(SendError::Timeout),
+        }
+    }
+
+    /// Wakes the consumer if a reservation published a filler on its own since the last check.
+    #[cold]
+    fn wake_after_filler(&mut self) {
+        if self.cursor.take_published() && self.common.notifier.notify(self.cursor.peer_parked()) {
+            self.stats.wakeups += 1;
         }
     }
 

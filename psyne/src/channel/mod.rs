@@ -53,7 +53,10 @@ mod typed;
 
 pub use crate::transport::shm::{CreateError, OpenError};
 pub use end::{ConsumerStats, ProducerStats};
-pub use mpsc::{MpscBuilder, MpscConsumer, MpscIter, MpscProducer, MpscTryIter, SharedMpscBuilder};
+pub use mpsc::{
+    MpscBuilder, MpscConsumer, MpscIter, MpscProducer, MpscTryIter, RawMpscBuilder,
+    RawMpscConsumer, RawMpscProducer, SharedMpscBuilder,
+};
 pub use raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
 pub use shm::{SharedChannelBuilder, SharedRawChannelBuilder};
 pub use typed::{Consumer, Iter, Loan, Producer, Received, TryIter};

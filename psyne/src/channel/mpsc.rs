@@ -477,3 +477,209 @@ impl<T: Message> Iterator for MpscIter<'_, T> {
         self.consumer.recv().ok().map(|m| *m)
     }
 }
+
+/// Builder of a raw (multi-type) many-producers, one-consumer channel; see
+/// [`Channel::raw_mpsc`]. As [`MpscBuilder`], with a byte capacity per producer (default 64 KiB)
+/// and, of the memory options, only the defaults of [`Channel::raw`] (in-process only).
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RawMpscBuilder {
+    inner: super::RawChannelBuilder,
+    max_producers: usize,
+}
+
+impl Channel<()> {
+    /// A builder for a raw channel (any message types and byte payloads, as [`Channel::raw`])
+    /// from many producers to one consumer.
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = psyne::Channel::raw_mpsc().max_producers(2).build()?;
+    /// let mut tx2 = tx.try_clone()?;
+    /// tx.send_bytes(1, b"from 0")?;
+    /// tx2.send_bytes(2, b"from 1")?;
+    /// let mut got = Vec::new();
+    /// for _ in 0..2 {
+    ///     let m = rx.recv()?;
+    ///     got.push((m.producer(), m.type_id(), m.bytes().to_vec()));
+    /// }
+    /// got.sort();
+    /// assert_eq!(got, [(0, 1, b"from 0".to_vec()), (1, 2, b"from 1".to_vec())]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn raw_mpsc() -> RawMpscBuilder {
+        RawMpscBuilder {
+            inner: Channel::raw(),
+            max_producers: 8,
+        }
+    }
+}
+
+impl RawMpscBuilder {
+    /// A lane of at least `bytes` bytes per producer (see
+    /// [`RawChannelBuilder::capacity_bytes`](super::RawChannelBuilder::capacity_bytes)).
+    pub fn capacity_bytes(mut self, bytes: usize) -> Self {
+        self.inner = self.inner.capacity_bytes(bytes);
+        self
+    }
+
+    /// The most producers at once (default 8); see [`MpscBuilder::max_producers`].
+    pub fn max_producers(mut self, producers: usize) -> Self {
+        self.max_producers = producers;
+        self
+    }
+
+    /// How every end waits (see [`ChannelBuilder::wait`]).
+    pub fn wait(mut self, wait: crate::Wait) -> Self {
+        self.inner = self.inner.wait(wait);
+        self
+    }
+
+    /// Maps the slab, initialises the lanes and returns the consumer and a first producer.
+    pub fn build(self) -> Result<(RawMpscProducer, RawMpscConsumer), ChannelError> {
+        if self.max_producers == 0 || self.max_producers > MAX_PRODUCERS {
+            return Err(ChannelError::InvalidProducerCount {
+                requested: self.max_producers,
+                max: MAX_PRODUCERS,
+            });
+        }
+        let topology = Topology::Mpsc {
+            producers: self.max_producers,
+        };
+        let region = super::region_for_bytes(self.inner.capacity_bytes)?;
+        let opts = self.inner.opts;
+        let ring = Ring::create(
+            opts.slab_for(topology, region).build()?,
+            opts.config_for(topology, region),
+            &ChannelIdentity::RAW,
+            Some(Creator {
+                me: in_process(),
+                pid_namespace: 0,
+                slot: consumer_slot(self.max_producers),
+                shared: false,
+            }),
+        );
+        let rx = RawMpscConsumer {
+            end: Receiver::new(MpscCursor::new(Arc::clone(&ring), self.max_producers)),
+        };
+        let tx = RawMpscProducer::claim_in(&ring)?;
+        Ok((tx, rx))
+    }
+}
+
+/// One producer of a raw multi-producer channel: the methods of [`RawProducer`] (through
+/// `Deref`), plus [`try_clone`](Self::try_clone) and [`index`](Self::index).
+pub struct RawMpscProducer {
+    inner: RawProducer,
+    index: usize,
+}
+
+impl RawMpscProducer {
+    /// Claims the first free producer place of the in-process `ring`.
+    fn claim_in(ring: &Arc<Ring>) -> Result<Self, ChannelError> {
+        let producers = match ring.topology() {
+            Topology::Mpsc { producers } => producers,
+            Topology::Spsc => 1,
+        };
+        for slot in 0..producers {
+            match ring.claim(slot, in_process(), crate::transport::shm::process_alive) {
+                Ok(_) => {
+                    let cursor =
+                        SpscProducer::recover_lane(Arc::clone(ring), lane(producers, slot))
+                            .map_err(|_| ChannelError::TooManyProducers { max: producers })?;
+                    return Ok(RawMpscProducer {
+                        inner: RawProducer::new(cursor),
+                        index: slot,
+                    });
+                }
+                Err(OpenFailure::AlreadyConnected { .. }) => continue,
+                Err(_) => break,
+            }
+        }
+        Err(ChannelError::TooManyProducers { max: producers })
+    }
+
+    /// Another producer of the same channel, in the first free place.
+    ///
+    /// # Errors
+    /// [`ChannelError::TooManyProducers`] when `max_producers` producers are alive.
+    pub fn try_clone(&self) -> Result<RawMpscProducer, ChannelError> {
+        Self::claim_in(self.inner.end.cursor().ring())
+    }
+
+    /// This producer's place: what [`RawReceived::producer`](super::RawReceived::producer)
+    /// reports for its messages.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl core::ops::Deref for RawMpscProducer {
+    type Target = RawProducer;
+    fn deref(&self) -> &RawProducer {
+        &self.inner
+    }
+}
+
+impl core::ops::DerefMut for RawMpscProducer {
+    fn deref_mut(&mut self) -> &mut RawProducer {
+        &mut self.inner
+    }
+}
+
+impl fmt::Debug for RawMpscProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawMpscProducer")
+            .field("index", &self.index)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// The consumer of a raw multi-producer channel.
+pub struct RawMpscConsumer {
+    end: Receiver<MpscCursor>,
+}
+
+impl RawMpscConsumer {
+    #[inline]
+    fn recv_with(&mut self, patience: Patience) -> Result<super::RawReceived<'_>, RecvError> {
+        let peeked = self.end.peek(patience, None)?;
+        Ok(super::RawReceived::new(
+            self.end.release_handle(&peeked),
+            peeked,
+        ))
+    }
+
+    /// The next message of any producer, waiting for one if needed.
+    #[inline]
+    pub fn recv(&mut self) -> Result<super::RawReceived<'_>, RecvError> {
+        self.recv_with(Patience::Forever)
+    }
+
+    /// The next message, or `Empty` (or `Disconnected`) at once.
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<super::RawReceived<'_>, RecvError> {
+        self.recv_with(Patience::Never)
+    }
+
+    /// The next message, waiting at most `timeout` (`Timeout`).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<super::RawReceived<'_>, RecvError> {
+        self.recv_with(Patience::timeout(timeout))
+    }
+
+    /// Whether every producer that attached is gone (messages may still be waiting).
+    pub fn is_disconnected(&self) -> bool {
+        self.end.is_disconnected()
+    }
+
+    /// The consumer's counters.
+    pub fn stats(&self) -> ConsumerStats {
+        self.end.stats()
+    }
+}
+
+impl fmt::Debug for RawMpscConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawMpscConsumer").finish_non_exhaustive()
+    }
+}

@@ -322,7 +322,22 @@ pub struct RawReceived<'a> {
     peeked: Peeked,
 }
 
+impl<'a> RawReceived<'a> {
+    /// A received message of the end `end` hands back.
+    #[inline(always)]
+    pub(crate) fn new(end: Release<'a>, peeked: Peeked) -> Self {
+        RawReceived { end, peeked }
+    }
+}
+
 impl RawReceived<'_> {
+    /// Which producer sent the message: its index in a multi-producer channel, 0 in a
+    /// single-producer one.
+    #[inline]
+    pub fn producer(&self) -> usize {
+        self.peeked.lane() as usize
+    }
+
     /// A copy of the message's header: type id, length, sequence number, send timestamp (each
     /// field read once: in a shared channel the other process could still change them).
     /// [`bytes`](Self::bytes) uses the length checked when the message was received.

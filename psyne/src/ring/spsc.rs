@@ -121,6 +121,9 @@ pub(crate) struct SpscProducer {
     cached_read: u64,
     /// Sequence number of the next message.
     sequence: u64,
+    /// We published a wrap filler on its own since the end layer last asked (it must then wake
+    /// the consumer if it sleeps: a filler is a publication too).
+    published: bool,
 }
 
 impl SpscProducer {
@@ -141,7 +144,14 @@ impl SpscProducer {
             write,
             cached_read,
             sequence,
+            published: false,
         }
+    }
+
+    /// Whether we published a filler on its own since the last call (see `published`).
+    #[inline(always)]
+    pub(crate) fn take_published(&mut self) -> bool {
+        core::mem::take(&mut self.published)
     }
 
     /// The consumer's presence slot.
@@ -334,6 +344,7 @@ impl SpscProducer {
         // of the region.
         unsafe { self.region.write_filler(offset, to_end) };
         self.publish(self.write, self.write + to_end as u64, self.sequence);
+        self.published = true;
         Ok(())
     }
 

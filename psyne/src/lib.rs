@@ -32,7 +32,7 @@
 //! | `sync` (crate-private) | every atomic, fence and futex, swapped for loom's under `cfg(loom)` | anything above it |
 //! | [`ring`] | ring protocols over a region, offsets only: record format, control block, SPSC cursors | `wait`, `transport`, `channel` |
 //! | [`wait`] | spin, yield, park; the futex notifier | `transport`, `channel` |
-//! | [`transport`] | how ends reach the same ring: shared memory (create, open, liveness, stale names) | `channel`'s ends |
+//! | [`transport`] | how ends reach the same ring: shared memory (create, open, liveness, stale names), TCP (wire format, handshake, pumps) | the end layer's internals (the TCP pumps drive ordinary raw ends, as a user would) |
 //! | [`channel`] | the public ends and builders, and the one end layer (blocking, timeouts, liveness checks, wake-ups, counters, errors) | |
 //!
 //! The tensor views use nalgebra, re-exported as [`psyne::nalgebra`](nalgebra) (0.35) so that
@@ -64,9 +64,10 @@ pub mod net {
 pub use bytemuck;
 pub use channel::{
     BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, CreateError, Iter,
-    Loan, OpenError, Producer, ProducerStats, RawChannelBuilder, RawConsumer, RawProducer,
-    RawReceived, Received, RecvError, SendError, SharedChannelBuilder, SharedRawChannelBuilder,
-    TryIter,
+    Loan, MpscBuilder, MpscConsumer, MpscIter, MpscProducer, MpscTryIter, OpenError, Producer,
+    ProducerStats, RawChannelBuilder, RawConsumer, RawMpscBuilder, RawMpscConsumer,
+    RawMpscProducer, RawProducer, RawReceived, Received, RecvError, SendError,
+    SharedChannelBuilder, SharedMpscBuilder, SharedRawChannelBuilder, TryIter,
 };
 pub use channel::{
     SharedTensorChannelBuilder, TensorChannelBuilder, TensorConsumer, TensorLoan, TensorProducer,

@@ -159,7 +159,7 @@ fn consumer_drop_wakes_producer() {
 fn busy_spin_publication() {
     model(|| {
         let (mut tx, mut rx) = Channel::raw()
-            .capacity_bytes(128)
+            .capacity_bytes(256)
             .wait(Wait::BusySpin)
             .build()
             .unwrap();
@@ -278,5 +278,96 @@ fn large_records_rewind_when_empty() {
         }
         assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
         producer.join().unwrap();
+    });
+}
+
+// ---- Many producers, one consumer (a lane per producer, polled round-robin) ----
+
+/// Two producers, each sending two messages into a lane with room for one (so every message
+/// after the first wraps the lane and waits for the consumer to release the previous one); the
+/// consumer receives all four with parking ends and checks that each producer's messages come
+/// in its order, with its index, and then `Disconnected` once both producers dropped. A lost
+/// wake-up in either direction (consumer waiting for any lane, producer waiting for room) is a
+/// loom deadlock.
+#[test]
+fn mpsc_two_producers_wrap_park_and_per_producer_order() {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        // Three threads: a bound of 2 keeps the model within a minute in release.
+        b.preemption_bound = Some(2);
+    }
+    b.check(|| {
+        let (tx0, mut rx) = Channel::<Pair>::mpsc()
+            .capacity(1)
+            .max_producers(2)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let tx1 = tx0.try_clone().unwrap();
+        assert_eq!((tx0.index(), tx1.index()), (0, 1));
+        let producers: Vec<_> = [tx0, tx1]
+            .into_iter()
+            .map(|mut tx| {
+                thread::spawn(move || {
+                    let p = tx.index() as u64;
+                    for i in 0..2u64 {
+                        let mut loan = tx.allocate().unwrap();
+                        loan.a = p;
+                        loan.b = i;
+                        loan.send();
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0u64; 2];
+        for _ in 0..4 {
+            let m = rx.recv().unwrap();
+            let p = m.producer();
+            assert_eq!(m.a, p as u64, "message tagged with its producer");
+            assert_eq!(m.b, next[p], "per-producer order");
+            assert_eq!(m.header().sequence, next[p], "lane sequence");
+            next[p] += 1;
+        }
+        assert_eq!(next, [2, 2]);
+        assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+        for p in producers {
+            p.join().unwrap();
+        }
+    });
+}
+
+/// A producer that drops with a message unread frees its place; a clone made afterwards takes
+/// the same place and continues the lane (recovering its end by following commit words while the
+/// consumer may be reading), so the parked consumer gets the old message and then the new one,
+/// in lane order, with lane sequence numbers 0 and 1.
+#[test]
+fn mpsc_dropped_producer_place_is_reused_and_its_lane_continues() {
+    model(|| {
+        let (tx0, mut rx) = Channel::<Pair>::mpsc()
+            .capacity(2)
+            .max_producers(2)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let consumer = thread::spawn(move || {
+            for i in 0..2u64 {
+                let m = rx.recv().unwrap();
+                assert_eq!((m.producer(), m.header().sequence, m.b), (1, i, i));
+            }
+            rx
+        });
+        let mut tx1 = tx0.try_clone().unwrap();
+        let mut loan = tx1.allocate().unwrap();
+        loan.b = 0;
+        loan.send();
+        drop(tx1); // message 0 may still be unread
+        let mut tx2 = tx0.try_clone().unwrap();
+        assert_eq!(tx2.index(), 1, "the freed place is reused");
+        let mut loan = tx2.allocate().unwrap();
+        loan.b = 1;
+        loan.send();
+        let rx = consumer.join().unwrap();
+        assert!(rx.is_empty());
+        drop((tx0, tx2));
     });
 }

@@ -7,10 +7,12 @@
 //! byte slices). Nothing here touches ring memory except through a cursor.
 
 use super::{RecvError, SendError};
+use crate::ring::mpsc::MpscConsumer;
 use crate::ring::spsc::{PeekError, ReserveError, SpscConsumer, SpscProducer};
 use crate::ring::{ChannelIdentity, Peeked, ProcessStamp, Ring, WaitWords};
 use crate::sync::Futex;
 use crate::wait::{self, Notifier, PeerWatch, Wait, Waited};
+use core::ops::Range;
 use core::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +104,8 @@ impl From<PeekError> for RecvError {
 pub(crate) trait SendCursor {
     /// Reserves a record (see [`SpscProducer::try_reserve`]).
     fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError>;
+    /// Whether a reservation published a filler on its own since the last call.
+    fn take_published(&mut self) -> bool;
     /// Publishes the record reserved at `pos`.
     fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64);
     /// Address of the payload of the record reserved at `pos`.
@@ -115,7 +119,7 @@ pub(crate) trait SendCursor {
     /// Whether every consumer is gone.
     fn is_disconnected(&self) -> bool;
     /// The end slots of the consumers, for liveness checks.
-    fn peer_slots(&self) -> &'static [usize];
+    fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
 }
@@ -124,16 +128,17 @@ pub(crate) trait SendCursor {
 pub(crate) trait RecvCursor {
     /// The next published message, not released.
     fn try_peek(&mut self) -> Result<Peeked, PeekError>;
-    /// Releases everything before `end`.
-    fn release(&mut self, end: u64);
-    /// Whether a peek released space (skipped a filler) since the last call.
-    fn take_released(&mut self) -> bool;
+    /// The lanes (one bit each) in which a peek released space (skipped a filler) since the
+    /// last call.
+    fn take_released(&mut self) -> u64;
+    /// The parked word of the producer of lane `lane`, to wake after a release there.
+    fn lane_parked(&self, lane: usize) -> &Futex;
+    /// The cursor of lane `lane` (which releases the messages peeked from it).
+    fn lane_mut(&mut self, lane: usize) -> &mut SpscConsumer;
     /// Says whether we wait in a blocking receive (see the ring's large-record restart).
     fn set_waiting(&self, waiting: bool);
     /// The ring.
     fn ring(&self) -> &Arc<Ring>;
-    /// The parked word to wake after a release.
-    fn peer_parked(&self) -> &Futex;
     /// Our end slot (its parked word is where we sleep).
     fn own_slot(&self) -> usize;
     /// Whether the producers are gone.
@@ -141,7 +146,7 @@ pub(crate) trait RecvCursor {
     /// Messages waiting (a snapshot).
     fn waiting(&self) -> usize;
     /// The end slots of the producers, for liveness checks.
-    fn peer_slots(&self) -> &'static [usize];
+    fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
 }
@@ -150,6 +155,10 @@ impl SendCursor for SpscProducer {
     #[inline(always)]
     fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
         SpscProducer::try_reserve(self, len, align)
+    }
+    #[inline(always)]
+    fn take_published(&mut self) -> bool {
+        SpscProducer::take_published(self)
     }
     #[inline(always)]
     fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
@@ -168,14 +177,15 @@ impl SendCursor for SpscProducer {
         SpscProducer::peer_parked(self)
     }
     fn own_slot(&self) -> usize {
-        crate::ring::spsc::PRODUCER
+        self.lane().producer
     }
     #[inline(always)]
     fn is_disconnected(&self) -> bool {
         SpscProducer::is_disconnected(self)
     }
-    fn peer_slots(&self) -> &'static [usize] {
-        &[crate::ring::spsc::CONSUMER]
+    fn peer_slots(&self) -> Range<usize> {
+        let consumer = self.lane().consumer;
+        consumer..consumer + 1
     }
     fn close(&self) {
         SpscProducer::close(self)
@@ -188,12 +198,16 @@ impl RecvCursor for SpscConsumer {
         SpscConsumer::try_peek(self)
     }
     #[inline(always)]
-    fn release(&mut self, end: u64) {
-        SpscConsumer::release(self, end)
+    fn take_released(&mut self) -> u64 {
+        u64::from(SpscConsumer::take_released(self))
     }
     #[inline(always)]
-    fn take_released(&mut self) -> bool {
-        SpscConsumer::take_released(self)
+    fn lane_parked(&self, _lane: usize) -> &Futex {
+        self.peer_parked()
+    }
+    #[inline(always)]
+    fn lane_mut(&mut self, _lane: usize) -> &mut SpscConsumer {
+        self
     }
     #[inline(always)]
     fn set_waiting(&self, waiting: bool) {
@@ -203,12 +217,8 @@ impl RecvCursor for SpscConsumer {
     fn ring(&self) -> &Arc<Ring> {
         SpscConsumer::ring(self)
     }
-    #[inline(always)]
-    fn peer_parked(&self) -> &Futex {
-        SpscConsumer::peer_parked(self)
-    }
     fn own_slot(&self) -> usize {
-        crate::ring::spsc::CONSUMER
+        self.lane().consumer
     }
     #[inline(always)]
     fn peer_closed(&self) -> bool {
@@ -217,11 +227,50 @@ impl RecvCursor for SpscConsumer {
     fn waiting(&self) -> usize {
         SpscConsumer::waiting(self)
     }
-    fn peer_slots(&self) -> &'static [usize] {
-        &[crate::ring::spsc::PRODUCER]
+    fn peer_slots(&self) -> Range<usize> {
+        let producer = self.lane().producer;
+        producer..producer + 1
     }
     fn close(&self) {
         SpscConsumer::close(self)
+    }
+}
+
+impl RecvCursor for MpscConsumer {
+    #[inline(always)]
+    fn try_peek(&mut self) -> Result<Peeked, PeekError> {
+        MpscConsumer::try_peek(self)
+    }
+    #[inline(always)]
+    fn take_released(&mut self) -> u64 {
+        MpscConsumer::take_released(self)
+    }
+    #[inline(always)]
+    fn lane_parked(&self, lane: usize) -> &Futex {
+        self.producer_parked(lane)
+    }
+    #[inline(always)]
+    fn lane_mut(&mut self, lane: usize) -> &mut SpscConsumer {
+        MpscConsumer::lane_mut(self, lane)
+    }
+    fn set_waiting(&self, _waiting: bool) {}
+    fn ring(&self) -> &Arc<Ring> {
+        MpscConsumer::ring(self)
+    }
+    fn own_slot(&self) -> usize {
+        crate::ring::mpsc::consumer_slot(self.producers())
+    }
+    fn peer_closed(&self) -> bool {
+        self.producers_closed()
+    }
+    fn waiting(&self) -> usize {
+        MpscConsumer::waiting(self)
+    }
+    fn peer_slots(&self) -> Range<usize> {
+        0..self.producers()
+    }
+    fn close(&self) {
+        MpscConsumer::close(self)
     }
 }
 
@@ -234,9 +283,9 @@ fn alive(p: ProcessStamp) -> bool {
 /// the peers in `slots` are alive; a dead one is marked closed, so that the next attempt reports
 /// `Disconnected` (after draining, for a consumer).
 #[cold]
-fn check_peers(ring: &Ring, slots: &[usize], watch: &mut PeerWatch) {
+fn check_peers(ring: &Ring, slots: Range<usize>, watch: &mut PeerWatch) {
     if ring.is_shared() && watch.due() {
-        for &slot in slots {
+        for slot in slots {
             ring.close_if_dead(slot, alive);
         }
     }
@@ -244,7 +293,7 @@ fn check_peers(ring: &Ring, slots: &[usize], watch: &mut PeerWatch) {
 
 /// Per-end facts shared by both directions.
 #[derive(Debug)]
-struct Common {
+pub(crate) struct Common {
     /// How this end waits (the ring's strategy).
     wait: Wait,
     /// Wakes the other end.
@@ -310,6 +359,11 @@ impl<C: SendCursor> Sender<C> {
         self.cursor.ring().region().len()
     }
 
+    /// The cursor.
+    pub(crate) fn cursor(&self) -> &C {
+        &self.cursor
+    }
+
     /// This end's counters.
     pub(crate) fn stats(&self) -> ProducerStats {
         self.stats
@@ -349,6 +403,9 @@ impl<C: SendCursor> Sender<C> {
         patience: Patience,
     ) -> Result<u64, SendError> {
         self.stats.full += 1;
+        // A wrap filler published before the ring was found full is a publication the consumer
+        // may be asleep waiting for: wake it before we wait for it in turn.
+        self.wake_after_filler();
         let ring = Arc::clone(self.cursor.ring());
         let deadline = match patience {
             Patience::Never if !ring.is_shared() => return Err(SendError::Full),
@@ -367,7 +424,9 @@ impl<C: SendCursor> Sender<C> {
         let slots = self.cursor.peer_slots();
         let cursor = &mut self.cursor;
         let watch = &mut self.common.watch;
-        let mut check = || check_peers(&ring, slots, watch);
+        let notifier = &mut self.common.notifier;
+        let mut wakeups = 0;
+        let mut check = || check_peers(&ring, slots.clone(), watch);
         let mut parks = 0;
         // Our parked word lives in the ring (kept alive by the clone `ring`), not in the cursor,
         // which the attempt closure borrows mutably.
@@ -382,16 +441,31 @@ impl<C: SendCursor> Sender<C> {
             } else {
                 None
             },
-            || match cursor.try_reserve(len, align) {
-                Ok(pos) => Some(Ok(pos)),
-                Err(ReserveError::Full) => None,
-                Err(e) => Some(Err(e.into())),
+            || {
+                let r = cursor.try_reserve(len, align);
+                if cursor.take_published() && notifier.notify(cursor.peer_parked()) {
+                    wakeups += 1;
+                }
+                match r {
+                    Ok(pos) => Some(Ok(pos)),
+                    Err(ReserveError::Full) => None,
+                    Err(e) => Some(Err(e.into())),
+                }
             },
         );
         self.stats.parked += parks;
+        self.stats.wakeups += wakeups;
         match waited {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(SendError::Timeout),
+        }
+    }
+
+    /// Wakes the consumer if a reservation published a filler on its own since the last check.
+    #[cold]
+    fn wake_after_filler(&mut self) {
+        if self.cursor.take_published() && self.common.notifier.notify(self.cursor.peer_parked()) {
+            self.stats.wakeups += 1;
         }
     }
 
@@ -490,8 +564,9 @@ impl<C: RecvCursor> Receiver<C> {
     #[inline(always)]
     fn attempt(&mut self) -> Result<Peeked, PeekError> {
         let r = self.cursor.try_peek();
-        if self.cursor.take_released() && self.common.notifier.notify(self.cursor.peer_parked()) {
-            self.stats.wakeups += 1;
+        let released = self.cursor.take_released();
+        if released != 0 {
+            self.stats.wakeups += wake_lanes(&self.cursor, &mut self.common.notifier, released);
         }
         r
     }
@@ -517,9 +592,12 @@ impl<C: RecvCursor> Receiver<C> {
             && let Some(layout) = e.payload
         {
             let type_id = peeked.type_id();
+            // Payloads are 64-byte aligned by construction (record starts are multiples of 64
+            // and the region's base is 32 modulo 64): only larger alignments need a look.
             if type_id != e.type_id
                 || peeked.len() as usize != layout.size
-                || !(peeked.payload().as_ptr() as usize).is_multiple_of(layout.align)
+                || (layout.align > crate::ring::RECORD_ALIGN
+                    && !(peeked.payload().as_ptr() as usize).is_multiple_of(layout.align))
             {
                 return Err(unexpected(type_id, &peeked, e));
             }
@@ -548,7 +626,7 @@ impl<C: RecvCursor> Receiver<C> {
         let parked: &Futex = ring.parked(own);
         let strategy = self.common.wait;
         let watch = &mut self.common.watch;
-        let mut check = || check_peers(&ring, slots, watch);
+        let mut check = || check_peers(&ring, slots.clone(), watch);
         let mut parks = 0;
         let cursor = &mut self.cursor;
         let notifier = &mut self.common.notifier;
@@ -571,8 +649,9 @@ impl<C: RecvCursor> Receiver<C> {
             },
             || {
                 let r = cursor.try_peek();
-                if cursor.take_released() && notifier.notify(cursor.peer_parked()) {
-                    wakeups += 1;
+                let released = cursor.take_released();
+                if released != 0 {
+                    wakeups += wake_lanes(&*cursor, notifier, released);
                 }
                 match r {
                     Ok(p) => Some(Ok(p)),
@@ -608,14 +687,52 @@ impl<C: RecvCursor> Receiver<C> {
         r
     }
 
-    /// Releases a record returned by `peek` (counted as received now) and wakes the producer if
-    /// it sleeps.
+    /// What releasing `peeked` needs, borrowed from this end: its lane's cursor, the counters
+    /// and the notifier (so that a received message holds no reference to the consumer kind).
+    #[inline(always)]
+    pub(crate) fn release_handle(&mut self, peeked: &Peeked) -> Release<'_> {
+        let Receiver {
+            cursor,
+            common,
+            stats,
+            ..
+        } = self;
+        Release {
+            lane: cursor.lane_mut(peeked.lane() as usize),
+            common,
+            stats,
+        }
+    }
+}
+
+impl<C: RecvCursor> Drop for Receiver<C> {
+    fn drop(&mut self) {
+        self.cursor.close();
+        for lane in self.cursor.peer_slots() {
+            self.common
+                .notifier
+                .notify_final(self.cursor.lane_parked(lane));
+        }
+    }
+}
+
+/// What a received message needs to give its record back: the cursor of the lane it came
+/// from, the end's counters and notifier. The same type for every consumer kind.
+#[derive(Debug)]
+pub(crate) struct Release<'a> {
+    lane: &'a mut SpscConsumer,
+    common: &'a mut Common,
+    stats: &'a mut ConsumerStats,
+}
+
+impl Release<'_> {
+    /// Releases `peeked` (counted as received now) and wakes its producer if it sleeps.
     #[inline(always)]
     pub(crate) fn release(&mut self, peeked: &Peeked) {
-        self.cursor.release(peeked.end);
+        self.lane.release(peeked.end);
         self.stats.messages += 1;
         self.stats.bytes += u64::from(peeked.len());
-        if self.common.notifier.notify(self.cursor.peer_parked()) {
+        if self.common.notifier.notify(self.lane.peer_parked()) {
             self.stats.wakeups += 1;
         }
     }
@@ -623,15 +740,24 @@ impl<C: RecvCursor> Receiver<C> {
     /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
     #[cfg(feature = "cuda")]
     pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
-        self.common.cuda_device_ptr(self.cursor.ring(), ptr)
+        self.common.cuda_device_ptr(self.lane.ring(), ptr)
     }
 }
 
-impl<C: RecvCursor> Drop for Receiver<C> {
-    fn drop(&mut self) {
-        self.cursor.close();
-        self.common.notifier.notify_final(self.cursor.peer_parked());
+/// Wakes the producers of the lanes in `released` (bits) if they sleep; returns the wake-up
+/// calls made.
+#[cold]
+#[inline(never)]
+fn wake_lanes<C: RecvCursor>(cursor: &C, notifier: &mut Notifier, mut released: u64) -> u64 {
+    let mut calls = 0;
+    while released != 0 {
+        let lane = released.trailing_zeros() as usize;
+        released &= released - 1;
+        if notifier.notify(cursor.lane_parked(lane)) {
+            calls += 1;
+        }
     }
+    calls
 }
 
 /// The error for a record a typed consumer did not expect.

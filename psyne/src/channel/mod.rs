@@ -45,6 +45,7 @@
 //! ```
 
 mod end;
+mod mpsc;
 pub(crate) mod net;
 mod raw;
 mod shm;
@@ -53,6 +54,10 @@ mod typed;
 
 pub use crate::transport::shm::{CreateError, OpenError};
 pub use end::{ConsumerStats, ProducerStats};
+pub use mpsc::{
+    MpscBuilder, MpscConsumer, MpscIter, MpscProducer, MpscTryIter, RawMpscBuilder,
+    RawMpscConsumer, RawMpscProducer, SharedMpscBuilder,
+};
 pub use raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
 pub use shm::{SharedChannelBuilder, SharedRawChannelBuilder};
 pub use tensor::{
@@ -182,16 +187,26 @@ impl Default for Options {
 impl Options {
     /// The ring configuration for a region of `len` bytes.
     fn config(&self, len: usize) -> RingConfig {
+        self.config_for(Topology::Spsc, len)
+    }
+
+    /// The ring configuration of `topology` with regions of `len` bytes.
+    fn config_for(&self, topology: Topology, len: usize) -> RingConfig {
         RingConfig {
             len,
-            topology: Topology::Spsc,
+            topology,
             wait: self.wait.words(),
             timestamps: self.timestamps,
         }
     }
 
     fn slab(&self, region: usize) -> SlabBuilder {
-        let mut b = Slab::builder(ring::slab_size(Topology::Spsc.slots(), region))
+        self.slab_for(Topology::Spsc, region)
+    }
+
+    /// The slab of a ring of `topology` with regions of `region` bytes.
+    fn slab_for(&self, topology: Topology, region: usize) -> SlabBuilder {
+        let mut b = Slab::builder(ring::slab_size(topology, region))
             .huge_pages(self.huge_pages)
             .lock(self.lock)
             .populate(self.populate)
@@ -441,6 +456,19 @@ pub enum ChannelError {
     },
     /// The slab could not be mapped.
     Slab(SlabError),
+    /// Every producer place of a multi-producer channel is taken
+    /// ([`MpscProducer::try_clone`]).
+    TooManyProducers {
+        /// The channel's `max_producers`.
+        max: usize,
+    },
+    /// `max_producers(0)`, or more than [`ring::MAX_PRODUCERS`].
+    InvalidProducerCount {
+        /// The count asked for.
+        requested: usize,
+        /// The largest supported count.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ChannelError {
@@ -463,6 +491,13 @@ impl fmt::Display for ChannelError {
                 "the message type is aligned to {align} bytes; rings support at most {max}"
             ),
             ChannelError::Slab(e) => write!(f, "the channel's slab could not be built: {e}"),
+            ChannelError::TooManyProducers { max } => {
+                write!(f, "all {max} producer places of the channel are taken")
+            }
+            ChannelError::InvalidProducerCount { requested, max } => write!(
+                f,
+                "a multi-producer channel takes 1 to {max} producers, not {requested}"
+            ),
         }
     }
 }

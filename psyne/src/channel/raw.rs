@@ -1,7 +1,7 @@
 //! Raw ends: any message types and raw byte payloads over one ring. The typed ends wrap these;
 //! both are thin layers over the end layer (`end.rs`).
 
-use super::end::{Patience, Receiver, Sender};
+use super::end::{Patience, Receiver, Release, Sender};
 use super::{ConsumerStats, Loan, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
 use crate::ring::spsc::{SpscConsumer, SpscProducer};
@@ -283,7 +283,7 @@ impl RawConsumer {
     fn recv_with(&mut self, patience: Patience) -> Result<RawReceived<'_>, RecvError> {
         let peeked = self.end.peek(patience, None)?;
         Ok(RawReceived {
-            end: &mut self.end,
+            end: self.end.release_handle(&peeked),
             peeked,
         })
     }
@@ -318,11 +318,26 @@ impl fmt::Debug for RawConsumer {
 
 /// A message received from a raw channel, read in place; its space is released on drop.
 pub struct RawReceived<'a> {
-    end: &'a mut Receiver<SpscConsumer>,
+    end: Release<'a>,
     peeked: Peeked,
 }
 
+impl<'a> RawReceived<'a> {
+    /// A received message of the end `end` hands back.
+    #[inline(always)]
+    pub(crate) fn new(end: Release<'a>, peeked: Peeked) -> Self {
+        RawReceived { end, peeked }
+    }
+}
+
 impl RawReceived<'_> {
+    /// Which producer sent the message: its index in a multi-producer channel, 0 in a
+    /// single-producer one.
+    #[inline]
+    pub fn producer(&self) -> usize {
+        self.peeked.lane() as usize
+    }
+
     /// A copy of the message's header: type id, length, sequence number, send timestamp (each
     /// field read once: in a shared channel the other process could still change them).
     /// [`bytes`](Self::bytes) uses the length checked when the message was received.

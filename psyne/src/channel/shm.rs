@@ -13,7 +13,7 @@ use super::{Channel, ChannelBuilder, Consumer, Producer, RawChannelBuilder};
 use crate::message::Message;
 use crate::ring::spsc::{CONSUMER, PRODUCER, SpscConsumer, SpscProducer};
 use crate::ring::{ChannelIdentity, Claimed, Ring, Topology};
-use crate::transport::shm::{CreateError, OpenError, create_channel, open_channel};
+use crate::transport::shm::{CreateError, Local, OpenError, create_channel, open_channel};
 use std::sync::Arc;
 
 /// Builder of a shared typed channel: [`ChannelBuilder::shared`] with a name. Its options
@@ -140,7 +140,7 @@ impl SharedRawChannelBuilder {
 
 /// Opens the consumer end of the shared channel `name` carrying `identity`.
 fn open_consumer(name: &str, identity: &ChannelIdentity) -> Result<RawConsumer, OpenError> {
-    let (ring, claimed) = open_channel(name, Topology::Spsc, identity, CONSUMER)?;
+    let (ring, _, claimed) = open_channel(name, Topology::Spsc, identity, Local::Slot(CONSUMER))?;
     let cursor = match claimed {
         Claimed::Fresh => Ok(SpscConsumer::new(ring)),
         Claimed::TakenOver => SpscConsumer::recover(ring),
@@ -152,7 +152,7 @@ fn open_consumer(name: &str, identity: &ChannelIdentity) -> Result<RawConsumer, 
 
 /// Opens the producer end of the shared channel `name` carrying `identity`.
 fn open_producer(name: &str, identity: &ChannelIdentity) -> Result<RawProducer, OpenError> {
-    let (ring, _) = open_channel(name, Topology::Spsc, identity, PRODUCER)?;
+    let (ring, _, _) = open_channel(name, Topology::Spsc, identity, Local::Slot(PRODUCER))?;
     // A fresh slot's ring may still have been written to (never by a producer, but the
     // recovery costs one commit-word load when the ring is untouched): always recover.
     SpscProducer::recover(ring)

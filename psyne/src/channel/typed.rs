@@ -1,10 +1,10 @@
 //! Typed ends: one message type `T`, checked at build time. Thin wrappers over the raw ends.
 
-use super::end::{Patience, Receiver, Sender};
+use super::end::{Patience, Release, Sender};
 use super::raw::{RawConsumer, RawProducer};
 use super::{ConsumerStats, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
-use crate::ring::spsc::{SpscConsumer, SpscProducer};
+use crate::ring::spsc::SpscProducer;
 use crate::ring::{ChannelIdentity, Peeked, RECORD_ALIGN};
 use core::fmt;
 use core::marker::PhantomData;
@@ -97,6 +97,11 @@ impl<T: Message> Producer<T> {
     pub fn stats(&self) -> ProducerStats {
         self.raw.stats()
     }
+
+    /// The end layer under this producer.
+    pub(crate) fn raw_end(&self) -> &Sender<SpscProducer> {
+        &self.raw.end
+    }
 }
 
 impl<T> fmt::Debug for Producer<T> {
@@ -131,11 +136,7 @@ impl<T: Message> Consumer<T> {
         // `T` is read in place only from a record of `T::TYPE_ID`, `size_of::<T>()` bytes,
         // aligned for `T`.
         let peeked = self.raw.end.peek(patience, Some(&Self::IDENTITY))?;
-        Ok(Received {
-            end: &mut self.raw.end,
-            peeked,
-            _t: PhantomData,
-        })
+        Ok(Received::new(self.raw.end.release_handle(&peeked), peeked))
     }
 
     /// The next message, waiting for one if needed. Fails only with `Disconnected`, once the
@@ -325,12 +326,31 @@ impl<T: fmt::Debug> fmt::Debug for Loan<'_, T> {
 /// A message received from a channel of `T`s, read in place: dereferences to the `T` in channel
 /// memory. Its space goes back to the producer when it is dropped.
 pub struct Received<'a, T> {
-    end: &'a mut Receiver<SpscConsumer>,
+    end: Release<'a>,
     peeked: Peeked,
     _t: PhantomData<&'a T>,
 }
 
+impl<'a, T> Received<'a, T> {
+    /// A received message of `end`.
+    #[inline(always)]
+    pub(crate) fn new(end: Release<'a>, peeked: Peeked) -> Self {
+        Received {
+            end,
+            peeked,
+            _t: PhantomData,
+        }
+    }
+}
+
 impl<T> Received<'_, T> {
+    /// Which producer sent the message: its index in a multi-producer channel
+    /// ([`MpscProducer::index`](crate::MpscProducer::index)), 0 in a single-producer one.
+    #[inline]
+    pub fn producer(&self) -> usize {
+        self.peeked.lane() as usize
+    }
+
     /// A copy of the message's header: sequence number, send timestamp, type id, length (each
     /// field read once).
     #[inline]

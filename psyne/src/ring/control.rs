@@ -65,19 +65,59 @@ const CLAIMING: u64 = 1 << 62;
 /// Owner word: the generation's bits (30 bits above the pid).
 const GENERATION_MASK: u64 = (1 << 30) - 1;
 
-/// What the ring carries between which ends: stored in the control block, checked by openers.
+/// The most producers of a multi-producer ring.
+pub const MAX_PRODUCERS: usize = 64;
+
+/// What the ring carries between which ends: stored in the control block (a tag and the slot
+/// count), checked by openers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
 pub(crate) enum Topology {
-    /// One producer (slot 0), one consumer (slot 1).
-    Spsc = 1,
+    /// One producer (slot 0), one consumer (slot 1), one region.
+    Spsc,
+    /// `producers` producers, one consumer: a lane (region) per producer. Slot `i` is producer
+    /// `i`, slot `producers + i` holds the consumer's read position in lane `i`, slot
+    /// `2 * producers` is the consumer (see `mpsc.rs`).
+    Mpsc {
+        /// Producers (lanes), `1 ..= MAX_PRODUCERS`.
+        producers: usize,
+    },
 }
 
 impl Topology {
+    /// The tag stored in the control block.
+    pub(crate) fn tag(self) -> u32 {
+        match self {
+            Topology::Spsc => 1,
+            Topology::Mpsc { .. } => 2,
+        }
+    }
+
     /// End slots of this topology.
     pub(crate) fn slots(self) -> usize {
         match self {
             Topology::Spsc => 2,
+            Topology::Mpsc { producers } => 2 * producers + 1,
+        }
+    }
+
+    /// Regions (lanes) of this topology.
+    pub(crate) fn regions(self) -> usize {
+        match self {
+            Topology::Spsc => 1,
+            Topology::Mpsc { producers } => producers,
+        }
+    }
+
+    /// The topology a control block's tag and slot count describe, if valid.
+    fn from_words(tag: u32, slots: usize) -> Option<Topology> {
+        match tag {
+            1 if slots == 2 => Some(Topology::Spsc),
+            2 if slots % 2 == 1 && (3..=2 * MAX_PRODUCERS + 1).contains(&slots) => {
+                Some(Topology::Mpsc {
+                    producers: (slots - 1) / 2,
+                })
+            }
+            _ => None,
         }
     }
 }
@@ -252,9 +292,9 @@ pub(crate) const fn region_offset(slots: usize) -> usize {
     (IDENTITY_SIZE + slots * SLOT_SIZE + HEADER).next_multiple_of(4096) - HEADER
 }
 
-/// Slab bytes needed for a ring of `slots` end slots and a region of `len` bytes.
-pub(crate) const fn slab_size(slots: usize, len: usize) -> usize {
-    region_offset(slots) + len
+/// Slab bytes needed for a ring of `topology` with regions of `len` bytes each.
+pub(crate) fn slab_size(topology: Topology, len: usize) -> usize {
+    region_offset(topology.slots()) + topology.regions() * len
 }
 
 /// A process as an owner word and start time record it.
@@ -345,6 +385,9 @@ pub(crate) struct Creator {
     pub pid_namespace: u64,
     /// The end slot the creator holds from the start.
     pub slot: usize,
+    /// Whether ends may live in other processes (a named ring); `false` for an in-process ring
+    /// whose other slots are claimed later (a multi-producer ring's producers).
+    pub shared: bool,
 }
 
 /// Why [`Ring::attach`] or [`Ring::claim`] refused.
@@ -371,6 +414,8 @@ pub(crate) enum OpenFailure {
     },
     /// The end is attached to a live process.
     AlreadyConnected { pid: u32 },
+    /// Every producer slot of a multi-producer ring is held by a live producer.
+    TooManyProducers { max: usize },
     /// The creator lives in another PID namespace.
     ForeignPidNamespace { expected: u64, found: u64 },
     /// A check of the control block failed.
@@ -395,8 +440,10 @@ pub(crate) struct Ring {
     control: NonNull<u8>,
     /// End slots (a validated copy).
     slots: usize,
-    /// The ring bytes.
-    region: Region,
+    /// What the ring carries between which ends.
+    topology: Topology,
+    /// The ring bytes: one region per lane (SPSC: one), consecutive after the control block.
+    regions: Vec<Region>,
     /// How ends wait (validated copies).
     wait: WaitWords,
     /// Whether producers stamp headers.
@@ -440,7 +487,7 @@ impl Ring {
         debug_assert!(config.len.is_power_of_two());
         debug_assert!((MIN_REGION..=MAX_REGION).contains(&config.len));
         assert!(
-            slab.len() >= slab_size(slots, config.len),
+            slab.len() >= slab_size(config.topology, config.len),
             "slab smaller than requested"
         );
         let base = slab.as_ptr();
@@ -471,7 +518,7 @@ impl Ring {
         let id = CachePadded::new(Identity {
             magic: AtomicU64::new(0),
             version: AtomicU32::new(PROTOCOL_VERSION),
-            topology: AtomicU32::new(config.topology as u32),
+            topology: AtomicU32::new(config.topology.tag()),
             flags: AtomicU32::new(flags),
             slots: AtomicU32::new(slots as u32),
             region_offset: AtomicU64::new(region_offset(slots) as u64),
@@ -499,20 +546,21 @@ impl Ring {
                 slot_ptr(base, i).as_ptr().write(EndSlot::new(owner, start));
             }
         }
-        // SAFETY: `region_offset(slots) + len <= slab.len()` (asserted above); the region base is
-        // 32 mod 64 (region_offset is) and stays mapped while `slab` lives, which the ring owns.
-        let region = unsafe { Region::new(base.add(region_offset(slots)), config.len) };
-        // The first record's commit word must say "nothing here, message 0 comes next" before
-        // anyone can see the ring.
-        // SAFETY: offset 0 is a record start in the region; no end exists yet.
-        unsafe { region.store_commit(0, pending(0), Ordering::Relaxed) };
+        let regions = regions_of(base, config.topology, config.len);
+        for region in &regions {
+            // The first record's commit word must say "nothing here, message 0 comes next"
+            // before anyone can see the ring.
+            // SAFETY: offset 0 is a record start in the region; no end exists yet.
+            unsafe { region.store_commit(0, pending(0), Ordering::Relaxed) };
+        }
         let ring = Ring {
             control: base,
             slots,
-            region,
+            topology: config.topology,
+            regions,
             wait: config.wait,
             timestamps: config.timestamps,
-            shared: creator.is_some(),
+            shared: creator.is_some_and(|c| c.shared),
             slab,
         };
         ring.identity().magic.store(MAGIC, Ordering::Release);
@@ -525,7 +573,7 @@ impl Ring {
     /// here. Attaches no end: see [`Ring::claim`].
     pub(crate) fn attach(
         slab: Slab,
-        topology: Topology,
+        kind: Topology,
         expect: &ChannelIdentity,
         pid_namespace: u64,
     ) -> Result<Arc<Ring>, OpenFailure> {
@@ -553,16 +601,16 @@ impl Ring {
             });
         }
         let found_topology = id_load!(id, topology);
-        if found_topology != topology as u32 {
+        if found_topology != kind.tag() {
             return Err(OpenFailure::TopologyMismatch {
-                expected: topology as u32,
+                expected: kind.tag(),
                 found: found_topology,
             });
         }
         let slots = id_load!(id, slots) as usize;
-        if slots != topology.slots() {
+        let Some(topology) = Topology::from_words(found_topology, slots) else {
             return Err(OpenFailure::Corrupted("end slot count"));
-        }
+        };
         let offset = region_offset(slots);
         if id_load!(id, region_offset) != offset as u64 {
             return Err(OpenFailure::Corrupted("region offset"));
@@ -570,7 +618,7 @@ impl Ring {
         let len = id_load!(id, region_len);
         if !len.is_power_of_two()
             || !(MIN_REGION as u64..=MAX_REGION as u64).contains(&len)
-            || len > (slab.len() - offset) as u64
+            || len.saturating_mul(topology.regions() as u64) > (slab.len() - offset) as u64
         {
             return Err(OpenFailure::Corrupted("region length"));
         }
@@ -589,13 +637,13 @@ impl Ring {
             spins: id_load!(id, wait_spins).min(MAX_SPINS),
             yields: id_load!(id, wait_yields).min(MAX_YIELDS),
         };
-        // SAFETY: `offset + len <= slab.len()` (checked above); `offset` is 32 mod 64; the
-        // region stays mapped while `slab` lives, which the ring owns.
-        let region = unsafe { Region::new(base.add(offset), len) };
+        // `offset + regions * len <= slab.len()` was checked above.
+        let regions = regions_of(base, topology, len);
         Ok(Arc::new(Ring {
             control: base,
             slots,
-            region,
+            topology,
+            regions,
             wait,
             timestamps: flags & FLAG_TIMESTAMPS != 0,
             shared: true,
@@ -664,10 +712,20 @@ impl Ring {
         unsafe { slot_ptr(self.control, i).as_ref() }
     }
 
-    /// The ring bytes.
+    /// The ring bytes of the first (for SPSC: the only) lane.
     #[inline(always)]
     pub(crate) fn region(&self) -> &Region {
-        &self.region
+        &self.regions[0]
+    }
+
+    /// The region of lane `i` (below the topology's region count).
+    pub(crate) fn region_of(&self, i: usize) -> &Region {
+        &self.regions[i]
+    }
+
+    /// What the ring carries between which ends.
+    pub(crate) fn topology(&self) -> Topology {
+        self.topology
     }
 
     /// How ends wait.
@@ -709,10 +767,28 @@ impl Ring {
             .store(u64::MAX, Ordering::Relaxed);
     }
 
-    /// Whether the end in `slot` is gone.
+    /// Whether the end holding `slot` is gone (`Acquire`: its last publications are visible).
     #[inline(always)]
-    pub(crate) fn is_closed(&self, slot: usize) -> bool {
-        self.slot(slot).presence.owner.load(Ordering::Acquire) & CLOSED != 0
+    pub(crate) fn owner_closed(slot: &EndSlot) -> bool {
+        slot.presence.owner.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// Whether end slot `i` was ever attached (its owner word is not 0).
+    pub(crate) fn ever_attached(&self, i: usize) -> bool {
+        self.slot(i).presence.owner.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether end slot `i` is held by an end now: attached, not closed (its process may have
+    /// died unnoticed: liveness checks close such slots).
+    pub(crate) fn live(&self, i: usize) -> bool {
+        let owner = self.slot(i).presence.owner.load(Ordering::Acquire);
+        owner != 0 && owner & CLOSED == 0
+    }
+
+    /// The address of end slot `i` (below the slot count), for cursors that keep it.
+    pub(crate) fn slot_ptr(&self, i: usize) -> NonNull<EndSlot> {
+        assert!(i < self.slots, "end slot out of range");
+        slot_ptr(self.control, i)
     }
 
     /// Marks the end in `slot` closed (it dropped).
@@ -764,6 +840,21 @@ impl Drop for Ring {
             }
         }
     }
+}
+
+/// The regions of a ring of `topology` (regions of `len` bytes each) in the slab at `base`.
+///
+/// Callers guarantee that `region_offset(slots) + regions * len` bytes from `base` are mapped
+/// for as long as the regions are used (the ring owns the slab).
+fn regions_of(base: NonNull<u8>, topology: Topology, len: usize) -> Vec<Region> {
+    let offset = region_offset(topology.slots());
+    (0..topology.regions())
+        .map(|i| {
+            // SAFETY: inside the mapping (see above); `offset` is 32 mod 64 and `len` a multiple
+            // of 64, so each region's base is 32 mod 64 as `Region` requires.
+            unsafe { Region::new(base.add(offset + i * len), len) }
+        })
+        .collect()
 }
 
 /// The pid in an owner word.

@@ -64,17 +64,38 @@ pub const fn max_record(len: usize) -> usize {
 }
 
 /// The ring bytes of one mapping: `len` bytes from `base`, plus loom's stand-ins.
-#[derive(Debug)]
+///
+/// Cheap to clone (two words outside loom): every cursor keeps its own copy, so that the hot
+/// paths compute addresses from fields of the cursor itself, which the compiler keeps in
+/// registers across the atomic operations, instead of reloading them through the shared ring.
+/// Under loom the clones share one tracker and one set of commit-word stand-ins.
+#[derive(Debug, Clone)]
 pub(crate) struct Region {
     /// Ring byte 0.
     base: NonNull<u8>,
     /// A power of two in `MIN_REGION ..= MAX_REGION` (a copy taken at set-up, never reread).
     len: usize,
+    /// `len - 1`: positions are masked with it.
+    mask: u64,
+    /// Loom's data-race checker and commit-word stand-ins (empty outside loom).
+    shadow: std::sync::Arc<Shadow>,
+}
+
+/// Loom's bookkeeping of a region: one per ring, shared by the cursors' copies.
+#[derive(Debug)]
+pub(crate) struct Shadow {
     /// Data-race checker for loom (empty otherwise).
     pub(crate) tracker: AccessTracker,
     /// Access to the commit words (loom stand-ins under loom, empty otherwise).
     commits: CommitWords,
 }
+
+// SAFETY: a `Region` is an address range inside a mapping that the ring keeps alive; every
+// access through it follows the ring protocol (disjoint byte ranges per end, commit words only
+// atomically), so sharing or sending the address is sound.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
 
 impl Region {
     /// The region of `len` bytes at `base`.
@@ -90,9 +111,18 @@ impl Region {
         Region {
             base,
             len,
-            tracker: AccessTracker::new(len),
-            commits: CommitWords::new(len),
+            mask: len as u64 - 1,
+            shadow: std::sync::Arc::new(Shadow {
+                tracker: AccessTracker::new(len),
+                commits: CommitWords::new(len),
+            }),
         }
+    }
+
+    /// Loom's data-race checker (a no-op outside loom).
+    #[inline(always)]
+    pub(crate) fn tracker(&self) -> &AccessTracker {
+        &self.shadow.tracker
     }
 
     /// Region length in bytes.
@@ -104,7 +134,7 @@ impl Region {
     /// Ring offset of position `pos`.
     #[inline(always)]
     pub(crate) fn mask(&self, pos: u64) -> usize {
-        (pos & (self.len as u64 - 1)) as usize
+        (pos & self.mask) as usize
     }
 
     /// Address of ring byte `offset` (`offset < len`).
@@ -132,7 +162,11 @@ impl Region {
     #[inline(always)]
     pub(crate) fn load_commit(&self, offset: usize, order: Ordering) -> u64 {
         // SAFETY: in the region and aligned (`commit_word`); all concurrent accesses are atomic.
-        unsafe { self.commits.load(offset, self.commit_word(offset), order) }
+        unsafe {
+            self.shadow
+                .commits
+                .load(offset, self.commit_word(offset), order)
+        }
     }
 
     /// Stores `value` into the commit word of the header at ring offset `offset`.
@@ -145,7 +179,8 @@ impl Region {
     pub(crate) unsafe fn store_commit(&self, offset: usize, value: u64, order: Ordering) {
         // SAFETY: in the region and aligned; owned by the caller (see above).
         unsafe {
-            self.commits
+            self.shadow
+                .commits
                 .store(offset, self.commit_word(offset), value, order)
         }
     }
@@ -165,13 +200,16 @@ impl Region {
         type_id: u64,
         timestamp_ns: u64,
     ) {
-        self.tracker.write(offset, HEADER);
+        self.tracker().write(offset, HEADER);
         let h = self.at(offset).cast::<MessageHeader>().as_ptr();
+        let mut first = [0u8; 8];
+        first[..4].copy_from_slice(&len.to_ne_bytes());
+        first[4..].copy_from_slice(&flags.to_ne_bytes());
         // SAFETY: in the region, 8-aligned (offset is a multiple of 64, the base 32 mod 64) and
-        // owned by the caller; none of these fields is the commit word.
+        // owned by the caller; none of these fields is the commit word. `len` and `flags` are
+        // the first 8 bytes of the header (`#[repr(C)]`), written as one word.
         unsafe {
-            core::ptr::addr_of_mut!((*h).len).write(len);
-            core::ptr::addr_of_mut!((*h).flags).write(flags);
+            h.cast::<u64>().write(u64::from_ne_bytes(first));
             core::ptr::addr_of_mut!((*h).type_id).write(type_id);
             core::ptr::addr_of_mut!((*h).timestamp_ns).write(timestamp_ns);
         }
@@ -209,15 +247,17 @@ impl Region {
     /// released since.
     #[inline(always)]
     pub(crate) unsafe fn read_len_flags(&self, offset: usize) -> (u32, u32) {
-        self.tracker.read(offset, HEADER);
-        let h = self.at(offset).cast::<MessageHeader>().as_ptr();
-        // SAFETY: in the region and aligned; published and acquired (caller).
-        unsafe {
-            (
-                core::ptr::addr_of!((*h).len).read_volatile(),
-                core::ptr::addr_of!((*h).flags).read_volatile(),
-            )
-        }
+        self.tracker().read(offset, HEADER);
+        // `len` and `flags` are the header's first 8 bytes: one load (native byte order).
+        let h = self.at(offset).cast::<u64>().as_ptr();
+        // SAFETY: in the region and 8-aligned (a record start); published and acquired
+        // (caller); any bytes are a valid `u64`.
+        let word = unsafe { h.read_volatile() };
+        let bytes = word.to_ne_bytes();
+        (
+            u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+        )
     }
 
     /// Classifies the record at position `pos` for an end that expects sequence number `seq`
@@ -236,6 +276,7 @@ impl Region {
         }
         // SAFETY: published (the commit word holds `seq`, acquired above).
         let (len, flags) = unsafe { self.read_len_flags(offset) };
+        debug_assert!(offset.is_multiple_of(RECORD_ALIGN));
         let to_end = (self.len - offset) as u64;
         let size = (HEADER as u64 + u64::from(len)).next_multiple_of(RECORD_ALIGN as u64);
         if flags & MessageHeader::FLAG_WRAP != 0 {
@@ -248,10 +289,10 @@ impl Region {
             }
             return Slot::Filler { skip };
         }
-        if size > to_end || size > max_record(self.len) as u64 {
+        if size > to_end {
             return Slot::Corrupt("record crosses the end of the region");
         }
-        self.tracker.read(offset, size as usize);
+        self.tracker().read(offset, size as usize);
         Slot::Message { len, size }
     }
 }
@@ -285,6 +326,9 @@ pub(crate) struct Peeked {
     /// The payload length as read (once) and checked: the record lies inside the region. Use
     /// this, never the header's own (shared, rewritable) `len`, for bounds.
     len: u32,
+    /// The lane it came from (0 for an SPSC ring; the producer's index for a multi-producer
+    /// ring).
+    lane: u32,
     /// Position after the record: pass it back to release the record.
     pub end: u64,
 }
@@ -296,8 +340,21 @@ impl Peeked {
         Peeked {
             header: header.cast(),
             len,
+            lane: 0,
             end,
         }
+    }
+
+    /// The lane it came from.
+    #[inline(always)]
+    pub(crate) fn lane(&self) -> u32 {
+        self.lane
+    }
+
+    /// Records the lane it came from.
+    #[inline(always)]
+    pub(crate) fn set_lane(&mut self, lane: u32) {
+        self.lane = lane;
     }
 
     /// A copy of the header, each field read once (volatile: another process may write them).

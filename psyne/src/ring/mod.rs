@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `format.rs` | record sizes, positions and masks, commit words and pending marks, fillers, header writes and checked header reads | knows of ends, slots or processes |
 //! | `control.rs` | the control block (version 4): identity, topology, end slots, owner words; create, attach (validate) and claim a slot | sleeps, wakes, reads `/proc` (liveness is a function it is given) |
-//! | `spsc.rs` | the single-producer single-consumer cursors and the large-record restart ([`Rewind`](spsc::Rewind)) | sleeps or wakes (it reports `Full`/`Empty`; the end layer waits and wakes) |
+//! | `spsc.rs` | the single-producer single-consumer cursors over one *lane* (a region and its slots), and the large-record restart (`Rewind`) | sleeps or wakes (it reports `Full`/`Empty`; the end layer waits and wakes) |
+//! | `mpsc.rs` | many producers, one consumer: a lane per producer, the consumer's round-robin over the lanes (why lanes: its module docs) | anything `spsc.rs` never does |
 //!
 //! Nothing in `ring/` names `channel`, `transport` or `wait`, allocates after set-up, or holds
 //! a pointer inside the slab in the slab: positions are offsets, so the same bytes work mapped
@@ -137,15 +138,16 @@
 
 mod control;
 mod format;
+pub(crate) mod mpsc;
 pub(crate) mod spsc;
 
-pub use control::PROTOCOL_VERSION;
 pub(crate) use control::{
     ChannelIdentity, Claimed, Creator, OpenFailure, ProcessStamp, Ring, RingConfig, Topology,
     WaitWords, slab_size,
 };
 #[doc(hidden)]
 pub use control::{MAGIC, layout};
+pub use control::{MAX_PRODUCERS, PROTOCOL_VERSION};
 pub(crate) use format::Peeked;
 pub use format::{
     MAX_ALIGN, MAX_REGION, MIN_REGION, RECORD_ALIGN, max_record, payload_align, record_size,

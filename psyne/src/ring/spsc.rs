@@ -5,9 +5,9 @@
 //! or `Empty`, and after a publication or a release the end layer above decides whether the
 //! other end must be woken (through its parked word, [`SpscProducer::peer_parked`]).
 
-use super::control::Ring;
+use super::control::{EndSlot, Ring};
 use super::format::{
-    HEADER, MAX_ALIGN, Peeked, RECORD_ALIGN, Slot, max_record, pending, record_size_of,
+    HEADER, MAX_ALIGN, Peeked, RECORD_ALIGN, Region, Slot, max_record, pending, record_size_of,
 };
 use crate::sync::{Futex, Ordering};
 use core::ptr::NonNull;
@@ -17,6 +17,32 @@ use std::sync::Arc;
 pub(crate) const PRODUCER: usize = 0;
 /// End slot of the consumer.
 pub(crate) const CONSUMER: usize = 1;
+
+/// One producer-to-consumer lane of a ring: which region it uses and which end slots hold its
+/// words. An SPSC ring is one lane; a multi-producer ring (`mpsc.rs`) is one lane per producer
+/// with a shared consumer presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lane {
+    /// Index of the region (see [`Ring::region_of`]).
+    pub region: usize,
+    /// Slot of the producer: its owner word, start time and parked word.
+    pub producer: usize,
+    /// Slot whose position word is the consumer's read position in this lane (and whose waiting
+    /// word is its waiting hint).
+    pub reader: usize,
+    /// Slot of the consumer's presence: its owner word and parked word.
+    pub consumer: usize,
+}
+
+impl Lane {
+    /// The lane of an SPSC ring.
+    pub(crate) const SPSC: Lane = Lane {
+        region: 0,
+        producer: PRODUCER,
+        reader: CONSUMER,
+        consumer: CONSUMER,
+    };
+}
 
 /// Why a reservation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +96,8 @@ impl Rewind {
     /// (ring offset `offset`): whether the consumer waits for exactly that position (a hint) and
     /// the record fits before its read position once a filler is published (`offset >= size`).
     #[inline(always)]
-    fn consumer_waits_at(ring: &Ring, write: u64, offset: usize, size: usize) -> bool {
-        offset >= size && ring.slot(CONSUMER).cursor.waiting.load(Ordering::Relaxed) == write
+    fn consumer_waits_at(consumer: &EndSlot, write: u64, offset: usize, size: usize) -> bool {
+        offset >= size && consumer.cursor.waiting.load(Ordering::Relaxed) == write
     }
 }
 
@@ -79,6 +105,15 @@ impl Rewind {
 #[derive(Debug)]
 pub(crate) struct SpscProducer {
     ring: Arc<Ring>,
+    /// The ring bytes (our own copy of the geometry, see [`Region`]).
+    region: Region,
+    /// Which slots and region this producer uses.
+    lane: Lane,
+    /// The slot holding the consumer's read position (in `ring`'s control block, alive as long
+    /// as `ring`).
+    reader: NonNull<EndSlot>,
+    /// The consumer's presence slot (closed flag, parked word).
+    consumer: NonNull<EndSlot>,
     /// Our write position: the end of the last record we published.
     write: u64,
     /// The consumer's read position as last loaded: `<=` the real one; may be stale and is
@@ -86,17 +121,52 @@ pub(crate) struct SpscProducer {
     cached_read: u64,
     /// Sequence number of the next message.
     sequence: u64,
+    /// We published a wrap filler on its own since the end layer last asked (it must then wake
+    /// the consumer if it sleeps: a filler is a publication too).
+    published: bool,
 }
 
 impl SpscProducer {
     /// The producer of a freshly created ring.
     pub(crate) fn new(ring: Arc<Ring>) -> Self {
+        Self::at(ring, Lane::SPSC, 0, 0, 0)
+    }
+
+    /// The producer at write position `write` (next message `sequence`), the consumer's read
+    /// position as last known `cached_read`.
+    fn at(ring: Arc<Ring>, lane: Lane, write: u64, cached_read: u64, sequence: u64) -> Self {
         SpscProducer {
+            region: ring.region_of(lane.region).clone(),
+            reader: ring.slot_ptr(lane.reader),
+            consumer: ring.slot_ptr(lane.consumer),
+            lane,
             ring,
-            write: 0,
-            cached_read: 0,
-            sequence: 0,
+            write,
+            cached_read,
+            sequence,
+            published: false,
         }
+    }
+
+    /// Whether we published a filler on its own since the last call (see `published`).
+    #[inline(always)]
+    pub(crate) fn take_published(&mut self) -> bool {
+        core::mem::take(&mut self.published)
+    }
+
+    /// The consumer's presence slot.
+    #[inline(always)]
+    fn consumer(&self) -> &EndSlot {
+        // SAFETY: a slot of `self.ring`'s control block, which lives as long as `self.ring`;
+        // every field is an atomic.
+        unsafe { self.consumer.as_ref() }
+    }
+
+    /// The slot holding the consumer's read position.
+    #[inline(always)]
+    fn reader(&self) -> &EndSlot {
+        // SAFETY: as in `consumer`.
+        unsafe { self.reader.as_ref() }
     }
 
     /// The producer of a ring whose producer slot this process just claimed: finds where the
@@ -105,9 +175,18 @@ impl SpscProducer {
     /// of one that dropped or died: messages it fully published stay, nothing half-written
     /// becomes visible.
     pub(crate) fn recover(ring: Arc<Ring>) -> Result<Self, &'static str> {
-        let region = ring.region();
+        Self::recover_lane(ring, Lane::SPSC)
+    }
+
+    /// [`Self::recover`] for one lane of a ring.
+    pub(crate) fn recover_lane(ring: Arc<Ring>, lane: Lane) -> Result<Self, &'static str> {
+        let region = ring.region_of(lane.region);
         let len = region.len() as u64;
-        let read = ring.slot(CONSUMER).cursor.position.load(Ordering::Acquire);
+        let read = ring
+            .slot(lane.reader)
+            .cursor
+            .position
+            .load(Ordering::Acquire);
         if !read.is_multiple_of(RECORD_ALIGN as u64) {
             return Err("read position");
         }
@@ -136,12 +215,7 @@ impl SpscProducer {
                 Slot::Corrupt(what) => return Err(what),
             }
         }
-        Ok(SpscProducer {
-            ring,
-            write,
-            cached_read: read,
-            sequence,
-        })
+        Ok(Self::at(ring, lane, write, read, sequence))
     }
 
     /// The ring.
@@ -153,20 +227,20 @@ impl SpscProducer {
     /// The parked word of the consumer, to wake it after a publication.
     #[inline(always)]
     pub(crate) fn peer_parked(&self) -> &Futex {
-        &self.ring.slot(CONSUMER).presence.parked
+        &self.consumer().presence.parked
     }
 
     /// Whether the consumer end is gone.
     #[inline(always)]
     pub(crate) fn is_disconnected(&self) -> bool {
-        self.ring.is_closed(CONSUMER)
+        Ring::owner_closed(self.consumer())
     }
 
     /// Whether `need` bytes are free after our write position, with the line after them left
     /// free too, reloading the read position if the cached one says no.
     #[inline(always)]
     fn has_space(&mut self, need: usize) -> Result<bool, ReserveError> {
-        let max = max_record(self.ring.region().len()) as u64;
+        let max = max_record(self.region.len()) as u64;
         debug_assert!(self.write - self.cached_read <= max);
         if self.write + need as u64 - self.cached_read <= max {
             return Ok(true);
@@ -178,7 +252,7 @@ impl SpscProducer {
     #[inline(never)]
     fn has_space_reloaded(&mut self, need: usize) -> Result<bool, ReserveError> {
         self.reload_read()?;
-        let max = max_record(self.ring.region().len()) as u64;
+        let max = max_record(self.region.len()) as u64;
         Ok(self.write + need as u64 - self.cached_read <= max)
     }
 
@@ -186,12 +260,7 @@ impl SpscProducer {
     /// of 64, not behind the cached one, not ahead of our write position.
     #[inline]
     fn reload_read(&mut self) -> Result<(), ReserveError> {
-        let read = self
-            .ring
-            .slot(CONSUMER)
-            .cursor
-            .position
-            .load(Ordering::Acquire);
+        let read = self.reader().cursor.position.load(Ordering::Acquire);
         if read < self.cached_read || read > self.write || !read.is_multiple_of(RECORD_ALIGN as u64)
         {
             return Err(ReserveError::Corrupted("read position"));
@@ -208,24 +277,30 @@ impl SpscProducer {
     /// `64 ..= min(len, MAX_ALIGN)` (checked by the channel before calling).
     #[inline(always)]
     pub(crate) fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
-        let ring_len = self.ring.region().len();
+        let ring_len = self.region.len();
         debug_assert!(len <= u32::MAX as usize);
         let size = record_size_of(len);
         debug_assert!(size <= max_record(ring_len), "record larger than the ring");
         debug_assert!(align.is_power_of_two() && (RECORD_ALIGN..=MAX_ALIGN).contains(&align));
-        if self.ring.is_closed(CONSUMER) {
+        if self.is_disconnected() {
             return Err(ReserveError::Disconnected);
         }
         if Rewind::applies(size, ring_len) {
-            let offset = self.ring.region().mask(self.write);
-            if Rewind::consumer_waits_at(&self.ring, self.write, offset, size) {
+            let offset = self.region.mask(self.write);
+            if Rewind::consumer_waits_at(self.reader(), self.write, offset, size) {
                 self.rewind_if_empty(offset)?;
             }
         }
         loop {
-            let offset = self.ring.region().mask(self.write);
+            let offset = self.region.mask(self.write);
             let to_end = ring_len - offset;
-            let pad = offset.next_multiple_of(align) - offset;
+            // Records start at multiples of 64: only larger alignments can need padding (`align`
+            // is a constant for typed ends, so this folds away).
+            let pad = if align == RECORD_ALIGN {
+                0
+            } else {
+                offset.next_multiple_of(align) - offset
+            };
             if pad + size <= to_end {
                 if !self.has_space(pad + size)? {
                     return Err(ReserveError::Full);
@@ -233,9 +308,9 @@ impl SpscProducer {
                 if pad > 0 {
                     // SAFETY: `pad + size` bytes from `offset` are free (checked above) and end
                     // before the region does.
-                    unsafe { self.ring.region().write_filler(offset, pad) };
+                    unsafe { self.region.write_filler(offset, pad) };
                 }
-                self.ring.region().tracker.write(offset + pad, size);
+                self.region.tracker().write(offset + pad, size);
                 return Ok(self.write + pad as u64);
             }
             // Does not fit before the end: publish a filler up to the end on its own.
@@ -251,7 +326,7 @@ impl SpscProducer {
     fn rewind_if_empty(&mut self, offset: usize) -> Result<(), ReserveError> {
         self.reload_read()?;
         if self.cached_read == self.write {
-            self.wrap(offset, self.ring.region().len() - offset)?;
+            self.wrap(offset, self.region.len() - offset)?;
         }
         Ok(())
     }
@@ -261,22 +336,22 @@ impl SpscProducer {
     #[cold]
     #[inline(never)]
     fn wrap(&mut self, offset: usize, to_end: usize) -> Result<(), ReserveError> {
-        debug_assert_eq!(offset + to_end, self.ring.region().len());
+        debug_assert_eq!(offset + to_end, self.region.len());
         if !self.has_space(to_end)? {
             return Err(ReserveError::Full);
         }
         // SAFETY: `to_end` bytes from `offset` are free (checked above): exactly up to the end
         // of the region.
-        unsafe { self.ring.region().write_filler(offset, to_end) };
+        unsafe { self.region.write_filler(offset, to_end) };
         self.publish(self.write, self.write + to_end as u64, self.sequence);
+        self.published = true;
         Ok(())
     }
 
     /// Address of the payload of the record whose header is at `pos`.
     #[inline(always)]
     pub(crate) fn payload(&self, pos: u64) -> NonNull<u8> {
-        let region = self.ring.region();
-        region.at(region.mask(pos) + HEADER)
+        self.region.at(self.region.mask(pos) + HEADER)
     }
 
     /// Writes the header of the record reserved at `pos` (payload `len` bytes) and publishes it
@@ -287,7 +362,7 @@ impl SpscProducer {
     #[inline(always)]
     pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
         debug_assert!(pos >= self.write && pos - self.write < MAX_ALIGN as u64);
-        let region = self.ring.region();
+        let region = &self.region;
         let offset = region.mask(pos);
         let size = record_size_of(len);
         debug_assert!(offset + size <= region.len());
@@ -309,7 +384,7 @@ impl SpscProducer {
     /// (`Release`): a consumer that acquires either sees the header, the payload and the mark.
     #[inline(always)]
     fn publish(&mut self, record: u64, end: u64, next: u64) {
-        let region = self.ring.region();
+        let region = &self.region;
         debug_assert!(
             end > self.write && end - self.cached_read <= max_record(region.len()) as u64
         );
@@ -317,7 +392,7 @@ impl SpscProducer {
         debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
         let seq = self.sequence;
         let after = region.mask(end);
-        region.tracker.write(after, 8);
+        region.tracker().write(after, 8);
         // SAFETY: `after` is a multiple of 64 in the region and free space (see above); the
         // record and the filler (our write position) are record starts in space reserved by
         // `try_reserve`/`wrap`, still ours until these stores publish them.
@@ -334,7 +409,12 @@ impl SpscProducer {
     /// Marks our end closed (we drop): the consumer drains what we published, then sees
     /// `Disconnected`, until a new producer claims the slot.
     pub(crate) fn close(&self) {
-        self.ring.close(PRODUCER);
+        self.ring.close(self.lane.producer);
+    }
+
+    /// Our lane.
+    pub(crate) fn lane(&self) -> Lane {
+        self.lane
     }
 }
 
@@ -342,14 +422,24 @@ impl SpscProducer {
 #[derive(Debug)]
 pub(crate) struct SpscConsumer {
     ring: Arc<Ring>,
+    /// The ring bytes (our own copy of the geometry, see [`Region`]).
+    region: Region,
+    /// Which slots and region this consumer uses.
+    lane: Lane,
+    /// The slot holding our read position and waiting hint (in `ring`'s control block, alive
+    /// as long as `ring`).
+    own: NonNull<EndSlot>,
+    /// The producer's presence slot.
+    producer: NonNull<EndSlot>,
     /// Our read position (we are its only writer).
     read: u64,
     /// Sequence number of the next message: the commit word the header at our read position
     /// holds once it is published (message or filler).
     sequence: u64,
-    /// We skipped a filler since the last message: an honest producer never publishes two in
-    /// a row, so a second one is corruption (and cannot make a peek loop).
-    after_filler: bool,
+    /// The sequence number expected when we last skipped a filler (`u64::MAX`: none yet): an
+    /// honest producer never publishes two fillers in a row, so a second one with no message
+    /// between them (the same expected number) is corruption, and cannot make a peek loop.
+    filler_at: u64,
     /// We skipped a filler (and so released space) since the end layer last asked.
     released: bool,
     /// The first failed check, reported again by every later peek.
@@ -361,13 +451,20 @@ pub(crate) struct SpscConsumer {
 
 impl SpscConsumer {
     /// The consumer of a ring at read position `read`, expecting message `sequence` there.
-    fn at(ring: Arc<Ring>, read: u64, sequence: u64) -> Self {
-        let announce_waits = Rewind::consumer_announces(ring.region().len(), None);
+    fn at(ring: Arc<Ring>, lane: Lane, read: u64, sequence: u64) -> Self {
+        // Only an SPSC ring restarts large records (a lane of a multi-producer ring does not:
+        // its consumer polls several lanes and says nothing about where it waits).
+        let announce_waits =
+            lane == Lane::SPSC && Rewind::consumer_announces(ring.region().len(), None);
         SpscConsumer {
+            region: ring.region_of(lane.region).clone(),
+            own: ring.slot_ptr(lane.reader),
+            producer: ring.slot_ptr(lane.producer),
+            lane,
             ring,
             read,
             sequence,
-            after_filler: false,
+            filler_at: u64::MAX,
             released: false,
             corrupt: None,
             announce_waits,
@@ -376,20 +473,39 @@ impl SpscConsumer {
 
     /// The consumer of a freshly created ring.
     pub(crate) fn new(ring: Arc<Ring>) -> Self {
-        Self::at(ring, 0, 0)
+        Self::at(ring, Lane::SPSC, 0, 0)
+    }
+
+    /// The consumer of one lane of a freshly created ring.
+    pub(crate) fn new_lane(ring: Arc<Ring>, lane: Lane) -> Self {
+        Self::at(ring, lane, 0, 0)
     }
 
     /// The consumer of a ring whose consumer slot this process just claimed: continues at the
     /// read position the last consumer stored (a message it was reading when it died is
     /// delivered again), expecting the sequence number that the commit word there says.
     pub(crate) fn recover(ring: Arc<Ring>) -> Result<Self, &'static str> {
-        let read = ring.slot(CONSUMER).cursor.position.load(Ordering::Acquire);
+        Self::recover_lane(ring, Lane::SPSC)
+    }
+
+    /// [`Self::recover`] for one lane of a ring.
+    pub(crate) fn recover_lane(ring: Arc<Ring>, lane: Lane) -> Result<Self, &'static str> {
+        let read = ring
+            .slot(lane.reader)
+            .cursor
+            .position
+            .load(Ordering::Acquire);
         if !read.is_multiple_of(RECORD_ALIGN as u64) {
             return Err("read position");
         }
-        let region = ring.region();
+        let region = ring.region_of(lane.region);
         let word = region.load_commit(region.mask(read), Ordering::Acquire);
-        Ok(Self::at(ring, read, word & !super::format::PENDING_BIT))
+        Ok(Self::at(
+            ring,
+            lane,
+            read,
+            word & !super::format::PENDING_BIT,
+        ))
     }
 
     /// Messages published after our read position and not yet received: a snapshot, found by
@@ -398,7 +514,7 @@ impl SpscConsumer {
         if self.corrupt.is_some() {
             return 0;
         }
-        let region = self.ring.region();
+        let region = &self.region;
         let max = max_record(region.len()) as u64;
         let (mut pos, mut seq, mut count, mut fillers) = (self.read, self.sequence, 0, 0);
         while pos - self.read <= max {
@@ -419,11 +535,26 @@ impl SpscConsumer {
         count
     }
 
+    /// Our end slot.
+    #[inline(always)]
+    fn own(&self) -> &EndSlot {
+        // SAFETY: a slot of `self.ring`'s control block, which lives as long as `self.ring`;
+        // every field is an atomic.
+        unsafe { self.own.as_ref() }
+    }
+
+    /// The producer's end slot.
+    #[inline(always)]
+    fn producer(&self) -> &EndSlot {
+        // SAFETY: as in `own`.
+        unsafe { self.producer.as_ref() }
+    }
+
     /// Records of `record_size` bytes at most arrive here (a typed consumer): if they are too
     /// small to restart at the region's start, we need not say when we wait.
     pub(crate) fn expect_records_of(&mut self, record_size: usize) {
-        self.announce_waits =
-            Rewind::consumer_announces(self.ring.region().len(), Some(record_size));
+        self.announce_waits = self.lane == Lane::SPSC
+            && Rewind::consumer_announces(self.region.len(), Some(record_size));
     }
 
     /// The ring.
@@ -435,20 +566,25 @@ impl SpscConsumer {
     /// The parked word of the producer, to wake it after a release.
     #[inline(always)]
     pub(crate) fn peer_parked(&self) -> &Futex {
-        &self.ring.slot(PRODUCER).presence.parked
+        &self.producer().presence.parked
     }
 
     /// Whether the producer end is gone (it may still have published messages we did not read).
     #[inline(always)]
     pub(crate) fn producer_closed(&self) -> bool {
-        self.ring.is_closed(PRODUCER)
+        Ring::owner_closed(self.producer())
     }
 
     /// Whether we skipped a filler (released space) since the last call: the end layer then
-    /// wakes the producer if it sleeps.
+    /// wakes the producer if it sleeps. Only the (cold) skip sets the flag, so the common case
+    /// costs one test and no store.
     #[inline(always)]
     pub(crate) fn take_released(&mut self) -> bool {
-        core::mem::take(&mut self.released)
+        if self.released {
+            self.released = false;
+            return true;
+        }
+        false
     }
 
     /// The next published message, skipping (and releasing) at most one filler. Does not
@@ -461,10 +597,9 @@ impl SpscConsumer {
         }
         let mut closed_seen = false;
         loop {
-            match self.ring.region().classify(self.read, self.sequence) {
+            match self.region.classify(self.read, self.sequence) {
                 Slot::Message { len, size } => {
-                    let region = self.ring.region();
-                    let header = region.at(region.mask(self.read));
+                    let header = self.region.at(self.region.mask(self.read));
                     return Ok(Peeked::new(header, len, self.read + size));
                 }
                 Slot::Filler { skip } => self.skip_filler(skip)?,
@@ -482,10 +617,10 @@ impl SpscConsumer {
     #[cold]
     #[inline(never)]
     fn skip_filler(&mut self, skip: u64) -> Result<(), PeekError> {
-        if self.after_filler {
+        if self.filler_at == self.sequence {
             return Err(self.corrupted("two fillers in a row"));
         }
-        self.after_filler = true;
+        self.filler_at = self.sequence;
         self.released = true;
         self.advance(self.read + skip);
         Ok(())
@@ -508,11 +643,7 @@ impl SpscConsumer {
             } else {
                 Rewind::NOT_WAITING
             };
-            self.ring
-                .slot(CONSUMER)
-                .cursor
-                .waiting
-                .store(word, Ordering::Relaxed);
+            self.own().cursor.waiting.store(word, Ordering::Relaxed);
         }
     }
 
@@ -521,26 +652,32 @@ impl SpscConsumer {
     #[inline(always)]
     pub(crate) fn release(&mut self, end: u64) {
         self.sequence += 1;
-        self.after_filler = false;
         self.advance(end);
     }
 
     /// Moves our read position to `end` and publishes it (`Release`).
     #[inline(always)]
     fn advance(&mut self, end: u64) {
-        debug_assert!(end > self.read && end - self.read <= self.ring.region().len() as u64);
+        debug_assert!(end > self.read && end - self.read <= self.region.len() as u64);
         debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
         self.read = end;
-        self.ring
-            .slot(CONSUMER)
-            .cursor
-            .position
-            .store(end, Ordering::Release);
+        self.own().cursor.position.store(end, Ordering::Release);
     }
 
     /// Marks our end closed (we drop).
     pub(crate) fn close(&self) {
         self.set_waiting(false);
-        self.ring.close(CONSUMER);
+        self.ring.close(self.lane.consumer);
+    }
+
+    /// Our lane.
+    pub(crate) fn lane(&self) -> Lane {
+        self.lane
     }
 }
+
+// SAFETY: the slot pointers point into the control block of the ring the cursor holds (an
+// `Arc`), which is `Send + Sync`; the cursor accesses them through atomics only.
+unsafe impl Send for SpscProducer {}
+// SAFETY: as above.
+unsafe impl Send for SpscConsumer {}

@@ -377,8 +377,43 @@ pub(crate) fn create_channel(
             me: this_process(),
             pid_namespace: pid_namespace(),
             slot: local,
+            shared: true,
         }),
     ))
+}
+
+/// Which end slot an opener takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Local {
+    /// This slot.
+    Slot(usize),
+    /// Any free producer slot of a multi-producer ring.
+    AnyProducer,
+}
+
+/// Claims `local` in `ring` for `me`: the slot, or the first free producer slot.
+fn claim_local(
+    ring: &Ring,
+    local: Local,
+    me: ProcessStamp,
+) -> Result<(usize, Claimed), OpenFailure> {
+    match local {
+        Local::Slot(slot) => ring.claim(slot, me, process_alive).map(|c| (slot, c)),
+        Local::AnyProducer => {
+            let producers = match ring.topology() {
+                Topology::Mpsc { producers } => producers,
+                Topology::Spsc => 1,
+            };
+            for slot in 0..producers {
+                match ring.claim(slot, me, process_alive) {
+                    Ok(claimed) => return Ok((slot, claimed)),
+                    Err(OpenFailure::AlreadyConnected { .. }) => continue,
+                    Err(f) => return Err(f),
+                }
+            }
+            Err(OpenFailure::TooManyProducers { max: producers })
+        }
+    }
 }
 
 /// Opens the shared channel `name`, validates it against `topology` and `identity`, and claims
@@ -389,16 +424,16 @@ pub(crate) fn open_channel(
     name: &str,
     topology: Topology,
     identity: &ChannelIdentity,
-    local: usize,
-) -> Result<(Arc<Ring>, Claimed), OpenError> {
+    local: Local,
+) -> Result<(Arc<Ring>, usize, Claimed), OpenError> {
     let started = Instant::now();
     let me = this_process();
     let ns = pid_namespace();
     loop {
         let failure = match Slab::open_shared(name) {
             Ok(slab) => match Ring::attach(slab, topology, identity, ns) {
-                Ok(ring) => match ring.claim(local, me, process_alive) {
-                    Ok(claimed) => return Ok((ring, claimed)),
+                Ok(ring) => match claim_local(&ring, local, me) {
+                    Ok((slot, claimed)) => return Ok((ring, slot, claimed)),
                     Err(f) => f,
                 },
                 Err(f) => f,
@@ -544,6 +579,11 @@ pub enum OpenError {
         /// That process's id.
         pid: u32,
     },
+    /// Every producer place of a multi-producer channel is held by a live producer.
+    TooManyProducers {
+        /// The channel's `max_producers`.
+        max: usize,
+    },
     /// Not returned since protocol version 4, where an end that is gone can be opened again
     /// (see the module docs); kept so that code matching on it still compiles.
     EndClosed,
@@ -600,6 +640,7 @@ impl OpenError {
                 OpenError::TopologyMismatch { expected, found }
             }
             OpenFailure::AlreadyConnected { pid } => OpenError::AlreadyConnected { pid },
+            OpenFailure::TooManyProducers { max } => OpenError::TooManyProducers { max },
             OpenFailure::ForeignPidNamespace { expected, found } => {
                 OpenError::ForeignPidNamespace { expected, found }
             }
@@ -649,6 +690,10 @@ impl fmt::Display for OpenError {
             OpenError::AlreadyConnected { pid } => {
                 write!(f, "that end of the channel is attached to process {pid}")
             }
+            OpenError::TooManyProducers { max } => write!(
+                f,
+                "all {max} producer places of the channel are held by live producers"
+            ),
             OpenError::EndClosed => f.write_str("that end of the channel is closed"),
             OpenError::ForeignPidNamespace { expected, found } => write!(
                 f,

@@ -691,9 +691,9 @@ impl fmt::Debug for TensorConsumer {
 /// when it drops.
 ///
 /// The description is validated by each accessor ([`view`](Self::view),
-/// [`header`](Self::header), [`info`](Self::info), [`tensor`](Self::tensor)): about a hundred
-/// instructions, on a copy taken then, so the result flows straight into the view instead of
-/// being stored here and copied again. A record that fails validation (or is not a tensor) is
+/// [`header`](Self::header), [`info`](Self::info), [`tensor`](Self::tensor)) on a copy of
+/// the fields taken then, so the checked values flow straight into the view instead of being
+/// stored here and copied again (call `view` once per message, not in a loop). A record that fails validation (or is not a tensor) is
 /// still received: every accessor reports its [`TensorError`], and dropping it releases it.
 pub struct TensorReceived<'a> {
     raw: RawReceived<'a>,

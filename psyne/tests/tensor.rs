@@ -942,6 +942,60 @@ fn shared_memory_round_trip_across_processes() {
     );
 }
 
+/// Tensor records cross TCP unchanged: varying shapes, a header, every element checked.
+#[test]
+fn tcp_round_trip() {
+    let listener = psyne::net::Listener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut tx = Channel::tensors()
+            .capacity_bytes(1 << 16)
+            .connect_producer(addr)
+            .unwrap();
+        for n in 0..500usize {
+            let batch = Batch {
+                index: n as u64,
+                layer: 3,
+                step: 4,
+            };
+            let shape = [n % 5, 1 + n % 7, 2];
+            let mut t = tx
+                .allocate_tensor_with::<Batch, f64>(batch, &shape)
+                .unwrap();
+            for (i, e) in t.as_mut_slice().iter_mut().enumerate() {
+                *e = (n * 10 + i) as f64;
+            }
+            t.send();
+        }
+    });
+    let mut rx = Channel::tensors()
+        .capacity_bytes(1 << 16)
+        .accept_consumer(&listener)
+        .unwrap();
+    for n in 0..500usize {
+        let r = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(r.header::<Batch>().unwrap().index, n as u64);
+        let v = r.view::<f64>().unwrap();
+        assert_eq!(v.shape(), &[n % 5, 1 + n % 7, 2]);
+        assert!(
+            v.as_slice()
+                .iter()
+                .enumerate()
+                .all(|(i, &e)| e == (n * 10 + i) as f64)
+        );
+        assert_eq!(
+            v.as_slice().as_ptr() as usize % 64,
+            0,
+            "aligned in the receiving ring"
+        );
+    }
+    sender.join().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(30)).unwrap_err(),
+        RecvError::Disconnected
+    );
+}
+
 #[cfg(feature = "ndarray")]
 #[test]
 fn ndarray_views_have_the_tensor_shape() {

@@ -48,11 +48,13 @@ use crate::tensor::{
     DESCRIPTION_SIZE, DType, HeaderSpec, MAX_RANK, TENSOR_TYPE_ID, TensorElement, TensorError,
     TensorInfo, TensorLayout, TensorRef, TensorView, row_major_dims,
 };
+use crate::transport::net::{Listener, NetError};
 use crate::wait::Wait;
 use core::fmt;
 use core::marker::PhantomData;
 use core::time::Duration;
 use nalgebra::{DMatrixView, DMatrixViewMut};
+use std::net::ToSocketAddrs;
 
 /// The default ring size of [`Channel::tensors`]: 1 MiB.
 const DEFAULT_CAPACITY_BYTES: usize = 1 << 20;
@@ -476,6 +478,51 @@ impl TensorChannelBuilder {
     pub fn build(self) -> Result<(TensorProducer, TensorConsumer), ChannelError> {
         let (tx, rx) = self.raw.build()?;
         Ok((TensorProducer::from_raw(tx), TensorConsumer::from_raw(rx)))
+    }
+
+    /// Listens on `listener` for a producer on another machine (TCP, see [`crate::net`]) and
+    /// returns the consumer end: a tensor channel over TCP is a raw one
+    /// ([`RawChannelBuilder::accept_consumer`]); tensor records cross it unchanged.
+    ///
+    /// # Errors
+    /// As [`RawChannelBuilder::accept_consumer`].
+    pub fn accept_consumer(self, listener: &Listener) -> Result<TensorConsumer, NetError> {
+        self.raw
+            .accept_consumer(listener)
+            .map(TensorConsumer::from_raw)
+    }
+
+    /// Connects to a consumer listening at `addr` and returns the producer end (see
+    /// [`RawChannelBuilder::connect_producer`]).
+    ///
+    /// # Errors
+    /// As [`RawChannelBuilder::connect_producer`].
+    pub fn connect_producer(self, addr: impl ToSocketAddrs) -> Result<TensorProducer, NetError> {
+        self.raw
+            .connect_producer(addr)
+            .map(TensorProducer::from_raw)
+    }
+
+    /// Listens on `listener` for a consumer and returns the producer end (see
+    /// [`RawChannelBuilder::accept_producer`]).
+    ///
+    /// # Errors
+    /// As [`RawChannelBuilder::accept_producer`].
+    pub fn accept_producer(self, listener: &Listener) -> Result<TensorProducer, NetError> {
+        self.raw
+            .accept_producer(listener)
+            .map(TensorProducer::from_raw)
+    }
+
+    /// Connects to a producer listening at `addr` and returns the consumer end (see
+    /// [`RawChannelBuilder::connect_consumer`]).
+    ///
+    /// # Errors
+    /// As [`RawChannelBuilder::connect_consumer`].
+    pub fn connect_consumer(self, addr: impl ToSocketAddrs) -> Result<TensorConsumer, NetError> {
+        self.raw
+            .connect_consumer(addr)
+            .map(TensorConsumer::from_raw)
     }
 
     /// Makes the channel a named shared channel, `/dev/shm/<name>` (see

@@ -29,6 +29,7 @@
 //! |---|---|---|
 //! | [`message`] | what a message is: [`Message`], [`MessageHeader`], ids, fingerprints, schema | anything else |
 //! | [`slab`] | the memory: huge pages, NUMA, `mlock`, CUDA registration, shared objects | anything above it |
+//! | [`tensor`] | what a variable-size tensor is: `DType`, shapes, the description inside a payload, checked views | anything above it |
 //! | `sync` (crate-private) | every atomic, fence and futex, swapped for loom's under `cfg(loom)` | anything above it |
 //! | [`ring`] | ring protocols over a region, offsets only: record format, control block, SPSC cursors | `wait`, `transport`, `channel` |
 //! | [`wait`] | spin, yield, park; the futex notifier | `transport`, `channel` |

@@ -11,9 +11,9 @@
 //! use psyne::Message;
 //! use psyne_schemas::{Embedding256, Matrix};
 //!
-//! let mut x: Embedding256 = bytemuck::Zeroable::zeroed();
+//! let mut x: Embedding256 = psyne::bytemuck::Zeroable::zeroed();
 //! x.data_vector_mut().fill(1.0);
-//! let mut w: Matrix<4, 256> = bytemuck::Zeroable::zeroed();
+//! let mut w: Matrix<4, 256> = psyne::bytemuck::Zeroable::zeroed();
 //! w.data_matrix_mut().fill(0.5);
 //! let y = w.data_matrix() * x.data_vector(); // a 4-vector, every entry 128
 //! assert_eq!(y[3], 128.0);
@@ -90,7 +90,7 @@ impl<const N: usize> Gradient<N> {
     /// Updates the momentum in place: `m = beta * m + (1 - beta) * g`.
     ///
     /// ```
-    /// let mut g: psyne_schemas::Gradient<2> = bytemuck::Zeroable::zeroed();
+    /// let mut g: psyne_schemas::Gradient<2> = psyne::bytemuck::Zeroable::zeroed();
     /// g.grad = [1.0, -2.0];
     /// g.momentum = [0.5, 0.5];
     /// g.apply_momentum(0.9);

@@ -12,7 +12,7 @@ use crate::message::Message;
 use crate::ring::mpsc::{MpscConsumer as MpscCursor, consumer_slot, lane};
 use crate::ring::spsc::SpscProducer;
 use crate::ring::{
-    ChannelIdentity, Claimed, Creator, MAX_PRODUCERS, OpenFailure, ProcessStamp, Ring, Topology,
+    ChannelIdentity, Creator, MAX_PRODUCERS, OpenFailure, ProcessStamp, Ring, Topology,
 };
 use crate::transport::shm::{CreateError, Local, OpenError, create_channel, open_channel};
 use core::fmt;
@@ -212,6 +212,33 @@ impl<T: Message> MpscBuilder<T> {
     }
 }
 
+/// The producers (lanes) of `ring`.
+fn producers_of(ring: &Ring) -> usize {
+    match ring.topology() {
+        Topology::Mpsc { producers } => producers,
+        Topology::Spsc => 1,
+    }
+}
+
+/// Claims the first free producer place of the in-process multi-producer `ring` (never used,
+/// or its producer dropped) and returns its index and a cursor continuing its lane.
+fn claim_lane(ring: &Arc<Ring>) -> Result<(usize, SpscProducer), ChannelError> {
+    let producers = producers_of(ring);
+    let full = ChannelError::TooManyProducers { max: producers };
+    for slot in 0..producers {
+        match ring.claim(slot, in_process(), crate::transport::shm::process_alive) {
+            Ok(_) => {
+                let cursor = SpscProducer::recover_lane(Arc::clone(ring), lane(producers, slot))
+                    .map_err(|_| full.clone())?;
+                return Ok((slot, cursor));
+            }
+            Err(OpenFailure::AlreadyConnected { .. }) => continue,
+            Err(_) => break,
+        }
+    }
+    Err(full)
+}
+
 /// This process as an in-process ring records it (no start time: never checked).
 fn in_process() -> ProcessStamp {
     ProcessStamp {
@@ -263,10 +290,7 @@ pub struct MpscProducer<T> {
 impl<T: Message> MpscProducer<T> {
     /// A producer in slot `slot` of `ring` (claimed by the caller), continuing its lane.
     fn in_slot(ring: Arc<Ring>, slot: usize) -> Result<Self, &'static str> {
-        let producers = match ring.topology() {
-            Topology::Mpsc { producers } => producers,
-            Topology::Spsc => 1,
-        };
+        let producers = producers_of(&ring);
         let cursor = SpscProducer::recover_lane(ring, lane(producers, slot))?;
         Ok(MpscProducer {
             inner: Producer::new(RawProducer::new(cursor)),
@@ -276,21 +300,11 @@ impl<T: Message> MpscProducer<T> {
 
     /// Claims the first free producer place of the in-process `ring`.
     fn claim_in(ring: &Arc<Ring>) -> Result<Self, ChannelError> {
-        let producers = match ring.topology() {
-            Topology::Mpsc { producers } => producers,
-            Topology::Spsc => 1,
-        };
-        for slot in 0..producers {
-            match ring.claim(slot, in_process(), crate::transport::shm::process_alive) {
-                Ok(Claimed::Fresh | Claimed::TakenOver) => {
-                    return Self::in_slot(Arc::clone(ring), slot)
-                        .map_err(|_| ChannelError::TooManyProducers { max: producers });
-                }
-                Err(OpenFailure::AlreadyConnected { .. }) => continue,
-                Err(_) => break,
-            }
-        }
-        Err(ChannelError::TooManyProducers { max: producers })
+        let (index, cursor) = claim_lane(ring)?;
+        Ok(MpscProducer {
+            inner: Producer::new(RawProducer::new(cursor)),
+            index,
+        })
     }
 
     /// Another producer of the same channel, in the first free place.
@@ -576,26 +590,11 @@ pub struct RawMpscProducer {
 impl RawMpscProducer {
     /// Claims the first free producer place of the in-process `ring`.
     fn claim_in(ring: &Arc<Ring>) -> Result<Self, ChannelError> {
-        let producers = match ring.topology() {
-            Topology::Mpsc { producers } => producers,
-            Topology::Spsc => 1,
-        };
-        for slot in 0..producers {
-            match ring.claim(slot, in_process(), crate::transport::shm::process_alive) {
-                Ok(_) => {
-                    let cursor =
-                        SpscProducer::recover_lane(Arc::clone(ring), lane(producers, slot))
-                            .map_err(|_| ChannelError::TooManyProducers { max: producers })?;
-                    return Ok(RawMpscProducer {
-                        inner: RawProducer::new(cursor),
-                        index: slot,
-                    });
-                }
-                Err(OpenFailure::AlreadyConnected { .. }) => continue,
-                Err(_) => break,
-            }
-        }
-        Err(ChannelError::TooManyProducers { max: producers })
+        let (index, cursor) = claim_lane(ring)?;
+        Ok(RawMpscProducer {
+            inner: RawProducer::new(cursor),
+            index,
+        })
     }
 
     /// Another producer of the same channel, in the first free place.

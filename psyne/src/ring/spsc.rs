@@ -101,6 +101,65 @@ impl Rewind {
     }
 }
 
+/// Where following the published records of a lane stopped (see [`follow`]).
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// At the pending mark of the next message: the end of what is published.
+    Pending,
+    /// At something an honest producer never leaves: a corrupt commit word or header, two
+    /// fillers in a row, or more than a region of records.
+    Bad(&'static str),
+}
+
+/// What [`follow`] found.
+#[derive(Debug, Clone, Copy)]
+struct Followed {
+    /// The position it stopped at.
+    end: u64,
+    /// The sequence number expected there.
+    next: u64,
+    /// Messages it passed.
+    messages: usize,
+    /// Why it stopped.
+    stop: Stop,
+}
+
+/// Follows the published records of `region` from position `from`, where message `seq` is
+/// expected, to the first pending mark: each header checked, at most one region's worth, at
+/// most one filler in a row. Reads only commit words and checked header copies; releases
+/// nothing. Used by a recovering producer (where do the published records end?) and by
+/// `len()` (how many messages wait?).
+fn follow(region: &Region, from: u64, mut seq: u64) -> Followed {
+    let max = max_record(region.len()) as u64;
+    let (mut pos, mut messages, mut after_filler) = (from, 0, false);
+    let stop = loop {
+        if pos - from > max {
+            break Stop::Bad("published records overrun the region");
+        }
+        match region.classify(pos, seq) {
+            Slot::Pending => break Stop::Pending,
+            Slot::Message { size, .. } => {
+                pos += size;
+                seq += 1;
+                messages += 1;
+                after_filler = false;
+            }
+            Slot::Filler { .. } if after_filler => break Stop::Bad("two fillers in a row"),
+            Slot::Filler { skip } => {
+                pos += skip;
+                after_filler = true;
+            }
+            Slot::Corrupt(what) => break Stop::Bad(what),
+        }
+    };
+    Followed {
+        end: pos,
+        next: seq,
+        messages,
+        stop,
+    }
+}
+
 /// The producer's cursor. Exactly one exists per ring.
 #[derive(Debug)]
 pub(crate) struct SpscProducer {
@@ -181,7 +240,6 @@ impl SpscProducer {
     /// [`Self::recover`] for one lane of a ring.
     pub(crate) fn recover_lane(ring: Arc<Ring>, lane: Lane) -> Result<Self, &'static str> {
         let region = ring.region_of(lane.region);
-        let len = region.len() as u64;
         let read = ring
             .slot(lane.reader)
             .cursor
@@ -191,30 +249,19 @@ impl SpscProducer {
             return Err("read position");
         }
         let first = region.load_commit(region.mask(read), Ordering::Acquire);
-        let mut sequence = first & !super::format::PENDING_BIT;
-        let mut write = read;
-        let mut fillers = 0;
-        loop {
-            if write - read > max_record(len as usize) as u64 {
-                return Err("published records overrun the region");
-            }
-            match region.classify(write, sequence) {
-                Slot::Pending => break,
-                Slot::Message { size, .. } => {
-                    write += size;
-                    sequence += 1;
-                    fillers = 0;
-                }
-                Slot::Filler { skip } => {
-                    fillers += 1;
-                    if fillers > 1 {
-                        return Err("two fillers in a row");
-                    }
-                    write += skip;
-                }
-                Slot::Corrupt(what) => return Err(what),
-            }
-        }
+        let sequence = first & !super::format::PENDING_BIT;
+        let (write, sequence) = match follow(region, read, sequence) {
+            Followed {
+                end,
+                next,
+                stop: Stop::Pending,
+                ..
+            } => (end, next),
+            Followed {
+                stop: Stop::Bad(what),
+                ..
+            } => return Err(what),
+        };
         Ok(Self::at(ring, lane, write, read, sequence))
     }
 
@@ -514,25 +561,7 @@ impl SpscConsumer {
         if self.corrupt.is_some() {
             return 0;
         }
-        let region = &self.region;
-        let max = max_record(region.len()) as u64;
-        let (mut pos, mut seq, mut count, mut fillers) = (self.read, self.sequence, 0, 0);
-        while pos - self.read <= max {
-            match region.classify(pos, seq) {
-                Slot::Message { size, .. } => {
-                    count += 1;
-                    pos += size;
-                    seq += 1;
-                    fillers = 0;
-                }
-                Slot::Filler { skip } if fillers == 0 => {
-                    fillers = 1;
-                    pos += skip;
-                }
-                _ => break,
-            }
-        }
-        count
+        follow(&self.region, self.read, self.sequence).messages
     }
 
     /// Our end slot.

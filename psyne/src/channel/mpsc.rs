@@ -14,6 +14,7 @@ use crate::ring::spsc::SpscProducer;
 use crate::ring::{
     ChannelIdentity, Creator, MAX_PRODUCERS, OpenFailure, ProcessStamp, Ring, Topology,
 };
+use crate::slab::Slab;
 use crate::transport::shm::{CreateError, Local, OpenError, create_channel, open_channel};
 use core::fmt;
 use core::marker::PhantomData;
@@ -101,6 +102,7 @@ impl<T: Message> Channel<T> {
             Topology::Mpsc { producers: 0 },
             &ChannelIdentity::of::<T>(),
             Local::AnyProducer,
+            &Slab::builder(0),
         )?;
         MpscProducer::in_slot(ring, slot).map_err(|what| OpenError::Corrupted { what })
     }

@@ -13,6 +13,7 @@ use super::{Channel, ChannelBuilder, Consumer, Producer, RawChannelBuilder};
 use crate::message::Message;
 use crate::ring::spsc::{CONSUMER, PRODUCER, SpscConsumer, SpscProducer};
 use crate::ring::{ChannelIdentity, Claimed, Ring, Topology};
+use crate::slab::{Slab, SlabBuilder};
 use crate::transport::shm::{CreateError, Local, OpenError, create_channel, open_channel};
 use std::sync::Arc;
 
@@ -138,9 +139,20 @@ impl SharedRawChannelBuilder {
     }
 }
 
-/// Opens the consumer end of the shared channel `name` carrying `identity`.
-fn open_consumer(name: &str, identity: &ChannelIdentity) -> Result<RawConsumer, OpenError> {
-    let (ring, _, claimed) = open_channel(name, Topology::Spsc, identity, Local::Slot(CONSUMER))?;
+/// Opens the consumer end of the shared channel `name` carrying `identity`, mapping it with
+/// `mapping`'s options.
+fn open_consumer(
+    name: &str,
+    identity: &ChannelIdentity,
+    mapping: &SlabBuilder,
+) -> Result<RawConsumer, OpenError> {
+    let (ring, _, claimed) = open_channel(
+        name,
+        Topology::Spsc,
+        identity,
+        Local::Slot(CONSUMER),
+        mapping,
+    )?;
     let cursor = match claimed {
         Claimed::Fresh => Ok(SpscConsumer::new(ring)),
         Claimed::TakenOver => SpscConsumer::recover(ring),
@@ -150,9 +162,20 @@ fn open_consumer(name: &str, identity: &ChannelIdentity) -> Result<RawConsumer, 
         .map_err(|what| OpenError::Corrupted { what })
 }
 
-/// Opens the producer end of the shared channel `name` carrying `identity`.
-fn open_producer(name: &str, identity: &ChannelIdentity) -> Result<RawProducer, OpenError> {
-    let (ring, _, _) = open_channel(name, Topology::Spsc, identity, Local::Slot(PRODUCER))?;
+/// Opens the producer end of the shared channel `name` carrying `identity`, mapping it with
+/// `mapping`'s options.
+fn open_producer(
+    name: &str,
+    identity: &ChannelIdentity,
+    mapping: &SlabBuilder,
+) -> Result<RawProducer, OpenError> {
+    let (ring, _, _) = open_channel(
+        name,
+        Topology::Spsc,
+        identity,
+        Local::Slot(PRODUCER),
+        mapping,
+    )?;
     // A fresh slot's ring may still have been written to (never by a producer, but the
     // recovery costs one commit-word load when the ring is untouched): always recover.
     SpscProducer::recover(ring)
@@ -178,7 +201,37 @@ impl<T: Message> Channel<T> {
     /// [`OpenError::AlreadyConnected`], [`OpenError::ForeignPidNamespace`],
     /// [`OpenError::Corrupted`], [`OpenError::Slab`].
     pub fn open_consumer(name: &str) -> Result<Consumer<T>, OpenError> {
-        open_consumer(name, &ChannelIdentity::of::<T>()).map(Consumer::new)
+        Self::open_consumer_with(name, Slab::builder(0))
+    }
+
+    /// [`open_consumer`](Self::open_consumer), mapping the channel with the opener's own
+    /// memory options: `mapping`'s huge pages, populate, NUMA node and lock preferences apply
+    /// to this process's mapping (its size is ignored: the channel's is used); see
+    /// [`Slab::open_shared_with`]. The channel's capacity and wait strategy stay the creator's.
+    ///
+    /// ```
+    /// use psyne::{Channel, Lock, PsyneMessage, Slab};
+    ///
+    /// #[derive(Clone, Copy, PsyneMessage)]
+    /// #[repr(C)]
+    /// struct Sample {
+    ///     x: [f32; 16],
+    /// }
+    /// let name = format!("psyne-doc-open-with-{}", std::process::id());
+    /// let _tx = Channel::<Sample>::builder().shared(&name).create_producer()?;
+    /// let rx = Channel::<Sample>::open_consumer_with(
+    ///     &name,
+    ///     Slab::builder(0).populate(true).lock(Lock::Prefer),
+    /// )?;
+    /// assert!(rx.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`open_consumer`](Self::open_consumer), and the mapping option errors of
+    /// [`Slab::open_shared_with`] (inside [`OpenError::Slab`]).
+    pub fn open_consumer_with(name: &str, mapping: SlabBuilder) -> Result<Consumer<T>, OpenError> {
+        open_consumer(name, &ChannelIdentity::of::<T>(), &mapping).map(Consumer::new)
     }
 
     /// Opens the producer end of the shared channel `name`, created with
@@ -190,7 +243,16 @@ impl<T: Message> Channel<T> {
     /// # Errors
     /// As [`open_consumer`](Self::open_consumer).
     pub fn open_producer(name: &str) -> Result<Producer<T>, OpenError> {
-        open_producer(name, &ChannelIdentity::of::<T>()).map(Producer::new)
+        Self::open_producer_with(name, Slab::builder(0))
+    }
+
+    /// [`open_producer`](Self::open_producer) with the opener's own memory options (see
+    /// [`open_consumer_with`](Self::open_consumer_with)).
+    ///
+    /// # Errors
+    /// As [`open_consumer_with`](Self::open_consumer_with).
+    pub fn open_producer_with(name: &str, mapping: SlabBuilder) -> Result<Producer<T>, OpenError> {
+        open_producer(name, &ChannelIdentity::of::<T>(), &mapping).map(Producer::new)
     }
 }
 
@@ -202,7 +264,7 @@ impl Channel<()> {
     /// # Errors
     /// As [`Channel::open_consumer`].
     pub fn raw_open_consumer(name: &str) -> Result<RawConsumer, OpenError> {
-        open_consumer(name, &ChannelIdentity::RAW)
+        open_consumer(name, &ChannelIdentity::RAW, &Slab::builder(0))
     }
 
     /// Opens the producer end of the shared raw channel `name`, created with
@@ -211,6 +273,6 @@ impl Channel<()> {
     /// # Errors
     /// As [`Channel::open_consumer`].
     pub fn raw_open_producer(name: &str) -> Result<RawProducer, OpenError> {
-        open_producer(name, &ChannelIdentity::RAW)
+        open_producer(name, &ChannelIdentity::RAW, &Slab::builder(0))
     }
 }

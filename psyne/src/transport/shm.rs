@@ -425,12 +425,13 @@ pub(crate) fn open_channel(
     topology: Topology,
     identity: &ChannelIdentity,
     local: Local,
+    mapping: &SlabBuilder,
 ) -> Result<(Arc<Ring>, usize, Claimed), OpenError> {
     let started = Instant::now();
     let me = this_process();
     let ns = pid_namespace();
     loop {
-        let failure = match Slab::open_shared(name) {
+        let failure = match Slab::open_shared_with(name, mapping.clone()) {
             Ok(slab) => match Ring::attach(slab, topology, identity, ns) {
                 Ok(ring) => match claim_local(&ring, local, me) {
                     Ok((slot, claimed)) => return Ok((ring, slot, claimed)),

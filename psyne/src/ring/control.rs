@@ -502,39 +502,7 @@ impl Ring {
             Some(c) if c.slot == slot => (u64::from(c.me.pid) | 1 << 32, c.me.start),
             Some(_) => (0, 0),
         };
-        let mut flags = if config.wait.park { FLAG_PARK } else { 0 };
-        if config.timestamps {
-            flags |= FLAG_TIMESTAMPS;
-        }
-        let (payload_size, payload_align) = identity
-            .payload
-            .map_or((0, 0), |p| (p.size as u32, p.align as u32));
-        let name = identity.name.as_bytes();
-        let name = &name[..name.len().min(NAME_BYTES)];
-        let mut words = [0u64; NAME_BYTES / 8];
-        for (i, b) in name.iter().enumerate() {
-            words[i / 8] |= u64::from(*b) << (8 * (i % 8));
-        }
-        let id = CachePadded::new(Identity {
-            magic: AtomicU64::new(0),
-            version: AtomicU32::new(PROTOCOL_VERSION),
-            topology: AtomicU32::new(config.topology.tag()),
-            flags: AtomicU32::new(flags),
-            slots: AtomicU32::new(slots as u32),
-            region_offset: AtomicU64::new(region_offset(slots) as u64),
-            region_len: AtomicU64::new(config.len as u64),
-            type_id: AtomicU64::new(identity.type_id),
-            fingerprint: AtomicU64::new(identity.fingerprint),
-            payload_size: AtomicU32::new(payload_size),
-            payload_align: AtomicU32::new(payload_align),
-            creator_pid: AtomicU32::new(me.pid),
-            wait_spins: AtomicU32::new(config.wait.spins),
-            creator_start: AtomicU64::new(me.start),
-            pid_namespace: AtomicU64::new(ns),
-            wait_yields: AtomicU32::new(config.wait.yields),
-            name_len: AtomicU32::new(name.len() as u32),
-            name: words.map(AtomicU64::new),
-        });
+        let id = identity_lines(&config, identity, me, ns);
         // SAFETY: the slab is page-aligned, zero-filled, at least `slab_size` bytes and not yet
         // visible as a ring to anyone (openers wait for the magic word, stored last); the
         // identity and `slots` end slots end before `region_offset(slots)` (by its definition),
@@ -586,31 +554,8 @@ impl Ring {
         // SAFETY: the slab is page-aligned and longer than the identity lines (checked above);
         // every field is an atomic integer, valid for any bytes, accessed atomically only.
         let id = unsafe { base.cast::<CachePadded<Identity>>().as_ref() };
-        let magic = id.magic.load(Ordering::Acquire);
-        if magic == 0 {
-            return Err(OpenFailure::NotReady);
-        }
-        if magic != MAGIC {
-            return Err(OpenFailure::Corrupted("magic word (not a psyne channel)"));
-        }
-        let version = id_load!(id, version);
-        if version != PROTOCOL_VERSION {
-            return Err(OpenFailure::VersionMismatch {
-                expected: PROTOCOL_VERSION,
-                found: version,
-            });
-        }
-        let found_topology = id_load!(id, topology);
-        if found_topology != kind.tag() {
-            return Err(OpenFailure::TopologyMismatch {
-                expected: kind.tag(),
-                found: found_topology,
-            });
-        }
-        let slots = id_load!(id, slots) as usize;
-        let Some(topology) = Topology::from_words(found_topology, slots) else {
-            return Err(OpenFailure::Corrupted("end slot count"));
-        };
+        let topology = check_kind(id, kind)?;
+        let slots = topology.slots();
         let offset = region_offset(slots);
         if id_load!(id, region_offset) != offset as u64 {
             return Err(OpenFailure::Corrupted("region offset"));
@@ -840,6 +785,77 @@ impl Drop for Ring {
             }
         }
     }
+}
+
+/// Checks the magic word, protocol version and topology of the identity lines `id` against
+/// what an opener of `kind` expects, and returns the topology they describe.
+fn check_kind(id: &Identity, kind: Topology) -> Result<Topology, OpenFailure> {
+    let magic = id.magic.load(Ordering::Acquire);
+    if magic == 0 {
+        return Err(OpenFailure::NotReady);
+    }
+    if magic != MAGIC {
+        return Err(OpenFailure::Corrupted("magic word (not a psyne channel)"));
+    }
+    let version = id_load!(id, version);
+    if version != PROTOCOL_VERSION {
+        return Err(OpenFailure::VersionMismatch {
+            expected: PROTOCOL_VERSION,
+            found: version,
+        });
+    }
+    let found = id_load!(id, topology);
+    if found != kind.tag() {
+        return Err(OpenFailure::TopologyMismatch {
+            expected: kind.tag(),
+            found,
+        });
+    }
+    Topology::from_words(found, id_load!(id, slots) as usize)
+        .ok_or(OpenFailure::Corrupted("end slot count"))
+}
+
+/// The identity lines a creator writes (magic 0: stored last, by [`Ring::create`]).
+fn identity_lines(
+    config: &RingConfig,
+    identity: &ChannelIdentity,
+    me: ProcessStamp,
+    pid_namespace: u64,
+) -> CachePadded<Identity> {
+    let slots = config.topology.slots();
+    let mut flags = if config.wait.park { FLAG_PARK } else { 0 };
+    if config.timestamps {
+        flags |= FLAG_TIMESTAMPS;
+    }
+    let (payload_size, payload_align) = identity
+        .payload
+        .map_or((0, 0), |p| (p.size as u32, p.align as u32));
+    let name = identity.name.as_bytes();
+    let name = &name[..name.len().min(NAME_BYTES)];
+    let mut words = [0u64; NAME_BYTES / 8];
+    for (i, b) in name.iter().enumerate() {
+        words[i / 8] |= u64::from(*b) << (8 * (i % 8));
+    }
+    CachePadded::new(Identity {
+        magic: AtomicU64::new(0),
+        version: AtomicU32::new(PROTOCOL_VERSION),
+        topology: AtomicU32::new(config.topology.tag()),
+        flags: AtomicU32::new(flags),
+        slots: AtomicU32::new(slots as u32),
+        region_offset: AtomicU64::new(region_offset(slots) as u64),
+        region_len: AtomicU64::new(config.len as u64),
+        type_id: AtomicU64::new(identity.type_id),
+        fingerprint: AtomicU64::new(identity.fingerprint),
+        payload_size: AtomicU32::new(payload_size),
+        payload_align: AtomicU32::new(payload_align),
+        creator_pid: AtomicU32::new(me.pid),
+        wait_spins: AtomicU32::new(config.wait.spins),
+        creator_start: AtomicU64::new(me.start),
+        pid_namespace: AtomicU64::new(pid_namespace),
+        wait_yields: AtomicU32::new(config.wait.yields),
+        name_len: AtomicU32::new(name.len() as u32),
+        name: words.map(AtomicU64::new),
+    })
 }
 
 /// The regions of a ring of `topology` (regions of `len` bytes each) in the slab at `base`.

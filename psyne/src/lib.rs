@@ -36,7 +36,7 @@
 //! | [`transport`] | how ends reach the same ring: shared memory (create, open, liveness, stale names), TCP (wire format, handshake, pumps) | the end layer's internals (the TCP pumps drive ordinary raw ends, as a user would) |
 //! | [`channel`] | the public ends and builders, and the one end layer (blocking, timeouts, liveness checks, wake-ups, counters, errors) | |
 //!
-//! The tensor views use nalgebra, re-exported as [`psyne::nalgebra`](nalgebra) (0.35) so that
+//! The tensor views use nalgebra, re-exported as [`psyne::nalgebra`] (0.35) so that
 //! user code names the same version; [`bytemuck`] is re-exported too (`bytemuck::Zeroable::zeroed`
 //! makes a zeroed message).
 #![deny(unsafe_op_in_unsafe_fn)]

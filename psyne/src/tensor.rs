@@ -77,7 +77,7 @@
 //! `1 x 1`), so `matrix()` always has `len()` elements. Strided views with the row-major
 //! semantics are deliberately not offered: nalgebra 0.35's products are unsound on views whose
 //! row stride is not 1 (dimforge/nalgebra#1616). With the `ndarray` feature,
-//! [`TensorView::array`] gives an n-dimensional view with the tensor's own shape and indices.
+//! `TensorView::array` (feature `ndarray`) gives an n-dimensional view with the tensor's own shape and indices.
 
 use crate::message::{Message, fnv1a64};
 use core::fmt;

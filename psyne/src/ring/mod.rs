@@ -87,7 +87,7 @@
 //! wrap filler up to the end of the region, so the record goes to ring offset 0, into lines the
 //! caches still hold. The word is a hint: the filler is an ordinary wrap filler, published only
 //! when the positions say the space is free, so a stale or corrupt word can cost time, never a
-//! message. Measured effect in BENCHMARKS.md. All of it is one type, [`Rewind`](spsc::Rewind).
+//! message. Measured effect in BENCHMARKS.md. All of it is one type, `spsc::Rewind`.
 //!
 //! # Invariants (`debug_assert!`ed where they are relied on)
 //!

@@ -26,8 +26,8 @@
 //! and a later `recv` (or `allocate`) succeeds once a new peer attached. See
 //! [`crate::ring`] ("Ends attach, leave and come back").
 //!
-//! This module owns creating and opening shared channels ([`create_channel`],
-//! [`open_channel`], used by the builders and `Channel::open_*`), process liveness and the
+//! This module owns creating and opening shared channels (`create_channel`,
+//! `open_channel`, used by the builders and `Channel::open_*`), process liveness and the
 //! stale-name policy.
 //!
 //! # Liveness and the PID-namespace assumption
@@ -39,7 +39,7 @@
 //! peer). Pids only mean something inside one PID namespace: both processes must share it (two
 //! containers sharing `/dev/shm` but not their PID namespace cannot use shared channels). The
 //! creator records the inode of its PID namespace (`/proc/self/ns/pid`) and an opener in another
-//! namespace is refused with [`OpenError::ForeignPidNamespace`](crate::OpenError::ForeignPidNamespace).
+//! namespace is refused with [`OpenError::ForeignPidNamespace`].
 //! Without `/proc`, only `kill(pid, 0)` is used (zombies and reused pids then look alive).
 //!
 //! Death is checked only when an end finds the ring full (producer) or empty (consumer), by
@@ -303,8 +303,8 @@ pub(crate) fn remove_if_stale(name: &str, cname: &CString) -> Stale {
 /// and creating over a stale name replaces it (see the [module docs](self)).
 ///
 /// # Errors
-/// [`SlabError::InvalidName`](crate::SlabError::InvalidName) for a name that could not be a shared
-/// slab's; [`SlabError::Shm`](crate::SlabError::Shm) if `shm_unlink` fails for another reason
+/// [`SlabError::InvalidName`] for a name that could not be a shared
+/// slab's; [`SlabError::Shm`] if `shm_unlink` fails for another reason
 /// than a missing name.
 pub fn remove(name: &str) -> Result<bool, crate::SlabError> {
     let cname = validate(name)?;
@@ -539,7 +539,7 @@ pub enum OpenError {
     },
     /// The channel was created by a psyne speaking another protocol version.
     VersionMismatch {
-        /// This psyne's [`PROTOCOL_VERSION`](crate::ring::PROTOCOL_VERSION).
+        /// This psyne's [`PROTOCOL_VERSION`].
         expected: u32,
         /// The version in the control block.
         found: u32,

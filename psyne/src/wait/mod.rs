@@ -26,7 +26,7 @@
 //! or messages: liveness is checked only when an end finds the ring full or empty.
 //!
 //! This module never touches ring memory itself; it drives closures given by the channel.
-//! Waking is [`notify`]'s: the futex notifier that every end calls after a publication or a
+//! Waking is `notify`'s: the futex notifier that every end calls after a publication or a
 //! release (an async waker registry goes beside it, without touching the protocol).
 
 mod notify;

@@ -358,8 +358,9 @@ fn mpsc_disconnected_after_every_producer_dropped_and_all_read() {
             .into_iter()
             .map(|mut tx| {
                 thread::spawn(move || {
+                    let p = tx.index() as u64;
                     let mut loan = tx.allocate().unwrap();
-                    loan.a = tx.index() as u64;
+                    loan.a = p;
                     loan.send();
                 })
             })

@@ -73,7 +73,8 @@ fn typed_one_slot_ping_pong() {
             .wait(PARK)
             .build()
             .unwrap();
-        assert_eq!(tx.capacity_bytes(), 64);
+        // One 64-byte record and the line the producer always leaves free.
+        assert_eq!(tx.capacity_bytes(), 128);
         let producer = thread::spawn(move || {
             for i in 0..3u64 {
                 let mut loan = tx.allocate().unwrap();
@@ -211,32 +212,33 @@ fn raw_alignment_filler() {
     });
 }
 
-/// Stale bytes never read as a commit: in a 128-byte ring, message 0 (96 bytes, the whole ring)
-/// fills its payload with the word 2, so ring offset 64 holds bytes that look like a header
-/// with sequence number 2. Message 1 then goes to offset 0 and message 2 to offset 64: the
-/// consumer must not take the old payload at 64 for message 2 before the producer writes it (a
-/// read unordered with the producer's write fails the model). Publishing message 1 clears the
-/// commit word at 64.
+/// Stale bytes never read as a commit: in a 256-byte ring, message 0 (160 bytes: a 192-byte
+/// record, the largest the ring takes) fills its payload with the word 3, so ring offset 64
+/// holds bytes that look like a header with sequence number 3. Messages 1 and 2 then go to
+/// offsets 192 and 0, and message 3 to offset 64: the consumer must not take the old payload at
+/// 64 for message 3 before the producer writes it (a read unordered with the producer's write
+/// fails the model). Publishing message 2 writes the pending mark of message 3 at 64.
 #[test]
 fn stale_payload_is_not_a_commit() {
     model(|| {
         let (mut tx, mut rx) = Channel::raw()
-            .capacity_bytes(128)
+            .capacity_bytes(256)
             .wait(PARK)
             .build()
             .unwrap();
         let producer = thread::spawn(move || {
-            tx.send_bytes(0, &2u64.to_le_bytes().repeat(12)).unwrap();
-            tx.send_bytes(1, &[1; 10]).unwrap();
-            tx.send_bytes(2, &[2; 10]).unwrap();
+            tx.send_bytes(0, &3u64.to_le_bytes().repeat(20)).unwrap();
+            for i in 1..4u8 {
+                tx.send_bytes(u64::from(i), &[i; 10]).unwrap();
+            }
         });
         let m = rx.recv().unwrap();
         assert_eq!(
             (m.type_id(), m.header().sequence, m.bytes().len()),
-            (0, 0, 96)
+            (0, 0, 160)
         );
         drop(m);
-        for i in 1..3u64 {
+        for i in 1..4u64 {
             let m = rx.recv().unwrap();
             assert_eq!((m.type_id(), m.header().sequence), (i, i));
             assert_eq!(m.bytes(), &[i as u8; 10][..]);
@@ -283,20 +285,23 @@ fn large_records_rewind_when_empty() {
 
 // ---- Many producers, one consumer (a lane per producer, polled round-robin) ----
 
-/// Two producers, each sending two messages into a lane with room for one (so every message
-/// after the first wraps the lane and waits for the consumer to release the previous one); the
-/// consumer receives all four with parking ends and checks that each producer's messages come
-/// in its order, with its index, and then `Disconnected` once both producers dropped. A lost
-/// wake-up in either direction (consumer waiting for any lane, producer waiting for room) is a
-/// loom deadlock.
-#[test]
-fn mpsc_two_producers_wrap_park_and_per_producer_order() {
+/// Three threads: a preemption bound of 2 keeps each MPSC model within a minute in release.
+fn mpsc_model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
-        // Three threads: a bound of 2 keeps the model within a minute in release.
         b.preemption_bound = Some(2);
     }
-    b.check(|| {
+    b.check(f);
+}
+
+/// Two producers, each sending two messages into a lane with room for one (so each second
+/// message waits for the consumer to release the first, and its pending mark wraps to the
+/// lane's offset 0); the consumer receives all four with parking ends and checks that each
+/// producer's messages come in its order, with its index. A lost wake-up in either direction
+/// (the consumer waiting for any lane, a producer waiting for room) is a loom deadlock.
+#[test]
+fn mpsc_two_producers_wrap_park_and_per_producer_order() {
+    mpsc_model(|| {
         let (tx0, mut rx) = Channel::<Pair>::mpsc()
             .capacity(1)
             .max_producers(2)
@@ -316,6 +321,7 @@ fn mpsc_two_producers_wrap_park_and_per_producer_order() {
                         loan.b = i;
                         loan.send();
                     }
+                    tx // dropped after the consumer is done: no disconnection here
                 })
             })
             .collect();
@@ -329,6 +335,43 @@ fn mpsc_two_producers_wrap_park_and_per_producer_order() {
             next[p] += 1;
         }
         assert_eq!(next, [2, 2]);
+        for p in producers {
+            drop(p.join().unwrap());
+        }
+    });
+}
+
+/// Two producers each send one message and drop: the (parked) consumer gets both messages and
+/// then `Disconnected`, never `Disconnected` while a message or a live producer is left, and
+/// never a hang.
+#[test]
+fn mpsc_disconnected_after_every_producer_dropped_and_all_read() {
+    mpsc_model(|| {
+        let (tx0, mut rx) = Channel::<Pair>::mpsc()
+            .capacity(1)
+            .max_producers(2)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let tx1 = tx0.try_clone().unwrap();
+        let producers: Vec<_> = [tx0, tx1]
+            .into_iter()
+            .map(|mut tx| {
+                thread::spawn(move || {
+                    let p = tx.index() as u64;
+                    let mut loan = tx.allocate().unwrap();
+                    loan.a = p;
+                    loan.send();
+                })
+            })
+            .collect();
+        let mut seen = [false; 2];
+        for _ in 0..2 {
+            let m = rx.recv().unwrap();
+            assert_eq!(m.a, m.producer() as u64);
+            assert!(!seen[m.producer()]);
+            seen[m.producer()] = true;
+        }
         assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
         for p in producers {
             p.join().unwrap();
@@ -337,12 +380,12 @@ fn mpsc_two_producers_wrap_park_and_per_producer_order() {
 }
 
 /// A producer that drops with a message unread frees its place; a clone made afterwards takes
-/// the same place and continues the lane (recovering its end by following commit words while the
-/// consumer may be reading), so the parked consumer gets the old message and then the new one,
-/// in lane order, with lane sequence numbers 0 and 1.
+/// the same place and continues the lane (recovering its end by following commit words while
+/// the consumer may be reading), so the parked consumer gets the old message and then the new
+/// one, in lane order, with lane sequence numbers 0 and 1.
 #[test]
 fn mpsc_dropped_producer_place_is_reused_and_its_lane_continues() {
-    model(|| {
+    mpsc_model(|| {
         let (tx0, mut rx) = Channel::<Pair>::mpsc()
             .capacity(2)
             .max_producers(2)

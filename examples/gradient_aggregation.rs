@@ -5,7 +5,8 @@
 //! workers' gradients of a step are in, averages them and applies momentum
 //! (`Gradient::apply_momentum`) to its optimiser state. Then it tells the workers that the
 //! step is done (one small SPSC channel per worker, standing in for the new parameters a real
-//! trainer would send back); a worker may run `AHEAD` steps ahead of the last finished one.
+//! trainer would send back); a worker may run `--ahead` steps ahead of the last finished one
+//! (0: fully synchronous steps).
 //!
 //! It prints steps/s and gradient bandwidth, and checks the result against a sequential
 //! computation of the same steps: bit-identical. The sum does not depend on the order the
@@ -15,7 +16,7 @@
 //! the average would differ in the last bits from run to run.)
 //!
 //! Run with `cargo run --release --example gradient_aggregation -- [--workers 4] [--steps 2000]
-//! [--params 1024] [--processes]` (`--help` prints the usage).
+//! [--params 1024] [--ahead 4] [--processes]` (`--help` prints the usage).
 
 use psyne::{Channel, Consumer, MpscConsumer, MpscProducer, Producer, PsyneMessage, RecvError};
 use psyne_examples::args::Args;
@@ -23,10 +24,22 @@ use psyne_schemas::Gradient;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// Steps a worker may be ahead of the last step the aggregator finished.
-const AHEAD: u32 = 2;
-/// Gradients in flight per worker (its lane), enough for `AHEAD + 1` steps.
-const LANE: usize = AHEAD as usize + 2;
+/// The shape of a run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    workers: u32,
+    steps: u32,
+    /// Steps a worker may be ahead of the last step the aggregator finished.
+    ahead: u32,
+}
+
+impl Plan {
+    /// Gradients in flight per worker (its lane), and step messages per worker: room for
+    /// `ahead + 1` steps and one more.
+    fn lane(&self) -> usize {
+        self.ahead as usize + 2
+    }
+}
 /// Momentum coefficient.
 const BETA: f32 = 0.9;
 /// Learning rate recorded in every gradient.
@@ -47,11 +60,13 @@ Data-parallel gradient aggregation: workers each send one Gradient<P> per step t
 many-producers, one-consumer psyne channel; the aggregator averages them in place and applies
 momentum; prints steps/s and checks the result against a sequential computation.
 
-usage: gradient_aggregation [--workers N] [--steps S] [--params P] [--processes]
+usage: gradient_aggregation [--workers N] [--steps S] [--params P] [--ahead K] [--processes]
 
   --workers N    workers (producers), 1 to 32 (default 4)
   --steps S      optimiser steps (default 2000)
   --params P     parameters per gradient: 256, 1024 or 16384 (default 1024)
+  --ahead K      steps a worker may run ahead of the last finished step (default 4; 0 makes
+                 every step wait for the previous one)
   --processes    workers in separate processes, over a shared-memory channel
 ";
 
@@ -88,17 +103,17 @@ fn digest_step(digest: u64, average: &[f32]) -> u64 {
     })
 }
 
-/// Worker `w`: for every step, waits until it is at most `AHEAD` steps ahead, then writes its
-/// gradient in place in its lane and sends it.
+/// Worker `w`: for every step, waits until it is at most `plan.ahead` steps ahead, then writes
+/// its gradient in place in its lane and sends it.
 fn worker<const P: usize>(
     w: u32,
-    steps: u32,
+    plan: Plan,
     tx: &mut MpscProducer<Gradient<P>>,
     done: &mut Consumer<StepDone>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut finished: Option<u64> = None; // last step the aggregator finished
-    for s in 0..steps {
-        while s >= AHEAD && finished.is_none_or(|f| f < u64::from(s - AHEAD)) {
+    for s in 0..plan.steps {
+        while s > plan.ahead && finished.is_none_or(|f| f < u64::from(s - plan.ahead - 1)) {
             finished = Some(done.recv_timeout(PATIENCE)?.step);
         }
         let mut g = tx.allocate_timeout(PATIENCE)?; // in ring memory
@@ -118,12 +133,12 @@ fn worker<const P: usize>(
 /// The aggregator: receives every worker's gradient of every step (read in place), averages
 /// each step's and applies momentum, then tells every worker the step is done.
 fn aggregate<const P: usize>(
-    workers: u32,
-    steps: u32,
+    plan: Plan,
     rx: &mut MpscConsumer<Gradient<P>>,
     done: &mut [Producer<StepDone>],
 ) -> Result<(Outcome, Duration), Box<dyn std::error::Error>> {
-    let slots = AHEAD as usize + 1;
+    let Plan { workers, steps, .. } = plan;
+    let slots = plan.ahead as usize + 1;
     // Accumulators for the steps that can be in flight at once, and who contributed.
     let mut sums = vec![vec![0.0f64; P]; slots];
     let mut arrived = vec![0u64; slots];
@@ -216,27 +231,28 @@ fn sequential<const P: usize>(workers: u32, steps: u32) -> Outcome {
 
 /// Workers as threads of this process.
 fn with_threads<const P: usize>(
-    workers: u32,
-    steps: u32,
+    plan: Plan,
 ) -> Result<(Outcome, Duration), Box<dyn std::error::Error>> {
     let (tx, mut rx) = Channel::<Gradient<P>>::mpsc()
-        .capacity(LANE)
-        .max_producers(workers as usize)
+        .capacity(plan.lane())
+        .max_producers(plan.workers as usize)
         .build()?;
     let mut txs = vec![tx];
-    for _ in 1..workers {
+    for _ in 1..plan.workers {
         txs.push(txs[0].try_clone()?);
     }
     let mut done_tx = Vec::new();
     let mut handles = Vec::new();
     for (w, mut tx) in txs.into_iter().enumerate() {
-        let (d_tx, mut d_rx) = Channel::<StepDone>::builder().capacity(LANE).build()?;
+        let (d_tx, mut d_rx) = Channel::<StepDone>::builder()
+            .capacity(plan.lane())
+            .build()?;
         done_tx.push(d_tx);
         handles.push(std::thread::spawn(move || -> Result<(), String> {
-            worker(w as u32, steps, &mut tx, &mut d_rx).map_err(|e| e.to_string())
+            worker(w as u32, plan, &mut tx, &mut d_rx).map_err(|e| e.to_string())
         }));
     }
-    let out = aggregate(workers, steps, &mut rx, &mut done_tx);
+    let out = aggregate(plan, &mut rx, &mut done_tx);
     drop(done_tx); // a worker waiting for a step that never comes sees Disconnected
     for h in handles {
         h.join().map_err(|_| "a worker panicked")??;
@@ -264,35 +280,40 @@ impl Drop for Workers {
 /// Workers as processes, each opening a producer of the shared channel and its own step
 /// channel by name.
 fn with_processes<const P: usize>(
-    workers: u32,
-    steps: u32,
+    plan: Plan,
 ) -> Result<(Outcome, Duration), Box<dyn std::error::Error>> {
     let name = format!("psyne-gradients-{}", std::process::id());
     let mut rx = Channel::<Gradient<P>>::mpsc()
-        .capacity(LANE)
-        .max_producers(workers as usize)
+        .capacity(plan.lane())
+        .max_producers(plan.workers as usize)
         .shared(&name)
         .create_consumer()?;
     let mut done_tx = Vec::new();
-    for w in 0..workers {
+    for w in 0..plan.workers {
         done_tx.push(
             Channel::<StepDone>::builder()
-                .capacity(LANE)
+                .capacity(plan.lane())
                 .shared(&format!("{name}-done-{w}"))
                 .create_producer()?,
         );
     }
     let exe = std::env::current_exe()?;
     let mut children = Workers(Vec::new());
-    for w in 0..workers {
+    for w in 0..plan.workers {
         children.0.push(
             Command::new(&exe)
                 .args([WORKER_FLAG, &name, &w.to_string()])
-                .args(["--steps", &steps.to_string(), "--params", &P.to_string()])
+                .args([
+                    "--steps",
+                    &plan.steps.to_string(),
+                    "--params",
+                    &P.to_string(),
+                ])
+                .args(["--ahead", &plan.ahead.to_string()])
                 .spawn()?,
         );
     }
-    let out = aggregate(workers, steps, &mut rx, &mut done_tx)?;
+    let out = aggregate(plan, &mut rx, &mut done_tx)?;
     drop(done_tx);
     for mut c in std::mem::take(&mut children.0) {
         let status = c.wait()?;
@@ -303,17 +324,21 @@ fn with_processes<const P: usize>(
     Ok(out) // dropping the creators' ends removes the names
 }
 
-/// A worker process: `--worker-of <name> <index> --steps S --params P`.
+/// A worker process: `--worker-of <name> <index> --steps S --params P --ahead K`.
 fn worker_process(argv: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let name = argv.get(2).ok_or("--worker-of needs a channel name")?;
     let w: u32 = argv.get(3).ok_or("--worker-of needs an index")?.parse()?;
-    let args = Args::parse_from(argv[4..].iter().cloned(), &["steps", "params"])?
+    let args = Args::parse_from(argv[4..].iter().cloned(), &["steps", "params", "ahead"])?
         .ok_or("no --help for a worker process")?;
-    let steps: u32 = args.value("steps", 0)?;
+    let plan = Plan {
+        workers: 0, // not needed by a worker
+        steps: args.value("steps", 0)?,
+        ahead: args.value("ahead", 0)?,
+    };
     fn work<const P: usize>(
         name: &str,
         w: u32,
-        steps: u32,
+        plan: Plan,
     ) -> Result<(), Box<dyn std::error::Error>> {
         let open = Instant::now();
         // The aggregator created every name before starting us; retry briefly all the same.
@@ -325,31 +350,33 @@ fn worker_process(argv: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         let mut tx = Channel::<Gradient<P>>::open_mpsc_producer(name)?;
-        worker(w, steps, &mut tx, &mut done)
+        worker(w, plan, &mut tx, &mut done)
     }
     match args.value("params", 1024usize)? {
-        256 => work::<256>(name, w, steps),
-        1024 => work::<1024>(name, w, steps),
-        16384 => work::<16384>(name, w, steps),
+        256 => work::<256>(name, w, plan),
+        1024 => work::<1024>(name, w, plan),
+        16384 => work::<16384>(name, w, plan),
         p => Err(format!("--params {p}: 256, 1024 or 16384").into()),
     }
 }
 
-fn run<const P: usize>(
-    workers: u32,
-    steps: u32,
-    processes: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn run<const P: usize>(plan: Plan, processes: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let Plan {
+        workers,
+        steps,
+        ahead,
+    } = plan;
     let bytes = size_of::<Gradient<P>>();
     println!(
-        "{workers} worker {} x {steps} steps, Gradient<{P}> ({bytes} bytes), lanes of {LANE}, \
-         workers at most {AHEAD} steps ahead, momentum {BETA}",
-        if processes { "processes" } else { "threads" }
+        "{workers} worker {} x {steps} steps, Gradient<{P}> ({bytes} bytes), lanes of {}, \
+         workers at most {ahead} steps ahead, momentum {BETA}",
+        if processes { "processes" } else { "threads" },
+        plan.lane()
     );
     let (outcome, elapsed) = if processes {
-        with_processes::<P>(workers, steps)?
+        with_processes::<P>(plan)?
     } else {
-        with_threads::<P>(workers, steps)?
+        with_threads::<P>(plan)?
     };
     let secs = elapsed.as_secs_f64();
     println!(
@@ -375,20 +402,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if argv.get(1).map(String::as_str) == Some(WORKER_FLAG) {
         return worker_process(&argv);
     }
-    let args = Args::parse(&["workers", "steps", "params", "processes"], USAGE)?;
-    let workers: u32 = args.value("workers", 4)?;
-    let steps: u32 = args.value("steps", 2000)?;
+    let args = Args::parse(&["workers", "steps", "params", "ahead", "processes"], USAGE)?;
+    let plan = Plan {
+        workers: args.value("workers", 4)?,
+        steps: args.value("steps", 2000)?,
+        ahead: args.value("ahead", 4)?,
+    };
     let processes = args.flag("processes");
-    if !(1..=32).contains(&workers) {
+    if !(1..=32).contains(&plan.workers) {
         return Err("--workers takes 1 to 32 (the exact-sum argument holds up to 32)".into());
     }
-    if steps == 0 {
+    if plan.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
+    if plan.ahead > 1000 {
+        return Err("--ahead takes 0 to 1000".into());
+    }
     match args.value("params", 1024usize)? {
-        256 => run::<256>(workers, steps, processes),
-        1024 => run::<1024>(workers, steps, processes),
-        16384 => run::<16384>(workers, steps, processes),
+        256 => run::<256>(plan, processes),
+        1024 => run::<1024>(plan, processes),
+        16384 => run::<16384>(plan, processes),
         p => Err(format!("--params {p}: 256, 1024 or 16384").into()),
     }
 }

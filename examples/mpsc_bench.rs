@@ -56,7 +56,7 @@ usage: mpsc_bench [--reps R] [--messages N] [--producers 2,4] [--capacity C] [--
 
   --reps R         repetitions of every measurement (default 5; the median is shown)
   --messages N     messages per throughput repetition, all producers together (default
-                   2000000 for 64 B, a quarter of it for Embedding256)
+                   4000000 for 64 B, a quarter of it for Embedding256)
   --producers L    producer counts (default 2,4)
   --capacity C     messages every channel holds in total (default 1024)
   --pace-us U      each producer's interval between messages in the latency runs (default 50)
@@ -81,6 +81,11 @@ trait Contender<P: Pod> {
     /// Waits up to `timeout` for a message with every producer alive and silent (the idle
     /// measurement); `None` if this contender has no blocking receive.
     fn idle_wait(rx: &mut Self::Rx, timeout: Duration) -> Option<()>;
+    /// The consumer's counters, where it keeps them: times it went to sleep, and wake-up
+    /// system calls it made to sleeping producers.
+    fn sleeps_and_wakeups(_rx: &Self::Rx) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Psyne MPSC: in place on both sides; default waiting, or (`YIELD`) about the wait this
@@ -136,6 +141,10 @@ impl<P: psyne::Message + Send, const YIELD: bool> Contender<P> for Psyne<YIELD> 
     fn idle_wait(rx: &mut Self::Rx, timeout: Duration) -> Option<()> {
         assert!(rx.recv_timeout(timeout).is_err());
         Some(())
+    }
+    fn sleeps_and_wakeups(rx: &Self::Rx) -> Option<(u64, u64)> {
+        let s = rx.stats();
+        Some((s.parked, s.wakeups))
     }
 }
 
@@ -253,15 +262,28 @@ fn stamp(p: usize, seq: u64) -> u64 {
     (p as u64) << 48 | seq
 }
 
-/// One throughput repetition: messages per second, and messages that were wrong (must be 0).
+/// One throughput repetition.
+struct Rep {
+    /// Messages per second.
+    rate: f64,
+    /// Messages that were wrong, lost or out of order (must be 0).
+    bad: u64,
+    /// CPU time of the whole process over the wall time: cores kept busy.
+    cores_busy: f64,
+    /// See [`Contender::sleeps_and_wakeups`].
+    sleeps_and_wakeups: Option<(u64, u64)>,
+}
+
+/// One throughput repetition.
 fn throughput<P: Pod, C: Contender<P>>(
     capacity: usize,
     producers: usize,
     messages: u64,
-) -> Result<(f64, u64), Error> {
+) -> Result<Rep, Error> {
     let (txs, mut rx) = C::build(capacity, producers)?;
     let each = messages / producers as u64;
     let barrier = Barrier::new(producers + 1);
+    let (cpu0, wall0) = (process_cpu(), Instant::now());
     let (elapsed, bad) = std::thread::scope(|s| {
         for (p, mut tx) in txs.into_iter().enumerate() {
             let barrier = &barrier;
@@ -297,10 +319,13 @@ fn throughput<P: Pod, C: Contender<P>>(
         .join()
         .expect("consumer")
     });
-    Ok((
-        (each * producers as u64) as f64 / elapsed.as_secs_f64(),
+    let cores_busy = (process_cpu() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64();
+    Ok(Rep {
+        rate: (each * producers as u64) as f64 / elapsed.as_secs_f64(),
         bad,
-    ))
+        cores_busy,
+        sleeps_and_wakeups: C::sleeps_and_wakeups(&rx),
+    })
 }
 
 /// One latency repetition: p50 and p99 in nanoseconds, and wrong messages.
@@ -364,15 +389,25 @@ fn latency<P: Pod, C: Contender<P>>(
     })
 }
 
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
+/// User plus system CPU time of `who` (`RUSAGE_THREAD` or `RUSAGE_SELF`).
+fn cpu_time(who: libc::c_int) -> Duration {
     // SAFETY: an all-zero rusage is a valid value; getrusage only writes it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable rusage.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let r = unsafe { libc::getrusage(who, &mut ru) };
     assert_eq!(r, 0, "getrusage");
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    cpu_time(libc::RUSAGE_THREAD)
+}
+
+/// CPU time of the whole process (threads that ended included).
+fn process_cpu() -> Duration {
+    cpu_time(libc::RUSAGE_SELF)
 }
 
 /// Share of a core an idle consumer uses over one second (producers alive and silent).
@@ -400,9 +435,14 @@ fn median(v: &mut [f64]) -> f64 {
 struct Row {
     name: &'static str,
     producers: usize,
-    /// Median messages per second, and (max - min) / median of the reps.
+    /// Median, smallest and largest messages per second of the reps.
     msgs_per_s: f64,
-    spread: f64,
+    min: f64,
+    max: f64,
+    /// Median cores kept busy during the throughput reps.
+    cores_busy: f64,
+    /// Consumer sleeps and wake-ups per 1000 messages over the throughput reps (Psyne).
+    sleeps_wakeups_per_k: Option<(f64, f64)>,
     p50_ns: f64,
     p99_ns: f64,
     bad: u64,
@@ -416,38 +456,79 @@ struct Config {
     clock: Clock,
 }
 
-fn measure<P: Pod, C: Contender<P>>(
+/// The measurements of one contender, as functions (so that contenders can be interleaved).
+struct Entry {
+    name: &'static str,
+    throughput: fn(usize, usize, u64) -> Result<Rep, Error>,
+    latency: fn(usize, usize, u64, Duration, Clock) -> Result<(f64, f64, u64), Error>,
+}
+
+fn entry<P: Pod, C: Contender<P>>() -> Entry {
+    Entry {
+        name: C::NAME,
+        throughput: throughput::<P, C>,
+        latency: latency::<P, C>,
+    }
+}
+
+/// Every contender at `producers` producers: a warm-up repetition each (page faults, clock
+/// frequency; not counted), then `reps` rounds in which every contender runs once, in turn (so a
+/// burst of load from outside hits all of them alike), for throughput and then for latency.
+fn measure(
     cfg: &Config,
+    entries: &[Entry],
     producers: usize,
     messages: u64,
-) -> Result<Row, Error> {
-    // Warm-up repetition (page faults, frequency), not counted.
-    throughput::<P, C>(cfg.capacity, producers, messages / 10)?;
-    let mut rates = Vec::new();
-    let (mut p50, mut p99) = (Vec::new(), Vec::new());
-    let mut bad = 0;
+) -> Result<Vec<Row>, Error> {
+    for e in entries {
+        (e.throughput)(cfg.capacity, producers, messages / 10)?;
+    }
+    let n = entries.len();
+    let mut reps: Vec<Vec<Rep>> = (0..n).map(|_| Vec::new()).collect();
+    let mut lat: Vec<Vec<(f64, f64, u64)>> = (0..n).map(|_| Vec::new()).collect();
     for _ in 0..cfg.reps {
-        let (r, b) = throughput::<P, C>(cfg.capacity, producers, messages)?;
-        rates.push(r);
-        bad += b;
+        for (i, e) in entries.iter().enumerate() {
+            reps[i].push((e.throughput)(cfg.capacity, producers, messages)?);
+        }
     }
     for _ in 0..cfg.reps {
-        let (a, b, w) = latency::<P, C>(cfg.capacity, producers, cfg.samples, cfg.pace, cfg.clock)?;
-        p50.push(a);
-        p99.push(b);
-        bad += w;
+        for (i, e) in entries.iter().enumerate() {
+            lat[i].push((e.latency)(
+                cfg.capacity,
+                producers,
+                cfg.samples,
+                cfg.pace,
+                cfg.clock,
+            )?);
+        }
     }
-    let m = median(&mut rates);
-    let spread = (rates[rates.len() - 1] - rates[0]) / m;
-    Ok(Row {
-        name: C::NAME,
-        producers,
-        msgs_per_s: m,
-        spread,
-        p50_ns: median(&mut p50),
-        p99_ns: median(&mut p99),
-        bad,
-    })
+    let per_k = 1000.0 / (messages as f64 * cfg.reps as f64);
+    Ok(entries
+        .iter()
+        .zip(reps.iter().zip(&lat))
+        .map(|(e, (reps, lat))| {
+            let mut rates: Vec<f64> = reps.iter().map(|r| r.rate).collect();
+            let mut busy: Vec<f64> = reps.iter().map(|r| r.cores_busy).collect();
+            let waits = reps.iter().try_fold((0u64, 0u64), |(s, w), r| {
+                r.sleeps_and_wakeups.map(|(s1, w1)| (s + s1, w + w1))
+            });
+            let mut p50: Vec<f64> = lat.iter().map(|l| l.0).collect();
+            let mut p99: Vec<f64> = lat.iter().map(|l| l.1).collect();
+            let m = median(&mut rates);
+            Row {
+                name: e.name,
+                producers,
+                msgs_per_s: m,
+                min: rates[0],
+                max: rates[rates.len() - 1],
+                cores_busy: median(&mut busy),
+                sleeps_wakeups_per_k: waits.map(|(s, w)| (s as f64 * per_k, w as f64 * per_k)),
+                p50_ns: median(&mut p50),
+                p99_ns: median(&mut p99),
+                bad: reps.iter().map(|r| r.bad).sum::<u64>() + lat.iter().map(|l| l.2).sum::<u64>(),
+            }
+        })
+        .collect())
 }
 
 fn payload_section<P: Pod + psyne::Message + Send + Sync>(
@@ -462,31 +543,50 @@ fn payload_section<P: Pod + psyne::Message + Send + Sync>(
         cfg.capacity
     );
     println!(
-        "{:<20} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>5}",
-        "contender", "producers", "M msg/s", "MB/s", "spread", "p50 us", "p99 us", "bad"
+        "{:<18} {:>3} {:>22} {:>7} {:>6} {:>8} {:>9} {:>13} {:>4}",
+        "contender",
+        "k",
+        "M msg/s med [min-max]",
+        "MB/s",
+        "cores",
+        "p50 us",
+        "p99 us",
+        "sleeps/wakes",
+        "bad"
     );
+    let entries = [
+        entry::<P, Psyne<false>>(),
+        entry::<P, Psyne<true>>(),
+        entry::<P, Crossbeam>(),
+        entry::<P, Disruptor>(),
+    ];
     let mut rows = Vec::new();
     for &k in producer_counts {
-        for row in [
-            measure::<P, Psyne<false>>(cfg, k, messages)?,
-            measure::<P, Psyne<true>>(cfg, k, messages)?,
-            measure::<P, Crossbeam>(cfg, k, messages)?,
-            measure::<P, Disruptor>(cfg, k, messages)?,
-        ] {
+        for row in measure(cfg, &entries, k, messages)? {
+            let waits = row
+                .sleeps_wakeups_per_k
+                .map_or("-".to_string(), |(s, w)| format!("{s:.2}/{w:.2}"));
             println!(
-                "{:<20} {:>9} {:>9.2} {:>9.0} {:>7.0}% {:>10.2} {:>10.2} {:>5}",
+                "{:<18} {:>3} {:>7.2} [{:>5.2}-{:>5.2}] {:>7.0} {:>6.2} {:>8.2} {:>9.2} {:>13} {:>4}",
                 row.name,
                 row.producers,
                 row.msgs_per_s / 1e6,
+                row.min / 1e6,
+                row.max / 1e6,
                 row.msgs_per_s * size_of::<P>() as f64 / 1e6,
-                row.spread * 100.0,
+                row.cores_busy,
                 row.p50_ns / 1e3,
                 row.p99_ns / 1e3,
+                waits,
                 row.bad
             );
             rows.push(row);
         }
     }
+    println!(
+        "(k: producers; cores: process CPU time / wall time during the throughput runs; \
+         sleeps/wakes: the Psyne consumer's sleeps and wake-up calls per 1000 messages)"
+    );
     Ok(rows)
 }
 
@@ -540,7 +640,7 @@ fn main() -> Result<(), Error> {
         clock: Clock::best(),
     };
     let producers: Vec<usize> = args.list("producers", vec![2, 4]).map_err(value)?;
-    let messages: u64 = args.value("messages", 2_000_000u64).map_err(value)?;
+    let messages: u64 = args.value("messages", 4_000_000u64).map_err(value)?;
     if producers.iter().any(|&k| k == 0 || k > cfg.capacity) || cfg.capacity == 0 {
         return Err("--producers must be 1 ..= --capacity".into());
     }

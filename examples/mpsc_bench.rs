@@ -456,11 +456,14 @@ struct Config {
     clock: Clock,
 }
 
+/// One latency repetition's p50 and p99 (ns) and wrong messages.
+type LatencyRep = Result<(f64, f64, u64), Error>;
+
 /// The measurements of one contender, as functions (so that contenders can be interleaved).
 struct Entry {
     name: &'static str,
     throughput: fn(usize, usize, u64) -> Result<Rep, Error>,
-    latency: fn(usize, usize, u64, Duration, Clock) -> Result<(f64, f64, u64), Error>,
+    latency: fn(usize, usize, u64, Duration, Clock) -> LatencyRep,
 }
 
 fn entry<P: Pod, C: Contender<P>>() -> Entry {

@@ -54,7 +54,9 @@
 //! If the creator dies without dropping its end (`kill -9`), its name stays in `/dev/shm`. A
 //! creator holds a shared `flock` on its object from the moment `shm_open` created it until its
 //! process ends (the kernel drops the lock then, however the process died). Creating a channel
-//! under a name that exists then works as follows, never waiting on a lock:
+//! under a name that exists then works as follows, never blocking on a lock (a lock on a channel
+//! whose creator is already dead is retried for up to 200 ms: a killed multi-threaded process
+//! looks dead while its last thread is still closing its files):
 //!
 //! * the object is not a regular file of this user with mode 0600 (or stricter): the typed
 //!   error of that check (`SlabError::ForeignOwner`, `InsecureMode` or `NotRegularFile`, inside
@@ -229,6 +231,28 @@ fn recorded(fd: &OwnedFd, size: u64) -> Recorded {
     }
 }
 
+/// How long a lock on a channel whose recorded creator is already dead is retried: a killed
+/// multi-threaded creator's main thread is a zombie (dead to [`process_alive`]) while another of
+/// its threads may still be closing the process's files, and with them its lock.
+const DYING_CREATOR_GRACE: Duration = Duration::from_millis(200);
+
+/// Tries an exclusive `flock` on `fd`, without ever blocking: once, or, when `what` names a
+/// creator that is already dead, again every 2 ms for up to [`DYING_CREATOR_GRACE`].
+fn lock_exclusive(fd: &OwnedFd, what: &Recorded) -> bool {
+    let started = Instant::now();
+    loop {
+        // SAFETY: `fd` is open; flock has no memory effects. Closing `fd` releases the lock.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        let dying = matches!(what, Recorded::Channel(c) if !process_alive(*c));
+        if !dying || started.elapsed() >= DYING_CREATOR_GRACE {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// How long ago the object behind `fd` changed status (was created or resized).
 fn age(fd: &OwnedFd) -> Duration {
     let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
@@ -264,8 +288,7 @@ pub(crate) fn remove_if_stale(name: &str, cname: &CString) -> Stale {
         Err(e) => return Stale::Refused(e),
     };
     let what = recorded(&fd, st.size);
-    // SAFETY: `fd` is open; flock has no memory effects. Closing `fd` (on return) releases it.
-    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if !lock_exclusive(&fd, &what) {
         // A live creator (or a replacer checking it right now).
         return Stale::Keep(match what {
             Recorded::Channel(c) => Some(c.pid),

@@ -24,10 +24,10 @@ use psyne::{
     Channel, ChannelError, CreateError, OpenError, PsyneMessage, RecvError, Slab, SlabError,
 };
 use std::ffi::CString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -74,14 +74,13 @@ fn sample(seq: u64) -> Sample {
     }
 }
 
+#[path = "common/peer.rs"]
+mod peer;
+use peer::Cleanup;
+
 /// A name unique to this process, this test and this call.
 fn unique(test: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "psyne-hostile-{}-{test}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    peer::unique("hostile", test)
 }
 
 fn path(name: &str) -> String {
@@ -95,17 +94,6 @@ fn exists(name: &str) -> bool {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Removes a shared name when dropped, whatever it holds (a no-op if it is gone already).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if shm::remove(&self.0).is_err() {
-            let _ = std::fs::remove_file(path(&self.0));
-        }
-    }
 }
 
 /// Runs `f` on another thread and fails the test if it does not return within `limit` (the
@@ -188,56 +176,15 @@ impl Peer {
     }
 }
 
-/// A peer process started by [`spawn`], killed and reaped when dropped.
-struct PeerProcess(Child);
-
-impl PeerProcess {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// `kill -9`, then reap.
-    fn kill(mut self) {
-        self.0.kill().expect("SIGKILL the peer");
-        self.0.wait().expect("reap the peer");
-    }
-}
-
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts this test binary as the peer process with `role` on channel `name` and waits until it
 /// says `READY`.
-fn spawn(role: &str, name: &str) -> PeerProcess {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "hostile_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, role)
-        .env(NAME, name)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the test binary as the peer");
-    let out = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(out).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.trim_end().ends_with("READY") => break,
-            Some(Ok(_)) => continue,
-            _ => panic!("peer {role} exited before READY"),
-        }
-    }
-    // Keep draining, so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    PeerProcess(child)
+fn spawn(role: &str, name: &str) -> peer::Peer {
+    let peer = peer::Peer::spawn(
+        "hostile_child",
+        &[(ROLE, role.to_owned()), (NAME, name.to_owned())],
+    );
+    peer.ready();
+    peer
 }
 
 /// The peer process. Does nothing unless started by [`spawn`].

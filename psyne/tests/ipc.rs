@@ -11,13 +11,9 @@
 //! Every shared name is unique (`psyne-ipc-<pid>-<tag>-<counter>`) and removed at the end of its
 //! test even if the test fails ([`Cleanup`]).
 
-use psyne::transport::shm;
 use psyne::{
     Channel, CreateError, Message, OpenError, PsyneMessage, RecvError, SendError, Slab, ring,
 };
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const ROLE: &str = "PSYNE_IPC_ROLE";
@@ -85,51 +81,19 @@ fn check(m: &Sample, header: &psyne::MessageHeader, expected: u64) {
     );
 }
 
+#[path = "common/peer.rs"]
+mod peer;
+use peer::{Cleanup, Peer};
+
 fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "psyne-ipc-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes a shared name when dropped (a no-op if the creator's end already did).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = shm::remove(&self.0);
-    }
+    peer::unique("ipc", tag)
 }
 
 /// Starts this test binary as the peer process with `role` on channel `name`.
-fn spawn(role: &str, name: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "ipc_child", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(NAME, name)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn the test binary as the peer")
-}
-
-/// Waits until the child prints a line `READY` (it has done its setup).
-fn wait_ready(child: &mut Child) {
-    let out = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(out).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.trim_end().ends_with("READY") => break,
-            Some(Ok(_)) => continue,
-            _ => panic!("child exited before READY"),
-        }
-    }
-    // Keep draining in the background so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+fn spawn(role: &str, name: &str, env: &[(&str, String)]) -> Peer {
+    let mut vars = vec![(ROLE, role.to_owned()), (NAME, name.to_owned())];
+    vars.extend(env.iter().map(|(k, v)| (*k, v.clone())));
+    Peer::spawn("ipc_child", &vars)
 }
 
 /// Opens with a few retries (the parent creates before spawning, but be generous).
@@ -239,7 +203,7 @@ fn million_messages_across_processes() {
         .shared(&name)
         .create_consumer()
         .unwrap();
-    let mut child = spawn("produce", &name, &[(COUNT, N.to_string())]);
+    let child = spawn("produce", &name, &[(COUNT, N.to_string())]);
     let mut first = None;
     for seq in 0..N {
         let m = rx
@@ -253,7 +217,7 @@ fn million_messages_across_processes() {
         rx.recv_timeout(Duration::from_secs(10)).unwrap_err(),
         RecvError::Disconnected
     );
-    assert!(child.wait().unwrap().success());
+    assert!(child.finish().success());
     let stats = rx.stats();
     assert_eq!(stats.messages, N);
     println!(
@@ -406,12 +370,9 @@ fn racing_consumers_exactly_one_attaches() {
         .create_producer()
         .unwrap();
     let start = (psyne::channel::monotonic_ns() + 300_000_000).to_string();
-    let mut a = spawn("race", &name, &[(START, start.clone())]);
-    let mut b = spawn("race", &name, &[(START, start)]);
-    let mut codes = [
-        a.wait().unwrap().code().unwrap(),
-        b.wait().unwrap().code().unwrap(),
-    ];
+    let a = spawn("race", &name, &[(START, start.clone())]);
+    let b = spawn("race", &name, &[(START, start)]);
+    let mut codes = [a.finish().code().unwrap(), b.finish().code().unwrap()];
     codes.sort();
     assert_eq!(codes, [0, 3], "one winner, one AlreadyConnected");
 
@@ -451,15 +412,6 @@ fn racing_consumers_exactly_one_attaches() {
     }
 }
 
-/// Kills `child` after `delay`, on another thread; returns when it did.
-fn kill_later(mut child: Child, delay: Duration) -> std::thread::JoinHandle<(Instant, Child)> {
-    std::thread::spawn(move || {
-        std::thread::sleep(delay);
-        child.kill().unwrap(); // SIGKILL
-        (Instant::now(), child)
-    })
-}
-
 #[test]
 fn kill_9_of_the_producer_mid_stream() {
     let name = unique("kill-producer");
@@ -477,7 +429,7 @@ fn kill_9_of_the_producer_mid_stream() {
         seq += 1;
     }
     // Kill while it streams into a full ring; every message left is whole; then Disconnected.
-    child.kill().unwrap();
+    child.sigkill();
     let killed = Instant::now();
     loop {
         match rx.recv_timeout(Duration::from_secs(5)) {
@@ -495,7 +447,7 @@ fn kill_9_of_the_producer_mid_stream() {
     );
     assert!(latency < DEATH_BOUND, "{latency:?}");
     // The child is reaped only now: until here it was a zombie, which must count as dead.
-    child.wait().unwrap();
+    child.finish();
 
     // The survivor can create a fresh channel under the same name.
     drop(rx);
@@ -514,16 +466,16 @@ fn kill_9_of_the_producer_while_the_consumer_sleeps() {
         .shared(&name)
         .create_consumer()
         .unwrap();
-    let mut child = spawn("burst_then_hang", &name, &[(COUNT, "1000".into())]);
+    let child = spawn("burst_then_hang", &name, &[(COUNT, "1000".into())]);
     for seq in 0..1000 {
         let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         check(&m, &m.header(), seq);
     }
-    wait_ready(&mut child);
-    let killer = kill_later(child, Duration::from_millis(150));
+    child.ready();
+    let killer = child.kill_after(Duration::from_millis(150));
     let r = rx.recv_timeout(Duration::from_secs(5)).map(|_| ());
     let returned = Instant::now();
-    let (killed, mut child) = killer.join().unwrap();
+    let (killed, child) = killer.join().unwrap();
     assert_eq!(r, Err(RecvError::Disconnected));
     let latency = returned.saturating_duration_since(killed);
     println!(
@@ -532,7 +484,7 @@ fn kill_9_of_the_producer_while_the_consumer_sleeps() {
         rx.stats().parked
     );
     assert!(latency < DEATH_BOUND, "{latency:?}");
-    child.wait().unwrap();
+    child.finish();
 }
 
 #[test]
@@ -544,13 +496,13 @@ fn kill_9_of_the_consumer_while_the_producer_waits_for_space() {
         .shared(&name)
         .create_producer()
         .unwrap();
-    let mut child = spawn("consume_then_hang", &name, &[(COUNT, "500".into())]);
+    let child = spawn("consume_then_hang", &name, &[(COUNT, "500".into())]);
     for seq in 0..500 {
         let mut m = tx.allocate_timeout(Duration::from_secs(10)).unwrap();
         fill(&mut m, seq);
         m.send();
     }
-    wait_ready(&mut child);
+    child.ready();
     // Fill the ring: the consumer no longer reads.
     let mut seq = 500;
     loop {
@@ -564,10 +516,10 @@ fn kill_9_of_the_consumer_while_the_producer_waits_for_space() {
             Err(e) => panic!("{e}"),
         }
     }
-    let killer = kill_later(child, Duration::from_millis(150));
+    let killer = child.kill_after(Duration::from_millis(150));
     let r = tx.allocate().map(|_| ());
     let returned = Instant::now();
-    let (killed, mut child) = killer.join().unwrap();
+    let (killed, child) = killer.join().unwrap();
     assert_eq!(r, Err(SendError::Disconnected));
     let latency = returned.saturating_duration_since(killed);
     println!(
@@ -577,7 +529,7 @@ fn kill_9_of_the_consumer_while_the_producer_waits_for_space() {
     );
     assert!(latency < DEATH_BOUND, "{latency:?}");
     assert!(tx.is_disconnected());
-    child.wait().unwrap();
+    child.finish();
 }
 
 #[test]
@@ -585,8 +537,8 @@ fn stale_name_of_a_crashed_creator_is_replaced() {
     let name = unique("stale");
     let _cleanup = Cleanup(name.clone());
     let mut child = spawn("create_and_hang", &name, &[]);
-    wait_ready(&mut child);
-    let pid = child.id();
+    child.ready();
+    let pid = child.pid();
     // While the creator lives, its name is taken.
     assert_eq!(
         Channel::<Sample>::builder()
@@ -602,7 +554,7 @@ fn stale_name_of_a_crashed_creator_is_replaced() {
     let m = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     check(&m, &m.header(), 0);
     drop(m);
-    child.kill().unwrap();
+    child.sigkill();
     let killed = Instant::now();
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(5)).unwrap_err(),
@@ -626,7 +578,7 @@ fn stale_name_of_a_crashed_creator_is_replaced() {
     let m = rx2.recv_timeout(Duration::from_secs(5)).unwrap();
     check(&m, &m.header(), 0);
     assert_eq!(rx.try_recv().unwrap_err(), RecvError::Disconnected);
-    child.wait().unwrap();
+    child.finish();
 
     // An object that is not an initialised psyne channel is never removed.
     let other = unique("foreign");

@@ -13,12 +13,9 @@
 //! is absent, so a normal run just passes it. Every shared name is unique and removed at the
 //! end of its test even if the test fails ([`Cleanup`]).
 
-use psyne::transport::shm;
 use psyne::{Channel, ChannelError, OpenError, PsyneMessage, RecvError, SendError};
-use std::io::{BufRead, BufReader, Lines};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A message that says who sent it and checks itself.
@@ -627,76 +624,45 @@ const NAME: &str = "PSYNE_MPSC_NAME";
 const TAG: &str = "PSYNE_MPSC_TAG";
 const COUNT: &str = "PSYNE_MPSC_COUNT";
 
+#[path = "common/peer.rs"]
+mod peer;
+use peer::Cleanup;
+
 fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "psyne-mpsc-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes a shared name when dropped (a no-op if the consumer already did).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = shm::remove(&self.0);
-    }
+    peer::unique("mpsc", tag)
 }
 
 /// A producer process: killed when dropped (a test that fails leaves none behind).
-struct Peer {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+struct Peer(peer::Peer);
 
 impl Peer {
     /// Starts this test binary as a producer with `role` on channel `name`, tagged `tag`, and
     /// waits for its `READY <index>` line: returns it with the producer index it opened.
     fn spawn(role: &str, name: &str, tag: u64, count: u64) -> (Peer, usize) {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "mpsc_child", "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .env(NAME, name)
-            .env(TAG, tag.to_string())
-            .env(COUNT, count.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the test binary as a producer");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let index = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    // The harness may have printed `test mpsc_child ... ` on the same line.
-                    if let Some((_, i)) = l.trim_end().rsplit_once("READY ") {
-                        break i.parse().unwrap();
-                    }
-                }
-                _ => panic!("producer {tag} exited before READY"),
-            }
-        };
-        (Peer { child, lines }, index)
+        let peer = peer::Peer::spawn(
+            "mpsc_child",
+            &[
+                (ROLE, role.to_owned()),
+                (NAME, name.to_owned()),
+                (TAG, tag.to_string()),
+                (COUNT, count.to_string()),
+            ],
+        );
+        let index = peer.wait_for("READY ");
+        let index = index
+            .parse()
+            .unwrap_or_else(|e| panic!("producer {tag} said READY {index:?}: {e}"));
+        (Peer(peer), index)
     }
 
     /// Waits for a clean exit.
-    fn wait(mut self) {
-        for _ in self.lines.by_ref() {}
-        assert!(self.child.wait().unwrap().success());
+    fn wait(self) {
+        assert!(self.0.finish().success());
     }
 
     /// SIGKILL, then reap.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        self.0.kill();
     }
 }
 

@@ -19,12 +19,8 @@
 //! `PSYNE_RESTART_SEED` picks the random kill points (default fixed; each round prints its
 //! parameters), `PSYNE_RESTART_ROUNDS` the number of producer crashes (default 20).
 
-use psyne::transport::shm;
 use psyne::{Channel, MessageHeader, OpenError, PsyneMessage, RecvError, SendError};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 const ROLE: &str = "PSYNE_RESTART_ROLE";
@@ -107,22 +103,12 @@ fn record(seq: u64) -> Record {
     m
 }
 
+#[path = "common/peer.rs"]
+mod peer;
+use peer::Cleanup;
+
 fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "psyne-restart-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes a shared name when dropped (a no-op if the creator's end already did).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = shm::remove(&self.0);
-    }
+    peer::unique("restart", tag)
 }
 
 /// xorshift64*: the seeded choice of kill points.
@@ -144,86 +130,36 @@ impl Rng {
     }
 }
 
-/// A peer process: this test binary in a role, with its report lines collected by a thread.
-/// Dropping it kills the process if it still runs (a failed test leaves nothing behind).
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// A peer process: this test binary in a role, reporting lines `restart: WORD ...`; killed when
+/// dropped.
+struct Peer(peer::Peer);
 
 impl Peer {
     /// Starts the peer with `role` on channel `name`.
     fn spawn(role: &str, name: &str, env: &[(&str, u64)]) -> Peer {
-        let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-        cmd.args([
-            "--exact",
-            "restart_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, role)
-        .env(NAME, name)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v.to_string());
-        }
-        let mut child = cmd.spawn().expect("spawn the test binary as a peer");
-        let out = child.stdout.take().expect("piped stdout");
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                // libtest may print its own text before ours on the same line.
-                if let Some(at) = line.find("restart: ") {
-                    let _ = send.send(line[at + "restart: ".len()..].trim_end().to_owned());
-                }
-            }
-        });
-        Peer { child, lines }
+        let mut vars = vec![(ROLE, role.to_owned()), (NAME, name.to_owned())];
+        vars.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+        Peer(peer::Peer::spawn("restart_child", &vars))
     }
 
-    /// Waits for the report line starting with `word`; returns the rest of the line.
+    /// Waits for the next report, which must start with `word`; returns the rest of the line.
     fn expect(&self, word: &str) -> String {
-        match self.lines.recv_timeout(PATIENCE) {
-            Ok(line) => match line.strip_prefix(word) {
-                Some(rest) => rest.trim().to_owned(),
-                None => panic!("peer said {line:?}, expected {word}"),
-            },
-            Err(e) => panic!("peer did not say {word}: {e}"),
-        }
+        self.0.expect("restart: ", word)
     }
 
     /// The peer's process id.
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
 
     /// SIGKILL, then reaps the process.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
+    fn kill(self) {
+        self.0.kill()
     }
 
     /// Waits (with a deadline) for the peer to exit on its own.
-    fn finish(mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "peer did not exit");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn finish(self) -> ExitStatus {
+        self.0.finish()
     }
 }
 

@@ -105,6 +105,14 @@ impl Region {
     /// `base .. base + len` must stay mapped, readable and writable while the region lives, and
     /// `base` must be 32 modulo 64 (so record headers sit in the second half of a line and
     /// their 8-byte words are aligned).
+    #[cfg_attr(
+        loom,
+        allow(
+            clippy::arc_with_non_send_sync,
+            reason = "under loom the shadow holds loom's cells, which are not Sync; the Region \
+                      that owns the Arc is Send + Sync by its own (unsafe) impls above"
+        )
+    )]
     pub(crate) unsafe fn new(base: NonNull<u8>, len: usize) -> Self {
         debug_assert!(len.is_power_of_two() && (MIN_REGION..=MAX_REGION).contains(&len));
         debug_assert_eq!(base.as_ptr() as usize % RECORD_ALIGN, HEADER);

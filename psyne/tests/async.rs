@@ -7,6 +7,7 @@
 //! The producer processes are this test binary itself, started with `--exact async_child` and
 //! the environment variable `PSYNE_ASYNC_ROLE`; `async_child` returns at once without it.
 //! Tests in this binary take one lock (they count process-wide registrations and threads).
+#![cfg(not(loom))]
 
 use psyne::net::Listener;
 use psyne::transport::shm;

@@ -46,13 +46,20 @@
 //!
 //! # Measured cost
 //!
-//! On the 2-vCPU development VM (kernel 6.18, other builds running), see `async_bench` in the
-//! examples and `BENCHMARKS.md`: a registration is one lock of the group, one `futex` wake of the
-//! helper if it sleeps, and a clone of the `Waker`; a wake-up is the other end's `FUTEX_WAKE`,
-//! then the helper's `Waker::wake` (one more thread hop than a blocking waiter, which the other
-//! end wakes directly). A future that finds a message at once costs one poll of the ring, as
-//! `try_recv` does. An idle shared-memory registration is re-polled every [`ASYNC_PEER_POLL`]
-//! (one liveness check of the peer process each).
+//! A registration is one lock of its group, a `futex` wake of the helper if it sleeps, and a
+//! clone of the `Waker`; a wake-up is the other end's `FUTEX_WAKE`, then the helper's
+//! `Waker::wake`: one more thread hop than a blocking waiter, which the other end wakes directly.
+//! A future that finds a message at once costs one poll of the ring, as `try_recv` does. The
+//! blocking path is unchanged: `scripts/icount.sh` counts 204.02 instructions per 64-byte message
+//! and 506.09 per `Embedding256`, before and after this module (identical). `async_bench`
+//! (examples) on the 2-vCPU VM under a load average of about 7 (other builds), `Embedding256`,
+//! capacity 256, 3 repetitions: streaming 0.75 [0.74-0.82] M msg/s with `recv_async` against
+//! 0.39 [0.17-0.52] for `tokio::sync::mpsc` by value (1.9x) and 0.69 [0.60-0.84] for blocking
+//! `recv` (1.08x); one-way latency to an idle awaiting consumer (a message every 200 us) p50
+//! 32 us [12-61] against 5.7 us for tokio mpsc: the helper hop costs a second wake-up of a
+//! sleeping thread (an in-process shortcut that calls the `Waker` from the notifier's cold path
+//! is not done). An idle shared-memory registration is re-polled every [`ASYNC_PEER_POLL`] (one
+//! throttled liveness check of the peer process each).
 //!
 //! This module never touches ring memory other than the parked words it is given.
 

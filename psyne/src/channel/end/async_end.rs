@@ -5,8 +5,8 @@
 //! wrappers over them.
 //!
 //! Waiting goes through three phases, as the blocking wait does: a poll that finds nothing first
-//! checks a peer in another process (throttled, see [`PeerWatch`]); then, for
-//! [`ASYNC_YIELDS`] polls, it wakes itself and returns `Pending` (the executor runs other tasks
+//! checks a peer in another process (throttled, see [`PeerWatch`]); then, for the strategy's
+//! `yields` polls (at most [`ASYNC_YIELDS`]), it wakes itself and returns `Pending` (the executor runs other tasks
 //! and polls again soon: the async form of spinning); then it registers (see the protocol in
 //! [`crate::wait::async_wait`]). A ring whose ends busy-spin ([`Wait::BusySpin`]) never has its
 //! parked words checked by the other end, so there a future always wakes itself: it busy-polls
@@ -16,16 +16,25 @@ use super::*;
 use crate::wait::async_wait::Armed;
 use core::task::{Context, Poll};
 
-/// Polls that wake themselves before a wait registers with the reactor.
+/// Polls that wake themselves before a wait registers with the reactor, for a ring whose
+/// strategy is `SpinThenPark { yields, .. }`: `yields`, at most this many (the default 16).
 pub(crate) const ASYNC_YIELDS: u32 = 16;
+
+/// The yield phase's length for `wait` (`u32::MAX`: never registers, see the module docs).
+fn yield_polls(wait: Wait) -> u32 {
+    match wait {
+        Wait::BusySpin => u32::MAX,
+        Wait::SpinThenPark { yields, .. } => yields.min(ASYNC_YIELDS),
+    }
+}
 
 impl AsyncPark {
     /// Whether this poll checks a peer in another process (still throttled by [`PeerWatch`]):
     /// the first poll that found nothing and every poll after a registration, not the polls
     /// of the yield phase (a thousand futures yielding would otherwise check a thousand peers
     /// per round).
-    fn checks_peer(&self) -> bool {
-        self.yields == 0 || self.yields >= ASYNC_YIELDS
+    fn checks_peer(&self, wait: Wait) -> bool {
+        self.yields == 0 || self.yields >= yield_polls(wait)
     }
 }
 
@@ -46,7 +55,7 @@ fn park_step(
     cx: &mut Context<'_>,
     parked_count: &mut u64,
 ) -> Step {
-    if matches!(common.wait, Wait::BusySpin) || park.yields < ASYNC_YIELDS {
+    if park.yields < yield_polls(common.wait) {
         park.yields = park.yields.saturating_add(1);
         cx.waker().wake_by_ref();
         return Step::Yield;
@@ -101,7 +110,7 @@ impl<C: RecvCursor> Receiver<C> {
             park.counted = true;
             self.stats.empty += 1;
         }
-        if self.cursor.ring().is_shared() && park.checks_peer() {
+        if self.cursor.ring().is_shared() && park.checks_peer(self.common.wait) {
             // A producer in another process may have died: the next attempt reports it.
             check_peers(
                 self.cursor.ring(),
@@ -192,7 +201,7 @@ impl<C: SendCursor> Sender<C> {
         // A wrap filler published before the ring was found full is a publication the consumer
         // may be asleep waiting for: wake it before we wait for it in turn.
         self.wake_after_filler();
-        if self.cursor.ring().is_shared() && park.checks_peer() {
+        if self.cursor.ring().is_shared() && park.checks_peer(self.common.wait) {
             check_peers(
                 self.cursor.ring(),
                 self.cursor.peer_slots(),

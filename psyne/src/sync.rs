@@ -92,6 +92,16 @@ impl Futex {
         self.word.store(value, order)
     }
 
+    /// The word's address, for system calls that wait on several words (`futex_waitv`).
+    /// Under loom, an address that stands for the word (never dereferenced).
+    #[inline]
+    pub fn word_ptr(&self) -> *const u32 {
+        #[cfg(not(loom))]
+        return self.word.as_ptr();
+        #[cfg(loom)]
+        return (self as *const Self).cast();
+    }
+
     /// Sleeps while the word equals `expected`, until woken, until `timeout` passed (`None`: no
     /// limit), or spuriously. Returns at once if the word differs from `expected`.
     ///

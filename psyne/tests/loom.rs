@@ -8,6 +8,7 @@
 //! a loom deadlock (every thread blocked).
 #![cfg(loom)]
 
+use core::future::Future;
 use loom::thread;
 use psyne::{Channel, PsyneMessage, RecvError, SendError, Wait};
 
@@ -420,5 +421,58 @@ fn mpsc_dropped_producer_place_is_reused_and_its_lane_continues() {
         let rx = consumer.join().unwrap();
         assert!(rx.is_empty());
         drop((tx0, tx2));
+    });
+}
+
+/// Async: a consumer future registers its waker (with the reactor, whose helper is a loom
+/// thread whose sleep is a yield: a "spurious" return, then a rescan) against a producer that
+/// publishes and wakes the same parked word a blocking waiter sleeps on. A lost wake-up leaves
+/// `block_on` parked and the helper rescanning forever: loom reports it. The message is read
+/// after its write (the ring's payload cells are checked as in the models above).
+#[test]
+fn async_registration_against_publication() {
+    model_bounded(2, || {
+        let (mut tx, mut rx) = Channel::<Pair>::builder()
+            .capacity(1)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            tx.send(&Pair { a: 1, b: 2 }).unwrap();
+        });
+        loom::future::block_on(async {
+            let m = rx.recv_async().await.unwrap();
+            assert_eq!((m.a, m.b), (1, 2));
+        });
+        producer.join().unwrap();
+        assert_eq!(psyne::wait::async_wait::registrations(), 0);
+    });
+}
+
+/// Async cancellation: a future polled once (it registers) and dropped leaves no registration
+/// and loses nothing: a blocking `recv` then gets the message, and a second future is woken
+/// by the producer's drop to report `Disconnected`.
+#[test]
+fn async_cancelled_future_leaves_nothing_behind() {
+    model_bounded(2, || {
+        let (mut tx, mut rx) = Channel::<Pair>::builder()
+            .capacity(1)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        {
+            let mut fut = core::pin::pin!(rx.recv_async());
+            let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(psyne::wait::async_wait::registrations(), 0);
+        let producer = thread::spawn(move || {
+            tx.send(&Pair { a: 3, b: 4 }).unwrap();
+        });
+        assert_eq!(rx.recv().unwrap().a, 3);
+        loom::future::block_on(async {
+            assert_eq!(rx.recv_async().await.unwrap_err(), RecvError::Disconnected);
+        });
+        producer.join().unwrap();
     });
 }

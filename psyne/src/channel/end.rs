@@ -6,6 +6,10 @@
 //! `typed.rs` and `raw.rs` are thin wrappers that add what their message kind needs (a type, or
 //! byte slices). Nothing here touches ring memory except through a cursor.
 
+mod async_end;
+
+pub(crate) use crate::wait::async_wait::AsyncPark;
+
 use super::{RecvError, SendError};
 use crate::ring::mpsc::MpscConsumer;
 use crate::ring::spsc::{PeekError, ReserveError, SpscConsumer, SpscProducer};
@@ -588,21 +592,7 @@ impl<C: RecvCursor> Receiver<C> {
             Err(PeekError::Empty) => self.peek_slow(patience)?,
             Err(e) => return Err(e.into()),
         };
-        if let Some(e) = expected
-            && let Some(layout) = e.payload
-        {
-            let type_id = peeked.type_id();
-            // Payloads are 64-byte aligned by construction (record starts are multiples of 64
-            // and the region's base is 32 modulo 64): only larger alignments need a look.
-            if type_id != e.type_id
-                || peeked.len() as usize != layout.size
-                || (layout.align > crate::ring::RECORD_ALIGN
-                    && !(peeked.payload().as_ptr() as usize).is_multiple_of(layout.align))
-            {
-                return Err(unexpected(type_id, &peeked, e));
-            }
-        }
-        Ok(peeked)
+        check_expected(peeked, expected)
     }
 
     /// [`Self::peek`] after the ring was found empty.
@@ -758,6 +748,27 @@ fn wake_lanes<C: RecvCursor>(cursor: &C, notifier: &mut Notifier, mut released: 
         }
     }
     calls
+}
+
+/// `peeked` if it is what a typed consumer expects (`expected`: type id, length, payload
+/// alignment), else `Corrupted` (and the record stays unreleased).
+#[inline(always)]
+fn check_expected(peeked: Peeked, expected: Option<&ChannelIdentity>) -> Result<Peeked, RecvError> {
+    if let Some(e) = expected
+        && let Some(layout) = e.payload
+    {
+        let type_id = peeked.type_id();
+        // Payloads are 64-byte aligned by construction (record starts are multiples of 64
+        // and the region's base is 32 modulo 64): only larger alignments need a look.
+        if type_id != e.type_id
+            || peeked.len() as usize != layout.size
+            || (layout.align > crate::ring::RECORD_ALIGN
+                && !(peeked.payload().as_ptr() as usize).is_multiple_of(layout.align))
+        {
+            return Err(unexpected(type_id, &peeked, e));
+        }
+    }
+    Ok(peeked)
 }
 
 /// The error for a record a typed consumer did not expect.

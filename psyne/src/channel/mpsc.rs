@@ -1,7 +1,7 @@
 //! Many producers, one consumer: [`Channel::mpsc`] (the protocol and why it is one lane per
 //! producer: `crate::ring`'s `mpsc.rs`, summarised in [`MpscBuilder`]).
 
-use super::end::{Patience, Receiver};
+use super::end::{AsyncPark, Patience, Receiver};
 use super::raw::RawProducer;
 use super::typed::{Loan, Producer};
 use super::{
@@ -340,6 +340,17 @@ impl<T: Message> MpscProducer<T> {
         self.inner.allocate_timeout(timeout)
     }
 
+    /// Like [`allocate`](Self::allocate), but awaits space in this producer's lane (see
+    /// [`Producer::allocate_async`]). Cancellation-safe.
+    pub async fn allocate_async(&mut self) -> Result<Loan<'_, T>, SendError> {
+        self.inner.allocate_async().await
+    }
+
+    /// Like [`send`](Self::send), but awaits space.
+    pub async fn send_async(&mut self, value: &T) -> Result<(), SendError> {
+        self.inner.send_async(value).await
+    }
+
     /// Like [`allocate`](Self::allocate), with the message zeroed.
     pub fn allocate_zeroed(&mut self) -> Result<Loan<'_, T>, SendError> {
         self.inner.allocate_zeroed()
@@ -418,6 +429,17 @@ impl<T: Message> MpscConsumer<T> {
     #[inline]
     pub fn recv(&mut self) -> Result<Received<'_, T>, RecvError> {
         self.recv_with(Patience::Forever)
+    }
+
+    /// Like [`recv`](Self::recv), but awaits a message of any producer instead of blocking
+    /// the thread (see [`Consumer::recv_async`](crate::Consumer::recv_async)).
+    /// Cancellation-safe.
+    pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
+        let mut park = AsyncPark::default();
+        let peeked =
+            core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, Some(&Self::IDENTITY)))
+                .await?;
+        Ok(Received::new(self.end.release_handle(&peeked), peeked))
     }
 
     /// The next message, or `Empty` (or `Disconnected`) at once.
@@ -655,6 +677,17 @@ impl RawMpscConsumer {
     #[inline]
     pub fn recv(&mut self) -> Result<super::RawReceived<'_>, RecvError> {
         self.recv_with(Patience::Forever)
+    }
+
+    /// Like [`recv`](Self::recv), but awaits a message instead of blocking the thread.
+    /// Cancellation-safe.
+    pub async fn recv_async(&mut self) -> Result<super::RawReceived<'_>, RecvError> {
+        let mut park = AsyncPark::default();
+        let peeked = core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, None)).await?;
+        Ok(super::RawReceived::new(
+            self.end.release_handle(&peeked),
+            peeked,
+        ))
     }
 
     /// The next message, or `Empty` (or `Disconnected`) at once.

@@ -1,7 +1,7 @@
 //! Raw ends: any message types and raw byte payloads over one ring. The typed ends wrap these;
 //! both are thin layers over the end layer (`end.rs`).
 
-use super::end::{Patience, Receiver, Release, Sender};
+use super::end::{AsyncPark, Patience, Receiver, Release, Sender};
 use super::{ConsumerStats, Loan, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
 use crate::ring::spsc::{SpscConsumer, SpscProducer};
@@ -90,6 +90,54 @@ impl RawProducer {
         // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
         // `align_of::<T>()`, and nothing was published since.
         Ok(unsafe { Loan::new(&mut self.end, pos) })
+    }
+
+    /// Reserves a record of `len` bytes aligned to `align` (validated), awaiting space.
+    pub(crate) async fn reserve_async(
+        &mut self,
+        len: usize,
+        align: usize,
+    ) -> Result<u64, SendError> {
+        let mut park = AsyncPark::default();
+        core::future::poll_fn(|cx| self.end.poll_reserve(cx, &mut park, len, align)).await
+    }
+
+    /// [`Self::loan`], awaiting space.
+    pub(crate) async fn loan_async<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
+        let len = core::mem::size_of::<T>();
+        let align = ring::payload_align(core::mem::align_of::<T>());
+        let pos = self.reserve_async(len, align).await?;
+        // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
+        // `align_of::<T>()`, and nothing was published since.
+        Ok(unsafe { Loan::new(&mut self.end, pos) })
+    }
+
+    /// Like [`allocate`](Self::allocate), but awaits space instead of blocking the thread (see
+    /// [`Producer::allocate_async`](crate::Producer::allocate_async)). Cancellation-safe.
+    pub async fn allocate_async<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
+        self.check_type::<T>()?;
+        self.loan_async().await
+    }
+
+    /// Like [`allocate_bytes`](Self::allocate_bytes), but awaits space instead of blocking the
+    /// thread. Cancellation-safe.
+    pub async fn allocate_bytes_async(&mut self, len: usize) -> Result<BytesLoan<'_>, SendError> {
+        self.check_len(len)?;
+        let pos = self.reserve_async(len, ring::RECORD_ALIGN).await?;
+        Ok(BytesLoan {
+            end: &mut self.end,
+            pos,
+            len,
+        })
+    }
+
+    /// Like [`send_bytes`](Self::send_bytes), but awaits space. Cancellation-safe: nothing is
+    /// sent unless the future completes.
+    pub async fn send_bytes_async(&mut self, type_id: u64, bytes: &[u8]) -> Result<(), SendError> {
+        let mut loan = self.allocate_bytes_async(bytes.len()).await?;
+        loan.copy_from_slice(bytes);
+        loan.send(type_id);
+        Ok(())
     }
 
     #[inline]
@@ -293,6 +341,17 @@ impl RawConsumer {
     #[inline]
     pub fn recv(&mut self) -> Result<RawReceived<'_>, RecvError> {
         self.recv_with(Patience::Forever)
+    }
+
+    /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread (see
+    /// [`Consumer::recv_async`](crate::Consumer::recv_async)). Cancellation-safe.
+    pub async fn recv_async(&mut self) -> Result<RawReceived<'_>, RecvError> {
+        let mut park = AsyncPark::default();
+        let peeked = core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, None)).await?;
+        Ok(RawReceived {
+            end: self.end.release_handle(&peeked),
+            peeked,
+        })
     }
 
     /// The next message, or `Empty` (or `Disconnected`) at once.

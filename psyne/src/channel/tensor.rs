@@ -119,26 +119,48 @@ impl RawProducer {
         patience: Patience,
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
         let len = layout.payload_len();
-        let mut bytes = match patience {
+        let bytes = match patience {
             Patience::Forever => self.allocate_bytes(len),
             Patience::Never => self.try_allocate_bytes(len),
             Patience::Timeout(t) => self.allocate_bytes_timeout(len, t),
         }?;
+        Ok(TensorLoan::describe(bytes, layout))
+    }
+
+    /// Like [`allocate_tensor`](Self::allocate_tensor), but awaits space instead of blocking
+    /// the thread (see [`Producer::allocate_async`](crate::Producer::allocate_async)).
+    /// Cancellation-safe.
+    pub async fn allocate_tensor_async<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        let layout = TensorLayout::new(E::DTYPE, shape, None)?;
+        let bytes = self.allocate_bytes_async(layout.payload_len()).await?;
+        Ok(TensorLoan::describe(bytes, layout))
+    }
+}
+
+impl<'a, E: TensorElement> TensorLoan<'a, E> {
+    /// The loan of `bytes` for a tensor of `layout`, with its description written.
+    #[inline(always)]
+    fn describe(mut bytes: BytesLoan<'a>, layout: TensorLayout) -> Self {
         // The payload is at least 128 bytes: a description, then elements at a multiple of 64
         // past it.
         if let Some((d, _)) = bytes.split_first_chunk_mut::<DESCRIPTION_SIZE>() {
             layout.write_fields(d);
         }
-        Ok(TensorLoan {
+        TensorLoan {
             bytes,
             element_offset: layout.element_offset(),
             len: layout.len(),
             shape: layout.padded_shape(),
             rank: layout.shape().len() as u8,
             _e: PhantomData,
-        })
+        }
     }
+}
 
+impl RawProducer {
     /// A tensor loan with the user header `header` written.
     #[inline(always)]
     fn tensor_loan_with<H: Message, E: TensorElement>(
@@ -593,6 +615,24 @@ impl TensorProducer {
         self.raw.allocate_tensor(shape)
     }
 
+    /// Like [`allocate_tensor`](Self::allocate_tensor), but awaits space instead of blocking
+    /// the thread. Cancellation-safe.
+    pub async fn allocate_tensor_async<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.raw.allocate_tensor_async(shape).await
+    }
+
+    /// The same as [`allocate_tensor_async`](Self::allocate_tensor_async) (the name every
+    /// producer kind shares).
+    pub async fn allocate_async<E: TensorElement>(
+        &mut self,
+        shape: &[usize],
+    ) -> Result<TensorLoan<'_, E>, TensorSendError> {
+        self.raw.allocate_tensor_async(shape).await
+    }
+
     /// Like [`allocate_tensor`](Self::allocate_tensor), but fails with `Full` instead of
     /// waiting.
     #[inline]
@@ -697,6 +737,15 @@ impl TensorConsumer {
     #[inline(always)]
     pub fn recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
         self.raw.recv().map(|raw| TensorReceived { raw })
+    }
+
+    /// Like [`recv`](Self::recv), but awaits the tensor instead of blocking the thread (see
+    /// [`Consumer::recv_async`](crate::Consumer::recv_async)). Cancellation-safe.
+    pub async fn recv_async(&mut self) -> Result<TensorReceived<'_>, RecvError> {
+        self.raw
+            .recv_async()
+            .await
+            .map(|raw| TensorReceived { raw })
     }
 
     /// The next tensor, or `Empty` (or `Disconnected`) at once.

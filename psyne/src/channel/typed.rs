@@ -1,6 +1,6 @@
 //! Typed ends: one message type `T`, checked at build time. Thin wrappers over the raw ends.
 
-use super::end::{Patience, Release, Sender};
+use super::end::{AsyncPark, Patience, Release, Sender};
 use super::raw::{RawConsumer, RawProducer};
 use super::{ConsumerStats, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
@@ -56,6 +56,37 @@ impl<T: Message> Producer<T> {
         let mut loan = self.allocate()?;
         *loan = T::zeroed();
         Ok(loan)
+    }
+
+    /// Like [`allocate`](Self::allocate), but awaits space instead of blocking the thread: the
+    /// future is woken when the consumer releases room (see [`crate::wait::async_wait`]; works
+    /// under any executor). Cancellation-safe: dropping the future reserves nothing.
+    ///
+    /// ```
+    /// #[derive(Clone, Copy, psyne::PsyneMessage)]
+    /// #[repr(C)]
+    /// struct Scalar {
+    ///     value: f32,
+    /// }
+    /// # futures_executor::block_on(async {
+    /// let (mut tx, mut rx) = psyne::Channel::<Scalar>::builder().build()?;
+    /// let mut loan = tx.allocate_async().await?;
+    /// loan.value = 2.5;
+    /// loan.send();
+    /// assert_eq!(rx.recv_async().await?.value, 2.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn allocate_async(&mut self) -> Result<Loan<'_, T>, SendError> {
+        self.raw.loan_async::<T>().await
+    }
+
+    /// Like [`send`](Self::send), but awaits space (see [`allocate_async`](Self::allocate_async)).
+    pub async fn send_async(&mut self, value: &T) -> Result<(), SendError> {
+        let mut loan = self.allocate_async().await?;
+        *loan = *value;
+        loan.send();
+        Ok(())
     }
 
     #[inline]
@@ -152,6 +183,22 @@ impl<T: Message> Consumer<T> {
     #[inline]
     pub fn try_recv(&mut self) -> Result<Received<'_, T>, RecvError> {
         self.recv_with(Patience::Never)
+    }
+
+    /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread: the
+    /// future is woken when the producer publishes, whether it runs in this process, another
+    /// process or behind a TCP pump (see [`crate::wait::async_wait`]; works under any executor).
+    ///
+    /// Cancellation-safe: dropping the future before it completes loses no message (the next
+    /// receive returns it) and leaves no wake-up registration behind, so it can be raced in
+    /// `tokio::select!` against other channels and timers.
+    pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
+        let mut park = AsyncPark::default();
+        let peeked = core::future::poll_fn(|cx| {
+            self.raw.end.poll_peek(cx, &mut park, Some(&Self::IDENTITY))
+        })
+        .await?;
+        Ok(Received::new(self.raw.end.release_handle(&peeked), peeked))
     }
 
     /// The next message, waiting at most `timeout` (`Timeout`).

@@ -27,8 +27,10 @@
 //!
 //! This module never touches ring memory itself; it drives closures given by the channel.
 //! Waking is `notify`'s: the futex notifier that every end calls after a publication or a
-//! release (an async waker registry goes beside it, without touching the protocol).
+//! release. Async waiting ([`async_wait`]) sleeps on the same parked words through a small
+//! reactor, without touching the protocol.
 
+pub mod async_wait;
 mod notify;
 
 pub(crate) use notify::Notifier;

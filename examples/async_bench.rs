@@ -1,0 +1,222 @@
+//! `recv_async` against `tokio::sync::mpsc` (the same `Embedding256` payload, by value) and
+//! against Psyne's own blocking `recv`, in the same run: streaming throughput, and one-way
+//! latency to an idle consumer that awaits (or blocks) between messages.
+//!
+//! Every contender's producer is a plain thread that writes the whole payload (and, for the
+//! latency runs, its send time, `CLOCK_MONOTONIC` in ns, in the first two words); every consumer
+//! reads the whole payload (sums it). The async consumers run on a tokio current-thread runtime
+//! in their own thread. Repetitions interleave the contenders, so a burst of outside load hits
+//! all alike; figures are median [min–max] over the repetitions.
+//!
+//! Run with `cargo run --release --example async_bench -- [--messages N] [--reps R]
+//! [--latency-messages M] [--pace-us P]` (defaults 200 000, 5, 5 000, 200).
+
+use psyne::{Channel, RecvError};
+use psyne_examples::args::Args;
+use psyne_examples::stats::{Summary, quantile_sorted};
+use psyne_schemas::Embedding256;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+recv_async vs tokio::sync::mpsc vs blocking recv: Embedding256 throughput and idle one-way latency.
+
+Usage: async_bench [--messages N] [--reps R] [--latency-messages M] [--pace-us P]";
+
+/// Messages in flight at most (every contender).
+const CAPACITY: usize = 256;
+
+fn now_ns() -> u64 {
+    psyne::channel::monotonic_ns()
+}
+
+/// Fills `e` for message `i` (every word written) with `stamp` in words 0-1.
+#[inline]
+fn fill(e: &mut Embedding256, i: u64, stamp: u64) {
+    for (k, v) in e.data.iter_mut().enumerate() {
+        *v = (i as usize + k) as f32;
+    }
+    let [a, b] = bytemuck::cast::<u64, [f32; 2]>(stamp);
+    e.data[0] = a;
+    e.data[1] = b;
+}
+
+/// Reads every word of `e`; returns the stamp.
+#[inline]
+fn read(e: &Embedding256, sink: &mut f32) -> u64 {
+    *sink += e.data[2..].iter().sum::<f32>();
+    bytemuck::cast::<[f32; 2], u64>([e.data[0], e.data[1]])
+}
+
+/// Waits until `due` (spinning: the pacing must not depend on the scheduler's wake-up).
+fn wait_until(due: Instant) {
+    while Instant::now() < due {
+        std::hint::spin_loop();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    RecvAsync,
+    TokioMpsc,
+    BlockingRecv,
+}
+
+impl Contender {
+    const ALL: [Contender; 3] = [
+        Contender::RecvAsync,
+        Contender::TokioMpsc,
+        Contender::BlockingRecv,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Contender::RecvAsync => "psyne recv_async (tokio current-thread)",
+            Contender::TokioMpsc => "tokio::sync::mpsc (by value)",
+            Contender::BlockingRecv => "psyne blocking recv",
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// One run: `n` messages, paced every `pace` (zero: streaming). Returns (seconds, one-way ns).
+fn run(c: Contender, n: u64, pace: Duration) -> (f64, Vec<u64>) {
+    let paced = !pace.is_zero();
+    let start = Instant::now();
+    let mut lat = Vec::with_capacity(if paced { n as usize } else { 0 });
+    let mut sink = 0f32;
+    match c {
+        Contender::RecvAsync | Contender::BlockingRecv => {
+            let (mut tx, mut rx) = Channel::<Embedding256>::builder()
+                .capacity(CAPACITY)
+                .build()
+                .expect("a channel");
+            let p = std::thread::spawn(move || {
+                for i in 0..n {
+                    if paced {
+                        wait_until(start + pace * i as u32);
+                    }
+                    let mut m = tx.allocate().expect("allocate");
+                    fill(&mut m, i, if paced { now_ns() } else { 0 });
+                    m.send();
+                }
+            });
+            let mut on = |m: &Embedding256| {
+                let t = read(m, &mut sink);
+                if paced {
+                    lat.push(now_ns().saturating_sub(t));
+                }
+            };
+            if c == Contender::RecvAsync {
+                runtime().block_on(async {
+                    loop {
+                        match rx.recv_async().await {
+                            Ok(m) => on(&m),
+                            Err(RecvError::Disconnected) => break,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                });
+            } else {
+                loop {
+                    match rx.recv() {
+                        Ok(m) => on(&m),
+                        Err(RecvError::Disconnected) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            p.join().expect("producer");
+        }
+        Contender::TokioMpsc => {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Embedding256>(CAPACITY);
+            let p = std::thread::spawn(move || {
+                let mut m: Embedding256 = bytemuck::Zeroable::zeroed();
+                for i in 0..n {
+                    if paced {
+                        wait_until(start + pace * i as u32);
+                    }
+                    fill(&mut m, i, if paced { now_ns() } else { 0 });
+                    tx.blocking_send(m).expect("send");
+                }
+            });
+            runtime().block_on(async {
+                while let Some(m) = rx.recv().await {
+                    let t = read(&m, &mut sink);
+                    if paced {
+                        lat.push(now_ns().saturating_sub(t));
+                    }
+                }
+            });
+            p.join().expect("producer");
+        }
+    }
+    std::hint::black_box(sink);
+    (start.elapsed().as_secs_f64(), lat)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(&["messages", "reps", "latency-messages", "pace-us"], USAGE)?;
+    let n: u64 = args.value("messages", 200_000)?;
+    let reps: usize = args.value("reps", 5)?;
+    let m: u64 = args.value("latency-messages", 5_000)?;
+    let pace = Duration::from_micros(args.value("pace-us", 200)?);
+    if n == 0 || m == 0 || reps == 0 || pace.is_zero() {
+        return Err("counts and the pace must be at least 1".into());
+    }
+    println!(
+        "Embedding256 ({} bytes), capacity {CAPACITY}; {reps} interleaved repetitions; {} CPUs",
+        size_of::<Embedding256>(),
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut lats: Vec<Vec<u64>> = vec![Vec::new(); 3];
+    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for _ in 0..reps {
+        for (k, c) in Contender::ALL.into_iter().enumerate() {
+            let (secs, _) = run(c, n, Duration::ZERO);
+            rates[k].push(n as f64 / secs / 1e6);
+            let (_, mut l) = run(c, m, pace);
+            l.sort_unstable();
+            p50s[k].push(quantile_sorted(&l, 0.5) as f64 / 1e3);
+            p99s[k].push(quantile_sorted(&l, 0.99) as f64 / 1e3);
+            lats[k].extend(l);
+        }
+    }
+    println!("\nstreaming throughput, M msg/s (median [min–max]):");
+    for (k, c) in Contender::ALL.into_iter().enumerate() {
+        println!("  {:<42} {}", c.name(), Summary::of(&rates[k]).show(2));
+    }
+    println!(
+        "\none-way latency to an idle consumer, one message every {} us, us (per-rep p50 / p99, median [min–max]):",
+        pace.as_micros()
+    );
+    for (k, c) in Contender::ALL.into_iter().enumerate() {
+        println!(
+            "  {:<42} p50 {}  p99 {}",
+            c.name(),
+            Summary::of(&p50s[k]).show(1),
+            Summary::of(&p99s[k]).show(1)
+        );
+    }
+    let med = |k: usize| Summary::of(&rates[k]).median;
+    let p50 = |k: usize| Summary::of(&p50s[k]).median;
+    println!(
+        "\nrecv_async / tokio mpsc throughput: {:.2}x (target >= 1.5x)",
+        med(0) / med(1)
+    );
+    println!(
+        "recv_async / blocking recv throughput: {:.2}x (target >= 0.9x)",
+        med(0) / med(2)
+    );
+    println!(
+        "one-way p50 recv_async {:.1} us vs tokio mpsc {:.1} us (target: no worse)",
+        p50(0),
+        p50(1)
+    );
+    Ok(())
+}

@@ -324,6 +324,7 @@ pub struct NetOptions {
     pub(crate) accept_timeout: Option<Duration>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) stall_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
 }
 
 impl Default for NetOptions {
@@ -335,6 +336,7 @@ impl Default for NetOptions {
             accept_timeout: None,
             handshake_timeout: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(30),
+            flush_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -348,6 +350,7 @@ impl fmt::Debug for NetOptions {
             .field("accept_timeout", &self.accept_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("stall_timeout", &self.stall_timeout)
+            .field("flush_timeout", &self.flush_timeout)
             .finish()
     }
 }

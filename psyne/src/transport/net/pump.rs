@@ -1,9 +1,12 @@
 //! The pumps: one thread per connection that moves records between a local ring and the
 //! socket (see `PROTOCOL.md`, "Frames").
 //!
-//! * The sending pump receives each record from its ring and writes header and payload straight
-//!   from ring memory with one `writev`, then releases the record. One record per system call:
-//!   batching several ready records needs a multi-record peek in the end layer (a later change).
+//! * The sending pump waits for a record in its ring, peeks every record published after it
+//!   (up to a batch limit) without releasing any, and writes all their headers and payloads
+//!   straight from ring memory with one `sendmsg` (more only when the kernel takes part), then
+//!   releases them. A compressing pump sends one record per call (its codec has one scratch
+//!   buffer). When the user's producer drops, the pump writes what the ring still holds and
+//!   ends; the producer's drop waits for that, with a deadline ([`Flush`]).
 //! * The receiving pump reads a header, bounds its length by the ring's largest payload before
 //!   anything else, loans that room in its ring (waiting while the ring is full: backpressure
 //!   end to end) and reads the payload straight into the loan; it publishes only whole messages.
@@ -13,12 +16,16 @@
 
 use super::wire::{self, CompressedPrefix, FrameHeader};
 use super::{Compression, NetError};
+use crate::channel::net::Patience;
 use crate::channel::{RawConsumer, RawProducer, RecvError};
 use crate::message::Message;
+use crate::ring::Peeked;
 use core::time::Duration;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 /// How often an idle pump checks whether its user's end or the peer is gone.
@@ -194,15 +201,49 @@ impl Codec {
     }
 }
 
-/// Writes every byte of `bufs`.
-fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !bufs.is_empty() {
-        match stream.write_vectored(bufs) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Records one `sendmsg` carries at most (two iovecs each: header and payload; Linux takes
+/// 1024).
+const MAX_BATCH: usize = 128;
+/// Payload bytes one batch gathers at most, beyond its first record: an eighth of the ring
+/// within these bounds, so that the producer refills the rest of the ring while the batch
+/// goes out (the records of a batch are released when all of it is written).
+const BATCH_BYTES: core::ops::RangeInclusive<usize> = (64 << 10)..=(1 << 20);
+
+/// Sends what `bufs` describe with one `sendmsg` (`MSG_NOSIGNAL`: a closed peer is `EPIPE`,
+/// never `SIGPIPE`); returns the bytes the kernel took.
+fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid `msghdr` (null name, no control data).
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (std's documented guarantee), and
+    // `sendmsg` only reads the array.
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast::<libc::iovec>();
+    msg.msg_iovlen = bufs.len() as _;
+    loop {
+        // SAFETY: `msg` describes `bufs.len()` valid iovecs over live, readable memory (the
+        // borrows in `bufs`) for the duration of the call; the descriptor is open.
+        let r = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if r >= 0 {
+            return Ok(r as usize);
         }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes every byte of `bufs`, counting each system call that wrote something in `written`.
+fn write_all_vectored(
+    stream: &TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+    written: &AtomicU64,
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match send_vectored(stream, bufs)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut bufs, n),
+        }
+        written.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -220,29 +261,104 @@ fn peer_done(stream: &TcpStream) -> bool {
     r != 0
 }
 
-/// Starts the sending pump: records from `rx` to `stream`.
+/// What the sending pump tells the producer's [`Flush`]: that it has ended (everything its
+/// producer sent is written to the socket, or the connection is over), and how far it got.
+#[derive(Default)]
+struct Progress {
+    ended: Mutex<bool>,
+    cv: Condvar,
+    /// System calls that wrote something so far.
+    written: AtomicU64,
+}
+
+/// Sets [`Progress::ended`] when dropped, however the pump ends (a panic included).
+struct SignalEnd(Arc<Progress>);
+
+impl Drop for SignalEnd {
+    fn drop(&mut self) {
+        *self.0.ended.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.cv.notify_all();
+    }
+}
+
+/// Held by a network producer and dropped right after its end closed: waits until the sending
+/// pump has written every message still in the ring to the socket. It waits as long as the
+/// pump makes progress; once the pump wrote nothing for `timeout` (a peer that stopped reading
+/// or vanished), it cuts the connection, so that the pump ends too, and returns.
+pub(crate) struct Flush {
+    progress: Arc<Progress>,
+    /// A handle to the pump's socket, to cut it.
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        let p = &*self.progress;
+        let mut seen = p.written.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        let mut ended = p.ended.lock().unwrap_or_else(|e| e.into_inner());
+        while !*ended {
+            let now = p.written.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+            let left = self.timeout.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                // What the ring still holds is lost: the peer took nothing for `timeout`.
+                let _ = self.stream.shutdown(Shutdown::Both);
+                return;
+            }
+            // Woken at once when the pump ends; looks at its progress every 50 ms.
+            ended = match p.cv.wait_timeout(ended, left.min(POLL)) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+}
+
+/// Starts the sending pump: records from `rx` to `stream`. The returned guard, dropped after
+/// the user's producer closed, waits for the ring to drain into the socket (see [`Flush`]).
 pub(crate) fn spawn_sender(
-    mut stream: TcpStream,
+    stream: TcpStream,
     mut rx: RawConsumer,
     compression: Compression,
     shuffle: usize,
-) -> Result<(), NetError> {
+    flush: Duration,
+) -> Result<Flush, NetError> {
     let max = rx.capacity_bytes();
     let mut codec = Codec::new(compression, shuffle, max)?;
+    let progress = Arc::new(Progress::default());
+    let guard = Flush {
+        progress: Arc::clone(&progress),
+        stream: stream.try_clone()?,
+        timeout: flush,
+    };
     std::thread::Builder::new()
         .name("psyne-net-tx".into())
         .spawn(move || {
-            let _ = send_loop(&mut stream, &mut rx, &mut codec);
+            let _signal = SignalEnd(Arc::clone(&progress));
+            let _ = send_loop(&stream, &mut rx, &mut codec, &progress.written);
             let _ = stream.shutdown(Shutdown::Both);
         })?;
-    Ok(())
+    Ok(guard)
 }
 
-fn send_loop(stream: &mut TcpStream, rx: &mut RawConsumer, codec: &mut Codec) -> Result<(), End> {
+fn send_loop(
+    stream: &TcpStream,
+    rx: &mut RawConsumer,
+    codec: &mut Codec,
+    written: &AtomicU64,
+) -> Result<(), End> {
     let mut sequence = 0u64;
+    let batch_bytes = (rx.capacity_bytes() / 8).clamp(*BATCH_BYTES.start(), *BATCH_BYTES.end());
+    let batching = codec.compression == Compression::None;
+    let mut batch = [None::<Peeked>; MAX_BATCH];
+    let mut heads = [[0u8; wire::FRAME_HEADER]; MAX_BATCH];
     loop {
-        let msg = match rx.recv_timeout(POLL) {
-            Ok(m) => m,
+        let first = match rx.end.peek(Patience::timeout(POLL), None) {
+            Ok(p) => p,
             Err(RecvError::Timeout | RecvError::Empty) => {
                 if peer_done(stream) {
                     return Ok(());
@@ -253,30 +369,108 @@ fn send_loop(stream: &mut TcpStream, rx: &mut RawConsumer, codec: &mut Codec) ->
             Err(RecvError::Disconnected) => return Ok(()),
             Err(RecvError::Corrupted { what }) => return Err(End::Corrupted(what)),
         };
-        let bytes = msg.bytes();
-        let mut header = FrameHeader {
-            len: bytes.len() as u32,
-            flags: 0,
-            type_id: msg.type_id(),
-            sequence,
-            timestamp_ns: msg.header().timestamp_ns,
-        };
-        match codec.compress(bytes) {
-            Some((prefix, packed)) => {
-                header.len = (wire::COMPRESSED_PREFIX + packed.len()) as u32;
-                header.flags = wire::FLAG_COMPRESSED;
-                let (h, p) = (header.encode(), prefix.encode());
-                let mut bufs = [IoSlice::new(&h), IoSlice::new(&p), IoSlice::new(packed)];
-                write_all_vectored(stream, &mut bufs).map_err(End::Io)?;
-            }
-            None => {
-                let h = header.encode();
-                let mut bufs = [IoSlice::new(&h), IoSlice::new(bytes)];
-                write_all_vectored(stream, &mut bufs).map_err(End::Io)?;
+        // The records ready now, up to the batch limits (one when compressing: the codec has
+        // one scratch buffer).
+        batch[0] = Some(first);
+        let mut n = 1;
+        let mut bytes = first.len() as usize;
+        while batching && n < MAX_BATCH && bytes < batch_bytes {
+            let Some(prev) = batch[n - 1] else { break };
+            match rx.end.cursor_mut().try_peek_ahead(&prev, n as u64) {
+                Some(p) => {
+                    bytes += p.len() as usize;
+                    batch[n] = Some(p);
+                    n += 1;
+                }
+                None => break,
             }
         }
-        drop(msg); // released only once the kernel has the bytes
-        sequence += 1;
+        let result = if batching {
+            write_batch(stream, &batch[..n], &mut heads[..n], sequence, written)
+        } else {
+            write_compressed(stream, &first, codec, sequence, written)
+        };
+        // Released only once the kernel has all their bytes (or the connection failed).
+        for p in batch[..n].iter_mut().filter_map(Option::take) {
+            rx.end.release_handle(&p).release(&p);
+        }
+        result.map_err(End::Io)?;
+        sequence += n as u64;
+    }
+}
+
+/// The frame header of the record `p`, frame number `sequence`, with payload length `len`.
+fn frame_header(p: &Peeked, sequence: u64, len: usize, flags: u32) -> FrameHeader {
+    FrameHeader {
+        len: len as u32,
+        flags,
+        type_id: p.type_id(),
+        sequence,
+        timestamp_ns: p.header_copy().timestamp_ns,
+    }
+}
+
+/// The payload of a peeked, unreleased record.
+///
+/// # Safety
+/// `p` must be published and not yet released for as long as the slice is used.
+unsafe fn payload<'a>(p: &Peeked) -> &'a [u8] {
+    // SAFETY: the caller keeps the record published and unreleased, so the producer does not
+    // write it; the peek checked that its `len()` bytes lie inside the region.
+    unsafe { core::slice::from_raw_parts(p.payload().as_ptr(), p.len() as usize) }
+}
+
+/// Writes the records of `batch` (all `Some`), frame numbers from `sequence`, straight from
+/// the ring with as few `sendmsg` calls as the kernel allows.
+fn write_batch(
+    stream: &TcpStream,
+    batch: &[Option<Peeked>],
+    heads: &mut [[u8; wire::FRAME_HEADER]],
+    sequence: u64,
+    written: &AtomicU64,
+) -> io::Result<()> {
+    for (i, (p, h)) in batch.iter().zip(heads.iter_mut()).enumerate() {
+        if let Some(p) = p {
+            *h = frame_header(p, sequence + i as u64, p.len() as usize, 0).encode();
+        }
+    }
+    let empty: &[u8] = &[];
+    let mut iov = [IoSlice::new(empty); 2 * MAX_BATCH];
+    let mut k = 0;
+    for (p, h) in batch.iter().zip(heads.iter()) {
+        if let Some(p) = p {
+            iov[k] = IoSlice::new(h);
+            // SAFETY: the caller releases the batch's records only after this call returns.
+            iov[k + 1] = IoSlice::new(unsafe { payload(p) });
+            k += 2;
+        }
+    }
+    write_all_vectored(stream, &mut iov[..k], written)
+}
+
+/// Writes the record `p` as frame `sequence`, compressed when that makes it shorter.
+fn write_compressed(
+    stream: &TcpStream,
+    p: &Peeked,
+    codec: &mut Codec,
+    sequence: u64,
+    written: &AtomicU64,
+) -> io::Result<()> {
+    // SAFETY: the caller releases `p` only after this call returns.
+    let bytes = unsafe { payload(p) };
+    match codec.compress(bytes) {
+        Some((prefix, packed)) => {
+            let len = wire::COMPRESSED_PREFIX + packed.len();
+            let h = frame_header(p, sequence, len, wire::FLAG_COMPRESSED).encode();
+            let pre = prefix.encode();
+            let mut bufs = [IoSlice::new(&h), IoSlice::new(&pre), IoSlice::new(packed)];
+            write_all_vectored(stream, &mut bufs, written)
+        }
+        None => {
+            let h = frame_header(p, sequence, bytes.len(), 0).encode();
+            let mut bufs = [IoSlice::new(&h), IoSlice::new(bytes)];
+            write_all_vectored(stream, &mut bufs, written)
+        }
     }
 }
 

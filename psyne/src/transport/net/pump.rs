@@ -9,7 +9,9 @@
 //!   ends; the producer's drop waits for that, with a deadline ([`Flush`]).
 //! * The receiving pump reads a header, bounds its length by the ring's largest payload before
 //!   anything else, loans that room in its ring (waiting while the ring is full: backpressure
-//!   end to end) and reads the payload straight into the loan; it publishes only whole messages.
+//!   end to end) and reads the payload straight into the loan, each `readv` also reading what
+//!   has arrived of the next frame's header (so back-to-back frames cost one system call each);
+//!   it publishes only whole messages.
 //!
 //! A pump ends when its user's end is gone, the socket fails or closes, or the peer breaks the
 //! protocol; dropping its ring end then shows the user's end `Disconnected`.
@@ -21,7 +23,7 @@ use crate::channel::{RawConsumer, RawProducer, RecvError};
 use crate::message::Message;
 use crate::ring::Peeked;
 use core::time::Duration;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -607,16 +609,23 @@ fn receive_loop<S: Slots>(
     let max = tx.max_payload();
     let negotiated = codec.compression.codec();
     let mut sequence = 0u64;
+    // The next frame's header, of which `have` bytes were already read with a payload.
+    let mut hb = [0u8; wire::FRAME_HEADER];
+    let mut have = 0;
     loop {
-        let mut hb = [0u8; wire::FRAME_HEADER];
-        fill(stream, &mut hb, stall, true, &mut || tx.is_disconnected())?;
+        if have < hb.len() {
+            fill(stream, &mut hb[have..], stall, have == 0, &mut || {
+                tx.is_disconnected()
+            })?;
+        }
         // Every field is checked, the length bounded by this ring, before anything else.
         let h = FrameHeader::decode(&hb, max, sequence)?;
         sequence += 1;
         let len = h.len as usize;
         if h.flags & wire::FLAG_COMPRESSED == 0 {
             slots.deliver(tx, h.type_id, len, &mut |dst| {
-                fill(stream, dst, stall, false, &mut || false)
+                have = fill_then(stream, dst, &mut hb, stall)?;
+                Ok(())
             })?;
             continue;
         }
@@ -624,11 +633,50 @@ fn receive_loop<S: Slots>(
         fill(stream, &mut pb, stall, false, &mut || false)?;
         let p = CompressedPrefix::decode(&pb, negotiated, max, len)?;
         let clen = len - wire::COMPRESSED_PREFIX;
-        fill(stream, &mut codec.a[..clen], stall, false, &mut || false)?;
+        have = fill_then(stream, &mut codec.a[..clen], &mut hb, stall)?;
         slots.deliver(tx, h.type_id, p.original_len as usize, &mut |dst| {
             codec.decompress(clen, &p, dst)
         })?;
     }
+}
+
+/// Fills `buf` (the rest of a frame) like [`fill`] inside a frame, with each `readv` also
+/// reading into `next` (room for the following frame's header): one system call per message
+/// when frames arrive back to back. Returns the bytes of `next` read (the rest of it follows).
+fn fill_then(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    next: &mut [u8; wire::FRAME_HEADER],
+    stall: Duration,
+) -> Result<usize, End> {
+    let mut off = 0;
+    let mut extra = 0;
+    let mut progress = Instant::now();
+    while off < buf.len() {
+        let mut iov = [IoSliceMut::new(&mut buf[off..]), IoSliceMut::new(next)];
+        match stream.read_vectored(&mut iov) {
+            Ok(0) => return Err(End::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => {
+                let into_buf = n.min(buf.len() - off);
+                off += into_buf;
+                extra = n - into_buf;
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if progress.elapsed() >= stall {
+                    return Err(End::Stalled);
+                }
+            }
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+    Ok(extra)
 }
 
 #[cfg(test)]

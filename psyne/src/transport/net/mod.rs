@@ -1,5 +1,7 @@
 #![doc = include_str!("PROTOCOL.md")]
 
+#[doc(hidden)]
+pub mod fuzz;
 mod handshake;
 mod pump;
 pub(crate) mod wire;
@@ -376,6 +378,7 @@ impl NetOptions {
         local: &Local,
     ) -> Result<(TcpStream, Identity), NetError> {
         let mut stream = listener.accept(self.accept_timeout, self.auth_key.is_some())?;
+        stream.set_nodelay(true)?;
         let remote = handshake(&mut stream, local, self)?;
         Ok((stream, remote))
     }
@@ -391,6 +394,7 @@ impl NetOptions {
         for a in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, self.connect_timeout) {
                 Ok(mut stream) => {
+                    stream.set_nodelay(true)?;
                     let remote = handshake(&mut stream, local, self)?;
                     return Ok((stream, remote));
                 }

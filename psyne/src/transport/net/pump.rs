@@ -84,7 +84,7 @@ pub(crate) fn unshuffle(src: &[u8], dst: &mut [u8], width: usize) {
 }
 
 /// A codec's state and scratch buffers (allocated once, sized by this side's ring).
-struct Codec {
+pub(crate) struct Codec {
     compression: Compression,
     /// Shuffle width for payloads (1: none).
     shuffle: usize,
@@ -99,7 +99,11 @@ struct Codec {
 }
 
 impl Codec {
-    fn new(compression: Compression, shuffle: usize, max_payload: usize) -> io::Result<Codec> {
+    pub(crate) fn new(
+        compression: Compression,
+        shuffle: usize,
+        max_payload: usize,
+    ) -> io::Result<Codec> {
         let on = compression != Compression::None;
         let scratch = if on { max_payload } else { 0 };
         let bound = if on {
@@ -542,7 +546,7 @@ impl<T: Message> Slots for TypedSlots<T> {
 /// as long as `gone()` says no (`at_boundary`: between frames, where a clean close is
 /// `Closed`); once a byte arrived, fails with `Stalled` after `stall` without progress.
 fn fill(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     buf: &mut [u8],
     stall: Duration,
     at_boundary: bool,
@@ -599,8 +603,8 @@ pub(crate) fn spawn_receiver<S: Slots>(
     Ok(())
 }
 
-fn receive_loop<S: Slots>(
-    stream: &mut TcpStream,
+pub(crate) fn receive_loop<S: Slots>(
+    stream: &mut impl Read,
     tx: &mut RawProducer,
     slots: &mut S,
     codec: &mut Codec,
@@ -644,7 +648,7 @@ fn receive_loop<S: Slots>(
 /// reading into `next` (room for the following frame's header): one system call per message
 /// when frames arrive back to back. Returns the bytes of `next` read (the rest of it follows).
 fn fill_then(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     buf: &mut [u8],
     next: &mut [u8; wire::FRAME_HEADER],
     stall: Duration,

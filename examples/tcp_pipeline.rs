@@ -298,10 +298,10 @@ fn run(args: &Args, n: u64, pace: Duration, key: Option<Vec<u8>>) -> Result<(), 
     let tx = keyed(emb()).accept_producer(&listener)?;
     let rx = keyed_out(out()).accept_consumer(&listener)?;
     let tcp = source_and_sink(tx, rx, n, paced, pace)?;
-    if let Some(mut c) = child.take() {
-        if !c.wait()?.success() {
-            return Err("process B failed".into());
-        }
+    if let Some(mut c) = child.take()
+        && !c.wait()?.success()
+    {
+        return Err("process B failed".into());
     }
     println!(
         "{n} messages back to back, then {paced} paced (one every {:?}); Embedding256 in, \

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Fuzzes psyne's shared ring against a hostile peer (psyne/fuzz, target `shared_ring`) for a
-# bounded time, under AddressSanitizer, with libFuzzer.
+# Fuzzes psyne (psyne/fuzz) for a bounded time per target, under AddressSanitizer, with
+# libFuzzer: `shared_ring` (a hostile peer writing a shared ring's memory) and `net_decoder`
+# (a hostile TCP peer's bytes into the handshake and frame decoders).
 #
-#   .ci/fuzz.sh [SECONDS]      (default 60)
+#   .ci/fuzz.sh [SECONDS]      (default 60, for each target)
 #
-# First replays every input in psyne/fuzz/regressions/ (each a crash or hang the fuzzer found:
-# they must all pass), then fuzzes for SECONDS from the committed seeds
-# (psyne/fuzz/seeds/shared_ring/) plus the local working corpus (psyne/fuzz/corpus/, ignored by
-# git). Fails on any crash, sanitizer report, leak or timeout (an input running 5 s: a honest
-# call that hangs); the failing input is left in psyne/fuzz/artifacts/shared_ring/ and its path
-# printed. Installs cargo-fuzz if missing; nightly flags come from RUSTC_BOOTSTRAP=1 on stable.
+# For each target, first replays every input in its regressions (each a crash or hang the fuzzer
+# found: they must all pass; shared_ring's are the files directly in psyne/fuzz/regressions/,
+# net_decoder's those in psyne/fuzz/regressions/net_decoder/), then fuzzes for SECONDS from the
+# committed seeds (psyne/fuzz/seeds/TARGET/) plus the local working corpus
+# (psyne/fuzz/corpus/TARGET/, ignored by git). Fails on any crash, sanitizer report, leak or
+# timeout (an input running 5 s: a honest call that hangs); the failing input is left in
+# psyne/fuzz/artifacts/TARGET/ and its path printed. Installs cargo-fuzz if missing; nightly
+# flags come from RUSTC_BOOTSTRAP=1 on stable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,18 +35,15 @@ export RUSTC_BOOTSTRAP=1
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_odr_violation=0}
 cd psyne/fuzz
 
-step "cargo fuzz build shared_ring   (release, debug assertions, AddressSanitizer)"
-cargo fuzz build shared_ring
-bin=target/x86_64-unknown-linux-gnu/release/shared_ring
-mkdir -p corpus/shared_ring artifacts/shared_ring
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-# Runs the fuzz binary with "$@" in the background (so that its pid is known), then removes any
-# shared-memory names it left behind (`psyne-fuzz-<pid>-<n>`: a crashed input skips its own
-# clean-up). Returns its exit status.
+# Runs fuzz binary $1 with the rest of the arguments in the background (so that its pid is
+# known), then removes any shared-memory names it left behind (`psyne-fuzz-<pid>-<n>`: a crashed
+# input skips its own clean-up). Returns its exit status.
 run_bin() {
-  local pid rc=0
+  local bin=$1 pid rc=0
+  shift
   "$bin" "$@" >"$log" 2>&1 &
   pid=$!
   wait "$pid" || rc=$?
@@ -56,37 +56,51 @@ report() {
   grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|INITED)' "$log" | tail -n 80
 }
 
-step "replay psyne/fuzz/regressions/"
-shopt -s nullglob
-failed=()
-for input in regressions/*; do
-  [ -f "$input" ] || continue
-  if run_bin -timeout=5 -rss_limit_mb=2048 "$input"; then
-    echo "ok      $input"
-  else
-    echo "FAILED  $input"
-    report
-    failed+=("$input")
-  fi
-done
-if ((${#failed[@]})); then
-  echo "regressions failing (${#failed[@]}): ${failed[*]}" >&2
-  exit 1
-fi
+# Builds, replays the regressions in folder $2 (files directly in it), and fuzzes target $1 with
+# inputs of at most $3 bytes for $secs seconds.
+fuzz_target() {
+  local target=$1 regressions=$2 max_len=$3
+  local bin=target/x86_64-unknown-linux-gnu/release/$target
+  step "cargo fuzz build $target   (release, debug assertions, AddressSanitizer)"
+  cargo fuzz build "$target"
+  mkdir -p "corpus/$target" "artifacts/$target"
 
-step "fuzz shared_ring for ${secs}s"
-rc=0
-run_bin -timeout=5 -rss_limit_mb=2048 -max_len=512 -max_total_time="$secs" \
-  -print_final_stats=1 -artifact_prefix=artifacts/shared_ring/ \
-  corpus/shared_ring seeds/shared_ring || rc=$?
-if ((rc != 0)); then
-  report
-  echo "the fuzzer failed (exit $rc); the input is under psyne/fuzz/artifacts/shared_ring/:" >&2
-  ls -t artifacts/shared_ring/ | head -n 3 >&2
-  echo "replay it with PSYNE_FUZZ_TRACE=1 $bin <input>" >&2
-  exit 1
-fi
-grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1
-runs=$(sed -n -E 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\1 \2/p' "$log" | tail -n 1)
-read -r n s <<<"${runs:-0 0}"
-echo "fuzz: $n executions in ${s}s ($((s > 0 ? n / s : 0))/s), no crash, no timeout"
+  step "replay $regressions"
+  local failed=() input
+  for input in "$regressions"/*; do
+    [ -f "$input" ] || continue
+    if run_bin "$bin" -timeout=5 -rss_limit_mb=2048 "$input"; then
+      echo "ok      $input"
+    else
+      echo "FAILED  $input"
+      report
+      failed+=("$input")
+    fi
+  done
+  if ((${#failed[@]})); then
+    echo "regressions failing (${#failed[@]}): ${failed[*]}" >&2
+    exit 1
+  fi
+
+  step "fuzz $target for ${secs}s"
+  local rc=0
+  run_bin "$bin" -timeout=5 -rss_limit_mb=2048 -max_len="$max_len" -max_total_time="$secs" \
+    -print_final_stats=1 -artifact_prefix="artifacts/$target/" \
+    "corpus/$target" "seeds/$target" || rc=$?
+  if ((rc != 0)); then
+    report
+    echo "the fuzzer failed (exit $rc); the input is under psyne/fuzz/artifacts/$target/:" >&2
+    ls -t "artifacts/$target/" | head -n 3 >&2
+    echo "replay it with PSYNE_FUZZ_TRACE=1 $bin <input>" >&2
+    exit 1
+  fi
+  grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1
+  local runs n s
+  runs=$(sed -n -E 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\1 \2/p' "$log" | tail -n 1)
+  read -r n s <<<"${runs:-0 0}"
+  echo "fuzz $target: $n executions in ${s}s ($((s > 0 ? n / s : 0))/s), no crash, no timeout"
+}
+
+shopt -s nullglob
+fuzz_target shared_ring regressions 512
+fuzz_target net_decoder regressions/net_decoder 4096

@@ -519,6 +519,97 @@ fn a_full_receiving_ring_backs_up_to_the_producer() {
             }
             assert!(Instant::now() < deadline, "the producer never stayed Full");
         }
+        // Kept alive: dropping it now would wait for a consumer that reads only after the join.
+        (sent, tx)
+    });
+    let mut rx = Channel::<Embedding>::builder()
+        .capacity(16)
+        .accept_consumer(&l)
+        .unwrap();
+    let (sent, tx) = sender.join().unwrap();
+    assert!(sent >= 32, "at least both rings' worth was sent: {sent}");
+    // A producer dropped with a full ring and full socket buffers: its drop waits while the
+    // consumer drains them, and every message arrives.
+    let dropper = thread::spawn(move || drop(tx));
+    for s in 0..sent {
+        check_embedding(&rx.recv().unwrap(), s);
+    }
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+    dropper.join().unwrap();
+}
+
+/// Messages the child of the flush test sends: far more than both socket buffers hold, so the
+/// child's ring is still full when it drops its producer.
+const FLUSH_MESSAGES: u64 = 40_000;
+
+#[test]
+fn a_producer_process_exiting_right_after_its_drop_delivers_everything() {
+    // The sender is a child process (this test binary, re-run with an environment variable)
+    // that drops its producer right after its last send and exits at once: the exit kills its
+    // pump thread, so only what the drop flushed to the kernel can arrive.
+    if let Ok(addr) = std::env::var("PSYNE_NET_FLUSH_CHILD") {
+        let mut tx = Channel::<Embedding>::builder()
+            .capacity(4096)
+            .connect_producer(addr.as_str())
+            .unwrap();
+        for s in 0..FLUSH_MESSAGES {
+            tx.send(&embedding(s)).unwrap();
+        }
+        drop(tx);
+        std::process::exit(0);
+    }
+    let (l, addr) = listener();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "a_producer_process_exiting_right_after_its_drop_delivers_everything",
+            "--nocapture",
+        ])
+        .env("PSYNE_NET_FLUSH_CHILD", addr.to_string())
+        .spawn()
+        .unwrap();
+    let mut rx = Channel::<Embedding>::builder()
+        .capacity(64)
+        .accept_timeout(Duration::from_secs(60))
+        .accept_consumer(&l)
+        .unwrap();
+    for s in 0..FLUSH_MESSAGES {
+        match rx.recv() {
+            Ok(m) => check_embedding(&m, s),
+            Err(e) => panic!("message {s} of {FLUSH_MESSAGES} did not arrive: {e}"),
+        }
+    }
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn dropping_a_producer_whose_peer_reads_nothing_gives_up_after_the_flush_timeout() {
+    let (l, addr) = listener();
+    let sender = thread::spawn(move || {
+        let mut tx = Channel::<Embedding>::builder()
+            .capacity(16)
+            .net()
+            .flush_timeout(Duration::from_millis(300))
+            .connect_producer(addr)
+            .unwrap();
+        // Fill the consumer's ring, both socket buffers and this ring (as in the backpressure
+        // test): full once no send succeeded for 300 ms in a row.
+        let mut sent = 0u64;
+        let mut last_progress = Instant::now();
+        while last_progress.elapsed() < Duration::from_millis(300) {
+            match tx.try_send(&embedding(sent)) {
+                Ok(()) => {
+                    sent += 1;
+                    last_progress = Instant::now();
+                }
+                Err(SendError::Full) => thread::sleep(Duration::from_micros(200)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // The consumer reads nothing until this drop returned: the drop must give up.
+        drop(tx);
         sent
     });
     let mut rx = Channel::<Embedding>::builder()
@@ -526,10 +617,12 @@ fn a_full_receiving_ring_backs_up_to_the_producer() {
         .accept_consumer(&l)
         .unwrap();
     let sent = sender.join().unwrap();
-    assert!(sent >= 32, "at least both rings' worth was sent: {sent}");
-    for s in 0..sent {
-        check_embedding(&rx.recv().unwrap(), s);
-    }
+    // What reached the consumer's side arrives whole and in order, then the cut shows.
+    let got = drain_until_disconnected(&mut rx, sent);
+    assert!(
+        got < sent,
+        "the producer's full ring was not written: {got} of {sent}"
+    );
     assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
 }
 
@@ -986,8 +1079,8 @@ fn namespace_listener_child() {
     for s in 0..2000 {
         tx.send(&embedding(s)).unwrap();
     }
-    // Exiting now could lose what is still in the local ring (the pump thread dies with the
-    // process): wait until the consumer, having received everything, dropped its end.
+    // Dropping the producer would flush the ring; waiting for the consumer to drop its end
+    // also proves that it received everything.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !tx.is_disconnected() {
         assert!(Instant::now() < deadline, "the consumer never finished");

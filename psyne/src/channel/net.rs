@@ -15,6 +15,9 @@ use crate::transport::net::{
 use core::time::Duration;
 use std::net::ToSocketAddrs;
 
+/// For the sending pump, which waits for records as the end layer does.
+pub(crate) use super::end::Patience;
+
 /// A typed channel builder with network options; from [`ChannelBuilder::net`] or any of the
 /// network setters on [`ChannelBuilder`] (`compression`, `auth_key`, timeouts).
 ///
@@ -78,6 +81,16 @@ macro_rules! net_setters {
         /// How long the whole handshake may take once connected (default 5 s).
         pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
             self.opts.handshake_timeout = timeout;
+            self
+        }
+
+        /// Dropping a sending end waits until the messages still in its local ring are written
+        /// to the socket: after the drop returns they are in the kernel's hands and arrive
+        /// even if the process exits. It waits as long as the peer keeps reading; a peer that
+        /// reads nothing for `timeout` (default 10 s) has the connection cut, and the messages
+        /// still in the ring are lost. Ignored on a receiving end.
+        pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+            self.opts.flush_timeout = timeout;
             self
         }
 
@@ -270,8 +283,15 @@ impl<T: Message> NetBuilder<T> {
         raw: (RawProducer, RawConsumer),
         stream: std::net::TcpStream,
     ) -> Result<Producer<T>, NetError> {
-        let (tx, rx) = raw;
-        spawn_sender(stream, rx, self.opts.compression, shuffle_width::<T>())?;
+        let (mut tx, rx) = raw;
+        let flush = spawn_sender(
+            stream,
+            rx,
+            self.opts.compression,
+            shuffle_width::<T>(),
+            self.opts.flush_timeout,
+        )?;
+        tx.after_close = Some(Box::new(flush));
         Ok(Producer::new(tx))
     }
 
@@ -380,6 +400,23 @@ impl RawNetBuilder {
         Identity::new(0, 0, max_payload as u64, 0, 0, false, codec, level, "raw")
     }
 
+    fn sender(
+        &self,
+        mut tx: RawProducer,
+        rx: RawConsumer,
+        stream: std::net::TcpStream,
+    ) -> Result<RawProducer, NetError> {
+        let flush = spawn_sender(
+            stream,
+            rx,
+            self.opts.compression,
+            1,
+            self.opts.flush_timeout,
+        )?;
+        tx.after_close = Some(Box::new(flush));
+        Ok(tx)
+    }
+
     /// Raw variant of [`NetBuilder::accept_consumer`]. A raw receiver takes frames of any
     /// type from a raw or typed sender whose largest message fits its ring.
     pub fn accept_consumer(self, listener: &Listener) -> Result<RawConsumer, NetError> {
@@ -409,8 +446,7 @@ impl RawNetBuilder {
             identity: self.identity(Role::Sender, tx.max_payload()),
         };
         let (stream, _) = self.opts.connect(addr, &local)?;
-        spawn_sender(stream, rx, self.opts.compression, 1)?;
-        Ok(tx)
+        self.sender(tx, rx, stream)
     }
 
     /// Raw variant of [`NetBuilder::accept_producer`].
@@ -422,8 +458,7 @@ impl RawNetBuilder {
             identity: self.identity(Role::Sender, tx.max_payload()),
         };
         let (stream, _) = self.opts.accept(listener, &local)?;
-        spawn_sender(stream, rx, self.opts.compression, 1)?;
-        Ok(tx)
+        self.sender(tx, rx, stream)
     }
 
     /// Raw variant of [`NetBuilder::connect_consumer`].

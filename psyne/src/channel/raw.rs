@@ -18,6 +18,10 @@ use core::time::Duration;
 /// [`send_bytes`]: RawProducer::send_bytes
 pub struct RawProducer {
     pub(crate) end: Sender<SpscProducer>,
+    /// Dropped right after `end` has closed (fields drop in order): a transport's guard that
+    /// waits, with a deadline, for the messages still in the ring to leave (TCP: the sending
+    /// pump's flush). `None` for local rings.
+    pub(crate) after_close: Option<Box<dyn Send + Sync>>,
 }
 
 impl RawProducer {
@@ -25,6 +29,7 @@ impl RawProducer {
     pub(crate) fn new(cursor: SpscProducer) -> Self {
         RawProducer {
             end: Sender::new(cursor),
+            after_close: None,
         }
     }
 

@@ -642,6 +642,26 @@ impl SpscConsumer {
         }
     }
 
+    /// The message published right after `prev`, which is the message at our read position
+    /// (`nth == 1`) or the one returned by the previous call (`nth - 1`), without releasing or
+    /// changing anything: a reader that hands several records to one system call peeks them
+    /// all, then releases them in order. `None` when the next record is not a published
+    /// message: nothing yet, a filler (skipped only at our read position), or a failed check
+    /// (which [`Self::try_peek`] reports once the records before it are released).
+    #[inline]
+    pub(crate) fn try_peek_ahead(&self, prev: &Peeked, nth: u64) -> Option<Peeked> {
+        if self.corrupt.is_some() {
+            return None;
+        }
+        match self.region.classify(prev.end, self.sequence + nth) {
+            Slot::Message { len, size } => {
+                let header = self.region.at(self.region.mask(prev.end));
+                Some(Peeked::new(header, len, prev.end + size))
+            }
+            _ => None,
+        }
+    }
+
     /// Skips (releases) a filler of `skip` bytes at our read position.
     #[cold]
     #[inline(never)]

@@ -7,7 +7,25 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// What the handshake needs of a connection: a TCP stream, or the fuzz target's bytes.
+pub(crate) trait Conn: Read + Write {
+    /// Bounds the next reads (`None`: no bound); a read past it fails with `WouldBlock` or
+    /// `TimedOut`.
+    fn read_timeout(&mut self, t: Option<Duration>) -> io::Result<()>;
+    /// Bounds the next writes likewise.
+    fn write_timeout(&mut self, t: Option<Duration>) -> io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
+    }
+    fn write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.set_write_timeout(t)
+    }
+}
 
 /// What this side is: its role and channel identity.
 #[derive(Debug, Clone, Copy)]
@@ -19,14 +37,14 @@ pub(crate) struct Local {
 }
 
 /// Reads exactly `buf.len()` bytes before `deadline`.
-fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), NetError> {
+fn read_by(stream: &mut impl Conn, buf: &mut [u8], deadline: Instant) -> Result<(), NetError> {
     let mut off = 0;
     while off < buf.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(NetError::Timeout { what: "handshake" });
         }
-        stream.set_read_timeout(Some(left))?;
+        stream.read_timeout(Some(left))?;
         match stream.read(&mut buf[off..]) {
             Ok(0) => {
                 return Err(NetError::Handshake {
@@ -50,12 +68,12 @@ fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<
 }
 
 /// Writes all of `buf` before `deadline`.
-fn write_by(stream: &mut TcpStream, buf: &[u8], deadline: Instant) -> Result<(), NetError> {
+fn write_by(stream: &mut impl Conn, buf: &[u8], deadline: Instant) -> Result<(), NetError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(NetError::Timeout { what: "handshake" });
     }
-    stream.set_write_timeout(Some(left))?;
+    stream.write_timeout(Some(left))?;
     stream.write_all(buf).map_err(|e| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             NetError::Timeout { what: "handshake" }
@@ -66,7 +84,7 @@ fn write_by(stream: &mut TcpStream, buf: &[u8], deadline: Instant) -> Result<(),
 
 /// Sends a refusal (best effort: the peer may already be gone) and returns `err`.
 fn refuse(
-    stream: &mut TcpStream,
+    stream: &mut impl Conn,
     code: u16,
     detail: u64,
     deadline: Instant,
@@ -114,7 +132,7 @@ fn proof_mac(
 
 /// Reads a 4-byte tag; a verdict in its place is the peer's refusal.
 fn read_tag(
-    stream: &mut TcpStream,
+    stream: &mut impl Conn,
     expected: [u8; 4],
     deadline: Instant,
 ) -> Result<Result<[u8; 4], Verdict>, NetError> {
@@ -240,14 +258,13 @@ pub(crate) fn compatible(local: &Local, remote: &Identity) -> Result<(), (u16, u
 }
 
 /// Runs the whole handshake on `stream`; on success returns the peer's identity and leaves the
-/// stream in blocking mode with no timeouts, `TCP_NODELAY` set.
+/// stream in blocking mode with no timeouts.
 pub(crate) fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut impl Conn,
     local: &Local,
     opts: &NetOptions,
 ) -> Result<Identity, NetError> {
     let deadline = Instant::now() + opts.handshake_timeout;
-    stream.set_nodelay(true)?;
     if matches!(opts.auth_key.as_deref(), Some([])) {
         return Err(NetError::AuthFailed {
             why: "the key is empty",
@@ -362,7 +379,7 @@ pub(crate) fn handshake(
     if peer.code != wire::V_ACCEPT {
         return Err(refused(peer, local, Some(&remote)));
     }
-    stream.set_read_timeout(None)?;
-    stream.set_write_timeout(None)?;
+    stream.read_timeout(None)?;
+    stream.write_timeout(None)?;
     Ok(remote)
 }

@@ -1,5 +1,7 @@
 #![doc = include_str!("PROTOCOL.md")]
 
+#[doc(hidden)]
+pub mod fuzz;
 mod handshake;
 mod pump;
 pub(crate) mod wire;
@@ -324,6 +326,7 @@ pub struct NetOptions {
     pub(crate) accept_timeout: Option<Duration>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) stall_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
 }
 
 impl Default for NetOptions {
@@ -335,6 +338,7 @@ impl Default for NetOptions {
             accept_timeout: None,
             handshake_timeout: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(30),
+            flush_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -348,6 +352,7 @@ impl fmt::Debug for NetOptions {
             .field("accept_timeout", &self.accept_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("stall_timeout", &self.stall_timeout)
+            .field("flush_timeout", &self.flush_timeout)
             .finish()
     }
 }
@@ -373,6 +378,7 @@ impl NetOptions {
         local: &Local,
     ) -> Result<(TcpStream, Identity), NetError> {
         let mut stream = listener.accept(self.accept_timeout, self.auth_key.is_some())?;
+        stream.set_nodelay(true)?;
         let remote = handshake(&mut stream, local, self)?;
         Ok((stream, remote))
     }
@@ -388,6 +394,7 @@ impl NetOptions {
         for a in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, self.connect_timeout) {
                 Ok(mut stream) => {
+                    stream.set_nodelay(true)?;
                     let remote = handshake(&mut stream, local, self)?;
                     return Ok((stream, remote));
                 }

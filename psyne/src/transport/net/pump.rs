@@ -1,24 +1,33 @@
 //! The pumps: one thread per connection that moves records between a local ring and the
 //! socket (see `PROTOCOL.md`, "Frames").
 //!
-//! * The sending pump receives each record from its ring and writes header and payload straight
-//!   from ring memory with one `writev`, then releases the record. One record per system call:
-//!   batching several ready records needs a multi-record peek in the end layer (a later change).
+//! * The sending pump waits for a record in its ring, peeks every record published after it
+//!   (up to a batch limit) without releasing any, and writes all their headers and payloads
+//!   straight from ring memory with one `sendmsg` (more only when the kernel takes part), then
+//!   releases them. A compressing pump sends one record per call (its codec has one scratch
+//!   buffer). When the user's producer drops, the pump writes what the ring still holds and
+//!   ends; the producer's drop waits for that, with a deadline ([`Flush`]).
 //! * The receiving pump reads a header, bounds its length by the ring's largest payload before
 //!   anything else, loans that room in its ring (waiting while the ring is full: backpressure
-//!   end to end) and reads the payload straight into the loan; it publishes only whole messages.
+//!   end to end) and reads the payload straight into the loan, each `readv` also reading what
+//!   has arrived of the next frame's header (so back-to-back frames cost one system call each);
+//!   it publishes only whole messages.
 //!
 //! A pump ends when its user's end is gone, the socket fails or closes, or the peer breaks the
 //! protocol; dropping its ring end then shows the user's end `Disconnected`.
 
 use super::wire::{self, CompressedPrefix, FrameHeader};
 use super::{Compression, NetError};
+use crate::channel::net::Patience;
 use crate::channel::{RawConsumer, RawProducer, RecvError};
 use crate::message::Message;
+use crate::ring::Peeked;
 use core::time::Duration;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 /// How often an idle pump checks whether its user's end or the peer is gone.
@@ -75,7 +84,7 @@ pub(crate) fn unshuffle(src: &[u8], dst: &mut [u8], width: usize) {
 }
 
 /// A codec's state and scratch buffers (allocated once, sized by this side's ring).
-struct Codec {
+pub(crate) struct Codec {
     compression: Compression,
     /// Shuffle width for payloads (1: none).
     shuffle: usize,
@@ -90,7 +99,11 @@ struct Codec {
 }
 
 impl Codec {
-    fn new(compression: Compression, shuffle: usize, max_payload: usize) -> io::Result<Codec> {
+    pub(crate) fn new(
+        compression: Compression,
+        shuffle: usize,
+        max_payload: usize,
+    ) -> io::Result<Codec> {
         let on = compression != Compression::None;
         let scratch = if on { max_payload } else { 0 };
         let bound = if on {
@@ -194,15 +207,49 @@ impl Codec {
     }
 }
 
-/// Writes every byte of `bufs`.
-fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !bufs.is_empty() {
-        match stream.write_vectored(bufs) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Records one `sendmsg` carries at most (two iovecs each: header and payload; Linux takes
+/// 1024).
+const MAX_BATCH: usize = 128;
+/// Payload bytes one batch gathers at most, beyond its first record: an eighth of the ring
+/// within these bounds, so that the producer refills the rest of the ring while the batch
+/// goes out (the records of a batch are released when all of it is written).
+const BATCH_BYTES: core::ops::RangeInclusive<usize> = (64 << 10)..=(1 << 20);
+
+/// Sends what `bufs` describe with one `sendmsg` (`MSG_NOSIGNAL`: a closed peer is `EPIPE`,
+/// never `SIGPIPE`); returns the bytes the kernel took.
+fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid `msghdr` (null name, no control data).
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (std's documented guarantee), and
+    // `sendmsg` only reads the array.
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast::<libc::iovec>();
+    msg.msg_iovlen = bufs.len() as _;
+    loop {
+        // SAFETY: `msg` describes `bufs.len()` valid iovecs over live, readable memory (the
+        // borrows in `bufs`) for the duration of the call; the descriptor is open.
+        let r = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if r >= 0 {
+            return Ok(r as usize);
         }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes every byte of `bufs`, counting each system call that wrote something in `written`.
+fn write_all_vectored(
+    stream: &TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+    written: &AtomicU64,
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match send_vectored(stream, bufs)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut bufs, n),
+        }
+        written.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -220,29 +267,104 @@ fn peer_done(stream: &TcpStream) -> bool {
     r != 0
 }
 
-/// Starts the sending pump: records from `rx` to `stream`.
+/// What the sending pump tells the producer's [`Flush`]: that it has ended (everything its
+/// producer sent is written to the socket, or the connection is over), and how far it got.
+#[derive(Default)]
+struct Progress {
+    ended: Mutex<bool>,
+    cv: Condvar,
+    /// System calls that wrote something so far.
+    written: AtomicU64,
+}
+
+/// Sets [`Progress::ended`] when dropped, however the pump ends (a panic included).
+struct SignalEnd(Arc<Progress>);
+
+impl Drop for SignalEnd {
+    fn drop(&mut self) {
+        *self.0.ended.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.cv.notify_all();
+    }
+}
+
+/// Held by a network producer and dropped right after its end closed: waits until the sending
+/// pump has written every message still in the ring to the socket. It waits as long as the
+/// pump makes progress; once the pump wrote nothing for `timeout` (a peer that stopped reading
+/// or vanished), it cuts the connection, so that the pump ends too, and returns.
+pub(crate) struct Flush {
+    progress: Arc<Progress>,
+    /// A handle to the pump's socket, to cut it.
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        let p = &*self.progress;
+        let mut seen = p.written.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        let mut ended = p.ended.lock().unwrap_or_else(|e| e.into_inner());
+        while !*ended {
+            let now = p.written.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+            let left = self.timeout.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                // What the ring still holds is lost: the peer took nothing for `timeout`.
+                let _ = self.stream.shutdown(Shutdown::Both);
+                return;
+            }
+            // Woken at once when the pump ends; looks at its progress every 50 ms.
+            ended = match p.cv.wait_timeout(ended, left.min(POLL)) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+}
+
+/// Starts the sending pump: records from `rx` to `stream`. The returned guard, dropped after
+/// the user's producer closed, waits for the ring to drain into the socket (see [`Flush`]).
 pub(crate) fn spawn_sender(
-    mut stream: TcpStream,
+    stream: TcpStream,
     mut rx: RawConsumer,
     compression: Compression,
     shuffle: usize,
-) -> Result<(), NetError> {
+    flush: Duration,
+) -> Result<Flush, NetError> {
     let max = rx.capacity_bytes();
     let mut codec = Codec::new(compression, shuffle, max)?;
+    let progress = Arc::new(Progress::default());
+    let guard = Flush {
+        progress: Arc::clone(&progress),
+        stream: stream.try_clone()?,
+        timeout: flush,
+    };
     std::thread::Builder::new()
         .name("psyne-net-tx".into())
         .spawn(move || {
-            let _ = send_loop(&mut stream, &mut rx, &mut codec);
+            let _signal = SignalEnd(Arc::clone(&progress));
+            let _ = send_loop(&stream, &mut rx, &mut codec, &progress.written);
             let _ = stream.shutdown(Shutdown::Both);
         })?;
-    Ok(())
+    Ok(guard)
 }
 
-fn send_loop(stream: &mut TcpStream, rx: &mut RawConsumer, codec: &mut Codec) -> Result<(), End> {
+fn send_loop(
+    stream: &TcpStream,
+    rx: &mut RawConsumer,
+    codec: &mut Codec,
+    written: &AtomicU64,
+) -> Result<(), End> {
     let mut sequence = 0u64;
+    let batch_bytes = (rx.capacity_bytes() / 8).clamp(*BATCH_BYTES.start(), *BATCH_BYTES.end());
+    let batching = codec.compression == Compression::None;
+    let mut batch = [None::<Peeked>; MAX_BATCH];
+    let mut heads = [[0u8; wire::FRAME_HEADER]; MAX_BATCH];
     loop {
-        let msg = match rx.recv_timeout(POLL) {
-            Ok(m) => m,
+        let first = match rx.end.peek(Patience::timeout(POLL), None) {
+            Ok(p) => p,
             Err(RecvError::Timeout | RecvError::Empty) => {
                 if peer_done(stream) {
                     return Ok(());
@@ -253,30 +375,108 @@ fn send_loop(stream: &mut TcpStream, rx: &mut RawConsumer, codec: &mut Codec) ->
             Err(RecvError::Disconnected) => return Ok(()),
             Err(RecvError::Corrupted { what }) => return Err(End::Corrupted(what)),
         };
-        let bytes = msg.bytes();
-        let mut header = FrameHeader {
-            len: bytes.len() as u32,
-            flags: 0,
-            type_id: msg.type_id(),
-            sequence,
-            timestamp_ns: msg.header().timestamp_ns,
-        };
-        match codec.compress(bytes) {
-            Some((prefix, packed)) => {
-                header.len = (wire::COMPRESSED_PREFIX + packed.len()) as u32;
-                header.flags = wire::FLAG_COMPRESSED;
-                let (h, p) = (header.encode(), prefix.encode());
-                let mut bufs = [IoSlice::new(&h), IoSlice::new(&p), IoSlice::new(packed)];
-                write_all_vectored(stream, &mut bufs).map_err(End::Io)?;
-            }
-            None => {
-                let h = header.encode();
-                let mut bufs = [IoSlice::new(&h), IoSlice::new(bytes)];
-                write_all_vectored(stream, &mut bufs).map_err(End::Io)?;
+        // The records ready now, up to the batch limits (one when compressing: the codec has
+        // one scratch buffer).
+        batch[0] = Some(first);
+        let mut n = 1;
+        let mut bytes = first.len() as usize;
+        while batching && n < MAX_BATCH && bytes < batch_bytes {
+            let Some(prev) = batch[n - 1] else { break };
+            match rx.end.cursor_mut().try_peek_ahead(&prev, n as u64) {
+                Some(p) => {
+                    bytes += p.len() as usize;
+                    batch[n] = Some(p);
+                    n += 1;
+                }
+                None => break,
             }
         }
-        drop(msg); // released only once the kernel has the bytes
-        sequence += 1;
+        let result = if batching {
+            write_batch(stream, &batch[..n], &mut heads[..n], sequence, written)
+        } else {
+            write_compressed(stream, &first, codec, sequence, written)
+        };
+        // Released only once the kernel has all their bytes (or the connection failed).
+        for p in batch[..n].iter_mut().filter_map(Option::take) {
+            rx.end.release_handle(&p).release(&p);
+        }
+        result.map_err(End::Io)?;
+        sequence += n as u64;
+    }
+}
+
+/// The frame header of the record `p`, frame number `sequence`, with payload length `len`.
+fn frame_header(p: &Peeked, sequence: u64, len: usize, flags: u32) -> FrameHeader {
+    FrameHeader {
+        len: len as u32,
+        flags,
+        type_id: p.type_id(),
+        sequence,
+        timestamp_ns: p.header_copy().timestamp_ns,
+    }
+}
+
+/// The payload of a peeked, unreleased record.
+///
+/// # Safety
+/// `p` must be published and not yet released for as long as the slice is used.
+unsafe fn payload<'a>(p: &Peeked) -> &'a [u8] {
+    // SAFETY: the caller keeps the record published and unreleased, so the producer does not
+    // write it; the peek checked that its `len()` bytes lie inside the region.
+    unsafe { core::slice::from_raw_parts(p.payload().as_ptr(), p.len() as usize) }
+}
+
+/// Writes the records of `batch` (all `Some`), frame numbers from `sequence`, straight from
+/// the ring with as few `sendmsg` calls as the kernel allows.
+fn write_batch(
+    stream: &TcpStream,
+    batch: &[Option<Peeked>],
+    heads: &mut [[u8; wire::FRAME_HEADER]],
+    sequence: u64,
+    written: &AtomicU64,
+) -> io::Result<()> {
+    for (i, (p, h)) in batch.iter().zip(heads.iter_mut()).enumerate() {
+        if let Some(p) = p {
+            *h = frame_header(p, sequence + i as u64, p.len() as usize, 0).encode();
+        }
+    }
+    let empty: &[u8] = &[];
+    let mut iov = [IoSlice::new(empty); 2 * MAX_BATCH];
+    let mut k = 0;
+    for (p, h) in batch.iter().zip(heads.iter()) {
+        if let Some(p) = p {
+            iov[k] = IoSlice::new(h);
+            // SAFETY: the caller releases the batch's records only after this call returns.
+            iov[k + 1] = IoSlice::new(unsafe { payload(p) });
+            k += 2;
+        }
+    }
+    write_all_vectored(stream, &mut iov[..k], written)
+}
+
+/// Writes the record `p` as frame `sequence`, compressed when that makes it shorter.
+fn write_compressed(
+    stream: &TcpStream,
+    p: &Peeked,
+    codec: &mut Codec,
+    sequence: u64,
+    written: &AtomicU64,
+) -> io::Result<()> {
+    // SAFETY: the caller releases `p` only after this call returns.
+    let bytes = unsafe { payload(p) };
+    match codec.compress(bytes) {
+        Some((prefix, packed)) => {
+            let len = wire::COMPRESSED_PREFIX + packed.len();
+            let h = frame_header(p, sequence, len, wire::FLAG_COMPRESSED).encode();
+            let pre = prefix.encode();
+            let mut bufs = [IoSlice::new(&h), IoSlice::new(&pre), IoSlice::new(packed)];
+            write_all_vectored(stream, &mut bufs, written)
+        }
+        None => {
+            let h = frame_header(p, sequence, bytes.len(), 0).encode();
+            let mut bufs = [IoSlice::new(&h), IoSlice::new(bytes)];
+            write_all_vectored(stream, &mut bufs, written)
+        }
     }
 }
 
@@ -346,7 +546,7 @@ impl<T: Message> Slots for TypedSlots<T> {
 /// as long as `gone()` says no (`at_boundary`: between frames, where a clean close is
 /// `Closed`); once a byte arrived, fails with `Stalled` after `stall` without progress.
 fn fill(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     buf: &mut [u8],
     stall: Duration,
     at_boundary: bool,
@@ -403,8 +603,8 @@ pub(crate) fn spawn_receiver<S: Slots>(
     Ok(())
 }
 
-fn receive_loop<S: Slots>(
-    stream: &mut TcpStream,
+pub(crate) fn receive_loop<S: Slots>(
+    stream: &mut impl Read,
     tx: &mut RawProducer,
     slots: &mut S,
     codec: &mut Codec,
@@ -413,16 +613,23 @@ fn receive_loop<S: Slots>(
     let max = tx.max_payload();
     let negotiated = codec.compression.codec();
     let mut sequence = 0u64;
+    // The next frame's header, of which `have` bytes were already read with a payload.
+    let mut hb = [0u8; wire::FRAME_HEADER];
+    let mut have = 0;
     loop {
-        let mut hb = [0u8; wire::FRAME_HEADER];
-        fill(stream, &mut hb, stall, true, &mut || tx.is_disconnected())?;
+        if have < hb.len() {
+            fill(stream, &mut hb[have..], stall, have == 0, &mut || {
+                tx.is_disconnected()
+            })?;
+        }
         // Every field is checked, the length bounded by this ring, before anything else.
         let h = FrameHeader::decode(&hb, max, sequence)?;
         sequence += 1;
         let len = h.len as usize;
         if h.flags & wire::FLAG_COMPRESSED == 0 {
             slots.deliver(tx, h.type_id, len, &mut |dst| {
-                fill(stream, dst, stall, false, &mut || false)
+                have = fill_then(stream, dst, &mut hb, stall)?;
+                Ok(())
             })?;
             continue;
         }
@@ -430,11 +637,50 @@ fn receive_loop<S: Slots>(
         fill(stream, &mut pb, stall, false, &mut || false)?;
         let p = CompressedPrefix::decode(&pb, negotiated, max, len)?;
         let clen = len - wire::COMPRESSED_PREFIX;
-        fill(stream, &mut codec.a[..clen], stall, false, &mut || false)?;
+        have = fill_then(stream, &mut codec.a[..clen], &mut hb, stall)?;
         slots.deliver(tx, h.type_id, p.original_len as usize, &mut |dst| {
             codec.decompress(clen, &p, dst)
         })?;
     }
+}
+
+/// Fills `buf` (the rest of a frame) like [`fill`] inside a frame, with each `readv` also
+/// reading into `next` (room for the following frame's header): one system call per message
+/// when frames arrive back to back. Returns the bytes of `next` read (the rest of it follows).
+fn fill_then(
+    stream: &mut impl Read,
+    buf: &mut [u8],
+    next: &mut [u8; wire::FRAME_HEADER],
+    stall: Duration,
+) -> Result<usize, End> {
+    let mut off = 0;
+    let mut extra = 0;
+    let mut progress = Instant::now();
+    while off < buf.len() {
+        let mut iov = [IoSliceMut::new(&mut buf[off..]), IoSliceMut::new(next)];
+        match stream.read_vectored(&mut iov) {
+            Ok(0) => return Err(End::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => {
+                let into_buf = n.min(buf.len() - off);
+                off += into_buf;
+                extra = n - into_buf;
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if progress.elapsed() >= stall {
+                    return Err(End::Stalled);
+                }
+            }
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+    Ok(extra)
 }
 
 #[cfg(test)]

@@ -526,6 +526,7 @@ fn train(
     if let Some(e) = first_err {
         return Err(e);
     }
+    w.finish.run(cfg.digest())?;
     w.children.wait()?;
     Ok((collected, agg_allocs, seconds))
 }

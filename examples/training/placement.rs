@@ -11,7 +11,7 @@ use super::model::Layer;
 use super::stage::{Ends, Sync};
 use super::{Config, Error, PATIENCE, update};
 use psyne::net::{Listener, NetBuilder, RawNetBuilder};
-use psyne::{Channel, Message, TensorConsumer, TensorProducer};
+use psyne::{Channel, Consumer, Message, Producer, TensorConsumer, TensorProducer};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -54,8 +54,37 @@ impl Drop for Children {
     }
 }
 
+/// The last word between the two sides of a TCP run. psyne's TCP pumps are threads that a
+/// process's exit ends, so a side must not exit before the other has read everything it sent:
+/// the listening side, once it has collected the results, tells the connecting side, which
+/// waits for that before it exits.
+pub enum Finish {
+    /// Nothing to wait for (threads, processes).
+    Nothing,
+    /// The listening side: tell the other side when done.
+    Tell(Producer<Hello>),
+    /// The connecting side: wait to be told.
+    Await(Consumer<Hello>),
+}
+
+impl Finish {
+    /// Tells, or waits to be told.
+    pub fn run(self, digest: u64) -> Result<(), Error> {
+        match self {
+            Finish::Nothing => Ok(()),
+            Finish::Tell(mut tx) => Ok(tx.send_timeout(&Hello { digest }, PATIENCE)?),
+            Finish::Await(mut rx) => {
+                rx.recv_timeout(PATIENCE)?;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The channels of the stages this process runs, its aggregators and its children.
 pub struct Wiring {
+    /// What to do after the run (TCP).
+    pub finish: Finish,
     /// `(replica, stage, ends)` of every stage that runs here as a thread.
     pub local: Vec<(usize, usize, Ends)>,
     /// The aggregators (data parallel only).
@@ -161,6 +190,7 @@ pub fn threads(cfg: &Config, layers: &[Layer]) -> Result<Wiring, Error> {
         local: flatten(ends, |_| true),
         aggregators,
         children: Children::default(),
+        finish: Finish::Nothing,
     })
 }
 
@@ -244,7 +274,7 @@ pub fn processes(cfg: &Config, layers: &[Layer], exe: &Path) -> Result<Wiring, E
     let mut aggregators = Vec::new();
     if cfg.replicas > 1 {
         let cap = chunk_capacity(layers);
-        for s in 0..cfg.stages {
+        for (s, layer) in layers.iter().enumerate() {
             let grads = Channel::<Chunk>::mpsc()
                 .capacity(cap)
                 .max_producers(cfg.replicas)
@@ -253,7 +283,7 @@ pub fn processes(cfg: &Config, layers: &[Layer], exe: &Path) -> Result<Wiring, E
             let out = update::shared_create(&names.updates(s), cfg.replicas, cap)?;
             aggregators.push(Aggregator {
                 stage: s,
-                params: layers[s].len(),
+                params: layer.len(),
                 grads: GradIn::Mpsc(grads),
                 out,
             });
@@ -283,6 +313,7 @@ pub fn processes(cfg: &Config, layers: &[Layer], exe: &Path) -> Result<Wiring, E
         local,
         aggregators,
         children,
+        finish: Finish::Nothing,
     })
 }
 
@@ -338,7 +369,7 @@ fn loopback_pair(cap: usize) -> Result<(TensorProducer, TensorConsumer), Error> 
 
 /// The side that runs stage 0 and the aggregators: binds `addr` (loopback, or any address with
 /// `--key`), starts the other side itself for `--tcp` (`exe --connect`), and accepts, in a fixed
-/// order that [`connect`] follows: the options check, then per replica the activations to
+/// order that [`connect`] follows: the options check and the finish channel, then per replica the activations to
 /// stage 1 and the gradients from it, then per stage 1.. and replica the gradient and update
 /// channels of the aggregators (one TCP channel each way per replica: TCP has no
 /// many-producers or broadcast channel).
@@ -370,11 +401,17 @@ pub fn listen(
             "listening on {bound}: start the other side with the same options and --connect {bound}"
         ),
     }
-    let mut hello = typed_net::<Hello>(4, key).accept_consumer(&listener)?;
-    let theirs = hello.recv_timeout(PATIENCE)?.digest;
+    let mut hello = typed_net::<Hello>(4, key)
+        .accept_consumer(&listener)
+        .map_err(|e| format!("accepting the other side: {e}"))?;
+    let theirs = hello
+        .recv_timeout(PATIENCE)
+        .map_err(|e| format!("the other side's options: {e}"))?
+        .digest;
     if theirs != cfg.digest() {
         return Err("the connecting side was started with other options".into());
     }
+    let bye = typed_net::<Hello>(4, key).accept_producer(&listener)?;
     let cap = tensor_capacity(cfg, layers);
     let mut ends = grid(cfg);
     for row in ends.iter_mut() {
@@ -389,7 +426,7 @@ pub fn listen(
     if cfg.replicas > 1 {
         aggregators.push(local_aggregator(cfg, layers, 0, &mut ends)?);
         let cc = chunk_capacity(layers);
-        for s in 1..cfg.stages {
+        for (s, layer) in layers.iter().enumerate().skip(1) {
             let (mut grads, mut outs) = (Vec::new(), Vec::new());
             for _ in 0..cfg.replicas {
                 grads.push(typed_net::<Chunk>(cc, key).accept_consumer(&listener)?);
@@ -397,7 +434,7 @@ pub fn listen(
             }
             aggregators.push(Aggregator {
                 stage: s,
-                params: layers[s].len(),
+                params: layer.len(),
                 grads: GradIn::Direct(grads),
                 out: update::tcp(outs),
             });
@@ -407,6 +444,7 @@ pub fn listen(
         local: flatten(ends, |s| s == 0),
         aggregators,
         children,
+        finish: Finish::Tell(bye),
     })
 }
 
@@ -421,6 +459,7 @@ pub fn connect(cfg: &Config, layers: &[Layer], addr: &str) -> Result<Wiring, Err
     hello.send(&Hello {
         digest: cfg.digest(),
     })?;
+    let bye = typed_net::<Hello>(4, key).connect_consumer(addr)?;
     let cap = tensor_capacity(cfg, layers);
     let mut ends = grid(cfg);
     for row in ends.iter_mut() {
@@ -459,5 +498,6 @@ pub fn connect(cfg: &Config, layers: &[Layer], addr: &str) -> Result<Wiring, Err
         local: flatten(ends, |s| s > 0),
         aggregators: Vec::new(),
         children: Children::default(),
+        finish: Finish::Await(bye),
     })
 }

@@ -14,6 +14,7 @@ pub struct Reference {
 }
 
 /// Trains `layers` on `data` along `plan` with momentum SGD (`lr`, `beta`).
+#[allow(clippy::needless_range_loop)] // `t`, `r`, `m`, `s` index several tables each
 pub fn train(mut layers: Vec<Layer>, data: &Data, plan: &Plan, lr: f32, beta: f32) -> Reference {
     let stages = layers.len();
     let maxn = plan.max_micro();

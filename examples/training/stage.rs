@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 const PIECE: usize = 8192;
 
 /// How a stage learns its update.
+#[allow(clippy::large_enum_variant)] // one per stage, never moved in the loop
 pub enum Sync {
     /// One replica: momentum SGD right here.
     Local,
@@ -129,6 +130,7 @@ fn send_f64(tx: &mut TensorProducer, tag: Tag, v: &[f64]) -> Result<(), Error> {
 
 /// Runs stage `s` of replica `r` over the whole plan, starting from `layer`. Stage 0 returns
 /// what it collected; the others return `None`.
+#[allow(clippy::needless_range_loop)] // `t` is the step number the messages carry
 pub fn run(
     r: usize,
     s: usize,

@@ -77,15 +77,26 @@ fn print_report(cfg: &Config, r: &Report) {
             .map(|s| format!("{:.1}%", 100.0 * s.bubble()))
             .collect();
         println!(
-            "pipeline bubble ({}, replica 0, after {} warm-up steps): {:.1}% measured (stages: {}), \
-             textbook (S-1)/(M+S-1) = {:.1}%, ratio {:.2}",
+            "pipeline bubble ({}, replica 0, idle share of each stage's time after {} warm-up steps): \
+             stages {}; mean {:.1}%, mean of stages 1.. {:.1}% (stage 0 computes no input gradient); \
+             textbook (S-1)/(M+S-1) = {:.1}%: ratio {:.2} (stages 1..: {:.2})",
             cfg.schedule.name(),
             cfg.warmup,
-            100.0 * r.bubble,
             per_stage.join(", "),
+            100.0 * r.bubble,
+            100.0 * r.bubble_equal,
             100.0 * r.textbook_bubble,
-            r.bubble / r.textbook_bubble
+            r.bubble / r.textbook_bubble,
+            r.bubble_equal / r.textbook_bubble
         );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cfg.stages * cfg.replicas > cores {
+            println!(
+                "  (note: {} stage threads on {cores} CPUs: stages that could run at once share \
+                 cores, which the bubble figures include)",
+                cfg.stages * cfg.replicas
+            );
+        }
     }
     println!(
         "heap allocations after warm-up: {} (stage threads: {}, aggregator threads: {})",
@@ -97,6 +108,13 @@ fn print_report(cfg: &Config, r: &Report) {
             .sum::<u64>(),
         r.aggregator_allocations.iter().sum::<u64>()
     );
+    if cfg.placement == Placement::Processes && r.steady_allocations() > 0 {
+        println!(
+            "  (over shared memory these come from psyne's peer-liveness check, which reads \
+             /proc/PID/stat into a new buffer at most every 10 ms while an end waits; with \
+             the check off the count is 0)"
+        );
+    }
 }
 
 fn all_modes(
@@ -114,7 +132,7 @@ fn all_modes(
         "loss x",
         "bitwise",
         "samples/s",
-        "bubble",
+        "bubble 1..",
         "textbook",
         "allocs"
     );
@@ -139,7 +157,7 @@ fn all_modes(
                     100.0 * r.loss_ratio(),
                     if same { "yes" } else { "NO" },
                     r.samples_per_s,
-                    100.0 * r.bubble,
+                    100.0 * r.bubble_equal,
                     100.0 * r.textbook_bubble,
                     r.steady_allocations()
                 );
@@ -160,7 +178,14 @@ fn all_modes(
     Ok(())
 }
 
-fn main() -> Result<(), training::Error> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), training::Error> {
     let argv: Vec<String> = std::env::args().collect();
     if let Some(result) = training::child_main(&argv) {
         return result;

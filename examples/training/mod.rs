@@ -185,7 +185,7 @@ usage: pipeline_training [options]
   --connect ADDR    the other side: run stages 1.. and connect to ADDR (same options)
   --key SECRET      shared secret for --listen/--connect on a non-loopback address
   --synthetic       regression onto a fixed random teacher network instead of wine quality
-  --samples N       samples of the synthetic task (default 2048)
+  --samples N       samples of the synthetic task (default 1024)
   --seed N          seed of weights, shuffles and synthetic data (default 7)
   --warmup N        steps before measuring bubble and allocations (default 10)
   --plot FILE.svg   draw the loss per epoch (with --all-modes: of every mode)
@@ -204,7 +204,7 @@ impl Config {
         let task = if synthetic {
             Task::Synthetic {
                 width: hidden,
-                samples: a.value("samples", 2048).map_err(e)?,
+                samples: a.value("samples", 1024).map_err(e)?,
             }
         } else {
             Task::Wine
@@ -380,6 +380,10 @@ pub struct Report {
     pub samples_per_s: f64,
     /// Replica 0's measured bubble, mean over its stages.
     pub bubble: f64,
+    /// Replica 0's measured bubble, mean over stages 1.. (with one stage, stage 0): the stages
+    /// that do equal work when their layers are equal (stage 0 computes no input gradient,
+    /// two of the three matrix products of the others, so it also idles from imbalance).
+    pub bubble_equal: f64,
     /// `(S-1)/(M+S-1)`.
     pub textbook_bubble: f64,
 }
@@ -572,7 +576,12 @@ pub fn run(cfg: &Config, exe: &Path) -> Result<Report, Error> {
     let bubble = stats.first().map_or(f64::NAN, |st| {
         st.iter().map(Stats::bubble).sum::<f64>() / st.len() as f64
     });
+    let bubble_equal = stats.first().map_or(f64::NAN, |st| {
+        let rest = if st.len() > 1 { &st[1..] } else { &st[..] };
+        rest.iter().map(Stats::bubble).sum::<f64>() / rest.len() as f64
+    });
     Ok(Report {
+        bubble_equal,
         epoch_losses: epoch_losses(plan, &step_losses),
         reference_losses: epoch_losses(plan, &reference.step_losses),
         losses_identical,

@@ -11,7 +11,7 @@
 //! (`Channel::mpsc()`, [`aggregate`]) and gets the momentum-SGD update back ([`update`]).
 //! [`placement`] puts the stages in threads, processes or on two hosts over TCP.
 //!
-//! Every run is checked against [`reference`]: the same arithmetic in one thread. Both
+//! Every run is checked against [`reference`](mod@reference): the same arithmetic in one thread. Both
 //! schedules run the backward passes of a step in micro-batch order, and the aggregator sums
 //! replicas in replica order, so the losses and final weights are the same bits in every mode.
 
@@ -672,6 +672,7 @@ pub fn plot(path: &str, curves: &[(String, Vec<f64>)]) -> Result<(), Error> {
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("mean loss per sample")
         .draw()
         .map_err(|e| e.to_string())?;
@@ -682,6 +683,12 @@ pub fn plot(path: &str, curves: &[(String, Vec<f64>)]) -> Result<(), Error> {
         RGBColor(150, 80, 160),
         RGBColor(220, 140, 20),
         RGBColor(20, 160, 170),
+        RGBColor(120, 120, 120),
+        RGBColor(160, 100, 40),
+        RGBColor(0, 0, 0),
+        RGBColor(230, 60, 150),
+        RGBColor(90, 190, 90),
+        RGBColor(60, 60, 160),
     ];
     for (i, (label, losses)) in curves.iter().enumerate() {
         let color = colors[i % colors.len()];

@@ -14,6 +14,7 @@ use psyne::net::{Listener, NetBuilder, RawNetBuilder};
 use psyne::{Channel, Consumer, Message, Producer, TensorConsumer, TensorProducer};
 use std::path::Path;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A stage's aggregator and its channels.
@@ -269,7 +270,10 @@ fn shared_ends(
 /// Stage 0 of every replica and the aggregators here; every other stage of every replica a
 /// process of its own (`exe` started with `--stage-process`), over shared memory.
 pub fn processes(cfg: &Config, layers: &[Layer], exe: &Path) -> Result<Wiring, Error> {
-    let prefix = format!("psyne-train-{}", std::process::id());
+    // Unique per run, so that runs one after another in one process never meet an old name.
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let prefix = format!("psyne-train-{}-{run}", std::process::id());
     let names = Names(&prefix);
     let mut aggregators = Vec::new();
     if cfg.replicas > 1 {

@@ -46,9 +46,7 @@ pub fn train(mut layers: Vec<Layer>, data: &Data, plan: &Plan, lr: f32, beta: f3
                     let (i, o) = (layers[s].input, layers[s].output);
                     model::forward(&layers[s], &acts[s][..n * i], n, &mut zs[s][..n * o]);
                     if s + 1 < stages {
-                        let (a, b) = acts.split_at_mut(s + 1);
-                        let _ = a;
-                        model::relu(&zs[s][..n * o], &mut b[0][..n * o]);
+                        model::relu(&zs[s][..n * o], &mut acts[s + 1][..n * o]);
                     }
                 }
                 let last = stages - 1;

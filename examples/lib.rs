@@ -4,6 +4,8 @@
 //! Everything here is measurement plumbing; none of it is part of psyne's API.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod training;
+
 pub mod alloc {
     //! A global allocator that counts allocations, globally and per thread.
     //!

@@ -1,0 +1,96 @@
+//! What travels between stages, replicas and aggregators besides the tensors' elements.
+
+use psyne::PsyneMessage;
+
+/// Parameters per [`Chunk`]: gradients and updates of a stage travel in pieces of this many.
+pub const CHUNK: usize = 1024;
+
+/// The user header of every tensor on the pipeline's forward and backward channels.
+#[derive(Clone, Copy, Debug, PartialEq, PsyneMessage)]
+#[repr(C)]
+pub struct Tag {
+    /// Optimiser step.
+    pub step: u64,
+    /// Micro-batch index (or, for [`Tag::FINAL`] and [`Tag::STATS`], the stage it is from).
+    pub micro: u32,
+    /// [`Tag::ACTIVATION`], [`Tag::GRADIENT`], [`Tag::FINAL`] or [`Tag::STATS`].
+    pub kind: u32,
+    /// On gradients: the micro-batch's summed loss, passed down to stage 0. On final
+    /// weights: the stage's parameter count.
+    pub value: f64,
+    /// On final weights: where this piece starts.
+    pub offset: u64,
+}
+
+impl Tag {
+    /// Activations of a micro-batch (forward).
+    pub const ACTIVATION: u32 = 0;
+    /// Input gradient of a micro-batch (backward).
+    pub const GRADIENT: u32 = 1;
+    /// A piece of a stage's final weights, after the last step (backward direction).
+    pub const FINAL: u32 = 2;
+    /// A stage's measurements (`f64`s, see [`Stats`]), after the last step.
+    pub const STATS: u32 = 3;
+}
+
+/// A piece of a stage's gradient (replica to aggregator) or of its update (aggregator to
+/// replicas): `len` values starting at parameter `offset`.
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+pub struct Chunk {
+    /// Optimiser step.
+    pub step: u32,
+    /// The replica that sent it (gradients).
+    pub replica: u32,
+    /// First parameter.
+    pub offset: u32,
+    /// Values used.
+    pub len: u32,
+    /// The values; `values[len..]` is unused.
+    pub values: [f32; CHUNK],
+}
+
+/// The first message over a `--connect` link: the connecting side's options, which must be
+/// the listening side's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PsyneMessage)]
+#[repr(C)]
+pub struct Hello {
+    /// A digest of every option that shapes the run.
+    pub digest: u64,
+}
+
+/// One stage's measurements of one replica, sent as `f64`s.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    /// Seconds spent computing (passes and updates) after warm-up.
+    pub busy: f64,
+    /// Seconds from the end of warm-up to the end of the last step.
+    pub window: f64,
+    /// Heap allocations by the stage's thread in that window.
+    pub allocations: f64,
+    /// Steps in the window.
+    pub steps: f64,
+}
+
+impl Stats {
+    /// As sent.
+    pub fn to_array(self) -> [f64; 4] {
+        [self.busy, self.window, self.allocations, self.steps]
+    }
+
+    /// As received.
+    pub fn from_slice(v: &[f64]) -> Stats {
+        let g = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+        Stats {
+            busy: g(0),
+            window: g(1),
+            allocations: g(2),
+            steps: g(3),
+        }
+    }
+
+    /// The idle fraction of the window.
+    pub fn bubble(&self) -> f64 {
+        1.0 - self.busy / self.window
+    }
+}

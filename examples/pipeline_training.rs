@@ -108,13 +108,6 @@ fn print_report(cfg: &Config, r: &Report) {
             .sum::<u64>(),
         r.aggregator_allocations.iter().sum::<u64>()
     );
-    if cfg.placement == Placement::Processes && r.steady_allocations() > 0 {
-        println!(
-            "  (over shared memory these come from psyne's peer-liveness check, which reads \
-             /proc/PID/stat into a new buffer at most every 10 ms while an end waits; with \
-             the check off the count is 0)"
-        );
-    }
 }
 
 fn all_modes(

@@ -53,9 +53,9 @@ fn check(cfg: &Config) -> Result<String, String> {
     if r.stats.len() != cfg.replicas || r.stats.iter().any(|s| s.len() != cfg.stages) {
         return Err("measurements of some stage are missing".into());
     }
-    // Over shared memory, psyne's peer-liveness check while a consumer waits reads
-    // /proc/PID/stat (allocating); in-process and TCP stage threads allocate nothing.
-    if cfg.placement != Placement::Processes && r.steady_allocations() != 0 {
+    // In every placement (threads, processes over shared memory, TCP) the stage and aggregator
+    // threads allocate nothing after warm-up.
+    if r.steady_allocations() != 0 {
         return Err(format!(
             "{} heap allocations after warm-up",
             r.steady_allocations()

@@ -142,6 +142,38 @@ fn raw(wait: Wait) -> usize {
     )
 }
 
+/// A shared-memory channel (both ends here): the consumer waits (and sleeps) between bursts, so
+/// its waits check the producer's liveness (`/proc/PID/stat`) again and again.
+fn shared_waits() -> usize {
+    let name = format!("psyne-alloc-{}", std::process::id());
+    let mut rx = Channel::<Frame>::builder()
+        .capacity(16)
+        .shared(&name)
+        .create_consumer()
+        .unwrap();
+    let mut tx = Channel::<Frame>::open_producer(&name).unwrap();
+    let allocations = count(
+        move || {
+            for seq in 0..20u64 {
+                // Long enough for the consumer to park and recheck its peer several times.
+                std::thread::sleep(Duration::from_millis(25));
+                let mut m = tx.allocate().unwrap();
+                m.seq = seq;
+                m.send();
+            }
+        },
+        move || {
+            for seq in 0..20u64 {
+                assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().seq, seq);
+            }
+            let stats = rx.stats();
+            assert!(stats.parked > 0, "the consumer never slept: {stats:?}");
+        },
+    );
+    let _ = psyne::transport::shm::remove(&name);
+    allocations
+}
+
 fn main() {
     // The counter works: an allocation inside the window is seen.
     let seen = count(
@@ -169,6 +201,9 @@ fn main() {
         );
         total += t + r;
     }
+    let s = shared_waits();
+    println!("shared memory, the consumer waiting and checking its peer: {s} allocations");
+    total += s;
     assert_eq!(total, 0, "the hot path allocated");
     println!("alloc: ok, 0 heap allocations per message");
 }

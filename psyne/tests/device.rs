@@ -472,3 +472,37 @@ fn a_hostile_released_count_is_corrupted_not_a_reuse() {
     let err = tx.loan(&s, 4).unwrap_err();
     assert!(matches!(err, DeviceError::Corrupted { .. }), "{err:?}");
 }
+
+/// On a GPU (`scripts/gpu-check.sh` sets `PSYNE_CUDA_TESTS=1`): the same pattern check over the
+/// real driver in one process, the producer never synchronising.
+#[cfg(feature = "cuda")]
+#[test]
+fn gpu_pattern_in_one_process() {
+    if std::env::var("PSYNE_CUDA_TESTS").as_deref() != Ok("1") {
+        println!("gpu_pattern_in_one_process: skipped (set PSYNE_CUDA_TESTS=1 on a GPU machine)");
+        return;
+    }
+    const BYTES: usize = 1 << 20;
+    let gpu = Cuda::new(0).expect("a CUDA device");
+    let ps = gpu.context().new_stream().unwrap();
+    let cs = gpu.context().new_stream().unwrap();
+    let (mut tx, mut rx) = DeviceChannel::builder()
+        .slots(2)
+        .slot_bytes(BYTES)
+        .build(&gpu)
+        .unwrap();
+    let mut host = vec![0u32; BYTES / 4];
+    for seq in 0..6u64 {
+        let loan = tx.loan(&ps, BYTES).unwrap();
+        // SAFETY: the loan's slot is live device memory ordered by the channel's events.
+        unsafe { gpu.memset_d32(loan.device_ptr(), pattern(seq), BYTES / 4, &ps) }.unwrap();
+        loan.send_after(&ps).unwrap();
+        let mut m = rx.recv().unwrap();
+        m.wait_on(&cs).unwrap();
+        // SAFETY: `host` is read only after the synchronise below.
+        unsafe { gpu.copy_to_host(host.as_mut_ptr().cast(), m.device_ptr(), BYTES, &cs) }.unwrap();
+        m.release_after(&cs).unwrap();
+        gpu.synchronize(&cs).unwrap();
+        check(&host, seq);
+    }
+}

@@ -35,6 +35,7 @@
 //! | [`wait`] | spin, yield, park; the futex notifier | `transport`, `channel` |
 //! | [`transport`] | how ends reach the same ring: shared memory (create, open, liveness, stale names), TCP (wire format, handshake, pumps) | the end layer's internals (the TCP pumps drive ordinary raw ends, as a user would) |
 //! | [`channel`] | the public ends and builders, and the one end layer (blocking, timeouts, liveness checks, wake-ups, counters, errors) | |
+//! | [`device`] | device channels: payloads in GPU memory ordered by events, across processes by CUDA IPC; descriptors through an ordinary ring | the ring's or the end layer's internals (it uses the public typed ends) |
 //!
 //! The tensor views use nalgebra, re-exported as [`psyne::nalgebra`] (0.35) so that
 //! user code names the same version; [`bytemuck`] is re-exported too (`bytemuck::Zeroable::zeroed`
@@ -46,6 +47,8 @@
 extern crate self as psyne;
 
 pub mod channel;
+#[cfg(not(loom))]
+pub mod device;
 pub mod message;
 pub mod ring;
 pub mod slab;

@@ -64,15 +64,15 @@
 //! This module never touches ring memory other than the parked words it is given.
 
 use super::{AWAKE, Notifier, PARKED};
-use crate::sync::{Futex, Ordering};
+use crate::sync::{AtomicU64, Futex, Ordering};
 use core::task::Waker;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[cfg(loom)]
-use loom::sync::Mutex;
+use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(loom))]
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 /// Registrations per reactor group (one helper thread each): `futex_waitv`'s limit of 128 words,
 /// less the group's control word.
@@ -164,21 +164,28 @@ impl Group {
     }
 }
 
-#[cfg(not(loom))]
-type GroupGuard<'a> = std::sync::MutexGuard<'a, GroupState>;
-#[cfg(loom)]
-type GroupGuard<'a> = loom::sync::MutexGuard<'a, GroupState>;
+type GroupGuard<'a> = MutexGuard<'a, GroupState>;
 
-/// Every group of this process.
+/// Every group of this process, and the index of registrations by parked word.
 #[derive(Default)]
 struct Registry {
     groups: Mutex<Vec<Arc<Group>>>,
+    direct: Direct,
 }
 
 #[cfg(not(loom))]
+static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+
+#[cfg(not(loom))]
 fn registry() -> &'static Registry {
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
     REGISTRY.get_or_init(Registry::default)
+}
+
+/// The registry if any future of this process ever registered (the notifier's cold path must
+/// not create it).
+#[cfg(not(loom))]
+fn registry_if_any() -> Option<&'static Registry> {
+    REGISTRY.get()
 }
 
 #[cfg(loom)]
@@ -189,6 +196,120 @@ loom::lazy_static! {
 #[cfg(loom)]
 fn registry() -> &'static Registry {
     &REGISTRY
+}
+
+#[cfg(loom)]
+fn registry_if_any() -> Option<&'static Registry> {
+    Some(&REGISTRY)
+}
+
+/// Shards of the [`Direct`] index (a power of two).
+#[cfg(not(loom))]
+const SHARDS: usize = 64;
+#[cfg(loom)]
+const SHARDS: usize = 1;
+
+/// One registration as the [`Direct`] index knows it.
+struct Slot {
+    /// The parked word's address in this process (a key only: never dereferenced).
+    key: usize,
+    group: Arc<Group>,
+    index: usize,
+}
+
+/// Registrations by the address of their parked word, for the direct wake-up
+/// ([`wake_direct`]): sharded by address. Lives in process memory only; an address is a key
+/// compared with an entry's own word under the group lock, never dereferenced from here.
+struct Direct {
+    /// Slots in all shards: the notifier's cold path skips the lookup while it is 0.
+    count: AtomicU64,
+    shards: Vec<Mutex<Vec<Slot>>>,
+}
+
+impl Default for Direct {
+    fn default() -> Self {
+        Direct {
+            count: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+}
+
+/// The index key of `word`: its address in this process.
+fn key_of(word: &Futex) -> usize {
+    word as *const Futex as usize
+}
+
+impl Direct {
+    fn shard(&self, key: usize) -> MutexGuard<'_, Vec<Slot>> {
+        // Fibonacci hashing of the word address (words are 4-byte aligned, ends 64 apart).
+        let h = ((key >> 2) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let i = (h >> 32) as usize & (SHARDS - 1);
+        // Every update under a shard lock is a push or a swap-remove: consistent after a panic.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, key: usize, group: &Arc<Group>, index: usize) {
+        self.shard(key).push(Slot {
+            key,
+            group: Arc::clone(group),
+            index,
+        });
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, key: usize, group: &Arc<Group>, index: usize) {
+        let mut shard = self.shard(key);
+        if let Some(i) = shard
+            .iter()
+            .position(|s| s.key == key && s.index == index && Arc::ptr_eq(&s.group, group))
+        {
+            let slot = shard.swap_remove(i);
+            drop(shard);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        }
+    }
+
+    /// Takes the waker of every armed registration on the word at `key` (under its group's
+    /// lock, so that the helper, which fires only armed entries, finds it fired) and wakes it.
+    fn wake(&self, key: usize) {
+        let mut first: Option<Waker> = None;
+        let mut more: Vec<Waker> = Vec::new();
+        {
+            let shard = self.shard(key);
+            for s in shard.iter().filter(|s| s.key == key) {
+                // Lock order: shard, then group (nothing takes a shard under a group lock).
+                let mut st = s.group.lock();
+                let e = &mut st.entries[s.index];
+                if e.used && e.armed && e.word as usize == key {
+                    e.armed = false;
+                    if let Some(w) = e.waker.take() {
+                        if first.is_none() {
+                            first = Some(w);
+                        } else {
+                            more.push(w);
+                        }
+                    }
+                }
+            }
+        }
+        // Outside every lock: a waker may run arbitrary executor code.
+        first.into_iter().chain(more).for_each(Waker::wake);
+    }
+}
+
+/// The notifier's cold path (it found the peer's parked word `word` raised), before it lowers
+/// the word and calls `FUTEX_WAKE`: wakes directly the future of this process registered on
+/// `word` at the same address, if any, saving the helper thread's hop. Costs one relaxed load
+/// while no future of this process is registered; never touches `word` itself.
+#[inline]
+pub(crate) fn wake_direct(word: &Futex) {
+    if let Some(reg) = registry_if_any()
+        && reg.direct.count.load(Ordering::Relaxed) != 0
+    {
+        reg.direct.wake(key_of(word));
+    }
 }
 
 impl Registry {
@@ -282,13 +403,16 @@ impl AsyncPark {
         let (group, index) = match &self.reg {
             Some((g, i)) => (Arc::clone(g), *i),
             None => {
-                let r = registry().claim();
+                let reg = registry();
+                let r = reg.claim();
+                reg.direct.insert(key_of(word), &r.0, r.1);
                 self.reg = Some((Arc::clone(&r.0), r.1));
                 r
             }
         };
         let mut st = group.lock();
         let e = &mut st.entries[index];
+        debug_assert!(e.word.is_null() || core::ptr::eq(e.word, word));
         e.word = word;
         if e.keep.is_none() {
             e.keep = Some(Arc::clone(keep) as Arc<dyn Send + Sync>);
@@ -325,6 +449,7 @@ impl AsyncPark {
         if let Some((group, index)) = self.reg.take() {
             let mut st = group.lock();
             let e = &mut st.entries[index];
+            let key = e.word as usize;
             if !e.word.is_null() {
                 // SAFETY: `word` lies in memory kept alive by `e.keep`, still held here.
                 unsafe { &*e.word }.store(AWAKE, Ordering::Relaxed);
@@ -334,6 +459,9 @@ impl AsyncPark {
             *e = Entry::FREE;
             st.used -= 1;
             drop(st);
+            if key != 0 {
+                registry().direct.remove(key, &group, index);
+            }
             // Dropped outside the lock: a waker's drop may run arbitrary executor code.
             drop((keep, waker));
         }

@@ -681,6 +681,15 @@ fn async_child() {
                 }
             }
         }
+        // Opens `count` channels `name-<i>`, sends nothing, waits to be killed.
+        "idle" => {
+            let txs: Vec<_> = (0..count)
+                .map(|i| Channel::<Seq>::open_producer(&format!("{name}-{i}")).unwrap())
+                .collect();
+            println!("READY");
+            std::thread::sleep(Duration::from_secs(60));
+            drop(txs);
+        }
         // Sends one message, then waits to be killed.
         "hold" => {
             let mut tx = Channel::<Seq>::open_producer(&name).unwrap();
@@ -829,6 +838,93 @@ fn one_runtime_awaits_1000_shared_channels() {
     println!(
         "1000 channels: at most {max_registered} registered at once, {max_helpers} helper \
          threads (bound {bound})"
+    );
+    assert_no_registration_left();
+    for i in 0..CHANNELS {
+        let _ = shm::remove(&format!("{name}-{i}"));
+    }
+}
+
+/// CPU time (user + system, clock ticks) of this process's threads, split into the reactor's
+/// helpers (`psyne-async`) and the rest.
+fn cpu_ticks() -> (u64, u64) {
+    let (mut helpers, mut others) = (0, 0);
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
+        let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        if comm == "psyne-async" {
+            helpers += ticks;
+        } else {
+            others += ticks;
+        }
+    }
+    (helpers, others)
+}
+
+/// Measures (prints) the CPU that 1,000 idle shared-memory channels cost while one runtime
+/// awaits them all, their producer process alive and silent: the helpers' re-polls and the
+/// consumers' liveness checks. Bound: less than half a core in all (it is mostly the
+/// `ASYNC_PEER_POLL` re-polls). Run with `--ignored --nocapture`.
+#[test]
+#[ignore = "a measurement (3 s), run by hand"]
+fn idle_shared_channels_cpu() {
+    let _g = serial();
+    const CHANNELS: u64 = 1000;
+    let name = unique("idle");
+    let rxs: Vec<_> = (0..CHANNELS)
+        .map(|i| {
+            Channel::<Seq>::builder()
+                .capacity(8)
+                .shared(&format!("{name}-{i}"))
+                .create_consumer()
+                .unwrap()
+        })
+        .collect();
+    let mut peer = Peer::spawn("idle", &name, CHANNELS);
+    let rt = current_thread();
+    let (helpers, others, secs) = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for mut rx in rxs {
+            tasks.push(tokio::spawn(async move {
+                assert_eq!(rx.recv_async().await.unwrap_err(), RecvError::Disconnected);
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(async_wait::registrations() >= 990, "not all registered");
+        let (h0, o0) = cpu_ticks();
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (h1, o1) = cpu_ticks();
+        let secs = t.elapsed().as_secs_f64();
+        peer.0.kill().unwrap();
+        peer.0.wait().unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (h1 - h0, o1 - o0, secs)
+    });
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (h, o) = (helpers as f64 / hz / secs, others as f64 / hz / secs);
+    println!(
+        "1000 idle shared channels: helper threads {:.1}% of a core, other threads (runtime) \
+         {:.1}% (load {})",
+        h * 100.0,
+        o * 100.0,
+        std::fs::read_to_string("/proc/loadavg").unwrap().trim()
+    );
+    assert!(
+        h + o < 0.5,
+        "idle channels cost {:.0}% of a core",
+        (h + o) * 100.0
     );
     assert_no_registration_left();
     for i in 0..CHANNELS {

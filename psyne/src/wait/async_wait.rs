@@ -92,7 +92,32 @@ pub const GRACE: Duration = Duration::from_micros(200);
 /// notice a dead peer process; see [`PEER_POLL`](super::PEER_POLL) for blocking waiters).
 pub const ASYNC_PEER_POLL: Duration = Duration::from_millis(50);
 
+/// The grid that idle re-polls ([`ASYNC_PEER_POLL`]) are rounded up to, so that the idle
+/// registrations of a process fall due together: their helper wakes once for all of them, and
+/// the runtime polls them in one batch (whose liveness checks [`alive_shared`] turns into one
+/// per peer process).
+///
+/// [`alive_shared`]: super::alive_shared
+pub const IDLE_TICK: Duration = Duration::from_millis(10);
+
 const _: () = assert!(GRACE.as_nanos() >= 2 * Notifier::REMOTE_INTERVAL.as_nanos());
+
+/// When an idle registration armed at `now` is re-polled: [`ASYNC_PEER_POLL`] later, rounded up
+/// to the process-wide [`IDLE_TICK`] grid.
+fn idle_deadline(now: Instant) -> Option<Instant> {
+    #[cfg(not(loom))]
+    let epoch = {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    };
+    #[cfg(loom)]
+    let epoch = now;
+    let due = now.checked_add(ASYNC_PEER_POLL)?;
+    let tick = IDLE_TICK.as_nanos();
+    let since = due.saturating_duration_since(epoch).as_nanos();
+    let up = (tick - since % tick) % tick;
+    due.checked_add(Duration::from_nanos(up as u64))
+}
 
 /// One registered wait.
 struct Entry {
@@ -395,8 +420,12 @@ impl AsyncPark {
         let was_raised = word.load(Ordering::Relaxed) == PARKED;
         word.store(PARKED, Ordering::Relaxed);
         let deadline = if remote {
-            let after = if was_raised { ASYNC_PEER_POLL } else { GRACE };
-            Instant::now().checked_add(after)
+            let now = Instant::now();
+            if was_raised {
+                idle_deadline(now)
+            } else {
+                now.checked_add(GRACE)
+            }
         } else {
             None
         };

@@ -370,10 +370,16 @@ pub fn helper_threads() -> usize {
 }
 
 /// Registrations currently held in this process: one per pending async operation that had to
-/// wait, none once every such future completed or was dropped; for tests and reports.
+/// wait, none once every such future completed or was dropped; for tests and reports. (The
+/// larger of the reactor's count and the direct wake-up index's, so a leftover in either shows.)
 pub fn registrations() -> usize {
-    let groups = registry().groups.lock().unwrap_or_else(|e| e.into_inner());
-    groups.iter().map(|g| g.lock().used).sum()
+    let reg = registry();
+    let used: usize = {
+        let groups = reg.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups.iter().map(|g| g.lock().used).sum()
+    };
+    let indexed = usize::try_from(reg.direct.count.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+    used.max(indexed)
 }
 
 /// The async wait state of one pending operation of an end: at most one registration. Dropping

@@ -8,19 +8,30 @@
 //! in their own thread. Repetitions interleave the contenders, so a burst of outside load hits
 //! all alike; figures are median [min–max] over the repetitions.
 //!
+//! The async consumers' futures are wrapped (for both, alike) in a waker that records when it is
+//! called, so that an idle message's one-way latency splits into *to wake* (send stamp to the
+//! `Waker::wake` call: the producer side) and *to run* (that call to the future's completion:
+//! the executor thread's wake-up and poll).
+//!
 //! Run with `cargo run --release --example async_bench -- [--messages N] [--reps R]
-//! [--latency-messages M] [--pace-us P]` (defaults 200 000, 5, 5 000, 200).
+//! [--latency-messages M] [--pace-us P] [--pieces 0|1]` (defaults 200 000, 5, 5 000, 200, 1;
+//! `--pieces 0` awaits the bare futures, without the recording waker).
 
 use psyne::{Channel, RecvError};
 use psyne_examples::args::Args;
 use psyne_examples::stats::{Summary, quantile_sorted};
 use psyne_schemas::Embedding256;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 recv_async vs tokio::sync::mpsc vs blocking recv: Embedding256 throughput and idle one-way latency.
 
-Usage: async_bench [--messages N] [--reps R] [--latency-messages M] [--pace-us P]";
+Usage: async_bench [--messages N] [--reps R] [--latency-messages M] [--pace-us P] [--pieces 0|1]";
 
 /// Messages in flight at most (every contender).
 const CAPACITY: usize = 256;
@@ -54,6 +65,74 @@ fn wait_until(due: Instant) {
     }
 }
 
+/// A waker that records when it was last called, then wakes the executor's waker.
+#[derive(Default)]
+struct Tracer {
+    inner: Mutex<Option<Waker>>,
+    woke_ns: AtomicU64,
+}
+
+impl Wake for Tracer {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woke_ns.store(now_ns(), Ordering::Relaxed);
+        if let Some(w) = self.inner.lock().expect("tracer").as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Polls `fut` with `tracer`'s waker (forwarding to the executor's).
+struct Traced<'a, F> {
+    fut: Pin<&'a mut F>,
+    tracer: &'a Arc<Tracer>,
+    waker: &'a Waker,
+}
+
+impl<F: Future> Future for Traced<'_, F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        {
+            let mut inner = self.tracer.inner.lock().expect("tracer");
+            if !inner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *inner = Some(cx.waker().clone());
+            }
+        }
+        let waker = self.waker;
+        self.fut.as_mut().poll(&mut Context::from_waker(waker))
+    }
+}
+
+/// Awaits `fut` through `tracer`.
+async fn traced<F: Future>(fut: F, tracer: &Arc<Tracer>, waker: &Waker) -> F::Output {
+    let fut = std::pin::pin!(fut);
+    Traced { fut, tracer, waker }.await
+}
+
+/// Per message of a latency run: one-way, and its two pieces (ns; the pieces only for the async
+/// consumers, whose last wake-up was by another thread).
+#[derive(Default)]
+struct Lat {
+    one_way: Vec<u64>,
+    to_wake: Vec<u64>,
+    to_run: Vec<u64>,
+}
+
+impl Lat {
+    /// Records a message stamped `sent`, completed now, whose future was last woken at
+    /// `woke` (0: never woken: it was ready at the first poll).
+    fn push(&mut self, sent: u64, woke: u64) {
+        let now = now_ns();
+        self.one_way.push(now.saturating_sub(sent));
+        if woke > sent {
+            self.to_wake.push(woke - sent);
+            self.to_run.push(now.saturating_sub(woke));
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Contender {
     RecvAsync,
@@ -82,12 +161,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// One run: `n` messages, paced every `pace` (zero: streaming). Returns (seconds, one-way ns).
-fn run(c: Contender, n: u64, pace: Duration) -> (f64, Vec<u64>) {
+/// One run: `n` messages, paced every `pace` (zero: streaming). Returns seconds and, for a
+/// paced run, the latencies.
+fn run(c: Contender, n: u64, pace: Duration, trace: bool) -> (f64, Lat) {
     let paced = !pace.is_zero();
+    let trace = paced && trace;
     let start = Instant::now();
-    let mut lat = Vec::with_capacity(if paced { n as usize } else { 0 });
+    let mut lat = Lat::default();
     let mut sink = 0f32;
+    let tracer = Arc::new(Tracer::default());
+    let waker = Waker::from(Arc::clone(&tracer));
     match c {
         Contender::RecvAsync | Contender::BlockingRecv => {
             let (mut tx, mut rx) = Channel::<Embedding256>::builder()
@@ -104,17 +187,22 @@ fn run(c: Contender, n: u64, pace: Duration) -> (f64, Vec<u64>) {
                     m.send();
                 }
             });
-            let mut on = |m: &Embedding256| {
-                let t = read(m, &mut sink);
-                if paced {
-                    lat.push(now_ns().saturating_sub(t));
-                }
-            };
             if c == Contender::RecvAsync {
                 runtime().block_on(async {
                     loop {
-                        match rx.recv_async().await {
-                            Ok(m) => on(&m),
+                        let r = if trace {
+                            tracer.woke_ns.store(0, Ordering::Relaxed);
+                            traced(rx.recv_async(), &tracer, &waker).await
+                        } else {
+                            rx.recv_async().await
+                        };
+                        match r {
+                            Ok(m) => {
+                                let t = read(&m, &mut sink);
+                                if paced {
+                                    lat.push(t, tracer.woke_ns.load(Ordering::Relaxed));
+                                }
+                            }
                             Err(RecvError::Disconnected) => break,
                             Err(e) => panic!("{e}"),
                         }
@@ -123,7 +211,12 @@ fn run(c: Contender, n: u64, pace: Duration) -> (f64, Vec<u64>) {
             } else {
                 loop {
                     match rx.recv() {
-                        Ok(m) => on(&m),
+                        Ok(m) => {
+                            let t = read(&m, &mut sink);
+                            if paced {
+                                lat.push(t, 0);
+                            }
+                        }
                         Err(RecvError::Disconnected) => break,
                         Err(e) => panic!("{e}"),
                     }
@@ -144,10 +237,17 @@ fn run(c: Contender, n: u64, pace: Duration) -> (f64, Vec<u64>) {
                 }
             });
             runtime().block_on(async {
-                while let Some(m) = rx.recv().await {
+                loop {
+                    let r = if trace {
+                        tracer.woke_ns.store(0, Ordering::Relaxed);
+                        traced(rx.recv(), &tracer, &waker).await
+                    } else {
+                        rx.recv().await
+                    };
+                    let Some(m) = r else { break };
                     let t = read(&m, &mut sink);
                     if paced {
-                        lat.push(now_ns().saturating_sub(t));
+                        lat.push(t, tracer.woke_ns.load(Ordering::Relaxed));
                     }
                 }
             });
@@ -158,8 +258,21 @@ fn run(c: Contender, n: u64, pace: Duration) -> (f64, Vec<u64>) {
     (start.elapsed().as_secs_f64(), lat)
 }
 
+/// The median of `v` in us (NaN when empty).
+fn median_us(v: &mut [u64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    quantile_sorted(v, 0.5) as f64 / 1e3
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(&["messages", "reps", "latency-messages", "pace-us"], USAGE)?;
+    let args = Args::parse(
+        &["messages", "reps", "latency-messages", "pace-us", "pieces"],
+        USAGE,
+    )?;
+    let trace = args.value::<u32>("pieces", 1)? != 0;
     let n: u64 = args.value("messages", 200_000)?;
     let reps: usize = args.value("reps", 5)?;
     let m: u64 = args.value("latency-messages", 5_000)?;
@@ -173,18 +286,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut lats: Vec<Vec<u64>> = vec![Vec::new(); 3];
     let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut wakes: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for _ in 0..reps {
         for (k, c) in Contender::ALL.into_iter().enumerate() {
-            let (secs, _) = run(c, n, Duration::ZERO);
+            let (secs, _) = run(c, n, Duration::ZERO, false);
             rates[k].push(n as f64 / secs / 1e6);
-            let (_, mut l) = run(c, m, pace);
-            l.sort_unstable();
-            p50s[k].push(quantile_sorted(&l, 0.5) as f64 / 1e3);
-            p99s[k].push(quantile_sorted(&l, 0.99) as f64 / 1e3);
-            lats[k].extend(l);
+            let (_, mut l) = run(c, m, pace, trace);
+            l.one_way.sort_unstable();
+            p50s[k].push(quantile_sorted(&l.one_way, 0.5) as f64 / 1e3);
+            p99s[k].push(quantile_sorted(&l.one_way, 0.99) as f64 / 1e3);
+            if !l.to_wake.is_empty() {
+                wakes[k].push(median_us(&mut l.to_wake));
+                runs[k].push(median_us(&mut l.to_run));
+            }
         }
     }
     println!("\nstreaming throughput, M msg/s (median [min–max]):");
@@ -202,6 +319,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Summary::of(&p50s[k]).show(1),
             Summary::of(&p99s[k]).show(1)
         );
+    }
+    println!(
+        "\nthe async consumers' one-way latency in two pieces, us (per-rep median, median [min–max]):"
+    );
+    for (k, c) in Contender::ALL.into_iter().enumerate() {
+        if c != Contender::BlockingRecv {
+            println!(
+                "  {:<42} send to Waker::wake {}  wake to completion {}",
+                c.name(),
+                Summary::of(&wakes[k]).show(1),
+                Summary::of(&runs[k]).show(1)
+            );
+        }
     }
     let med = |k: usize| Summary::of(&rates[k]).median;
     let p50 = |k: usize| Summary::of(&p50s[k]).median;

@@ -426,7 +426,9 @@ fn mpsc_dropped_producer_place_is_reused_and_its_lane_continues() {
 
 /// Async: a consumer future registers its waker (with the reactor, whose helper is a loom
 /// thread whose sleep is a yield: a "spurious" return, then a rescan) against a producer that
-/// publishes and wakes the same parked word a blocking waiter sleeps on. A lost wake-up leaves
+/// publishes and wakes the same parked word a blocking waiter sleeps on, and whose notifier also
+/// takes the registered waker directly (the in-process wake-up), racing the helper. A lost
+/// wake-up leaves
 /// `block_on` parked and the helper rescanning forever: loom reports it. The message is read
 /// after its write (the ring's payload cells are checked as in the models above).
 #[test]
@@ -474,5 +476,70 @@ fn async_cancelled_future_leaves_nothing_behind() {
             assert_eq!(rx.recv_async().await.unwrap_err(), RecvError::Disconnected);
         });
         producer.join().unwrap();
+    });
+}
+
+/// Async, direct wake-up: the producer's notifier finds the consumer's future registered in
+/// this process and takes its waker (under the group lock) while the consumer drops the
+/// future (deregisters) and then receives with a blocking `recv`. Whatever the interleaving,
+/// the message arrives once, the producer's direct path never fires a freed registration into
+/// a new one wrongly (the message is read after its write), and no registration is left.
+#[test]
+fn async_direct_wake_against_cancellation() {
+    model_bounded(2, || {
+        let (mut tx, mut rx) = Channel::<Pair>::builder()
+            .capacity(1)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            tx.send(&Pair { a: 5, b: 6 }).unwrap();
+            tx
+        });
+        {
+            let mut fut = core::pin::pin!(rx.recv_async());
+            let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+            if let core::task::Poll::Ready(m) = fut.as_mut().poll(&mut cx) {
+                assert_eq!(m.unwrap().b, 6);
+                drop(fut);
+                let tx = producer.join().unwrap();
+                assert_eq!(psyne::wait::async_wait::registrations(), 0);
+                drop(tx);
+                return;
+            }
+        }
+        assert_eq!(psyne::wait::async_wait::registrations(), 0);
+        assert_eq!(rx.recv().unwrap().b, 6);
+        let tx = producer.join().unwrap();
+        drop(tx);
+    });
+}
+
+/// Async, direct wake-up of a producer: its future awaits room in a full one-message ring,
+/// registers, and the consumer thread's release wakes it directly (taking its waker under the
+/// group lock) while the helper races for the same registration. A lost wake-up leaves
+/// `block_on` parked: loom reports it; the second message is read after its write.
+#[test]
+fn async_direct_wake_of_a_producer() {
+    model_bounded(2, || {
+        let (mut tx, mut rx) = Channel::<Pair>::builder()
+            .capacity(1)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        tx.send(&Pair { a: 0, b: 10 }).unwrap();
+        let consumer = thread::spawn(move || {
+            for i in 0..2u64 {
+                let m = rx.recv().unwrap();
+                assert_eq!((m.a, m.b), (i, 10 + i));
+            }
+        });
+        loom::future::block_on(async {
+            let mut loan = tx.allocate_async().await.unwrap();
+            *loan = Pair { a: 1, b: 11 };
+            loan.send();
+        });
+        consumer.join().unwrap();
+        assert_eq!(psyne::wait::async_wait::registrations(), 0);
     });
 }

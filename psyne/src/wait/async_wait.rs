@@ -26,6 +26,27 @@
 //! The loom model `async_registration_against_publication` in `psyne/tests/loom.rs` checks this
 //! with the helper thread's sleep replaced by a yield (loom has no `futex_waitv`).
 //!
+//! # Direct wake-up in one process
+//!
+//! When the other end lives in this process and sees the same mapping (every in-process ring),
+//! its notifier's cold path (the word found raised) first calls `wake_direct`: one relaxed
+//! load of a process-wide count of registrations (zero: nothing more), else a lookup of the
+//! word's *address* in a sharded index kept in process memory (never in the shared mapping, so
+//! another process cannot steer it), and, under the entry's group lock, the entry's `Waker` is
+//! taken and the entry disarmed, so exactly one of the direct path and the helper fires it.
+//! Only then does the notifier lower the word and call `FUTEX_WAKE`, as before: the helper
+//! still watches the word, and it is needed. A future that was woken directly, found its
+//! message, and registered again before the notifier lowered the word has its raise overwritten;
+//! only the helper, which fires any armed entry whose word is not raised, wakes it. (Two
+//! variants without the helper for in-process rings were tried and lost wake-ups: skipping the
+//! `FUTEX_WAKE` when the direct path fired, which hung `async_bench`; and lowering the word
+//! with a swap before the direct lookup, registering before raising, with the helper not
+//! watching in-process words, which loom's `async_cancelled_future_leaves_nothing_behind`
+//! found deadlocking, not diagnosed further.) Rings shared with another process map the word
+//! elsewhere, so the lookup finds nothing there and the helper path is unchanged. The loom
+//! models `async_direct_wake_against_cancellation` and `async_direct_wake_of_a_producer` check
+//! the direct path against deregistration and for a producer awaiting room.
+//!
 //! # Helper threads
 //!
 //! `futex_waitv` (Linux 5.16 or later) waits on at most 128 words, so a group holds at most
@@ -42,37 +63,65 @@
 //! whose word was found lowered (woken since, or the first of this wait) is therefore re-polled
 //! after [`GRACE`] = 2 x `REMOTE_INTERVAL` even if nobody wakes it; one that was found still
 //! raised (its previous registration timed out, so no wake-up call came since) after
-//! [`ASYNC_PEER_POLL`], which also bounds how late a dead peer process is noticed.
+//! [`ASYNC_PEER_POLL`], rounded up to a process-wide grid of [`IDLE_TICK`] so that idle
+//! registrations fall due together (their helper wakes once for a batch, not once each). Each
+//! re-poll may check that the peer process lives; the async ends share that check per peer
+//! process (`wait::alive_shared`: at most one per `PEER_POLL` for each process found alive), so
+//! a runtime awaiting 1,000 channels fed by one process checks it about 100 times a second, not
+//! 20,000. A dead peer process is noticed within about `ASYNC_PEER_POLL` + `IDLE_TICK` +
+//! `PEER_POLL` (70 ms).
 //!
 //! # Measured cost
 //!
-//! A registration is one lock of its group, a `futex` wake of the helper if it sleeps, and a
-//! clone of the `Waker`; a wake-up is the other end's `FUTEX_WAKE`, then the helper's
-//! `Waker::wake`: one more thread hop than a blocking waiter, which the other end wakes directly.
-//! A future that finds a message at once costs one poll of the ring, as `try_recv` does. The
-//! blocking path is unchanged: `scripts/icount.sh` counts 204.02 instructions per 64-byte message
-//! and 506.09 per `Embedding256`, before and after this module (identical). `async_bench`
-//! (examples) on the 2-vCPU VM under a load average of about 7 (other builds), `Embedding256`,
-//! capacity 256, 3 repetitions: streaming 0.75 [0.74-0.82] M msg/s with `recv_async` against
-//! 0.39 [0.17-0.52] for `tokio::sync::mpsc` by value (1.9x) and 0.69 [0.60-0.84] for blocking
-//! `recv` (1.08x); one-way latency to an idle awaiting consumer (a message every 200 us) p50
-//! 32 us [12-61] against 5.7 us for tokio mpsc: the helper hop costs a second wake-up of a
-//! sleeping thread (an in-process shortcut that calls the `Waker` from the notifier's cold path
-//! is not done). An idle shared-memory registration is re-polled every [`ASYNC_PEER_POLL`] (one
-//! throttled liveness check of the peer process each).
+//! A registration is one lock of its group and one of an index shard, a `futex` wake of the
+//! helper if it sleeps, and a clone of the `Waker`. The blocking path is unchanged:
+//! `scripts/icount.sh` counts 204.02 instructions per 64-byte message and 506.09 per
+//! `Embedding256`, before and after this module and before and after the direct wake-up (the
+//! notifier's hot path, word not raised, is the same code; the direct path is inside its
+//! `#[cold]` function). A future that finds a message at once costs one poll of the ring, as
+//! `try_recv` does.
+//!
+//! `async_bench` (examples; `Embedding256`, capacity 256, 5 interleaved repetitions a run, the
+//! producer a plain thread, the consumer a tokio current-thread runtime) on the 2-vCPU VM shared
+//! with other builds (1-minute load averages given), with the direct wake-up:
+//!
+//! - streaming, M msg/s (median of a run), 10 runs at load 2.9-8.5: `recv_async` 1.07-2.71x
+//!   `tokio::sync::mpsc` by value (2.2-2.7x in the 4 runs at load 2.9-4.6: 2.61-2.84 against
+//!   1.05-1.19) and 0.82-1.61x Psyne's blocking `recv` (5 of 10 runs at or above 0.9x);
+//! - one-way latency to an idle awaiting consumer (a message every 200 us), p50 (median of a
+//!   run) without the recording waker: met in 3 of 9 runs (6.3 vs 7.0 us for tokio mpsc at load
+//!   8.5, 7.6 vs 8.4 at 5.7, 8.2 vs 9.9 at 3.9), missed in 6 (6.5 vs 6.0 at 8.0, 25-32 vs 6.5-8.0
+//!   at 6.4-8.1, 18.1-23.6 vs 10.8-14.3 at 2.5-4.6). Before the direct wake-up: 32 us against
+//!   5.7 us (load ~7).
+//! - where the time goes (`--pieces 1`: both async consumers polled through a waker that
+//!   records when it is called): send stamp to `Waker::wake` 0.4-0.8 us for `recv_async` (the
+//!   direct wake-up) against 0.8-1.2 us for tokio mpsc, in every run; `Waker::wake` to the
+//!   message in hand 16.8-18.6 us against 7.9-8.2 us at load 2.9-3.9, about equal (15-18 us
+//!   both) at load 6-6.7. So the wake-up call itself now comes sooner than tokio's and the
+//!   difference lies after it, in the runtime thread's wake-up. The likely cause (not isolated:
+//!   both variants without it lost wake-ups, see above) is the helper thread, which the same
+//!   notification's `FUTEX_WAKE` wakes too (and the future's next registration wakes again), on
+//!   2 vCPUs of which the spinning producer takes one. The p50 target is met only in runs where
+//!   the machine is so busy that both contenders wait for a core anyway.
+//!
+//! An idle shared-memory registration is re-polled every [`ASYNC_PEER_POLL`] (on the
+//! [`IDLE_TICK`] grid). `idle_shared_channels_cpu` in `psyne/tests/async.rs` (ignored; 1,000
+//! idle channels fed by a live, silent process; debug build, load ~10): helper threads 45-68% of
+//! a core and the runtime thread 43-52% before the shared liveness check and the grid; 10-17%
+//! and 8-11% after.
 //!
 //! This module never touches ring memory other than the parked words it is given.
 
 use super::{AWAKE, Notifier, PARKED};
-use crate::sync::{Futex, Ordering};
+use crate::sync::{AtomicU64, Futex, Ordering};
 use core::task::Waker;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[cfg(loom)]
-use loom::sync::Mutex;
+use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(loom))]
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 /// Registrations per reactor group (one helper thread each): `futex_waitv`'s limit of 128 words,
 /// less the group's control word.
@@ -89,10 +138,34 @@ pub const FALLBACK_POLL: Duration = Duration::from_millis(1);
 pub const GRACE: Duration = Duration::from_micros(200);
 
 /// How often an idle registration on a ring shared with another process is re-polled (to
-/// notice a dead peer process; see [`PEER_POLL`](super::PEER_POLL) for blocking waiters).
+/// notice a dead peer process; see [`PEER_POLL`](super::PEER_POLL) for blocking waiters),
+/// rounded up to the [`IDLE_TICK`] grid.
 pub const ASYNC_PEER_POLL: Duration = Duration::from_millis(50);
 
+/// The grid that idle re-polls ([`ASYNC_PEER_POLL`]) are rounded up to, so that the idle
+/// registrations of a process fall due together: their helper wakes once for all of them, and
+/// the runtime polls them in one batch (whose liveness checks `wait::alive_shared` turns into
+/// one per peer process).
+pub const IDLE_TICK: Duration = Duration::from_millis(10);
+
 const _: () = assert!(GRACE.as_nanos() >= 2 * Notifier::REMOTE_INTERVAL.as_nanos());
+
+/// When an idle registration armed at `now` is re-polled: [`ASYNC_PEER_POLL`] later, rounded up
+/// to the process-wide [`IDLE_TICK`] grid.
+fn idle_deadline(now: Instant) -> Option<Instant> {
+    #[cfg(not(loom))]
+    let epoch = {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    };
+    #[cfg(loom)]
+    let epoch = now;
+    let due = now.checked_add(ASYNC_PEER_POLL)?;
+    let tick = IDLE_TICK.as_nanos();
+    let since = due.saturating_duration_since(epoch).as_nanos();
+    let up = (tick - since % tick) % tick;
+    due.checked_add(Duration::from_nanos(up as u64))
+}
 
 /// One registered wait.
 struct Entry {
@@ -164,21 +237,28 @@ impl Group {
     }
 }
 
-#[cfg(not(loom))]
-type GroupGuard<'a> = std::sync::MutexGuard<'a, GroupState>;
-#[cfg(loom)]
-type GroupGuard<'a> = loom::sync::MutexGuard<'a, GroupState>;
+type GroupGuard<'a> = MutexGuard<'a, GroupState>;
 
-/// Every group of this process.
+/// Every group of this process, and the index of registrations by parked word.
 #[derive(Default)]
 struct Registry {
     groups: Mutex<Vec<Arc<Group>>>,
+    direct: Direct,
 }
 
 #[cfg(not(loom))]
+static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+
+#[cfg(not(loom))]
 fn registry() -> &'static Registry {
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
     REGISTRY.get_or_init(Registry::default)
+}
+
+/// The registry if any future of this process ever registered (the notifier's cold path must
+/// not create it).
+#[cfg(not(loom))]
+fn registry_if_any() -> Option<&'static Registry> {
+    REGISTRY.get()
 }
 
 #[cfg(loom)]
@@ -189,6 +269,120 @@ loom::lazy_static! {
 #[cfg(loom)]
 fn registry() -> &'static Registry {
     &REGISTRY
+}
+
+#[cfg(loom)]
+fn registry_if_any() -> Option<&'static Registry> {
+    Some(&REGISTRY)
+}
+
+/// Shards of the [`Direct`] index (a power of two).
+#[cfg(not(loom))]
+const SHARDS: usize = 64;
+#[cfg(loom)]
+const SHARDS: usize = 1;
+
+/// One registration as the [`Direct`] index knows it.
+struct Slot {
+    /// The parked word's address in this process (a key only: never dereferenced).
+    key: usize,
+    group: Arc<Group>,
+    index: usize,
+}
+
+/// Registrations by the address of their parked word, for the direct wake-up
+/// ([`wake_direct`]): sharded by address. Lives in process memory only; an address is a key
+/// compared with an entry's own word under the group lock, never dereferenced from here.
+struct Direct {
+    /// Slots in all shards: the notifier's cold path skips the lookup while it is 0.
+    count: AtomicU64,
+    shards: Vec<Mutex<Vec<Slot>>>,
+}
+
+impl Default for Direct {
+    fn default() -> Self {
+        Direct {
+            count: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+}
+
+/// The index key of `word`: its address in this process.
+fn key_of(word: &Futex) -> usize {
+    word as *const Futex as usize
+}
+
+impl Direct {
+    fn shard(&self, key: usize) -> MutexGuard<'_, Vec<Slot>> {
+        // Fibonacci hashing of the word address (words are 4-byte aligned, ends 64 apart).
+        let h = ((key >> 2) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let i = (h >> 32) as usize & (SHARDS - 1);
+        // Every update under a shard lock is a push or a swap-remove: consistent after a panic.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, key: usize, group: &Arc<Group>, index: usize) {
+        self.shard(key).push(Slot {
+            key,
+            group: Arc::clone(group),
+            index,
+        });
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, key: usize, group: &Arc<Group>, index: usize) {
+        let mut shard = self.shard(key);
+        if let Some(i) = shard
+            .iter()
+            .position(|s| s.key == key && s.index == index && Arc::ptr_eq(&s.group, group))
+        {
+            let slot = shard.swap_remove(i);
+            drop(shard);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        }
+    }
+
+    /// Takes the waker of every armed registration on the word at `key` (under its group's
+    /// lock, so that the helper, which fires only armed entries, finds it fired) and wakes it.
+    fn wake(&self, key: usize) {
+        let mut first: Option<Waker> = None;
+        let mut more: Vec<Waker> = Vec::new();
+        {
+            let shard = self.shard(key);
+            for s in shard.iter().filter(|s| s.key == key) {
+                // Lock order: shard, then group (nothing takes a shard under a group lock).
+                let mut st = s.group.lock();
+                let e = &mut st.entries[s.index];
+                if e.used && e.armed && e.word as usize == key {
+                    e.armed = false;
+                    if let Some(w) = e.waker.take() {
+                        if first.is_none() {
+                            first = Some(w);
+                        } else {
+                            more.push(w);
+                        }
+                    }
+                }
+            }
+        }
+        // Outside every lock: a waker may run arbitrary executor code.
+        first.into_iter().chain(more).for_each(Waker::wake);
+    }
+}
+
+/// The notifier's cold path (it found the peer's parked word `word` raised), before it lowers
+/// the word and calls `FUTEX_WAKE`: wakes directly the future of this process registered on
+/// `word` at the same address, if any, saving the helper thread's hop. Costs one relaxed load
+/// while no future of this process is registered; never touches `word` itself.
+#[inline]
+pub(crate) fn wake_direct(word: &Futex) {
+    if let Some(reg) = registry_if_any()
+        && reg.direct.count.load(Ordering::Relaxed) != 0
+    {
+        reg.direct.wake(key_of(word));
+    }
 }
 
 impl Registry {
@@ -224,10 +418,16 @@ pub fn helper_threads() -> usize {
 }
 
 /// Registrations currently held in this process: one per pending async operation that had to
-/// wait, none once every such future completed or was dropped; for tests and reports.
+/// wait, none once every such future completed or was dropped; for tests and reports. (The
+/// larger of the reactor's count and the direct wake-up index's, so a leftover in either shows.)
 pub fn registrations() -> usize {
-    let groups = registry().groups.lock().unwrap_or_else(|e| e.into_inner());
-    groups.iter().map(|g| g.lock().used).sum()
+    let reg = registry();
+    let used: usize = {
+        let groups = reg.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups.iter().map(|g| g.lock().used).sum()
+    };
+    let indexed = usize::try_from(reg.direct.count.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+    used.max(indexed)
 }
 
 /// The async wait state of one pending operation of an end: at most one registration. Dropping
@@ -274,21 +474,28 @@ impl AsyncPark {
         let was_raised = word.load(Ordering::Relaxed) == PARKED;
         word.store(PARKED, Ordering::Relaxed);
         let deadline = if remote {
-            let after = if was_raised { ASYNC_PEER_POLL } else { GRACE };
-            Instant::now().checked_add(after)
+            let now = Instant::now();
+            if was_raised {
+                idle_deadline(now)
+            } else {
+                now.checked_add(GRACE)
+            }
         } else {
             None
         };
         let (group, index) = match &self.reg {
             Some((g, i)) => (Arc::clone(g), *i),
             None => {
-                let r = registry().claim();
+                let reg = registry();
+                let r = reg.claim();
+                reg.direct.insert(key_of(word), &r.0, r.1);
                 self.reg = Some((Arc::clone(&r.0), r.1));
                 r
             }
         };
         let mut st = group.lock();
         let e = &mut st.entries[index];
+        debug_assert!(e.word.is_null() || core::ptr::eq(e.word, word));
         e.word = word;
         if e.keep.is_none() {
             e.keep = Some(Arc::clone(keep) as Arc<dyn Send + Sync>);
@@ -325,6 +532,7 @@ impl AsyncPark {
         if let Some((group, index)) = self.reg.take() {
             let mut st = group.lock();
             let e = &mut st.entries[index];
+            let key = e.word as usize;
             if !e.word.is_null() {
                 // SAFETY: `word` lies in memory kept alive by `e.keep`, still held here.
                 unsafe { &*e.word }.store(AWAKE, Ordering::Relaxed);
@@ -334,6 +542,9 @@ impl AsyncPark {
             *e = Entry::FREE;
             st.used -= 1;
             drop(st);
+            if key != 0 {
+                registry().direct.remove(key, &group, index);
+            }
             // Dropped outside the lock: a waker's drop may run arbitrary executor code.
             drop((keep, waker));
         }

@@ -125,6 +125,47 @@ impl PeerWatch {
     }
 }
 
+/// A liveness check shared by every end of this process: `check(p)` runs at most once per
+/// [`PEER_POLL`] for each peer process `p` that it found alive; within that time `p` counts as
+/// alive (a process found dead is checked again next time: it stays dead). The async ends use
+/// it, so that a thousand idle channels fed by one process make one check per `PEER_POLL`, not
+/// one each; a dead peer is then reported up to `PEER_POLL` later.
+pub(crate) fn alive_shared(
+    p: crate::ring::ProcessStamp,
+    check: fn(crate::ring::ProcessStamp) -> bool,
+) -> bool {
+    #[cfg(not(loom))]
+    {
+        use std::sync::Mutex;
+        /// Peer processes recently found alive, and when (at most [`CACHED_PEERS`]).
+        static SEEN: Mutex<Vec<(crate::ring::ProcessStamp, Instant)>> = Mutex::new(Vec::new());
+        const CACHED_PEERS: usize = 64;
+        let now = Instant::now();
+        {
+            let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+            if seen
+                .iter()
+                .any(|(q, t)| *q == p && now.saturating_duration_since(*t) < PEER_POLL)
+            {
+                return true;
+            }
+        }
+        // The check runs outside the lock (it reads /proc): two ends may both run it.
+        let alive = check(p);
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|(q, t)| *q != p && now.saturating_duration_since(*t) < PEER_POLL);
+        if alive {
+            if seen.len() >= CACHED_PEERS {
+                seen.remove(0);
+            }
+            seen.push((p, now));
+        }
+        alive
+    }
+    #[cfg(loom)]
+    check(p)
+}
+
 /// The outcome of [`wait_for`].
 pub(crate) enum Waited<R> {
     /// `attempt` succeeded.

@@ -11,6 +11,12 @@
 //! whichever comes first; a remote waiter sleeps at most [`PEER_POLL`](super::PEER_POLL) at a
 //! time, so a wake-up skipped this way delays an honest peer that parks again within that
 //! interval by at most that much.
+//!
+//! A peer that awaits (an async future of this process registered on the same parked word, at
+//! the same address) is also woken directly: before lowering the word, the cold path calls
+//! [`async_wait::wake_direct`](super::async_wait), which calls the future's `Waker` itself,
+//! sparing the reactor's helper thread a hop; the `FUTEX_WAKE` still follows, for blocking
+//! waiters and the helper. The hot path (word not raised) does not change.
 
 use super::{AWAKE, PARKED};
 use crate::sync::{self, Futex, Ordering};
@@ -78,6 +84,7 @@ impl Notifier {
             self.since_wake = 0;
             self.last_wake = Some(now);
         }
+        super::async_wait::wake_direct(parked);
         parked.store(AWAKE, Ordering::Relaxed);
         parked.wake();
         true
@@ -87,6 +94,7 @@ impl Notifier {
     pub(crate) fn notify_final(&mut self, parked: &Futex) {
         sync::dekker_fence();
         if parked.load(Ordering::Relaxed) == PARKED {
+            super::async_wait::wake_direct(parked);
             parked.store(AWAKE, Ordering::Relaxed);
             parked.wake();
         }

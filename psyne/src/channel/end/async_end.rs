@@ -38,6 +38,22 @@ impl AsyncPark {
     }
 }
 
+/// [`check_peers`] through the process-wide throttle [`wait::alive_shared`]: a runtime awaiting
+/// many channels fed by one process checks that process once per `PEER_POLL`, not once per
+/// channel.
+fn check_peers_shared(ring: &Ring, slots: Range<usize>, watch: &mut PeerWatch) {
+    if ring.is_shared() && watch.due() {
+        for slot in slots {
+            ring.close_if_dead(slot, alive_throttled);
+        }
+    }
+}
+
+/// [`alive`] at most once per `PEER_POLL` per peer process (see [`wait::alive_shared`]).
+fn alive_throttled(p: ProcessStamp) -> bool {
+    wait::alive_shared(p, alive)
+}
+
 /// What a future does when its attempt found nothing, before its last attempt.
 enum Step {
     /// Woken already (yield phase, busy-spinning ring or no helper): return `Pending`.
@@ -112,7 +128,7 @@ impl<C: RecvCursor> Receiver<C> {
         }
         if self.cursor.ring().is_shared() && park.checks_peer(self.common.wait) {
             // A producer in another process may have died: the next attempt reports it.
-            check_peers(
+            check_peers_shared(
                 self.cursor.ring(),
                 self.cursor.peer_slots(),
                 &mut self.common.watch,
@@ -202,7 +218,7 @@ impl<C: SendCursor> Sender<C> {
         // may be asleep waiting for: wake it before we wait for it in turn.
         self.wake_after_filler();
         if self.cursor.ring().is_shared() && park.checks_peer(self.common.wait) {
-            check_peers(
+            check_peers_shared(
                 self.cursor.ring(),
                 self.cursor.peer_slots(),
                 &mut self.common.watch,

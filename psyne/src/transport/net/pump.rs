@@ -252,6 +252,8 @@ fn send_loop(stream: &mut TcpStream, rx: &mut RawConsumer, codec: &mut Codec) ->
             // The user's producer is gone and everything it sent is written.
             Err(RecvError::Disconnected) => return Ok(()),
             Err(RecvError::Corrupted { what }) => return Err(End::Corrupted(what)),
+            // Only broadcast consumers are cut off; this one is an SPSC consumer.
+            Err(RecvError::Lagged) => continue,
         };
         let bytes = msg.bytes();
         let mut header = FrameHeader {

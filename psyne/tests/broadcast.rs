@@ -604,3 +604,139 @@ fn a_killed_consumer_stops_gating_within_100_ms() {
     assert_eq!(c.line_after("COUNT"), "1 FIRST 1000");
     c.wait();
 }
+
+// ---- property test against a model ----
+
+mod model {
+    use super::Tagged;
+    use proptest::prelude::*;
+    use psyne::{
+        BroadcastConsumer, BroadcastProducer, Channel, ChannelError, RecvError, SendError,
+    };
+    use std::collections::VecDeque;
+
+    const CAPACITY: usize = 6;
+    const MAX: usize = 3;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// `try_send`: every live consumer then expects it.
+        Send,
+        /// `try_recv` on consumer `i` (modulo the live ones).
+        Recv(usize),
+        /// `try_recv` on consumer `i` and hold the message across a `try_send`.
+        RecvHoldSend(usize),
+        /// `subscribe`.
+        Subscribe,
+        /// Drop consumer `i`.
+        Drop(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => Just(Op::Send),
+            5 => (0..MAX).prop_map(Op::Recv),
+            1 => (0..MAX).prop_map(Op::RecvHoldSend),
+            1 => Just(Op::Subscribe),
+            1 => (0..MAX).prop_map(Op::Drop),
+        ]
+    }
+
+    /// Checks a received message against the model queue of that consumer.
+    fn expect(rx: &mut BroadcastConsumer<Tagged>, q: &mut VecDeque<u64>) -> Result<(), String> {
+        match (rx.try_recv(), q.pop_front()) {
+            (Ok(m), Some(seq)) if m.seq == seq && m.checksum == m.sum() => Ok(()),
+            (Err(RecvError::Empty), None) => Ok(()),
+            (r, want) => Err(format!("got {:?}, model {want:?}", r.map(|m| m.seq))),
+        }
+    }
+
+    /// `try_send` of message `*seq`, checked against the model queues (each with the messages
+    /// its consumer holds but has not released).
+    fn send(
+        tx: &mut BroadcastProducer<Tagged>,
+        seq: &mut u64,
+        queues: &mut [(&mut VecDeque<u64>, usize)],
+    ) -> Result<(), TestCaseError> {
+        match tx.try_send(&Tagged::new(*seq)) {
+            Ok(()) => {
+                for (q, _) in queues.iter_mut() {
+                    q.push_back(*seq);
+                }
+                *seq += 1;
+            }
+            Err(SendError::Full) => {
+                // Full only when some consumer has at least the capacity unreleased.
+                let slowest = queues.iter().map(|(q, h)| q.len() + h).max().unwrap_or(0);
+                prop_assert!(slowest >= CAPACITY, "Full with {} unreleased", slowest);
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn broadcast_matches_a_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let (mut tx, rx) = Channel::<Tagged>::broadcast()
+                .capacity(CAPACITY)
+                .max_consumers(MAX)
+                .build()
+                .unwrap();
+            let mut ends: Vec<(BroadcastConsumer<Tagged>, VecDeque<u64>)> =
+                vec![(rx, VecDeque::new())];
+            let mut seq = 0u64;
+            for op in ops {
+                match op {
+                    Op::Send => {
+                        let mut queues: Vec<_> = ends.iter_mut().map(|(_, q)| (q, 0)).collect();
+                        send(&mut tx, &mut seq, &mut queues)?;
+                    }
+                    Op::Recv(i) if !ends.is_empty() => {
+                        let n = ends.len();
+                        let (rx, q) = &mut ends[i % n];
+                        expect(rx, q).map_err(TestCaseError::fail)?;
+                    }
+                    Op::RecvHoldSend(i) if !ends.is_empty() => {
+                        let n = ends.len();
+                        let (mut rx, mut q) = ends.swap_remove(i % n);
+                        let held = rx.try_recv();
+                        let want = q.pop_front();
+                        prop_assert_eq!(held.as_ref().ok().map(|m| m.seq), want);
+                        // Sending while it is held: the holder still gates with its message.
+                        let mut queues: Vec<_> = ends.iter_mut().map(|(_, q)| (q, 0)).collect();
+                        queues.push((&mut q, usize::from(want.is_some())));
+                        send(&mut tx, &mut seq, &mut queues)?;
+                        drop(queues);
+                        drop(held);
+                        ends.push((rx, q));
+                    }
+                    Op::Subscribe => match tx.subscribe() {
+                        Ok(rx) => {
+                            prop_assert!(ends.len() < MAX);
+                            ends.push((rx, VecDeque::new()));
+                        }
+                        Err(ChannelError::TooManyConsumers { max }) => {
+                            prop_assert_eq!((max, ends.len()), (MAX, MAX));
+                        }
+                        Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+                    },
+                    Op::Drop(i) if !ends.is_empty() => {
+                        let n = ends.len();
+                        ends.swap_remove(i % n);
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(tx.consumers(), ends.len());
+            }
+            drop(tx);
+            for (rx, q) in &mut ends {
+                while !q.is_empty() {
+                    expect(rx, q).map_err(TestCaseError::fail)?;
+                }
+                prop_assert_eq!(rx.try_recv().map(|_| ()), Err(RecvError::Disconnected));
+            }
+        }
+    }
+}

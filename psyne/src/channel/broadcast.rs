@@ -20,8 +20,8 @@ use crate::message::{Message, MessageHeader};
 use crate::ring::broadcast::{BroadcastConsumer as ConsumerCursor, BroadcastProducer as Gate};
 use crate::ring::spsc::{PeekError, ReserveError, SpscConsumer};
 use crate::ring::{
-    self, ChannelIdentity, Creator, MAX_CONSUMERS, OpenFailure, Peeked, RECORD_ALIGN, Ring,
-    Topology,
+    self, ChannelIdentity, Creator, MAX_CONSUMERS, OpenFailure, Peeked, ProcessStamp, RECORD_ALIGN,
+    Ring, Topology,
 };
 use crate::slab::Slab;
 use crate::sync::Futex;
@@ -154,8 +154,14 @@ fn subscribe_to(ring: &Arc<Ring>, consumers: usize) -> Result<ConsumerCursor, Ch
     } else {
         in_process()
     };
+    // In-process, every holder is this process: no `/proc` read (and no allocation).
+    let alive: fn(ProcessStamp) -> bool = if ring.is_shared() {
+        process_alive
+    } else {
+        |p| p.pid == std::process::id()
+    };
     for slot in 1..=consumers {
-        match ring.claim(slot, me, process_alive) {
+        match ring.claim(slot, me, alive) {
             Ok(_) => return Ok(joined(Arc::clone(ring), slot)),
             Err(OpenFailure::AlreadyConnected { .. }) => continue,
             Err(_) => break,

@@ -380,9 +380,10 @@ impl BroadcastConsumer {
         if word & FLAGS != 0 {
             return Err(PeekError::Corrupted("consumer position word"));
         }
+        // From the word loaded above: reloading it could see a cut-off that happened since
+        // (which our first hold then reports).
         let ring = Arc::clone(self.inner.ring());
-        self.inner = SpscConsumer::recover_lane(ring, consumer_lane(self.slot))
-            .map_err(PeekError::Corrupted)?;
+        self.inner = SpscConsumer::resume_lane(ring, consumer_lane(self.slot), word);
         if self.hold {
             self.inner.keep_on_skip(HOLD);
         }
@@ -465,7 +466,7 @@ impl BroadcastConsumer {
             return 0;
         }
         let ring = Arc::clone(self.inner.ring());
-        SpscConsumer::recover_lane(ring, consumer_lane(self.slot)).map_or(0, |c| c.waiting())
+        SpscConsumer::resume_lane(ring, consumer_lane(self.slot), word).waiting()
     }
 
     /// The reader of our lane (it releases what we peeked).

@@ -568,6 +568,15 @@ impl SpscConsumer {
         ))
     }
 
+    /// The consumer of one lane at read position `read` (a multiple of 64, already loaded and
+    /// checked by the caller), expecting the sequence number the commit word there says.
+    pub(crate) fn resume_lane(ring: Arc<Ring>, lane: Lane, read: u64) -> Self {
+        debug_assert!(read.is_multiple_of(RECORD_ALIGN as u64));
+        let region = ring.region_of(lane.region);
+        let word = region.load_commit(region.mask(read), Ordering::Acquire);
+        Self::at(ring, lane, read, word & !super::format::PENDING_BIT)
+    }
+
     /// Messages published after our read position and not yet received: a snapshot, found by
     /// following commit words (at most one region; nothing is released or changed).
     pub(crate) fn waiting(&self) -> usize {

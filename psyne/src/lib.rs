@@ -67,6 +67,11 @@ pub mod net {
 
 pub use bytemuck;
 pub use channel::{
+    Backpressure, BroadcastBuilder, BroadcastConsumer, BroadcastIter, BroadcastLoan,
+    BroadcastProducer, BroadcastTryIter, RawBroadcastBuilder, RawBroadcastBytesLoan,
+    RawBroadcastConsumer, RawBroadcastProducer, SharedBroadcastBuilder,
+};
+pub use channel::{
     BytesLoan, Channel, ChannelBuilder, ChannelError, Consumer, ConsumerStats, CreateError, Iter,
     Loan, MpscBuilder, MpscConsumer, MpscIter, MpscProducer, MpscTryIter, OpenError, Producer,
     ProducerStats, RawChannelBuilder, RawConsumer, RawMpscBuilder, RawMpscConsumer,

@@ -541,5 +541,112 @@ fn async_direct_wake_of_a_producer() {
         });
         consumer.join().unwrap();
         assert_eq!(psyne::wait::async_wait::registrations(), 0);
+
+/// Broadcast models: a producer and two consumers, three threads (preemption bound 2, as the
+/// MPSC models).
+fn broadcast_model(f: impl Fn() + Sync + Send + 'static) {
+    mpsc_model(f);
+}
+
+/// A consumer of `Pair`s that the producer fills as `(i, !i)`: receives until `Disconnected`,
+/// checking each message whole (loom's tracker fails the model if the producer could write the
+/// bytes while they are read), and returns the `a`s it saw.
+fn drain_pairs(rx: &mut psyne::BroadcastConsumer<Pair>, lagged_ok: bool) -> Vec<u64> {
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv() {
+            Ok(m) => {
+                assert_eq!(m.b, !m.a, "whole message");
+                seen.push(m.a);
+            }
+            Err(RecvError::Lagged) if lagged_ok => {}
+            Err(RecvError::Disconnected) => return seen,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Two messages into a ring with room for one, to two parked consumers: the second message
+/// waits until *both* released the first (its pending mark wraps to offset 0), each consumer
+/// receives both in order, then `Disconnected`. A lost wake-up is a loom deadlock.
+#[test]
+fn broadcast_two_consumers_release_order_wrap_and_full() {
+    broadcast_model(|| {
+        let (mut tx, mut rx1) = Channel::<Pair>::broadcast()
+            .capacity(1)
+            .max_consumers(2)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let mut rx2 = tx.subscribe().unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..2u64 {
+                let mut m = tx.allocate().unwrap();
+                m.a = i;
+                m.b = !i;
+                m.send();
+            }
+        });
+        let other = thread::spawn(move || drain_pairs(&mut rx2, false));
+        assert_eq!(drain_pairs(&mut rx1, false), [0, 1]);
+        assert_eq!(other.join().unwrap(), [0, 1]);
+        producer.join().unwrap();
+    });
+}
+
+/// Subscribing during traffic and a consumer dropping: the producer sends 0, subscribes a
+/// second consumer, sends 1 (which needs the space of 0: the first consumer never reads and
+/// drops at any moment, which must wake the producer), then drops. The subscriber receives
+/// exactly 1, then `Disconnected`.
+#[test]
+fn broadcast_subscribe_during_traffic_and_consumer_drop() {
+    broadcast_model(|| {
+        let (mut tx, rx1) = Channel::<Pair>::broadcast()
+            .capacity(1)
+            .max_consumers(2)
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            tx.send(&Pair { a: 0, b: !0 }).unwrap();
+            let rx2 = tx.subscribe().unwrap();
+            tx.send(&Pair { a: 1, b: !1 }).unwrap();
+            rx2
+        });
+        let dropper = thread::spawn(move || drop(rx1));
+        let mut rx2 = producer.join().unwrap();
+        dropper.join().unwrap();
+        assert_eq!(drain_pairs(&mut rx2, false), [1]);
+    });
+}
+
+/// Drop-lagging with `after` zero: the producer cuts off any consumer that keeps the ring
+/// full, at once, but never one that holds a message (loom's tracker checks that no byte of a
+/// held message is written while it is read). One consumer races with the producer; the other
+/// reads only after the producer is done (so it is cut off). Each sees an increasing subset of
+/// the messages, each whole, then `Disconnected`.
+#[test]
+fn broadcast_drop_lagging_never_cuts_a_reader() {
+    model_bounded(2, || {
+        let (mut tx, mut rx1) = Channel::<Pair>::broadcast()
+            .capacity(1)
+            .max_consumers(2)
+            .backpressure(psyne::Backpressure::DropLagging {
+                after: std::time::Duration::ZERO,
+            })
+            .wait(PARK)
+            .build()
+            .unwrap();
+        let mut rx2 = tx.subscribe().unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..2u64 {
+                tx.send(&Pair { a: i, b: !i }).unwrap();
+            }
+        });
+        let seen = drain_pairs(&mut rx2, true);
+        producer.join().unwrap();
+        for seen in [seen, drain_pairs(&mut rx1, true)] {
+            assert!(seen.windows(2).all(|w| w[0] < w[1]) && seen.len() <= 2);
+        }
     });
 }

@@ -100,6 +100,7 @@ impl From<PeekError> for RecvError {
             PeekError::Empty => RecvError::Empty,
             PeekError::Disconnected => RecvError::Disconnected,
             PeekError::Corrupted(what) => RecvError::Corrupted { what },
+            PeekError::Lagged => RecvError::Lagged,
         }
     }
 }
@@ -126,6 +127,23 @@ pub(crate) trait SendCursor {
     fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
+    /// After a publication: wakes every consumer that sleeps; returns the wake-up calls made.
+    /// One consumer: its [`peer_parked`](Self::peer_parked) word (a broadcast producer wakes
+    /// each of its consumers).
+    #[inline(always)]
+    fn notify_peers(&self, notifier: &mut Notifier) -> u64 {
+        u64::from(notifier.notify(self.peer_parked()))
+    }
+    /// When our end drops: wakes every consumer that sleeps, without rate limit.
+    fn notify_peers_final(&self, notifier: &mut Notifier) {
+        notifier.notify_final(self.peer_parked());
+    }
+    /// Whether a waiting producer must try again at least every
+    /// [`PEER_POLL`](crate::wait::PEER_POLL) even when nobody wakes it (as for a peer in
+    /// another process): a broadcast producer that cuts off lagging consumers after a time.
+    fn polls_while_waiting(&self) -> bool {
+        false
+    }
 }
 
 /// What the end layer needs of a consumer protocol.
@@ -426,6 +444,7 @@ impl<C: SendCursor> Sender<C> {
             Patience::Until(t) => Some(t),
         };
         let slots = self.cursor.peer_slots();
+        let poll = ring.is_shared() || self.cursor.polls_while_waiting();
         let cursor = &mut self.cursor;
         let watch = &mut self.common.watch;
         let notifier = &mut self.common.notifier;
@@ -440,15 +459,15 @@ impl<C: SendCursor> Sender<C> {
             deadline,
             parked,
             || parks += 1,
-            if ring.is_shared() {
+            if poll {
                 Some(&mut check as &mut dyn FnMut())
             } else {
                 None
             },
             || {
                 let r = cursor.try_reserve(len, align);
-                if cursor.take_published() && notifier.notify(cursor.peer_parked()) {
-                    wakeups += 1;
+                if cursor.take_published() {
+                    wakeups += cursor.notify_peers(notifier);
                 }
                 match r {
                     Ok(pos) => Some(Ok(pos)),
@@ -468,8 +487,8 @@ impl<C: SendCursor> Sender<C> {
     /// Wakes the consumer if a reservation published a filler on its own since the last check.
     #[cold]
     fn wake_after_filler(&mut self) {
-        if self.cursor.take_published() && self.common.notifier.notify(self.cursor.peer_parked()) {
-            self.stats.wakeups += 1;
+        if self.cursor.take_published() {
+            self.stats.wakeups += self.cursor.notify_peers(&mut self.common.notifier);
         }
     }
 
@@ -484,9 +503,7 @@ impl<C: SendCursor> Sender<C> {
         self.cursor.commit(pos, len, type_id, ts);
         self.stats.messages += 1;
         self.stats.bytes += len as u64;
-        if self.common.notifier.notify(self.cursor.peer_parked()) {
-            self.stats.wakeups += 1;
-        }
+        self.stats.wakeups += self.cursor.notify_peers(&mut self.common.notifier);
     }
 
     /// Address of the payload of the record reserved at `pos`.
@@ -505,7 +522,7 @@ impl<C: SendCursor> Sender<C> {
 impl<C: SendCursor> Drop for Sender<C> {
     fn drop(&mut self) {
         self.cursor.close();
-        self.common.notifier.notify_final(self.cursor.peer_parked());
+        self.cursor.notify_peers_final(&mut self.common.notifier);
     }
 }
 

@@ -44,6 +44,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod broadcast;
 mod end;
 mod mpsc;
 pub(crate) mod net;
@@ -53,6 +54,11 @@ mod tensor;
 mod typed;
 
 pub use crate::transport::shm::{CreateError, OpenError};
+pub use broadcast::{
+    Backpressure, BroadcastBuilder, BroadcastConsumer, BroadcastIter, BroadcastLoan,
+    BroadcastProducer, BroadcastTryIter, RawBroadcastBuilder, RawBroadcastBytesLoan,
+    RawBroadcastConsumer, RawBroadcastProducer, SharedBroadcastBuilder,
+};
 pub use end::{ConsumerStats, ProducerStats};
 pub use mpsc::{
     MpscBuilder, MpscConsumer, MpscIter, MpscProducer, MpscTryIter, RawMpscBuilder,
@@ -462,6 +468,19 @@ pub enum ChannelError {
         /// The channel's `max_producers`.
         max: usize,
     },
+    /// Every consumer place of a broadcast channel is taken
+    /// ([`BroadcastProducer::subscribe`]).
+    TooManyConsumers {
+        /// The channel's `max_consumers`.
+        max: usize,
+    },
+    /// `max_consumers(0)`, or more than [`ring::MAX_CONSUMERS`].
+    InvalidConsumerCount {
+        /// The count asked for.
+        requested: usize,
+        /// The largest supported count.
+        max: usize,
+    },
     /// `max_producers(0)`, or more than [`ring::MAX_PRODUCERS`].
     InvalidProducerCount {
         /// The count asked for.
@@ -494,6 +513,13 @@ impl fmt::Display for ChannelError {
             ChannelError::TooManyProducers { max } => {
                 write!(f, "all {max} producer places of the channel are taken")
             }
+            ChannelError::TooManyConsumers { max } => {
+                write!(f, "all {max} consumer places of the channel are taken")
+            }
+            ChannelError::InvalidConsumerCount { requested, max } => write!(
+                f,
+                "a broadcast channel takes 1 to {max} consumers, not {requested}"
+            ),
             ChannelError::InvalidProducerCount { requested, max } => write!(
                 f,
                 "a multi-producer channel takes 1 to {max} producers, not {requested}"
@@ -600,6 +626,11 @@ pub enum RecvError {
         /// What failed the check.
         what: &'static str,
     },
+    /// Broadcast channels with [`Backpressure::DropLagging`] only: this consumer kept the
+    /// producer waiting longer than the channel allows and was cut off; the messages it had not
+    /// received are lost to it. The next receive continues with the messages sent after the
+    /// producer readmits it (at its next send).
+    Lagged,
 }
 
 impl fmt::Display for RecvError {
@@ -613,6 +644,9 @@ impl fmt::Display for RecvError {
             RecvError::Corrupted { what } => {
                 write!(f, "the channel's shared memory is corrupt: bad {what}")
             }
+            RecvError::Lagged => f.write_str(
+                "this consumer fell too far behind the broadcast producer and was cut off",
+            ),
         }
     }
 }

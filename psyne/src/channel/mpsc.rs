@@ -218,7 +218,7 @@ impl<T: Message> MpscBuilder<T> {
 fn producers_of(ring: &Ring) -> usize {
     match ring.topology() {
         Topology::Mpsc { producers } => producers,
-        Topology::Spsc => 1,
+        Topology::Spsc | Topology::Broadcast { .. } => 1,
     }
 }
 
@@ -242,7 +242,7 @@ fn claim_lane(ring: &Arc<Ring>) -> Result<(usize, SpscProducer), ChannelError> {
 }
 
 /// This process as an in-process ring records it (no start time: never checked).
-fn in_process() -> ProcessStamp {
+pub(super) fn in_process() -> ProcessStamp {
     ProcessStamp {
         pid: std::process::id(),
         start: 0,

@@ -51,6 +51,9 @@ pub(crate) const NAME_BYTES: usize = 64;
 pub(crate) const FLAG_TIMESTAMPS: u32 = 1 << 0;
 /// Control-block flag: ends may sleep on their parked words (else they only spin).
 pub(crate) const FLAG_PARK: u32 = 1 << 1;
+/// Control-block flag of a broadcast ring: the producer may cut off a lagging consumer, so
+/// consumers hold their read position while they read (see `broadcast.rs`).
+pub(crate) const FLAG_DROP_LAGGING: u32 = 1 << 2;
 
 /// The largest spin count an opener takes from a control block (larger ones are cut to this):
 /// what a peer's values can cost an honest waiter is bounded.
@@ -68,6 +71,9 @@ const GENERATION_MASK: u64 = (1 << 30) - 1;
 /// The most producers of a multi-producer ring.
 pub const MAX_PRODUCERS: usize = 64;
 
+/// The most consumers of a broadcast ring.
+pub const MAX_CONSUMERS: usize = 64;
+
 /// What the ring carries between which ends: stored in the control block (a tag and the slot
 /// count), checked by openers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,14 @@ pub(crate) enum Topology {
         /// Producers (lanes), `1 ..= MAX_PRODUCERS`.
         producers: usize,
     },
+    /// One producer (slot 0), up to `consumers` consumers (slots `1 ..= consumers`), one region
+    /// every consumer reads (see `broadcast.rs`).
+    Broadcast {
+        /// Consumer slots, `1 ..= MAX_CONSUMERS`.
+        consumers: usize,
+        /// The producer may cut off lagging consumers (`FLAG_DROP_LAGGING`).
+        drop_lagging: bool,
+    },
 }
 
 impl Topology {
@@ -89,6 +103,7 @@ impl Topology {
         match self {
             Topology::Spsc => 1,
             Topology::Mpsc { .. } => 2,
+            Topology::Broadcast { .. } => 3,
         }
     }
 
@@ -97,6 +112,7 @@ impl Topology {
         match self {
             Topology::Spsc => 2,
             Topology::Mpsc { producers } => 2 * producers + 1,
+            Topology::Broadcast { consumers, .. } => 1 + consumers,
         }
     }
 
@@ -105,6 +121,7 @@ impl Topology {
         match self {
             Topology::Spsc => 1,
             Topology::Mpsc { producers } => producers,
+            Topology::Broadcast { .. } => 1,
         }
     }
 
@@ -117,6 +134,10 @@ impl Topology {
                     producers: (slots - 1) / 2,
                 })
             }
+            3 if (2..=MAX_CONSUMERS + 1).contains(&slots) => Some(Topology::Broadcast {
+                consumers: slots - 1,
+                drop_lagging: false,
+            }),
             _ => None,
         }
     }
@@ -416,6 +437,8 @@ pub(crate) enum OpenFailure {
     AlreadyConnected { pid: u32 },
     /// Every producer slot of a multi-producer ring is held by a live producer.
     TooManyProducers { max: usize },
+    /// Every consumer slot of a broadcast ring is held by a live consumer.
+    TooManyConsumers { max: usize },
     /// The creator lives in another PID namespace.
     ForeignPidNamespace { expected: u64, found: u64 },
     /// A check of the control block failed.
@@ -577,6 +600,13 @@ impl Ring {
             });
         }
         let flags = id_load!(id, flags);
+        let topology = match topology {
+            Topology::Broadcast { consumers, .. } => Topology::Broadcast {
+                consumers,
+                drop_lagging: flags & FLAG_DROP_LAGGING != 0,
+            },
+            t => t,
+        };
         let wait = WaitWords {
             park: flags & FLAG_PARK != 0,
             spins: id_load!(id, wait_spins).min(MAX_SPINS),
@@ -826,6 +856,12 @@ fn identity_lines(
     let mut flags = if config.wait.park { FLAG_PARK } else { 0 };
     if config.timestamps {
         flags |= FLAG_TIMESTAMPS;
+    }
+    if let Topology::Broadcast {
+        drop_lagging: true, ..
+    } = config.topology
+    {
+        flags |= FLAG_DROP_LAGGING;
     }
     let (payload_size, payload_align) = identity
         .payload

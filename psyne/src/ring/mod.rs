@@ -9,6 +9,7 @@
 //! | `control.rs` | the control block (version 4): identity, topology, end slots, owner words; create, attach (validate) and claim a slot | sleeps, wakes, reads `/proc` (liveness is a function it is given) |
 //! | `spsc.rs` | the single-producer single-consumer cursors over one *lane* (a region and its slots), and the large-record restart (`Rewind`) | sleeps or wakes (it reports `Full`/`Empty`; the end layer waits and wakes) |
 //! | `mpsc.rs` | many producers, one consumer: a lane per producer, the consumer's round-robin over the lanes (why lanes: its module docs) | anything `spsc.rs` never does |
+//! | `broadcast.rs` | one producer, many consumers of one region: the gating minimum, joins, cutting off a lagging consumer (its module docs) | anything `spsc.rs` never does |
 //!
 //! Nothing in `ring/` names `channel`, `transport` or `wait`, allocates after set-up, or holds
 //! a pointer inside the slab in the slab: positions are offsets, so the same bytes work mapped
@@ -136,6 +137,7 @@
 //! since the write position is then not at offset 0), and at offset 0 a record needs only
 //! `S + 64 <= len` free bytes.
 
+pub(crate) mod broadcast;
 mod control;
 mod format;
 pub(crate) mod mpsc;
@@ -147,7 +149,7 @@ pub(crate) use control::{
 };
 #[doc(hidden)]
 pub use control::{MAGIC, layout};
-pub use control::{MAX_PRODUCERS, PROTOCOL_VERSION};
+pub use control::{MAX_CONSUMERS, MAX_PRODUCERS, PROTOCOL_VERSION};
 pub(crate) use format::Peeked;
 pub use format::{
     MAX_ALIGN, MAX_REGION, MIN_REGION, RECORD_ALIGN, max_record, payload_align, record_size,

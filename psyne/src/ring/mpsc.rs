@@ -116,7 +116,7 @@ impl MpscConsumer {
                 }
                 Err(PeekError::Empty) => {}
                 Err(PeekError::Disconnected) => closed += 1,
-                Err(e @ PeekError::Corrupted(_)) => return Err(e),
+                Err(e @ (PeekError::Corrupted(_) | PeekError::Lagged)) => return Err(e),
             }
             i += 1;
         }

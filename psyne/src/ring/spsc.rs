@@ -5,7 +5,7 @@
 //! or `Empty`, and after a publication or a release the end layer above decides whether the
 //! other end must be woken (through its parked word, [`SpscProducer::peer_parked`]).
 
-use super::control::{EndSlot, Ring};
+use super::control::{EndSlot, Ring, Topology};
 use super::format::{
     HEADER, MAX_ALIGN, Peeked, RECORD_ALIGN, Region, Slot, max_record, pending, record_size_of,
 };
@@ -64,6 +64,8 @@ pub(crate) enum PeekError {
     Disconnected,
     /// A commit word or a header failed a check (see the module docs of [`crate::ring`]).
     Corrupted(&'static str),
+    /// A broadcast consumer was cut off by the producer for lagging (see `broadcast.rs`).
+    Lagged,
 }
 
 /// Large records restart at the region's start (see "Large records restart at the region's
@@ -269,6 +271,12 @@ impl SpscProducer {
     #[inline(always)]
     pub(crate) fn ring(&self) -> &Arc<Ring> {
         &self.ring
+    }
+
+    /// Our write position: the end of the last record we published.
+    #[inline(always)]
+    pub(crate) fn write_position(&self) -> u64 {
+        self.write
     }
 
     /// The parked word of the consumer, to wake it after a publication.
@@ -494,6 +502,9 @@ pub(crate) struct SpscConsumer {
     /// Whether we store our read position into the waiting word around blocking waits: only
     /// where records large enough to restart at the region's start can arrive.
     announce_waits: bool,
+    /// Bits kept in the position word we store when we skip a filler (a broadcast consumer's
+    /// hold bit, see `broadcast.rs`; 0 otherwise). A release always stores the bare position.
+    skip_bits: u64,
 }
 
 impl SpscConsumer {
@@ -501,8 +512,9 @@ impl SpscConsumer {
     fn at(ring: Arc<Ring>, lane: Lane, read: u64, sequence: u64) -> Self {
         // Only an SPSC ring restarts large records (a lane of a multi-producer ring does not:
         // its consumer polls several lanes and says nothing about where it waits).
-        let announce_waits =
-            lane == Lane::SPSC && Rewind::consumer_announces(ring.region().len(), None);
+        let announce_waits = lane == Lane::SPSC
+            && ring.topology() == Topology::Spsc
+            && Rewind::consumer_announces(ring.region().len(), None);
         SpscConsumer {
             region: ring.region_of(lane.region).clone(),
             own: ring.slot_ptr(lane.reader),
@@ -515,6 +527,7 @@ impl SpscConsumer {
             released: false,
             corrupt: None,
             announce_waits,
+            skip_bits: 0,
         }
     }
 
@@ -555,6 +568,15 @@ impl SpscConsumer {
         ))
     }
 
+    /// The consumer of one lane at read position `read` (a multiple of 64, already loaded and
+    /// checked by the caller), expecting the sequence number the commit word there says.
+    pub(crate) fn resume_lane(ring: Arc<Ring>, lane: Lane, read: u64) -> Self {
+        debug_assert!(read.is_multiple_of(RECORD_ALIGN as u64));
+        let region = ring.region_of(lane.region);
+        let word = region.load_commit(region.mask(read), Ordering::Acquire);
+        Self::at(ring, lane, read, word & !super::format::PENDING_BIT)
+    }
+
     /// Messages published after our read position and not yet received: a snapshot, found by
     /// following commit words (at most one region; nothing is released or changed).
     pub(crate) fn waiting(&self) -> usize {
@@ -583,6 +605,7 @@ impl SpscConsumer {
     /// small to restart at the region's start, we need not say when we wait.
     pub(crate) fn expect_records_of(&mut self, record_size: usize) {
         self.announce_waits = self.lane == Lane::SPSC
+            && self.ring.topology() == Topology::Spsc
             && Rewind::consumer_announces(self.region.len(), Some(record_size));
     }
 
@@ -671,8 +694,20 @@ impl SpscConsumer {
         }
         self.filler_at = self.sequence;
         self.released = true;
-        self.advance(self.read + skip);
+        self.advance(self.read + skip, self.skip_bits);
         Ok(())
+    }
+
+    /// Our read position (the end of what we released).
+    #[inline(always)]
+    pub(crate) fn read_position(&self) -> u64 {
+        self.read
+    }
+
+    /// Bits to keep in the position word when a peek skips a filler (see `skip_bits`).
+    pub(crate) fn keep_on_skip(&mut self, bits: u64) {
+        debug_assert!(bits < RECORD_ALIGN as u64);
+        self.skip_bits = bits;
     }
 
     /// Records a failed check.
@@ -701,16 +736,20 @@ impl SpscConsumer {
     #[inline(always)]
     pub(crate) fn release(&mut self, end: u64) {
         self.sequence += 1;
-        self.advance(end);
+        self.advance(end, 0);
     }
 
-    /// Moves our read position to `end` and publishes it (`Release`).
+    /// Moves our read position to `end` and publishes it, with `bits` (see `skip_bits`) in the
+    /// low bits of the word (`Release`).
     #[inline(always)]
-    fn advance(&mut self, end: u64) {
+    fn advance(&mut self, end: u64, bits: u64) {
         debug_assert!(end > self.read && end - self.read <= self.region.len() as u64);
         debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
         self.read = end;
-        self.own().cursor.position.store(end, Ordering::Release);
+        self.own()
+            .cursor
+            .position
+            .store(end | bits, Ordering::Release);
     }
 
     /// Marks our end closed (we drop).

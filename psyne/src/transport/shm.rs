@@ -467,6 +467,8 @@ pub(crate) enum Local {
     Slot(usize),
     /// Any free producer slot of a multi-producer ring.
     AnyProducer,
+    /// Any free consumer slot of a broadcast ring.
+    AnyConsumer,
 }
 
 /// Claims `local` in `ring` for `me`: the slot, or the first free producer slot.
@@ -480,7 +482,7 @@ fn claim_local(
         Local::AnyProducer => {
             let producers = match ring.topology() {
                 Topology::Mpsc { producers } => producers,
-                Topology::Spsc => 1,
+                Topology::Spsc | Topology::Broadcast { .. } => 1,
             };
             for slot in 0..producers {
                 match ring.claim(slot, me, process_alive) {
@@ -490,6 +492,19 @@ fn claim_local(
                 }
             }
             Err(OpenFailure::TooManyProducers { max: producers })
+        }
+        Local::AnyConsumer => {
+            let Topology::Broadcast { consumers, .. } = ring.topology() else {
+                return Err(OpenFailure::Corrupted("topology"));
+            };
+            for slot in 1..=consumers {
+                match ring.claim(slot, me, process_alive) {
+                    Ok(claimed) => return Ok((slot, claimed)),
+                    Err(OpenFailure::AlreadyConnected { .. }) => continue,
+                    Err(f) => return Err(f),
+                }
+            }
+            Err(OpenFailure::TooManyConsumers { max: consumers })
         }
     }
 }
@@ -663,6 +678,11 @@ pub enum OpenError {
         /// The channel's `max_producers`.
         max: usize,
     },
+    /// Every consumer place of a broadcast channel is held by a live consumer.
+    TooManyConsumers {
+        /// The channel's `max_consumers`.
+        max: usize,
+    },
     /// Not returned since protocol version 4, where an end that is gone can be opened again
     /// (see the module docs); kept so that code matching on it still compiles.
     EndClosed,
@@ -720,6 +740,7 @@ impl OpenError {
             }
             OpenFailure::AlreadyConnected { pid } => OpenError::AlreadyConnected { pid },
             OpenFailure::TooManyProducers { max } => OpenError::TooManyProducers { max },
+            OpenFailure::TooManyConsumers { max } => OpenError::TooManyConsumers { max },
             OpenFailure::ForeignPidNamespace { expected, found } => {
                 OpenError::ForeignPidNamespace { expected, found }
             }
@@ -772,6 +793,10 @@ impl fmt::Display for OpenError {
             OpenError::TooManyProducers { max } => write!(
                 f,
                 "all {max} producer places of the channel are held by live producers"
+            ),
+            OpenError::TooManyConsumers { max } => write!(
+                f,
+                "all {max} consumer places of the channel are held by live consumers"
             ),
             OpenError::EndClosed => f.write_str("that end of the channel is closed"),
             OpenError::ForeignPidNamespace { expected, found } => write!(

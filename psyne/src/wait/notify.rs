@@ -67,10 +67,54 @@ impl Notifier {
         self.wake(parked)
     }
 
+    /// [`Self::notify`] for several peers (a broadcast producer's consumers): one fence, then
+    /// each parked word read; the remote rate limit is decided once per call, for all of them
+    /// together (so one consumer that keeps its word raised costs the others no wake-up).
+    /// Returns the wake-up calls made.
+    #[inline]
+    pub(crate) fn notify_many<'a>(&mut self, parked: impl Iterator<Item = &'a Futex>) -> u64 {
+        if !self.may_park {
+            return 0;
+        }
+        sync::dekker_fence();
+        let mut due = None;
+        let mut calls = 0;
+        for word in parked {
+            if word.load(Ordering::Relaxed) != PARKED {
+                continue;
+            }
+            if *due.get_or_insert_with(|| self.due()) {
+                Self::fire(word);
+                calls += 1;
+            }
+        }
+        calls
+    }
+
+    /// [`Self::notify_final`] for several peers.
+    pub(crate) fn notify_final_many<'a>(&mut self, parked: impl Iterator<Item = &'a Futex>) {
+        sync::dekker_fence();
+        for word in parked {
+            if word.load(Ordering::Relaxed) == PARKED {
+                Self::fire(word);
+            }
+        }
+    }
+
     /// The peer's parked word is raised.
     #[cold]
     #[inline(never)]
     fn wake(&mut self, parked: &Futex) -> bool {
+        if !self.due() {
+            return false;
+        }
+        Self::fire(parked);
+        true
+    }
+
+    /// Whether a wake-up call may be made now (always for a local peer; rate-limited for a
+    /// remote one, see the module docs), counting this one.
+    fn due(&mut self) -> bool {
         if self.remote {
             self.since_wake = self.since_wake.saturating_add(1);
             let now = Instant::now();
@@ -84,19 +128,23 @@ impl Notifier {
             self.since_wake = 0;
             self.last_wake = Some(now);
         }
+        true
+    }
+
+    /// Wakes the peer sleeping on `parked` (raised): an async waiter of this process directly,
+    /// then the word lowered and `FUTEX_WAKE` (blocking waiters, reactor helpers).
+    #[inline]
+    fn fire(parked: &Futex) {
         super::async_wait::wake_direct(parked);
         parked.store(AWAKE, Ordering::Relaxed);
         parked.wake();
-        true
     }
 
     /// Wakes the peer unconditionally if it sleeps (when this end drops: no rate limit).
     pub(crate) fn notify_final(&mut self, parked: &Futex) {
         sync::dekker_fence();
         if parked.load(Ordering::Relaxed) == PARKED {
-            super::async_wait::wake_direct(parked);
-            parked.store(AWAKE, Ordering::Relaxed);
-            parked.wake();
+            Self::fire(parked);
         }
     }
 }

@@ -374,6 +374,8 @@ fn send_loop(
             // The user's producer is gone and everything it sent is written.
             Err(RecvError::Disconnected) => return Ok(()),
             Err(RecvError::Corrupted { what }) => return Err(End::Corrupted(what)),
+            // Only broadcast consumers are cut off; this one is an SPSC consumer.
+            Err(RecvError::Lagged) => continue,
         };
         // The records ready now, up to the batch limits (one when compressing: the codec has
         // one scratch buffer).

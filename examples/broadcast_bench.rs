@@ -1,0 +1,322 @@
+//! Broadcast benchmark, all contenders in the same run: Psyne's broadcast channel to 1, 2 and 3
+//! consumers vs `tokio::sync::broadcast` carrying an `Arc` of the payload (tokio clones each
+//! value per receiver; an `Arc` makes that clone a reference-count increment, which is the
+//! fair way to send a large payload through it; the producer still allocates and fills one
+//! `Arc` per message). Payloads: `Embedding256` (1032 bytes) and 64 KiB. Every consumer reads
+//! the whole payload (sums its words).
+//!
+//! * **throughput**: messages per second from the first send until the slowest consumer has
+//!   read the last message (median of `--reps` repetitions, contenders interleaved within each
+//!   repetition). tokio's sender never waits (a slow receiver loses messages: `Lagged`), so
+//!   its producer is held to at most the channel's capacity ahead of the slowest receiver by
+//!   counters the receivers bump (the same backpressure Psyne's `Block` gives);
+//! * **latency**: one-way, send to the *slowest* consumer's receive, one message in flight at a
+//!   time (p50 / p99 over `--pings` messages). Both contenders wait the same way: Psyne's ends
+//!   spin 64 polls then yield (up to 2^20 times before parking), tokio's receivers poll
+//!   `try_recv` and yield between polls (with the default wait, Psyne's ends park and pay a
+//!   futex wake-up per message when oversubscribed: measured 0.35x tokio at Embedding256). on a 2-vCPU machine a
+//!   producer and 2-3 busy-spinning consumers oversubscribe the cores and every figure
+//!   collapses to scheduler time slices (measured: milliseconds).
+//!
+//! iceoryx2 is not in this run: its POSIX layer generates bindings with bindgen, which needs
+//! libclang, and this machine has only `libclang-cpp.so.14` (no `libclang.so`); adding it means
+//! an `apt-get install libclang-dev` in CI and a large extra build on two shared cores.
+//!
+//! Run with `cargo run --release --example broadcast_bench -- [--messages N] [--reps R]
+//! [--pings P]`.
+//!
+//! # Measured
+//!
+//! `--messages 50000 --reps 3 --pings 500`, release, on the 2-vCPU VM with load average 4.7
+//! (other builders): 1-3 consumers plus the producer oversubscribe the two cores, so these
+//! figures are scheduler-bound and noisy; medians of 3 reps.
+//!
+//! | payload | consumers | Psyne M msg/s | tokio+Arc M msg/s | ratio | Psyne p50 / p99 ns | tokio p50 / p99 ns |
+//! |---|---|---|---|---|---|---|
+//! | Embedding256 | 1 | 7.28 | 3.47 | 2.10x | 1794 / 2555 | 1914 / 2775 |
+//! | Embedding256 | 2 | 4.38 | 2.52 | 1.74x | 5771 / 8496 | 3808 / 5621 |
+//! | Embedding256 | 3 | 3.15 | 2.02 | 1.56x | 9628 / 22061 | 5751 / 8004 |
+//! | 64 KiB | 1 | 0.459 | 0.017 | 27x | 3727 / 24867 | 7054 / 29476 |
+//! | 64 KiB | 2 | 0.277 | 0.045 | 6.2x | 8596 / 70863 | 29485 / 70973 |
+//! | 64 KiB | 3 | 0.175 | 0.043 | 4.1x | 14637 / 60764 | 29646 / 83768 |
+//!
+//! The 2-consumer Embedding256 target (>= 2x tokio) is not met in this run (1.74x), and with
+//! 3 threads on 2 cores the per-consumer figures measure time slices more than the channel;
+//! rerun on a machine with a core per thread before drawing conclusions.
+
+use psyne::{Channel, PsyneMessage, Wait};
+use psyne_schemas::Embedding256;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A 64 KiB payload.
+#[derive(Clone, Copy, PsyneMessage)]
+#[repr(C)]
+struct Blob64K {
+    words: [u64; 8192],
+}
+
+/// A payload the bench can stamp and read whole.
+trait Payload: psyne::Message + Send + Sync + 'static {
+    const LABEL: &'static str;
+    /// Writes `stamp` everywhere it is checked.
+    fn stamp(&mut self, stamp: u64);
+    /// Reads every byte; returns the stamp and a sum of the words.
+    fn read(&self) -> (u64, u64);
+}
+
+impl Payload for Embedding256 {
+    const LABEL: &'static str = "Embedding256";
+    fn stamp(&mut self, stamp: u64) {
+        self.data[0] = f32::from_bits(stamp as u32);
+        self.data[1] = f32::from_bits((stamp >> 32) as u32);
+        self.data[255] = 1.0;
+    }
+    fn read(&self) -> (u64, u64) {
+        let words: &[u32] = psyne::bytemuck::cast_slice(&self.data);
+        let sum = words
+            .iter()
+            .fold(0u64, |s, &w| s.wrapping_add(u64::from(w)));
+        (
+            u64::from(self.data[0].to_bits()) | u64::from(self.data[1].to_bits()) << 32,
+            sum,
+        )
+    }
+}
+
+impl Payload for Blob64K {
+    const LABEL: &'static str = "64 KiB";
+    fn stamp(&mut self, stamp: u64) {
+        self.words[0] = stamp;
+        self.words[8191] = stamp;
+    }
+    fn read(&self) -> (u64, u64) {
+        let sum = self.words.iter().fold(0u64, |s, &w| s.wrapping_add(w));
+        (self.words[0], sum)
+    }
+}
+
+fn zeroed<T: Payload>() -> Box<T> {
+    Box::new(psyne::bytemuck::Zeroable::zeroed())
+}
+
+/// Psyne broadcast: (messages/s, latencies to the slowest consumer in ns).
+fn psyne<T: Payload>(
+    consumers: usize,
+    messages: u64,
+    capacity: usize,
+    pings: u64,
+) -> (f64, Vec<u64>) {
+    let (mut tx, rx) = Channel::<T>::broadcast()
+        .capacity(capacity)
+        .max_consumers(consumers)
+        .wait(Wait::SpinThenPark {
+            spins: 64,
+            yields: 1 << 20,
+        })
+        .build()
+        .unwrap();
+    let mut rxs = vec![rx];
+    for _ in 1..consumers {
+        rxs.push(tx.subscribe().unwrap());
+    }
+    let total = messages + pings;
+    let acked = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = rxs
+        .into_iter()
+        .map(|mut rx| {
+            let acked = Arc::clone(&acked);
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(pings as usize);
+                let mut sink = 0u64;
+                for i in 0..total {
+                    let m = rx.recv().unwrap();
+                    let (stamp, sum) = m.read();
+                    sink = sink.wrapping_add(sum);
+                    if i >= messages {
+                        lat.push(psyne::channel::monotonic_ns().saturating_sub(stamp));
+                        acked.fetch_add(1, Ordering::Release);
+                    }
+                }
+                std::hint::black_box(sink);
+                lat
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for _ in 0..messages {
+        let mut m = tx.allocate().unwrap();
+        m.stamp(0);
+        m.send();
+    }
+    // Throughput ends when every consumer has read the last message: the first ping is only
+    // sent once they have (the ring is empty again).
+    while tx.try_allocate().is_err() {
+        std::hint::spin_loop();
+    }
+    let mut elapsed = start.elapsed();
+    for i in 0..pings {
+        let target = i * consumers as u64;
+        while acked.load(Ordering::Acquire) < target {
+            backoff();
+        }
+        if i == 0 {
+            elapsed = start.elapsed();
+        }
+        let mut m = tx.allocate().unwrap();
+        m.stamp(psyne::channel::monotonic_ns());
+        m.send();
+    }
+    let lats: Vec<Vec<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (messages as f64 / elapsed.as_secs_f64(), slowest(&lats))
+}
+
+/// tokio::sync::broadcast of `Arc<T>`, held to `capacity` ahead of the slowest receiver.
+fn tokio<T: Payload>(
+    consumers: usize,
+    messages: u64,
+    capacity: usize,
+    pings: u64,
+) -> (f64, Vec<u64>) {
+    let (tx, _) = tokio::sync::broadcast::channel::<Arc<T>>(capacity);
+    let total = messages + pings;
+    let counts: Arc<Vec<AtomicU64>> = Arc::new((0..consumers).map(|_| AtomicU64::new(0)).collect());
+    let threads: Vec<_> = (0..consumers)
+        .map(|c| {
+            let mut rx = tx.subscribe();
+            let counts = Arc::clone(&counts);
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(pings as usize);
+                let mut sink = 0u64;
+                for i in 0..total {
+                    let m = loop {
+                        match rx.try_recv() {
+                            Ok(m) => break m,
+                            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => backoff(),
+                            Err(e) => panic!("tokio receiver: {e}"),
+                        }
+                    };
+                    let (stamp, sum) = m.read();
+                    sink = sink.wrapping_add(sum);
+                    if i >= messages {
+                        lat.push(psyne::channel::monotonic_ns().saturating_sub(stamp));
+                    }
+                    counts[c].store(i + 1, Ordering::Release);
+                }
+                std::hint::black_box(sink);
+                lat
+            })
+        })
+        .collect();
+    let slowest_count = |counts: &[AtomicU64]| {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    for i in 0..messages {
+        while slowest_count(&counts) + (capacity as u64) <= i {
+            backoff();
+        }
+        let mut m = zeroed::<T>();
+        m.stamp(0);
+        tx.send(Arc::from(m)).ok();
+    }
+    while slowest_count(&counts) < messages {
+        std::hint::spin_loop();
+    }
+    let elapsed = start.elapsed();
+    for i in 0..pings {
+        while slowest_count(&counts) < messages + i {
+            backoff();
+        }
+        let mut m = zeroed::<T>();
+        m.stamp(psyne::channel::monotonic_ns());
+        tx.send(Arc::from(m)).ok();
+    }
+    let lats: Vec<Vec<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (messages as f64 / elapsed.as_secs_f64(), slowest(&lats))
+}
+
+/// What a waiting thread of the tokio contender and the bench's own waits do: yield (with
+/// more threads than cores, a spinning waiter would hold the core its peer needs).
+fn backoff() {
+    std::thread::yield_now();
+}
+
+/// Per message, the largest latency over the consumers.
+fn slowest(lats: &[Vec<u64>]) -> Vec<u64> {
+    let n = lats.iter().map(Vec::len).min().unwrap_or(0);
+    (0..n)
+        .map(|i| lats.iter().map(|l| l[i]).max().unwrap_or(0))
+        .collect()
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn row<T: Payload>(messages: u64, capacity: usize, reps: usize, pings: u64) {
+    for consumers in 1..=3 {
+        let (mut p_tp, mut t_tp, mut p_lat, mut t_lat) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..reps {
+            let (tp, lat) = psyne::<T>(consumers, messages, capacity, pings);
+            p_tp.push(tp);
+            p_lat.extend(lat);
+            let (tp, lat) = tokio::<T>(consumers, messages, capacity, pings);
+            t_tp.push(tp);
+            t_lat.extend(lat);
+        }
+        p_lat.sort_unstable();
+        t_lat.sort_unstable();
+        let (p, t) = (median(p_tp), median(t_tp));
+        println!(
+            "{:<13} {consumers} consumer(s): psyne {:>8.3} M msg/s (p50 {:>6} ns, p99 {:>7} ns) | \
+             tokio+Arc {:>8.3} M msg/s (p50 {:>6} ns, p99 {:>7} ns) | psyne/tokio {:.2}x",
+            T::LABEL,
+            p / 1e6,
+            percentile(&p_lat, 0.5),
+            percentile(&p_lat, 0.99),
+            t / 1e6,
+            percentile(&t_lat, 0.5),
+            percentile(&t_lat, 0.99),
+            p / t,
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str, default: u64| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().expect(flag))
+    };
+    let messages = value("--messages", 200_000);
+    let reps = value("--reps", 3) as usize;
+    let pings = value("--pings", 2_000);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "broadcast_bench: {messages} messages (64 KiB: /16), {reps} reps, {pings} pings; \
+         load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    row::<Embedding256>(messages, 64, reps, pings);
+    row::<Blob64K>((messages / 16).max(1), 16, reps, pings / 4);
+    let _ = Duration::ZERO;
+}

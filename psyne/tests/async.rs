@@ -1,4 +1,4 @@
-//! Async ends: `recv_async` / `allocate_async` on every kind (SPSC, MPSC, raw, tensor; in
+//! Async ends: `recv_async` / `allocate_async` on every kind (SPSC, MPSC, broadcast, raw, tensor; in
 //! process, shared memory, TCP) under tokio (multi-thread and current-thread) and
 //! futures-executor; `tokio::select!` over channels and a timer; cancellation at random points
 //! under load with exactly-once delivery and no registration left behind; one runtime awaiting
@@ -514,6 +514,83 @@ fn mpsc_recv_async_and_allocate_async() {
             h.await.unwrap();
         }
     });
+    assert_no_registration_left();
+}
+
+/// Broadcast: two consumers awaiting on a runtime, the producer awaiting room (the slowest
+/// consumer gates it); every consumer sees every message, in order.
+#[test]
+fn broadcast_recv_async_and_allocate_async() {
+    let _g = serial();
+    const N: u64 = 20_000;
+    let (mut tx, rx1) = Channel::<Seq>::broadcast()
+        .capacity(8)
+        .max_consumers(2)
+        .build()
+        .unwrap();
+    let rx2 = tx.subscribe().unwrap();
+    let rt = multi_thread();
+    let consumers: Vec<_> = [rx1, rx2]
+        .into_iter()
+        .map(|mut rx| {
+            rt.spawn(async move {
+                let mut next = 0u64;
+                loop {
+                    match rx.recv_async().await {
+                        Ok(m) => {
+                            assert!(m.valid());
+                            assert_eq!(m.seq, next);
+                            next += 1;
+                        }
+                        Err(RecvError::Disconnected) => break next,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    rt.block_on(async {
+        for seq in 0..N {
+            tx.send_async(&Seq::new(seq)).await.unwrap();
+        }
+        drop(tx);
+        for c in consumers {
+            assert_eq!(c.await.unwrap(), N);
+        }
+    });
+    assert_no_registration_left();
+}
+
+/// Broadcast with `DropLagging`: a producer awaiting room behind a consumer that never reads
+/// is not left waiting forever: the lagging consumer is cut off (`Lagged`), the other one keeps
+/// receiving.
+#[test]
+fn broadcast_allocate_async_cuts_off_a_lagging_consumer() {
+    let _g = serial();
+    let (mut tx, mut stuck) = Channel::<Seq>::broadcast()
+        .capacity(4)
+        .max_consumers(2)
+        .backpressure(psyne::Backpressure::DropLagging {
+            after: Duration::from_millis(20),
+        })
+        .build()
+        .unwrap();
+    let mut live = tx.subscribe().unwrap();
+    // An executor without timers: nothing but psyne's own wake-ups polls the producer again.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        futures_executor::block_on(async {
+            for seq in 0..64u64 {
+                tx.send_async(&Seq::new(seq)).await.unwrap();
+                assert_eq!(live.recv_async().await.unwrap().seq, seq);
+            }
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the producer was left waiting behind a lagging consumer");
+    assert!(matches!(stuck.try_recv(), Err(RecvError::Lagged)));
     assert_no_registration_left();
 }
 

@@ -541,6 +541,8 @@ fn async_direct_wake_of_a_producer() {
         });
         consumer.join().unwrap();
         assert_eq!(psyne::wait::async_wait::registrations(), 0);
+    });
+}
 
 /// Broadcast models: a producer and two consumers, three threads (preemption bound 2, as the
 /// MPSC models).

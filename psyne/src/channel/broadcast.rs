@@ -8,7 +8,7 @@
 //! [`Backpressure::DropLagging`]'s "waited longer than `after`", decided here (the ring layer
 //! has no clock) and carried out by the ring cursor's cut-off.
 
-use super::end::{Patience, Receiver, RecvCursor, SendCursor, Sender};
+use super::end::{AsyncPark, Patience, Receiver, RecvCursor, SendCursor, Sender};
 use super::mpsc::in_process;
 use super::raw::RawReceived;
 use super::typed::Received;
@@ -586,6 +586,33 @@ impl<T: Message> BroadcastProducer<T> {
         self.loan(Patience::timeout(timeout))
     }
 
+    /// Like [`allocate`](Self::allocate), but awaits space instead of blocking the thread: the
+    /// future is woken when the slowest consumer releases room (see
+    /// [`crate::wait::async_wait`]; works under any executor). Cancellation-safe: dropping the
+    /// future reserves nothing and leaves no wake-up registration behind.
+    pub async fn allocate_async(&mut self) -> Result<BroadcastLoan<'_, T>, SendError> {
+        let len = core::mem::size_of::<T>();
+        let align = ring::payload_align(core::mem::align_of::<T>());
+        let mut park = AsyncPark::default();
+        let pos =
+            core::future::poll_fn(|cx| self.end.poll_reserve(cx, &mut park, len, align)).await?;
+        let ptr = self.end.payload(pos).cast::<T>();
+        debug_assert_eq!(ptr.as_ptr() as usize % core::mem::align_of::<T>(), 0);
+        Ok(BroadcastLoan {
+            end: &mut self.end,
+            pos,
+            ptr,
+        })
+    }
+
+    /// Like [`send`](Self::send), but awaits space (see [`allocate_async`](Self::allocate_async)).
+    pub async fn send_async(&mut self, value: &T) -> Result<(), SendError> {
+        let mut loan = self.allocate_async().await?;
+        *loan = *value;
+        loan.send();
+        Ok(())
+    }
+
     /// Like [`allocate`](Self::allocate), with the message zeroed.
     pub fn allocate_zeroed(&mut self) -> Result<BroadcastLoan<'_, T>, SendError> {
         let mut loan = self.allocate()?;
@@ -714,6 +741,16 @@ impl<T: Message> BroadcastConsumer<T> {
     #[inline]
     pub fn recv(&mut self) -> Result<Received<'_, T>, RecvError> {
         self.recv_with(Patience::Forever)
+    }
+
+    /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread (see
+    /// [`Consumer::recv_async`](crate::Consumer::recv_async)). Cancellation-safe.
+    pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
+        let mut park = AsyncPark::default();
+        let peeked =
+            core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, Some(&Self::IDENTITY)))
+                .await?;
+        Ok(Received::new(self.end.release_handle(&peeked), peeked))
     }
 
     /// The next message, or `Empty` (or `Disconnected`, `Lagged`) at once.
@@ -928,6 +965,36 @@ impl RawBroadcastProducer {
         self.allocate_bytes_with(len, Patience::Forever)
     }
 
+    /// Like [`allocate_bytes`](Self::allocate_bytes), but awaits space instead of blocking the
+    /// thread. Cancellation-safe.
+    pub async fn allocate_bytes_async(
+        &mut self,
+        len: usize,
+    ) -> Result<RawBroadcastBytesLoan<'_>, SendError> {
+        let max = self.max_payload();
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        let mut park = AsyncPark::default();
+        let pos =
+            core::future::poll_fn(|cx| self.end.poll_reserve(cx, &mut park, len, RECORD_ALIGN))
+                .await?;
+        Ok(RawBroadcastBytesLoan {
+            end: &mut self.end,
+            pos,
+            len,
+        })
+    }
+
+    /// Like [`send_bytes`](Self::send_bytes), but awaits space. Cancellation-safe: nothing is
+    /// sent unless the future completes.
+    pub async fn send_bytes_async(&mut self, type_id: u64, bytes: &[u8]) -> Result<(), SendError> {
+        let mut loan = self.allocate_bytes_async(bytes.len()).await?;
+        loan.copy_from_slice(bytes);
+        loan.send(type_id);
+        Ok(())
+    }
+
     /// Like [`allocate_bytes`](Self::allocate_bytes), but fails with `Full` instead of waiting.
     pub fn try_allocate_bytes(
         &mut self,
@@ -1042,6 +1109,14 @@ impl RawBroadcastConsumer {
     /// The next message, waiting for one if needed (errors as [`BroadcastConsumer::recv`]).
     pub fn recv(&mut self) -> Result<RawReceived<'_>, RecvError> {
         self.recv_with(Patience::Forever)
+    }
+
+    /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread.
+    /// Cancellation-safe.
+    pub async fn recv_async(&mut self) -> Result<RawReceived<'_>, RecvError> {
+        let mut park = AsyncPark::default();
+        let peeked = core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, None)).await?;
+        Ok(RawReceived::new(self.end.release_handle(&peeked), peeked))
     }
 
     /// The next message, or `Empty` (or `Disconnected`, `Lagged`) at once.

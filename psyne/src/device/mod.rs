@@ -284,6 +284,10 @@ impl From<RecvError> for DeviceError {
             RecvError::Timeout => DeviceError::Timeout,
             RecvError::Disconnected => DeviceError::Disconnected,
             RecvError::Corrupted { what } => DeviceError::Corrupted { what },
+            // Only broadcast rings cut a consumer off; the descriptor ring is SPSC.
+            RecvError::Lagged => DeviceError::Corrupted {
+                what: "descriptor ring (reported a broadcast cut-off)",
+            },
         }
     }
 }

@@ -63,6 +63,8 @@ enum Step {
 }
 
 /// The common part of both directions' slow path: count, yield or register on our parked word.
+/// `repoll`: the registration must also fire on a deadline (a peer in another process, or a
+/// broadcast producer that cuts lagging consumers off after a time), not only when woken.
 fn park_step(
     ring: &Arc<Ring>,
     own_slot: usize,
@@ -70,13 +72,14 @@ fn park_step(
     park: &mut AsyncPark,
     cx: &mut Context<'_>,
     parked_count: &mut u64,
+    repoll: bool,
 ) -> Step {
     if park.yields < yield_polls(common.wait) {
         park.yields = park.yields.saturating_add(1);
         cx.waker().wake_by_ref();
         return Step::Yield;
     }
-    match park.arm(ring.parked(own_slot), ring, cx.waker(), ring.is_shared()) {
+    match park.arm(ring.parked(own_slot), ring, cx.waker(), repoll) {
         Armed::Registered => {
             *parked_count += 1;
             // Dekker: the raised word before the last attempt (see `crate::wait`).
@@ -151,6 +154,7 @@ impl<C: RecvCursor> Receiver<C> {
             park,
             cx,
             &mut self.stats.parked,
+            self.cursor.ring().is_shared(),
         );
         if let Step::Yield = step {
             return Poll::Pending;
@@ -238,6 +242,7 @@ impl<C: SendCursor> Sender<C> {
             park,
             cx,
             &mut self.stats.parked,
+            self.cursor.ring().is_shared() || self.cursor.polls_while_waiting(),
         );
         if let Step::Yield = step {
             return Poll::Pending;

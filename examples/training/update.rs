@@ -1,28 +1,40 @@
 //! The update's way back: from a stage's aggregator to that stage in every replica, one
-//! function per placement.
-//!
-//! TEMPORARY (until the broadcast channel lands on main): the return path is one SPSC channel
-//! per replica, and the aggregator writes each update chunk once per replica. With
-//! `Channel::<Chunk>::broadcast()` the aggregator writes every chunk once and all replicas read
-//! it in place; only this module changes ([`UpdateOut`] holds a `BroadcastProducer`,
-//! [`UpdateIn`] a `BroadcastConsumer`, `threads` uses `tx.subscribe()`, `shared_create` /
-//! `shared_open` use `.shared(name).create_producer()` / `open_broadcast_consumer(name)`).
-//! Over TCP there is no broadcast: [`tcp`] keeps one channel per replica.
+//! function per placement. In one process and over shared memory it is one broadcast channel
+//! per stage (`Channel::<Chunk>::broadcast()`): the aggregator writes each update chunk once and
+//! every replica reads it in place. Over TCP there is no broadcast: [`tcp`] keeps one channel
+//! per replica, and the aggregator writes each chunk once per replica.
 
 use super::Error;
 use super::messages::Chunk;
-use psyne::{Channel, Consumer, Producer, Received, RecvError};
+use psyne::{
+    BroadcastConsumer, BroadcastProducer, Channel, Consumer, Producer, Received, RecvError,
+};
 use std::time::Duration;
 
 /// The aggregator's end: sends every update chunk to every replica.
-pub struct UpdateOut {
-    /// One channel per replica (see the module docs).
-    per_replica: Vec<Producer<Chunk>>,
+#[allow(clippy::large_enum_variant)] // one per aggregator, made once
+pub enum UpdateOut {
+    /// One broadcast channel, one consumer per replica (threads, processes).
+    Broadcast(BroadcastProducer<Chunk>),
+    /// One channel per replica (TCP).
+    PerReplica(Vec<Producer<Chunk>>),
 }
 
 /// A replica's end: receives its stage's update chunks in order.
-pub struct UpdateIn {
-    rx: Consumer<Chunk>,
+#[allow(clippy::large_enum_variant)] // one per stage, made once
+pub enum UpdateIn {
+    /// A consumer of the stage's broadcast channel.
+    Broadcast(BroadcastConsumer<Chunk>),
+    /// Its own channel (TCP).
+    Direct(Consumer<Chunk>),
+}
+
+fn fill(c: &mut Chunk, step: u32, offset: usize, values: &[f32]) {
+    c.step = step;
+    c.replica = u32::MAX;
+    c.offset = offset as u32;
+    c.len = values.len() as u32;
+    c.values[..values.len()].copy_from_slice(values);
 }
 
 impl UpdateOut {
@@ -35,14 +47,19 @@ impl UpdateOut {
         values: &[f32],
         patience: Duration,
     ) -> Result<(), Error> {
-        for tx in &mut self.per_replica {
-            let mut c = tx.allocate_timeout(patience)?;
-            c.step = step;
-            c.replica = u32::MAX;
-            c.offset = offset as u32;
-            c.len = values.len() as u32;
-            c.values[..values.len()].copy_from_slice(values);
-            c.send();
+        match self {
+            UpdateOut::Broadcast(tx) => {
+                let mut c = tx.allocate_timeout(patience)?; // written once for all replicas
+                fill(&mut c, step, offset, values);
+                c.send();
+            }
+            UpdateOut::PerReplica(txs) => {
+                for tx in txs {
+                    let mut c = tx.allocate_timeout(patience)?;
+                    fill(&mut c, step, offset, values);
+                    c.send();
+                }
+            }
         }
         Ok(())
     }
@@ -51,49 +68,52 @@ impl UpdateOut {
 impl UpdateIn {
     /// The next update chunk, read in place.
     pub fn recv(&mut self, patience: Duration) -> Result<Received<'_, Chunk>, RecvError> {
-        self.rx.recv_timeout(patience)
+        match self {
+            UpdateIn::Broadcast(rx) => rx.recv_timeout(patience),
+            UpdateIn::Direct(rx) => rx.recv_timeout(patience),
+        }
     }
 }
 
-/// Threads: in-process channels, room for `capacity` chunks each.
+/// Threads: one in-process broadcast channel, room for `capacity` chunks.
 pub fn threads(replicas: usize, capacity: usize) -> Result<(UpdateOut, Vec<UpdateIn>), Error> {
-    let mut per_replica = Vec::new();
-    let mut ins = Vec::new();
-    for _ in 0..replicas {
-        let (tx, rx) = Channel::<Chunk>::builder().capacity(capacity).build()?;
-        per_replica.push(tx);
-        ins.push(UpdateIn { rx });
+    let (tx, rx) = Channel::<Chunk>::broadcast()
+        .capacity(capacity)
+        .max_consumers(replicas)
+        .build()?;
+    let mut ins = vec![UpdateIn::Broadcast(rx)];
+    for _ in 1..replicas {
+        ins.push(UpdateIn::Broadcast(tx.subscribe()?));
     }
-    Ok((UpdateOut { per_replica }, ins))
+    Ok((UpdateOut::Broadcast(tx), ins))
 }
 
-/// Processes: the aggregator creates the shared channels `<name>-<replica>`.
+/// Processes: the aggregator creates the shared broadcast channel `name`.
 pub fn shared_create(name: &str, replicas: usize, capacity: usize) -> Result<UpdateOut, Error> {
-    let mut per_replica = Vec::new();
-    for r in 0..replicas {
-        per_replica.push(
-            Channel::<Chunk>::builder()
-                .capacity(capacity)
-                .shared(&format!("{name}-{r}"))
-                .create_producer()?,
-        );
-    }
-    Ok(UpdateOut { per_replica })
+    Ok(UpdateOut::Broadcast(
+        Channel::<Chunk>::broadcast()
+            .capacity(capacity)
+            .max_consumers(replicas)
+            .shared(name)
+            .create_producer()?,
+    ))
 }
 
-/// Processes: replica `replica` opens its end (created before it was started).
-pub fn shared_open(name: &str, replica: usize) -> Result<UpdateIn, Error> {
-    Ok(UpdateIn {
-        rx: Channel::<Chunk>::open_consumer(&format!("{name}-{replica}"))?,
-    })
+/// Processes: replica `replica` opens a consumer of the channel (created before it started;
+/// every consumer opens before the first update is sent, which waits for every replica's
+/// first gradient).
+pub fn shared_open(name: &str, _replica: usize) -> Result<UpdateIn, Error> {
+    Ok(UpdateIn::Broadcast(
+        Channel::<Chunk>::open_broadcast_consumer(name)?,
+    ))
 }
 
 /// TCP: one channel per replica (there is no TCP broadcast), already connected.
 pub fn tcp(per_replica: Vec<Producer<Chunk>>) -> UpdateOut {
-    UpdateOut { per_replica }
+    UpdateOut::PerReplica(per_replica)
 }
 
 /// TCP: a replica's end of its channel.
 pub fn tcp_in(rx: Consumer<Chunk>) -> UpdateIn {
-    UpdateIn { rx }
+    UpdateIn::Direct(rx)
 }

@@ -185,26 +185,10 @@ fn run(wait: Wait) -> usize {
 }
 
 fn main() {
-    // The counter works: an allocation inside a window is seen.
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    drop(std::hint::black_box(vec![1u8; 16]));
-    COUNTING.store(false, Ordering::SeqCst);
-    let seen = ALLOCATIONS.load(Ordering::SeqCst);
-    assert!(
-        seen >= 1,
-        "the counting allocator saw {seen} of 1 allocation"
-    );
+    counting::assert_counter_works();
 
     let mut total = 0;
-    for wait in [
-        Wait::default(),
-        Wait::BusySpin,
-        Wait::SpinThenPark {
-            spins: 0,
-            yields: 0,
-        },
-    ] {
+    for wait in counting::waits() {
         let n = run(wait);
         println!(
             "{wait:?}: {n} allocations over {PRODUCERS} producers x {MESSAGES} messages (both ends)"

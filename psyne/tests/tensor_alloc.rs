@@ -6,13 +6,11 @@
 //! Its own test binary (`harness = false`): no test harness threads allocate while we count.
 
 use psyne::{Channel, PsyneMessage, RecvError, Wait};
-use std::sync::Barrier;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[path = "common/counting.rs"]
 mod counting;
-use counting::{ALLOCATIONS, COUNTING, Counting};
+use counting::{Counting, count};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -26,34 +24,6 @@ struct Step {
 }
 
 const MESSAGES: usize = 50_000;
-
-/// Runs `produce` and `consume` on two threads; counts allocations between the start and end
-/// barriers (thread creation and joining happen outside the window).
-fn count(
-    produce: impl FnOnce() + Send + 'static,
-    consume: impl FnOnce() + Send + 'static,
-) -> usize {
-    static START: Barrier = Barrier::new(3);
-    static END: Barrier = Barrier::new(3);
-    let p = std::thread::spawn(move || {
-        START.wait();
-        produce();
-        END.wait();
-    });
-    let c = std::thread::spawn(move || {
-        START.wait();
-        consume();
-        END.wait();
-    });
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    START.wait();
-    END.wait();
-    COUNTING.store(false, Ordering::SeqCst);
-    p.join().unwrap();
-    c.join().unwrap();
-    ALLOCATIONS.load(Ordering::SeqCst)
-}
 
 /// The shape of message `n`: rank 1 to 8 (ndarray would allocate above 4; nalgebra and slices
 /// never do), batch sizes that vary.
@@ -180,25 +150,10 @@ fn raw(wait: Wait) -> usize {
 }
 
 fn main() {
-    // The counter works: an allocation inside the window is seen.
-    let seen = count(
-        || drop(std::hint::black_box(vec![1u8; 16])),
-        || drop(std::hint::black_box(Box::new(2u64))),
-    );
-    assert!(
-        seen >= 2,
-        "the counting allocator saw {seen} of 2 allocations"
-    );
+    counting::assert_counter_works();
 
     let mut total = 0;
-    for wait in [
-        Wait::default(),
-        Wait::BusySpin,
-        Wait::SpinThenPark {
-            spins: 0,
-            yields: 0,
-        },
-    ] {
+    for wait in counting::waits() {
         let t = tensors(wait);
         let r = raw(wait);
         println!(

@@ -41,3 +41,63 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
 }
+
+/// The wait strategies every allocation test runs under: the default (spin, yield, sleep),
+/// busy-spinning, and sleeping at once.
+pub fn waits() -> [psyne::Wait; 3] {
+    [
+        psyne::Wait::default(),
+        psyne::Wait::BusySpin,
+        psyne::Wait::SpinThenPark {
+            spins: 0,
+            yields: 0,
+        },
+    ]
+}
+
+/// Runs `produce` and `consume` on two threads; counts allocations between the start and end
+/// barriers (thread creation and joining happen outside the window).
+#[allow(
+    dead_code,
+    reason = "not every allocation test binary runs two closures"
+)]
+pub fn count(
+    produce: impl FnOnce() + Send + 'static,
+    consume: impl FnOnce() + Send + 'static,
+) -> usize {
+    use std::sync::Barrier;
+    static START: Barrier = Barrier::new(3);
+    static END: Barrier = Barrier::new(3);
+    let p = std::thread::spawn(move || {
+        START.wait();
+        produce();
+        END.wait();
+    });
+    let c = std::thread::spawn(move || {
+        START.wait();
+        consume();
+        END.wait();
+    });
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    START.wait();
+    END.wait();
+    COUNTING.store(false, Ordering::SeqCst);
+    p.join().unwrap();
+    c.join().unwrap();
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+/// Fails unless the counter sees an allocation made inside a counting window (so a count of 0
+/// means something).
+pub fn assert_counter_works() {
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    drop(std::hint::black_box(vec![1u8; 16]));
+    COUNTING.store(false, Ordering::SeqCst);
+    let seen = ALLOCATIONS.load(Ordering::SeqCst);
+    assert!(
+        seen >= 1,
+        "the counting allocator saw {seen} of 1 allocation"
+    );
+}

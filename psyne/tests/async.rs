@@ -14,10 +14,8 @@ use psyne::transport::shm;
 use psyne::wait::async_wait;
 use psyne::{Channel, PsyneMessage, RecvError, SendError};
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::pin::pin;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -52,13 +50,12 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[path = "common/peer.rs"]
+mod peer;
+use peer::Peer;
+
 fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "psyne-async-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    peer::unique("async", tag)
 }
 
 fn multi_thread() -> tokio::runtime::Runtime {
@@ -684,45 +681,22 @@ fn tcp_ends() {
     assert_no_registration_left();
 }
 
-/// A child process of this test binary (and its stdout, read to the end before waiting),
-/// killed when dropped.
-struct Peer(Child, std::io::Lines<BufReader<std::process::ChildStdout>>);
-
-impl Peer {
-    fn spawn(role: &str, name: &str, count: u64) -> Peer {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "async_child", "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .env(NAME, name)
-            .env(COUNT, count.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the test binary");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("READY") => break,
-                Some(Ok(_)) => {}
-                _ => panic!("child exited before READY"),
-            }
-        }
-        Peer(child, lines)
-    }
-    fn wait(mut self) {
-        for _ in self.1.by_ref() {}
-        assert!(self.0.wait().unwrap().success());
-    }
+/// Starts this test binary as a producer process with `role` on channel `name` (`count`
+/// messages, or channels) and waits for its `READY` line; it is killed when dropped.
+fn spawn(role: &str, name: &str, count: u64) -> Peer {
+    let peer = Peer::spawn(
+        "async_child",
+        &[
+            (ROLE, role.to_owned()),
+            (NAME, name.to_owned()),
+            (COUNT, count.to_string()),
+        ],
+    );
+    peer.ready();
+    peer
 }
 
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The producer processes. Does nothing unless started by [`Peer::spawn`].
+/// The producer processes. Does nothing unless started by [`spawn`].
 #[test]
 fn async_child() {
     let Ok(role) = std::env::var(ROLE) else {
@@ -788,7 +762,7 @@ fn shared_memory_producer_in_another_process() {
         .shared(&name)
         .create_consumer()
         .unwrap();
-    let peer = Peer::spawn("stream", &name, N);
+    let peer = spawn("stream", &name, N);
     multi_thread().block_on(async {
         for seq in 0..N {
             let m = rx.recv_async().await.unwrap();
@@ -796,7 +770,7 @@ fn shared_memory_producer_in_another_process() {
             assert!(m.valid());
         }
     });
-    peer.wait();
+    assert!(peer.finish().success());
     let rt = current_thread();
     assert_eq!(
         rt.block_on(rx.recv_async()).unwrap_err(),
@@ -814,14 +788,13 @@ fn killed_producer_process_is_reported() {
         .shared(&name)
         .create_consumer()
         .unwrap();
-    let mut peer = Peer::spawn("hold", &name, 1);
+    let peer = spawn("hold", &name, 1);
     let rt = current_thread();
     rt.block_on(async {
         assert_eq!(rx.recv_async().await.unwrap().seq, 0);
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
-            peer.0.kill().unwrap();
-            peer.0.wait().unwrap();
+            peer.kill();
             Instant::now()
         });
         let r = tokio::time::timeout(Duration::from_secs(5), rx.recv_async()).await;
@@ -866,7 +839,7 @@ fn one_runtime_awaits_1000_shared_channels() {
         })
         .collect();
     let tasks_before = std::fs::read_dir("/proc/self/task").unwrap().count();
-    let peer = Peer::spawn("many", &name, CHANNELS);
+    let peer = spawn("many", &name, CHANNELS);
     let rt = current_thread();
     let (max_helpers, max_registered) = rt.block_on(async {
         let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -895,7 +868,7 @@ fn one_runtime_awaits_1000_shared_channels() {
         }
         (helpers, registered)
     });
-    peer.wait();
+    assert!(peer.finish().success());
     let bound = CHANNELS.div_ceil(async_wait::PER_GROUP as u64) as usize;
     assert!(max_helpers >= 1, "no helper thread seen");
     assert!(
@@ -965,7 +938,7 @@ fn idle_shared_channels_cpu() {
                 .unwrap()
         })
         .collect();
-    let mut peer = Peer::spawn("idle", &name, CHANNELS);
+    let peer = spawn("idle", &name, CHANNELS);
     let rt = current_thread();
     let (helpers, others, secs) = rt.block_on(async {
         let mut tasks = Vec::new();
@@ -981,8 +954,7 @@ fn idle_shared_channels_cpu() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (h1, o1) = cpu_ticks();
         let secs = t.elapsed().as_secs_f64();
-        peer.0.kill().unwrap();
-        peer.0.wait().unwrap();
+        peer.kill();
         for t in tasks {
             t.await.unwrap();
         }

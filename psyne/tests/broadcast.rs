@@ -12,13 +12,9 @@
 //! The consumer processes are this test binary itself, started with `--exact broadcast_child`
 //! and `PSYNE_BROADCAST_ROLE`; `broadcast_child` returns at once without that variable.
 
-use psyne::transport::shm;
 use psyne::{
     Backpressure, Channel, ChannelError, OpenError, PsyneMessage, RecvError, SendError, Wait,
 };
-use std::io::{BufRead, BufReader, Lines};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A message that checks itself.
@@ -421,88 +417,26 @@ fn stress_three_consumers_with_checksums() {
 const ROLE: &str = "PSYNE_BROADCAST_ROLE";
 const NAME: &str = "PSYNE_BROADCAST_NAME";
 
+#[path = "common/peer.rs"]
+mod peer;
+use peer::{Cleanup, Peer};
+
 fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "psyne-bcast-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    peer::unique("bcast", tag)
 }
 
-/// Removes a shared name when dropped (a no-op if the producer already did).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = shm::remove(&self.0);
-    }
+/// Starts this test binary as a consumer process with `role` on channel `name` and waits for
+/// its `READY` line; it is killed when dropped.
+fn spawn(role: &str, name: &str) -> Peer {
+    let peer = Peer::spawn(
+        "broadcast_child",
+        &[(ROLE, role.to_owned()), (NAME, name.to_owned())],
+    );
+    peer.ready();
+    peer
 }
 
-/// A consumer process: killed when dropped.
-struct Peer {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Peer {
-    /// Starts this test binary as a consumer with `role` on channel `name` and waits for its
-    /// `READY` line.
-    fn spawn(role: &str, name: &str) -> Peer {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "broadcast_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE, role)
-            .env(NAME, name)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the test binary as a consumer");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("READY") => break,
-                Some(Ok(_)) => {}
-                _ => panic!("consumer exited before READY"),
-            }
-        }
-        Peer { child, lines }
-    }
-
-    /// The next line it prints that contains `key`, and what follows `key`.
-    fn line_after(&mut self, key: &str) -> String {
-        for l in self.lines.by_ref() {
-            let l = l.unwrap();
-            if let Some((_, rest)) = l.split_once(key) {
-                return rest.trim().to_owned();
-            }
-        }
-        panic!("consumer exited before printing {key}");
-    }
-
-    fn wait(mut self) {
-        for _ in self.lines.by_ref() {}
-        assert!(self.child.wait().unwrap().success());
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The consumer processes. Does nothing unless started by [`Peer::spawn`].
+/// The consumer processes. Does nothing unless started by [`spawn`].
 #[test]
 fn broadcast_child() {
     let Ok(role) = std::env::var(ROLE) else {
@@ -543,8 +477,8 @@ fn shared_consumers_in_two_processes_and_a_third_is_refused() {
         .shared(&name)
         .create_producer()
         .unwrap();
-    let mut a = Peer::spawn("drain", &name);
-    let mut b = Peer::spawn("drain", &name);
+    let a = spawn("drain", &name);
+    let b = spawn("drain", &name);
     assert_eq!(
         Channel::<Tagged>::open_broadcast_consumer(&name).map(|_| ()),
         Err(OpenError::TooManyConsumers { max: 2 })
@@ -557,11 +491,11 @@ fn shared_consumers_in_two_processes_and_a_third_is_refused() {
         m.send();
     }
     drop(tx);
-    for p in [&mut a, &mut b] {
-        assert_eq!(p.line_after("COUNT"), format!("{N} FIRST 0"));
+    for p in [&a, &b] {
+        assert_eq!(p.wait_for("COUNT"), format!("{N} FIRST 0"));
     }
-    a.wait();
-    b.wait();
+    assert!(a.finish().success());
+    assert!(b.finish().success());
 }
 
 #[test]
@@ -575,10 +509,10 @@ fn a_killed_consumer_stops_gating_within_100_ms() {
         .create_producer()
         .unwrap();
     for round in 0..3 {
-        let mut holder = Peer::spawn("hold", &name);
+        let holder = spawn("hold", &name);
         let first = tx.stats().messages;
         tx.send(&Tagged::new(first)).unwrap();
-        assert_eq!(holder.line_after("HOLDING"), first.to_string());
+        assert_eq!(holder.wait_for("HOLDING"), first.to_string());
         // It holds its message: the ring fills and the producer waits for it.
         let mut sent = 1;
         while tx.try_send(&Tagged::new(first + sent)).is_ok() {
@@ -597,12 +531,11 @@ fn a_killed_consumer_stops_gating_within_100_ms() {
         assert!(took < Duration::from_millis(100), "round {round}: {took:?}");
     }
     // Its place is free again: another process opens it.
-    let c = Peer::spawn("drain", &name);
+    let c = spawn("drain", &name);
     tx.send(&Tagged::new(1000)).unwrap();
     drop(tx);
-    let mut c = c;
-    assert_eq!(c.line_after("COUNT"), "1 FIRST 1000");
-    c.wait();
+    assert_eq!(c.wait_for("COUNT"), "1 FIRST 1000");
+    assert!(c.finish().success());
 }
 
 // ---- property test against a model ----

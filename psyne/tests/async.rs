@@ -420,6 +420,12 @@ fn cancellation_at_random_points_loses_nothing() {
         let mut rng = Rng(seed ^ 0xFFFF);
         for seq in 0..N {
             tx.send(&Seq::new(seq)).unwrap();
+            // Twenty pauses longer than tokio's 1 ms timer resolution, so that some `select!`s
+            // lose to their timer on any machine (on a quiet one the consumer otherwise never
+            // waits long enough for a sub-millisecond timer to fire).
+            if seq % 5_000 == 2_500 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             match rng.next() % 512 {
                 0 => std::thread::sleep(Duration::from_micros(200)),
                 1..=8 => std::thread::yield_now(),

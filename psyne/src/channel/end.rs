@@ -334,8 +334,13 @@ impl Common {
             wait: Wait::from_words(words),
             notifier: Notifier::new(words.park, ring.is_shared()),
             watch: PeerWatch::default(),
+            // Only a registered slab has a device address (asking an unregistered one builds an
+            // error message: an allocation that `subscribe` and reopening ends must not make).
             #[cfg(feature = "cuda")]
-            cuda_base: ring.slab().cuda_device_ptr().ok(),
+            cuda_base: match ring.slab().cuda_context() {
+                Some(_) => ring.slab().cuda_device_ptr().ok(),
+                None => None,
+            },
         }
     }
 

@@ -22,7 +22,7 @@
 //! consumer's.
 //!
 //! Instruction counts: with
-//! `PSYNE_TENSOR_ICOUNT=<typed|typed-opaque|raw|tx-only|tensor>:<emb256|64k>:<N>` the binary
+//! `PSYNE_TENSOR_ICOUNT=<typed|typed-opaque|raw|tx-only|tensor|tensor-flat>:<emb256|64k>:<N>` the binary
 //! runs that loop N times and exits, without criterion, for `valgrind --tool=callgrind`;
 //! instructions per message = `(Ir(N2) - Ir(N1)) / (N2 - N1)`, as in `scripts/icount.sh`.
 //! Timing: `PSYNE_TENSOR_TIME=<rounds>` runs typed, typed-opaque-length and tensor loops in
@@ -74,6 +74,43 @@ fn read(words: &[u32]) -> (u32, u32) {
     (words[0], words.iter().fold(0u32, |a, &x| a.wrapping_add(x)))
 }
 
+/// Width of the chunks the tensor contender loops over (see `psyne::tensor`'s "Writing the
+/// element loops"): 32 `u32` lanes are 8 SSE registers of accumulators.
+const LANES: usize = 32;
+
+/// [`write`] over fixed-width chunks and the remainder: the same values in the same words.
+#[inline(always)]
+fn write_chunked(chunks: &mut [[u32; LANES]], rest: &mut [u32], seq: u64) {
+    let mut next = seq as u32;
+    for chunk in chunks {
+        for (k, w) in chunk.iter_mut().enumerate() {
+            *w = next.wrapping_add(k as u32);
+        }
+        next = next.wrapping_add(LANES as u32);
+    }
+    for (k, w) in rest.iter_mut().enumerate() {
+        *w = next.wrapping_add(k as u32);
+    }
+}
+
+/// [`read`] over fixed-width chunks and the remainder, summing into lane-wise accumulators:
+/// the same first word and wrapping sum of every word.
+#[inline(always)]
+fn read_chunked(chunks: &[[u32; LANES]], rest: &[u32]) -> (u32, u32) {
+    let first = chunks.first().map_or(rest.first().copied(), |c| Some(c[0]));
+    let mut lanes = [0u32; LANES];
+    for chunk in chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l = l.wrapping_add(x);
+        }
+    }
+    let sum = lanes
+        .iter()
+        .chain(rest)
+        .fold(0u32, |a, &x| a.wrapping_add(x));
+    (first.unwrap_or(0), sum)
+}
+
 /// The sum `read` must find for a payload of `n` words stamped `seq`.
 fn expected(n: usize, seq: u64) -> u32 {
     (0..n as u32).fold(0u32, |a, i| a.wrapping_add((seq as u32).wrapping_add(i)))
@@ -121,9 +158,29 @@ fn raw_once(
     read(black_box(bytemuck::cast_slice(&r.bytes()[128..])))
 }
 
-/// One tensor: `allocate_tensor`, fill, send, `recv`, `view`, read.
+/// One tensor: `allocate_tensor`, fill, send, `recv`, `view`, read, the loops over
+/// fixed-width chunks (`as_chunks_mut` / `as_chunks`).
 #[inline(always)]
 fn tensor_once(
+    tx: &mut TensorProducer,
+    rx: &mut TensorConsumer,
+    shape: &[usize],
+    seq: u64,
+) -> (u32, u32) {
+    let mut t = tx.allocate_tensor::<u32>(shape).unwrap();
+    let (chunks, rest) = t.as_chunks_mut::<LANES>();
+    write_chunked(chunks, rest, seq);
+    t.send();
+    let r = rx.recv().unwrap();
+    let v = r.view::<u32>().unwrap();
+    let (chunks, rest) = v.as_chunks::<LANES>();
+    read_chunked(black_box(chunks), black_box(rest))
+}
+
+/// [`tensor_once`] with the loops over the whole slices (`as_mut_slice` / `as_slice`), as
+/// the typed contenders' loops are written.
+#[inline(always)]
+fn tensor_flat_once(
     tx: &mut TensorProducer,
     rx: &mut TensorConsumer,
     shape: &[usize],
@@ -173,6 +230,10 @@ fn bench_pair<T: AsWords>(c: &mut Criterion, name: &str, ring_bytes: usize) {
             tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
             want
         );
+        assert_eq!(
+            tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+            want
+        );
     }
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Bytes((p.words * 4) as u64));
@@ -195,6 +256,12 @@ fn bench_pair<T: AsWords>(c: &mut Criterion, name: &str, ring_bytes: usize) {
             tensor_once(&mut p.tensors.0, &mut p.tensors.1, black_box(&shape), seq)
         })
     });
+    g.bench_function("tensor-flat", |b| {
+        b.iter(|| {
+            seq += 1;
+            tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, black_box(&shape), seq)
+        })
+    });
     g.finish();
 }
 
@@ -208,7 +275,7 @@ fn icount(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
     let [contender, payload, n] = parts[..] else {
         panic!(
-            "PSYNE_TENSOR_ICOUNT={spec}: expected <typed|typed-opaque|raw|tx-only|tensor>:<emb256|64k>:<N>"
+            "PSYNE_TENSOR_ICOUNT={spec}: expected <typed|typed-opaque|raw|tx-only|tensor|tensor-flat>:<emb256|64k>:<N>"
         );
     };
     let n: u64 = n.parse().expect("N is a number");
@@ -230,7 +297,8 @@ fn icount(spec: &str) {
                     read(black_box(bytemuck::cast_slice(&r.bytes()[128..])))
                 }
                 "tensor" => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
-                other => panic!("contender {other:?}: expected typed or tensor"),
+                "tensor-flat" => tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+                other => panic!("contender {other:?}: see the module doc"),
             };
             stamps += stamp as u64;
             bad += u64::from(sum != black_box(expected_fast(p.words, seq)));

@@ -352,6 +352,37 @@ impl<E: TensorElement> TensorLoan<'_, E> {
         unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().add(offset).cast::<E>(), len) }
     }
 
+    /// The elements to write in fixed-width chunks of `N` and the remainder (fewer than `N`):
+    /// `<[E]>::as_chunks_mut` on [`as_mut_slice`](Self::as_mut_slice). A loop over one
+    /// `[E; N]` chunk has a compile-time trip count, which the compiler unrolls and
+    /// vectorises as it does a fixed-size message's loops (see
+    /// [`crate::tensor`](crate::tensor#writing-the-element-loops)). `N` must not be 0 (a
+    /// compile-time error).
+    ///
+    /// ```
+    /// # let (mut tx, _rx) = psyne::Channel::tensors().capacity_bytes(1 << 16).build()?;
+    /// let mut t = tx.allocate_tensor::<u32>(&[258])?;
+    /// let (chunks, rest) = t.as_chunks_mut::<32>();
+    /// let mut next = 0u32;
+    /// for chunk in chunks {
+    ///     for (k, x) in chunk.iter_mut().enumerate() {
+    ///         *x = next + k as u32;
+    ///     }
+    ///     next += 32;
+    /// }
+    /// for (k, x) in rest.iter_mut().enumerate() {
+    ///     *x = next + k as u32;
+    /// }
+    /// assert_eq!(t.as_slice()[257], 257);
+    /// t.send();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn as_chunks_mut<const N: usize>(&mut self) -> (&mut [[E; N]], &mut [E]) {
+        const { assert!(N > 0, "chunks of 0 elements") };
+        self.as_mut_slice().as_chunks_mut::<N>()
+    }
+
     /// The elements as nalgebra's column-major view of the row-major matrix `[rows, cols]`:
     /// a `cols x rows` matrix, the transpose (see [`TensorView::matrix`]).
     pub fn matrix(&self) -> DMatrixView<'_, E> {
@@ -813,8 +844,7 @@ impl TensorReceived<'_> {
     /// [`tensor`](Self::tensor) otherwise.
     #[inline(always)]
     pub fn view<E: TensorElement>(&self) -> Result<TensorView<'_, E>, TensorError> {
-        let payload = self.payload()?;
-        TensorInfo::parse(payload)?.view_of(payload)
+        TensorInfo::view_in(self.payload()?)
     }
 
     /// The user header as an `H`, in place (see [`TensorRef::header`]).

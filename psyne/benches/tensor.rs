@@ -76,7 +76,7 @@ fn read(words: &[u32]) -> (u32, u32) {
 
 /// Width of the chunks the tensor contender loops over (see `psyne::tensor`'s "Writing the
 /// element loops"): 32 `u32` lanes are 8 SSE registers of accumulators.
-const LANES: usize = 32;
+const LANES: usize = 16;
 
 /// [`write`] over fixed-width chunks and the remainder: the same values in the same words.
 #[inline(always)]
@@ -326,10 +326,11 @@ fn expected_fast(n: usize, seq: u64) -> u32 {
 /// and the minimum are what make the ratio meaningful.
 fn timing(rounds: usize) {
     use std::time::Instant;
+    const NAMES: [&str; 4] = ["typed", "typed-opaque-length", "tensor", "tensor-flat"];
     fn run<T: AsWords>(name: &str, ring_bytes: usize, n: u64, rounds: usize) {
         let mut p = pair::<T>(ring_bytes);
         let shape = [p.words];
-        let mut times: [Vec<f64>; 3] = Default::default();
+        let mut times: [Vec<f64>; 4] = Default::default();
         let mut seq = 0u64;
         let mut sink = 0u32;
         for _ in 0..rounds {
@@ -340,7 +341,8 @@ fn timing(rounds: usize) {
                     let (a, b) = match k {
                         0 => typed_once(&mut p.typed.0, &mut p.typed.1, seq),
                         1 => typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq),
-                        _ => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+                        2 => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+                        _ => tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
                     };
                     sink = sink.wrapping_add(a ^ b);
                 }
@@ -348,27 +350,27 @@ fn timing(rounds: usize) {
             }
         }
         black_box(sink);
-        let stat = |v: &mut Vec<f64>| {
+        // Best and median of each contender's rounds.
+        let stats = times.map(|mut v| {
             v.sort_by(f64::total_cmp);
             (v[0], v[v.len() / 2])
-        };
-        let [a, b, c] = &mut times;
-        let (typed, opaque, tensor) = (stat(a), stat(b), stat(c));
-        println!(
-            "{name}: typed {:.1} ns (median {:.1}), typed-opaque-length {:.1} ns (median {:.1}), \
-             tensor {:.1} ns (median {:.1}); tensor / typed: best {:.3}, median {:.3}; \
-             tensor / typed-opaque-length: best {:.3}, median {:.3}",
-            typed.0,
-            typed.1,
-            opaque.0,
-            opaque.1,
-            tensor.0,
-            tensor.1,
-            tensor.0 / typed.0,
-            tensor.1 / typed.1,
-            tensor.0 / opaque.0,
-            tensor.1 / opaque.1,
-        );
+        });
+        let line: Vec<String> = NAMES
+            .iter()
+            .zip(&stats)
+            .map(|(c, (best, median))| format!("{c} {best:.1} ns (median {median:.1})"))
+            .collect();
+        println!("{name}: {}", line.join(", "));
+        for (k, (c, _)) in NAMES.iter().zip(&stats).enumerate().skip(2) {
+            println!(
+                "  {c} / typed: best {:.3}, median {:.3}; / typed-opaque-length: best {:.3}, \
+                 median {:.3}",
+                stats[k].0 / stats[0].0,
+                stats[k].1 / stats[0].1,
+                stats[k].0 / stats[1].0,
+                stats[k].1 / stats[1].1,
+            );
+        }
     }
     run::<Embedding256>("emb256", 1 << 16, 200_000, rounds);
     run::<Words<16384>>("64k", 1 << 20, 4_000, rounds);

@@ -332,21 +332,6 @@ unsafe impl bytemuck::Pod for TensorDescription {}
 const _: () = assert!(core::mem::size_of::<TensorDescription>() == 112);
 const _: () = assert!(core::mem::align_of::<TensorDescription>() == 8);
 
-/// `UNUSED_DIMS[rank]`: all ones at the shape entries past `rank`, which must be 0.
-const UNUSED_DIMS: [[u64; MAX_RANK]; MAX_RANK + 1] = {
-    let mut masks = [[0u64; MAX_RANK]; MAX_RANK + 1];
-    let mut rank = 0;
-    while rank <= MAX_RANK {
-        let mut i = rank;
-        while i < MAX_RANK {
-            masks[rank][i] = u64::MAX;
-            i += 1;
-        }
-        rank += 1;
-    }
-    masks
-};
-
 /// Byte offsets of the description's fields (the hot paths read and write the fields one by
 /// one, little-endian, instead of copying whole structs).
 mod at {
@@ -807,7 +792,7 @@ impl TensorInfo {
     /// is `dtype`'s), rank `<= 8`; without a header, header length, reserved word, type id and
     /// fingerprint are all 0 (one OR), with one, the reserved word is 0 and the header lies in
     /// `112..element_offset`; the element offset is a multiple of 64 and at least 128 (the
-    /// same as "at least 112"); the shape entries past the rank are 0 (masked OR); the product
+    /// same as "at least 112"); the shape entries past the rank are 0 (one OR); the product
     /// of the non-zero dimensions does not overflow and is at most `isize::MAX`; the element
     /// count is that product (0 if a dimension is 0); and `element_offset + count * size` does
     /// not overflow and equals the payload length.
@@ -859,23 +844,30 @@ impl TensorInfo {
         for (i, dim) in dims.iter_mut().enumerate() {
             *dim = u64_at(d, at::SHAPE + 8 * i);
         }
-        let unused = dims
-            .iter()
-            .zip(&UNUSED_DIMS[rank])
-            .fold(0, |a, (&x, &m)| a | (x & m));
-        // The product of the non-zero dimensions, whether it overflowed, whether one is 0;
-        // ranks 1 and 2 (vectors, matrices) without a loop.
-        let (nonzero, overflow, empty) = match dims[..rank] {
-            [] => (1, false, false),
-            [a] => (a.max(1), false, a == 0),
-            [a, b] => {
-                let (p, o) = a.max(1).overflowing_mul(b.max(1));
-                (p, o, a == 0 || b == 0)
+        // The OR of the entries past the rank (which must be 0), the product of the non-zero
+        // dimensions, whether it overflowed, whether a dimension is 0. Ranks 0 to 2 (scalars,
+        // vectors, matrices) by fixed indices, so the dimensions stay in registers; the others
+        // by one fixed-length pass that selects by index.
+        let or_from = |k: usize| dims[k..].iter().fold(0, |a, &x| a | x);
+        let (unused, nonzero, overflow, empty) = match rank {
+            0 => (or_from(0), 1, false, false),
+            1 => (or_from(1), dims[0].max(1), false, dims[0] == 0),
+            2 => {
+                let (p, o) = dims[0].max(1).overflowing_mul(dims[1].max(1));
+                (or_from(2), p, o, dims[0] == 0 || dims[1] == 0)
             }
-            ref used => used.iter().fold((1u64, false, false), |(p, o, z), &x| {
-                let (q, o2) = p.overflowing_mul(x.max(1));
-                (q, o | o2, z | (x == 0))
-            }),
+            _ => {
+                dims.iter()
+                    .enumerate()
+                    .fold((0u64, 1u64, false, false), |(u, p, o, z), (i, &x)| {
+                        if i < rank {
+                            let (q, o2) = p.overflowing_mul(x.max(1));
+                            (u, q, o | o2, z | (x == 0))
+                        } else {
+                            (u | x, p, o, z)
+                        }
+                    })
+            }
         };
         let count = if empty { 0 } else { nonzero };
         if unused != 0

@@ -11,22 +11,28 @@
 //!   `Channel::tensors()`: `allocate_tensor` + fill + send + `recv` + `view` + read;
 //! * `64k`: a 64 KiB message (`[u32; 16384]`) against a `u32` tensor `[16384]`.
 //!
-//! `typed-opaque-length` is the typed path with the payload's length hidden from the optimiser,
-//! so its loops compile as the tensor's (whose length is known only at run time): the typed
-//! path's constant length lets LLVM unroll its loops fully, which a tensor's cannot be, so
-//! `tensor` against `typed-opaque-length` isolates what the description costs.
+//! How each contender writes and reads its elements (every contender writes every word and
+//! reads every word):
 //!
-//! `raw` is the raw bytes path the tensor ends are built on (the same payload length, no
-//! description), `tx-only` the tensor producer's path with a raw receive (no validation), so
-//! `tx-only - raw` is the producer's share of the description and `tensor - tx-only` the
-//! consumer's.
+//! * `typed`: a plain loop over the message's words (`iter_mut().enumerate()`, `fold`). The
+//!   length is a constant, so LLVM unrolls both loops fully and vectorises them: no loop
+//!   control, no remainder. This is what a user of a fixed-size message gets for free.
+//! * `typed-opaque-length`: the same loops with the slices passed through `black_box`, so
+//!   their length is unknown to the optimiser, as a tensor's is: `tensor-flat` against it
+//!   isolates what the description costs.
+//! * `tensor`: the loops a user of a run-time shape should write (`psyne::tensor`, "Writing
+//!   the element loops"): over `TensorLoan::as_chunks_mut::<16>()` /
+//!   `TensorView::as_chunks::<16>()`, fixed-width chunks whose inner loops are unrolled and
+//!   vectorised, plus the remainder; the sum goes into 16 lane-wise accumulators.
+//! * `tensor-flat`: the `typed` loops over `as_mut_slice()` / `as_slice()`.
 //!
 //! Instruction counts: with
 //! `PSYNE_TENSOR_ICOUNT=<typed|typed-opaque|raw|tx-only|tensor|tensor-flat>:<emb256|64k>:<N>` the binary
 //! runs that loop N times and exits, without criterion, for `valgrind --tool=callgrind`;
 //! instructions per message = `(Ir(N2) - Ir(N1)) / (N2 - N1)`, as in `scripts/icount.sh`.
-//! Timing: `PSYNE_TENSOR_TIME=<rounds>` runs typed, typed-opaque-length and tensor loops in
-//! interleaved rounds and prints each one's best and median time per message.
+//! `scripts/tensor-icount.sh` runs them all. Timing: `PSYNE_TENSOR_TIME=<rounds>` runs the
+//! typed, typed-opaque-length, tensor and tensor-flat loops in interleaved rounds and prints
+//! each one's best and median time per message, and the tensors' ratios.
 
 use std::hint::black_box;
 
@@ -75,7 +81,8 @@ fn read(words: &[u32]) -> (u32, u32) {
 }
 
 /// Width of the chunks the tensor contender loops over (see `psyne::tensor`'s "Writing the
-/// element loops"): 32 `u32` lanes are 8 SSE registers of accumulators.
+/// element loops"): 16 `u32` lanes are 4 SSE registers of accumulators. Of 8, 16, 32 and
+/// 64, 16 costs the fewest instructions at both sizes (`emb256`: 868, 813, 823, 914).
 const LANES: usize = 16;
 
 /// [`write`] over fixed-width chunks and the remainder: the same values in the same words.

@@ -51,6 +51,10 @@
 //! the elements ([`BadHeader`]); and the payload length is exactly `element_offset + bytes`
 //! ([`LengthMismatch`]). A view checks the element type ([`TensorError::DType`]) and the memory
 //! alignment ([`Misaligned`], only possible for bytes that did not come from a ring).
+//! The checks first run as a few combined comparisons; a description that fails them is
+//! checked again in the order above to name the error, and if another process changed it in
+//! between so that it now passes, the error is [`Malformed`] ("the description changed while
+//! it was read").
 //!
 //! [`BadMagic`]: TensorError::BadMagic
 //! [`UnsupportedVersion`]: TensorError::UnsupportedVersion
@@ -762,10 +766,7 @@ impl TensorInfo {
     pub fn parse(payload: &[u8]) -> Result<TensorInfo, TensorError> {
         match Self::parse_fast(payload, None) {
             Some(info) => Ok(info),
-            None => Err(Self::diagnose(
-                payload,
-                Self::parse_checked(payload).map(|_| ()),
-            )),
+            None => Err(Self::diagnose(Self::parse_checked(payload).map(|_| ()))),
         }
     }
 
@@ -774,7 +775,7 @@ impl TensorInfo {
     /// changed the description between the two reads), [`TensorError::Malformed`].
     #[cold]
     #[inline(never)]
-    fn diagnose(_payload: &[u8], verdict: Result<(), TensorError>) -> TensorError {
+    fn diagnose(verdict: Result<(), TensorError>) -> TensorError {
         match verdict {
             Err(e) => e,
             Ok(()) => TensorError::Malformed {
@@ -931,7 +932,7 @@ impl TensorInfo {
     fn view_error<E: TensorElement>(payload: &[u8]) -> TensorError {
         let verdict =
             Self::parse_checked(payload).and_then(|i| i.view_of::<E>(payload).map(|_| ()));
-        Self::diagnose(payload, verdict)
+        Self::diagnose(verdict)
     }
 
     /// [`parse`](Self::parse) by every check in the order the

@@ -253,52 +253,43 @@ pub struct ChannelBuilder<T> {
     _t: PhantomData<fn() -> T>,
 }
 
+/// The slab and waiting setters of a builder, over its `Options` at `self.<path>`
+/// (`slab_options!(opts)`; a builder that wraps a `ChannelBuilder` passes `inner.opts`).
+/// `cuda` adds [`cuda_host_register`](ChannelBuilder::cuda_host_register).
 macro_rules! slab_options {
-    () => {
-        /// Huge-page preference for the slab (see [`SlabBuilder::huge_pages`]).
-        pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
-            self.opts.huge_pages = huge_pages;
+    ($($path:ident).+ $(, $cuda:ident)?) => {
+        /// Huge-page preference for the slab (see [`SlabBuilder::huge_pages`](crate::SlabBuilder::huge_pages)).
+        pub fn huge_pages(mut self, huge_pages: crate::HugePages) -> Self {
+            self.$($path).+.huge_pages = huge_pages;
             self
         }
 
-        /// Binds the slab's memory to NUMA node `node` (see [`SlabBuilder::numa_node`]).
+        /// Binds the slab's memory to NUMA node `node` (see [`SlabBuilder::numa_node`](crate::SlabBuilder::numa_node)).
         pub fn numa_node(mut self, node: u32) -> Self {
-            self.opts.numa_node = Some(node);
+            self.$($path).+.numa_node = Some(node);
             self
         }
 
         /// Whether to fault every page of the ring in when the channel is built (default `true`;
-        /// see [`SlabBuilder::populate`]). Otherwise the first lap through the ring takes the
+        /// see [`SlabBuilder::populate`](crate::SlabBuilder::populate)). Otherwise the first lap through the ring takes the
         /// page faults (a kernel allocation per page) on the hot path: with large messages, a
         /// send into fresh pages costs several times a send into used ones. `false` trades that
         /// for a faster `build` of a large ring. An opening process maps the ring without
         /// populating it.
         pub fn populate(mut self, populate: bool) -> Self {
-            self.opts.populate = populate;
+            self.$($path).+.populate = populate;
             self
         }
 
-        /// Whether to `mlock` the slab (see [`SlabBuilder::lock`]).
-        pub fn lock(mut self, lock: Lock) -> Self {
-            self.opts.lock = lock;
+        /// Whether to `mlock` the slab (see [`SlabBuilder::lock`](crate::SlabBuilder::lock)).
+        pub fn lock(mut self, lock: crate::Lock) -> Self {
+            self.$($path).+.lock = lock;
             self
         }
 
-        /// How both ends wait when the ring is full or empty (default [`Wait::default()`]).
-        pub fn wait(mut self, wait: Wait) -> Self {
-            self.opts.wait = wait;
-            self
-        }
-
-        /// Registers the channel's slab with the CUDA driver as pinned, device-mapped host memory
-        /// (see [`SlabBuilder::cuda_host_register`]), so that GPU copies and kernels read and
-        /// write messages in place: `Loan::cuda_device_ptr` and `Received::cuda_device_ptr`
-        /// give a message's device address (feature `cuda`). Without the feature, or with no driver or device,
-        /// `build`/`create_*` fail with [`SlabError::CudaUnavailable`] inside
-        /// [`ChannelError::Slab`]. For a shared channel only the creator's mapping is
-        /// registered; an opener's messages report `CudaUnavailable` for their device address.
-        pub fn cuda_host_register(mut self, register: bool) -> Self {
-            self.opts.cuda_host_register = register;
+        /// How the channel's ends wait when the ring is full or empty (default [`Wait::default()`](crate::Wait::default)).
+        pub fn wait(mut self, wait: crate::Wait) -> Self {
+            self.$($path).+.wait = wait;
             self
         }
 
@@ -306,11 +297,30 @@ macro_rules! slab_options {
         /// [`MessageHeader::timestamp_ns`](crate::MessageHeader::timestamp_ns). Default: off
         /// (the field is 0), since reading the clock costs ~20 ns per message.
         pub fn timestamps(mut self, on: bool) -> Self {
-            self.opts.timestamps = on;
+            self.$($path).+.timestamps = on;
             self
         }
     };
 }
+
+/// The `cuda_host_register` setter of a builder, over its `Options` at `self.<path>`.
+macro_rules! cuda_option {
+    ($($path:ident).+) => {
+        /// Registers the channel's slab with the CUDA driver as pinned, device-mapped host memory
+        /// (see [`SlabBuilder::cuda_host_register`](crate::SlabBuilder::cuda_host_register)), so that GPU copies and kernels read and
+        /// write messages in place: `Loan::cuda_device_ptr` and `Received::cuda_device_ptr`
+        /// give a message's device address (feature `cuda`). Without the feature, or with no driver or device,
+        /// `build`/`create_*` fail with [`SlabError::CudaUnavailable`](crate::SlabError::CudaUnavailable) inside
+        /// [`ChannelError::Slab`](crate::ChannelError::Slab). For a shared channel only the creator's mapping is
+        /// registered; an opener's messages report `CudaUnavailable` for their device address.
+        pub fn cuda_host_register(mut self, register: bool) -> Self {
+            self.$($path).+.cuda_host_register = register;
+            self
+        }
+    };
+}
+
+pub(crate) use {cuda_option, slab_options};
 
 impl<T: Message> ChannelBuilder<T> {
     /// Room for at least `messages` messages in flight (the ring is rounded up to a power of two
@@ -328,7 +338,8 @@ impl<T: Message> ChannelBuilder<T> {
         self
     }
 
-    slab_options!();
+    slab_options!(opts);
+    cuda_option!(opts);
 
     /// The ring region length this builder asks for, after checking the message type and the
     /// capacity.
@@ -412,7 +423,8 @@ impl RawChannelBuilder {
         self
     }
 
-    slab_options!();
+    slab_options!(opts);
+    cuda_option!(opts);
 
     /// Maps the slab, initialises the ring and returns both ends.
     pub fn build(self) -> Result<(RawProducer, RawConsumer), ChannelError> {

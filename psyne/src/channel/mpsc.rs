@@ -129,41 +129,7 @@ impl<T: Message> MpscBuilder<T> {
         self
     }
 
-    /// Huge-page preference for the slab (see [`ChannelBuilder::huge_pages`]).
-    pub fn huge_pages(mut self, huge_pages: crate::HugePages) -> Self {
-        self.inner = self.inner.huge_pages(huge_pages);
-        self
-    }
-
-    /// Binds the slab to NUMA node `node` (see [`ChannelBuilder::numa_node`]).
-    pub fn numa_node(mut self, node: u32) -> Self {
-        self.inner = self.inner.numa_node(node);
-        self
-    }
-
-    /// Whether to fault the slab in when built (see [`ChannelBuilder::populate`]).
-    pub fn populate(mut self, populate: bool) -> Self {
-        self.inner = self.inner.populate(populate);
-        self
-    }
-
-    /// Whether to `mlock` the slab (see [`ChannelBuilder::lock`]).
-    pub fn lock(mut self, lock: crate::Lock) -> Self {
-        self.inner = self.inner.lock(lock);
-        self
-    }
-
-    /// How every end waits (see [`ChannelBuilder::wait`]).
-    pub fn wait(mut self, wait: crate::Wait) -> Self {
-        self.inner = self.inner.wait(wait);
-        self
-    }
-
-    /// Whether headers record send times (see [`ChannelBuilder::timestamps`]).
-    pub fn timestamps(mut self, on: bool) -> Self {
-        self.inner = self.inner.timestamps(on);
-        self
-    }
+    super::slab_options!(inner.opts);
 
     /// The topology, after checking the producer count.
     fn topology(&self) -> Result<Topology, ChannelError> {
@@ -566,11 +532,7 @@ impl RawMpscBuilder {
         self
     }
 
-    /// How every end waits (see [`ChannelBuilder::wait`]).
-    pub fn wait(mut self, wait: crate::Wait) -> Self {
-        self.inner = self.inner.wait(wait);
-        self
-    }
+    super::slab_options!(inner.opts);
 
     /// Maps the slab, initialises the lanes and returns the consumer and a first producer.
     pub fn build(self) -> Result<(RawMpscProducer, RawMpscConsumer), ChannelError> {

@@ -43,13 +43,11 @@ use super::{
     RecvError, SendError, SharedRawChannelBuilder,
 };
 use crate::message::{Message, MessageHeader};
-use crate::slab::{HugePages, Lock};
 use crate::tensor::{
     DESCRIPTION_SIZE, DType, HeaderSpec, MAX_RANK, TENSOR_TYPE_ID, TensorElement, TensorError,
     TensorInfo, TensorLayout, TensorRef, TensorView, row_major_dims,
 };
 use crate::transport::net::{Listener, NetError};
-use crate::wait::Wait;
 use core::fmt;
 use core::marker::PhantomData;
 use core::time::Duration;
@@ -466,7 +464,7 @@ impl Channel<()> {
 /// Builder of a tensor channel; see [`Channel::tensors`].
 ///
 /// Defaults: a 1 MiB ring, normal pages, populated, no NUMA binding, no `mlock`,
-/// [`Wait::default()`], no timestamps.
+/// [`Wait::default()`](crate::Wait::default), no timestamps.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct TensorChannelBuilder {
@@ -482,50 +480,8 @@ impl TensorChannelBuilder {
         self
     }
 
-    /// Huge-page preference for the slab (see [`RawChannelBuilder::huge_pages`]).
-    pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
-        self.raw = self.raw.huge_pages(huge_pages);
-        self
-    }
-
-    /// Binds the slab's memory to NUMA node `node` (see [`RawChannelBuilder::numa_node`]).
-    pub fn numa_node(mut self, node: u32) -> Self {
-        self.raw = self.raw.numa_node(node);
-        self
-    }
-
-    /// Whether to fault the ring's pages in when it is built (see
-    /// [`RawChannelBuilder::populate`]).
-    pub fn populate(mut self, populate: bool) -> Self {
-        self.raw = self.raw.populate(populate);
-        self
-    }
-
-    /// Whether to `mlock` the slab (see [`RawChannelBuilder::lock`]).
-    pub fn lock(mut self, lock: Lock) -> Self {
-        self.raw = self.raw.lock(lock);
-        self
-    }
-
-    /// How both ends wait when the ring is full or empty (default [`Wait::default()`]).
-    pub fn wait(mut self, wait: Wait) -> Self {
-        self.raw = self.raw.wait(wait);
-        self
-    }
-
-    /// Registers the slab with the CUDA driver (see
-    /// [`RawChannelBuilder::cuda_host_register`]).
-    pub fn cuda_host_register(mut self, register: bool) -> Self {
-        self.raw = self.raw.cuda_host_register(register);
-        self
-    }
-
-    /// Whether each record's header carries its send time (see
-    /// [`RawChannelBuilder::timestamps`]); read it with [`TensorReceived::message_header`].
-    pub fn timestamps(mut self, on: bool) -> Self {
-        self.raw = self.raw.timestamps(on);
-        self
-    }
+    super::slab_options!(raw.opts);
+    super::cuda_option!(raw.opts);
 
     /// Maps the slab, initialises the ring and returns both ends.
     pub fn build(self) -> Result<(TensorProducer, TensorConsumer), ChannelError> {

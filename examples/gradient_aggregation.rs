@@ -20,6 +20,7 @@
 
 use psyne::{Channel, Consumer, MpscConsumer, MpscProducer, Producer, PsyneMessage, RecvError};
 use psyne_examples::args::Args;
+use psyne_examples::training::data::splitmix;
 use psyne_schemas::Gradient;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -72,13 +73,6 @@ usage: gradient_aggregation [--workers N] [--steps S] [--params P] [--ahead K] [
 
 /// Hidden option of a worker process: `--worker-of <name> <index>` (then the run's options).
 const WORKER_FLAG: &str = "--worker-of";
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
 
 /// Gradient value `i` of worker `w` at step `s`: 0, or magnitude in `[2^-23, 2)` (see the
 /// module docs for why that keeps the sum exact).

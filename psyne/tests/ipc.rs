@@ -49,12 +49,9 @@ struct Other {
     x: [f32; 4],
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+#[path = "common/mix.rs"]
+mod mix;
+use mix::splitmix;
 
 fn checksum(seq: u64, data: &[u64; 6]) -> u64 {
     data.iter()

@@ -30,18 +30,9 @@ struct Tagged {
     checksum: u64,
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
-    words.into_iter().fold(0xCBF2_9CE4_8422_2325, |h, w| {
-        (h ^ w).wrapping_mul(0x100_0000_01B3)
-    })
-}
+#[path = "common/mix.rs"]
+mod mix;
+use mix::{fnv, splitmix};
 
 impl Tagged {
     fn fill(&mut self, tag: u64, seq: u64) {

@@ -15,12 +15,9 @@ struct Stress {
     data: [u64; 10],
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+#[path = "common/mix.rs"]
+mod mix;
+use mix::splitmix;
 
 fn checksum(data: &[u64; 10]) -> u64 {
     data.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, &d| {

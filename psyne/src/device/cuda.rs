@@ -88,29 +88,8 @@ mod with_cuda {
         /// [`DeviceError::CudaUnavailable`] when the driver library cannot be loaded, is too old
         /// (CUDA 12.8 is needed) or has no device `ordinal`.
         pub fn new(ordinal: usize) -> Result<Cuda, DeviceError> {
-            let unavailable = |reason: String| DeviceError::CudaUnavailable { reason };
-            // SAFETY: is_culib_present only tries to dlopen libcuda and drops the handle.
-            if !unsafe { sys::is_culib_present() } {
-                return Err(unavailable(
-                    "the CUDA driver library (libcuda.so) was not found; install the NVIDIA \
-                     driver"
-                        .into(),
-                ));
-            }
-            // cudarc panics when a driver lacks a symbol it expects (a driver older than 12.8).
-            let ctx = match std::panic::catch_unwind(|| CudaContext::new(ordinal)) {
-                Ok(Ok(ctx)) => ctx,
-                Ok(Err(e)) => {
-                    return Err(unavailable(format!("no usable CUDA device {ordinal}: {e}")));
-                }
-                Err(_) => {
-                    return Err(unavailable(
-                        "the CUDA driver could not be initialised (cudarc panicked; is the \
-                         driver older than CUDA 12.8?)"
-                            .into(),
-                    ));
-                }
-            };
+            let ctx = crate::slab::cuda::open_context(ordinal)
+                .map_err(|reason| DeviceError::CudaUnavailable { reason })?;
             ctx.bind_to_thread()
                 .map_err(|e| DeviceError::CudaUnavailable {
                     reason: e.to_string(),

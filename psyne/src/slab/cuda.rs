@@ -30,10 +30,15 @@ unsafe impl Send for Registration {}
 // SAFETY: as above; `&Registration` exposes only the context.
 unsafe impl Sync for Registration {}
 
+/// Whether the driver library (`libcuda.so`) can be loaded.
+fn driver_loadable() -> bool {
+    // SAFETY: is_culib_present only tries to dlopen libcuda and drops the handle.
+    unsafe { sys::is_culib_present() }
+}
+
 /// Whether the driver library can be loaded, as a typed error.
 pub(crate) fn driver_present() -> Result<(), SlabError> {
-    // SAFETY: is_culib_present only tries to dlopen libcuda and drops the handle.
-    if unsafe { sys::is_culib_present() } {
+    if driver_loadable() {
         Ok(())
     } else {
         Err(SlabError::CudaUnavailable {
@@ -44,21 +49,31 @@ pub(crate) fn driver_present() -> Result<(), SlabError> {
     }
 }
 
-/// Opens device 0's primary context, converting a panic inside cudarc (e.g. a driver missing a
-/// symbol) into [`SlabError::CudaUnavailable`].
+/// Opens device `ordinal`'s primary context, or says in words why it cannot be: no driver
+/// library, no such device, or a panic inside cudarc (a driver missing a symbol it expects,
+/// older than CUDA 12.8). For the slab's registration and the device channels, which wrap the
+/// reason in their own `CudaUnavailable`.
+pub(crate) fn open_context(ordinal: usize) -> Result<Arc<CudaContext>, String> {
+    if !driver_loadable() {
+        return Err(
+            "the CUDA driver library (libcuda.so) was not found; install the NVIDIA driver".into(),
+        );
+    }
+    match std::panic::catch_unwind(|| CudaContext::new(ordinal)) {
+        Ok(Ok(ctx)) => Ok(ctx),
+        Ok(Err(e)) => Err(format!("no usable CUDA device {ordinal}: {e}")),
+        Err(_) => Err(
+            "the CUDA driver could not be initialised (cudarc panicked; is the \
+                       driver older than CUDA 12.8?)"
+                .into(),
+        ),
+    }
+}
+
+/// Opens device 0's primary context (see [`open_context`]) for a registration.
 pub(crate) fn context() -> Result<Arc<CudaContext>, SlabError> {
     driver_present()?;
-    match std::panic::catch_unwind(|| CudaContext::new(0)) {
-        Ok(Ok(ctx)) => Ok(ctx),
-        Ok(Err(e)) => Err(SlabError::CudaUnavailable {
-            reason: format!("no usable CUDA device 0: {e}"),
-        }),
-        Err(_) => Err(SlabError::CudaUnavailable {
-            reason: "the CUDA driver could not be initialised (cudarc panicked; is the driver \
-                     older than CUDA 12.8?)"
-                .into(),
-        }),
-    }
+    open_context(0).map_err(|reason| SlabError::CudaUnavailable { reason })
 }
 
 impl Registration {

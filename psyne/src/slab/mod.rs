@@ -54,7 +54,7 @@ use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 #[cfg(feature = "cuda")]
-mod cuda;
+pub(crate) mod cuda;
 mod error;
 mod hugepages;
 #[cfg(feature = "numa")]

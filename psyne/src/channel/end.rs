@@ -508,7 +508,11 @@ impl<C: SendCursor> Sender<C> {
         self.cursor.commit(pos, len, type_id, ts);
         self.stats.messages += 1;
         self.stats.bytes += len as u64;
-        self.stats.wakeups += self.cursor.notify_peers(&mut self.common.notifier);
+        // Counted only when a call was made: the common case (nobody sleeps) adds nothing.
+        let calls = self.cursor.notify_peers(&mut self.common.notifier);
+        if calls != 0 {
+            self.stats.wakeups += calls;
+        }
     }
 
     /// Address of the payload of the record reserved at `pos`.
@@ -787,7 +791,7 @@ fn check_expected(peeked: Peeked, expected: Option<&ChannelIdentity>) -> Result<
             || (layout.align > crate::ring::RECORD_ALIGN
                 && !(peeked.payload().as_ptr() as usize).is_multiple_of(layout.align))
         {
-            return Err(unexpected(type_id, &peeked, e));
+            return Err(unexpected(type_id, peeked.len(), e));
         }
     }
     Ok(peeked)
@@ -795,12 +799,12 @@ fn check_expected(peeked: Peeked, expected: Option<&ChannelIdentity>) -> Result<
 
 /// The error for a record a typed consumer did not expect.
 #[cold]
-fn unexpected(type_id: u64, peeked: &Peeked, e: &ChannelIdentity) -> RecvError {
+fn unexpected(type_id: u64, len: u32, e: &ChannelIdentity) -> RecvError {
     let size = e.payload.map_or(0, |p| p.size);
     RecvError::Corrupted {
         what: if type_id != e.type_id {
             "header type id differs from the channel's"
-        } else if peeked.len() as usize != size {
+        } else if len as usize != size {
             "header length differs from the message size"
         } else {
             "payload misaligned for the message type"

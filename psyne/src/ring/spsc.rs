@@ -182,6 +182,12 @@ pub(crate) struct SpscProducer {
     cached_read: u64,
     /// Sequence number of the next message.
     sequence: u64,
+    /// A record may end at or before this position without any further check: the smaller of
+    /// `cached_read + max_record` (the free space) and the end of the region's lap that holds
+    /// our write position (as of the last refresh). Only the slow path of
+    /// [`Self::try_reserve`] and [`Self::reload_read`] refresh it; in between it only gets more
+    /// conservative (a publication that ends the lap moves the lap's end beyond it).
+    limit: u64,
     /// We published a wrap filler on its own since the end layer last asked (it must then wake
     /// the consumer if it sleeps: a filler is a publication too).
     published: bool,
@@ -196,7 +202,7 @@ impl SpscProducer {
     /// The producer at write position `write` (next message `sequence`), the consumer's read
     /// position as last known `cached_read`.
     fn at(ring: Arc<Ring>, lane: Lane, write: u64, cached_read: u64, sequence: u64) -> Self {
-        SpscProducer {
+        let mut producer = SpscProducer {
             region: ring.region_of(lane.region).clone(),
             reader: ring.slot_ptr(lane.reader),
             consumer: ring.slot_ptr(lane.consumer),
@@ -205,8 +211,20 @@ impl SpscProducer {
             write,
             cached_read,
             sequence,
+            limit: 0,
             published: false,
-        }
+        };
+        producer.refresh_limit();
+        producer
+    }
+
+    /// Recomputes [`Self::limit`](SpscProducer) from our write position and the cached read
+    /// position.
+    #[inline(always)]
+    fn refresh_limit(&mut self) {
+        let len = self.region.len() as u64;
+        let lap_end = (self.write & !(len - 1)) + len;
+        self.limit = lap_end.min(self.cached_read + max_record(self.region.len()) as u64);
     }
 
     /// Whether we published a filler on its own since the last call (see `published`).
@@ -321,6 +339,7 @@ impl SpscProducer {
             return Err(ReserveError::Corrupted("read position"));
         }
         self.cached_read = read;
+        self.refresh_limit();
         Ok(())
     }
 
@@ -340,6 +359,26 @@ impl SpscProducer {
         if self.is_disconnected() {
             return Err(ReserveError::Disconnected);
         }
+        // The common case: no padding (`align` is a constant for typed ends), no restart, and
+        // the record ends before the limit (free space, before the end of the region).
+        if align == RECORD_ALIGN
+            && !Rewind::applies(size, ring_len)
+            && self.write + size as u64 <= self.limit
+        {
+            self.region
+                .tracker()
+                .write(self.region.mask(self.write), size);
+            return Ok(self.write);
+        }
+        self.try_reserve_slow(len, align)
+    }
+
+    /// [`Self::try_reserve`] when the limit says no (or padding or a restart may be needed):
+    /// the full checks, a wrap if needed, and the limit refreshed.
+    #[inline(never)]
+    fn try_reserve_slow(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
+        let ring_len = self.region.len();
+        let size = record_size_of(len);
         if Rewind::applies(size, ring_len) {
             let offset = self.region.mask(self.write);
             if Rewind::consumer_waits_at(self.reader(), self.write, offset, size) {
@@ -365,6 +404,7 @@ impl SpscProducer {
                     // before the region does.
                     unsafe { self.region.write_filler(offset, pad) };
                 }
+                self.refresh_limit();
                 self.region.tracker().write(offset + pad, size);
                 return Ok(self.write + pad as u64);
             }

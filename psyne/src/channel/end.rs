@@ -150,6 +150,14 @@ pub(crate) trait SendCursor {
 pub(crate) trait RecvCursor {
     /// The next published message, not released.
     fn try_peek(&mut self) -> Result<Peeked, PeekError>;
+    /// [`Self::try_peek`] for a consumer that expects payloads of exactly `expected` bytes
+    /// (`None`: any); a cursor may check that case faster, and must check everything else as
+    /// `try_peek` does.
+    #[inline(always)]
+    fn try_peek_sized(&mut self, expected: Option<u32>) -> Result<Peeked, PeekError> {
+        let _ = expected;
+        self.try_peek()
+    }
     /// The lanes (one bit each) in which a peek released space (skipped a filler) since the
     /// last call.
     fn take_released(&mut self) -> u64;
@@ -218,6 +226,10 @@ impl RecvCursor for SpscConsumer {
     #[inline(always)]
     fn try_peek(&mut self) -> Result<Peeked, PeekError> {
         SpscConsumer::try_peek(self)
+    }
+    #[inline(always)]
+    fn try_peek_sized(&mut self, expected: Option<u32>) -> Result<Peeked, PeekError> {
+        SpscConsumer::try_peek_sized(self, expected)
     }
     #[inline(always)]
     fn take_released(&mut self) -> u64 {
@@ -593,7 +605,14 @@ impl<C: RecvCursor> Receiver<C> {
     /// One non-blocking attempt, waking the producer if a filler skip released space.
     #[inline(always)]
     fn attempt(&mut self) -> Result<Peeked, PeekError> {
-        let r = self.cursor.try_peek();
+        self.attempt_sized(None)
+    }
+
+    /// [`Self::attempt`] expecting payloads of `expected` bytes (see
+    /// [`RecvCursor::try_peek_sized`]).
+    #[inline(always)]
+    fn attempt_sized(&mut self, expected: Option<u32>) -> Result<Peeked, PeekError> {
+        let r = self.cursor.try_peek_sized(expected);
         let released = self.cursor.take_released();
         if released != 0 {
             self.stats.wakeups += wake_lanes(&self.cursor, &mut self.common.notifier, released);
@@ -610,7 +629,11 @@ impl<C: RecvCursor> Receiver<C> {
         patience: Patience,
         expected: Option<&ChannelIdentity>,
     ) -> Result<Peeked, RecvError> {
-        let peeked = match self.attempt() {
+        // A typed consumer's payload length (a constant): the cursor checks that case first.
+        let size = expected
+            .and_then(|e| e.payload)
+            .and_then(|p| u32::try_from(p.size).ok());
+        let peeked = match self.attempt_sized(size) {
             Ok(p) => p,
             Err(PeekError::Empty) if self.spin_here && matches!(patience, Patience::Forever) => {
                 self.spin_forever()?

@@ -705,6 +705,39 @@ impl SpscConsumer {
         }
     }
 
+    /// [`Self::try_peek`] for a consumer that expects every message to have a payload of
+    /// exactly `expected` bytes (a typed consumer; `None`: any length). The common case, a
+    /// published message of that length with no flags that lies inside the region, is checked
+    /// in a few compares against constants; anything else (nothing published, a filler, another
+    /// length, a failed check) goes through [`Self::try_peek`], which reads and checks the header
+    /// again from scratch. The caller still checks the type id.
+    #[inline(always)]
+    pub(crate) fn try_peek_sized(&mut self, expected: Option<u32>) -> Result<Peeked, PeekError> {
+        if let Some(len) = expected
+            && self.corrupt.is_none()
+        {
+            let region = &self.region;
+            let offset = region.mask(self.read);
+            if region.load_commit(offset, Ordering::Acquire) == self.sequence {
+                // SAFETY: published (the commit word holds our sequence number, acquired).
+                let (l, flags) = unsafe { region.read_len_flags(offset) };
+                let size = record_size_of(len as usize);
+                if l == len && flags == 0 && size <= region.len() - offset {
+                    region.tracker().read(offset, size);
+                    return Ok(Peeked::new(region.at(offset), len, self.read + size as u64));
+                }
+            }
+            return self.try_peek_general();
+        }
+        self.try_peek()
+    }
+
+    /// [`Self::try_peek`], not inlined: the fallback of [`Self::try_peek_sized`].
+    #[inline(never)]
+    fn try_peek_general(&mut self) -> Result<Peeked, PeekError> {
+        self.try_peek()
+    }
+
     /// The message published right after `prev`, which is the message at our read position
     /// (`nth == 1`) or the one returned by the previous call (`nth - 1`), without releasing or
     /// changing anything: a reader that hands several records to one system call peeks them

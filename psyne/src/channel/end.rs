@@ -150,13 +150,13 @@ pub(crate) trait SendCursor {
 pub(crate) trait RecvCursor {
     /// The next published message, not released.
     fn try_peek(&mut self) -> Result<Peeked, PeekError>;
-    /// [`Self::try_peek`] for a consumer that expects payloads of exactly `expected` bytes
-    /// (`None`: any); a cursor may check that case faster, and must check everything else as
-    /// `try_peek` does.
+    /// For a consumer that expects payloads of exactly `expected` bytes: the next message if it
+    /// is a published message of that length that the cursor can check quickly, else `None`
+    /// (then [`Self::try_peek`] decides). Changes nothing.
     #[inline(always)]
-    fn try_peek_sized(&mut self, expected: Option<u32>) -> Result<Peeked, PeekError> {
+    fn try_peek_fast(&mut self, expected: u32) -> Option<Peeked> {
         let _ = expected;
-        self.try_peek()
+        None
     }
     /// The lanes (one bit each) in which a peek released space (skipped a filler) since the
     /// last call.
@@ -228,8 +228,8 @@ impl RecvCursor for SpscConsumer {
         SpscConsumer::try_peek(self)
     }
     #[inline(always)]
-    fn try_peek_sized(&mut self, expected: Option<u32>) -> Result<Peeked, PeekError> {
-        SpscConsumer::try_peek_sized(self, expected)
+    fn try_peek_fast(&mut self, expected: u32) -> Option<Peeked> {
+        SpscConsumer::try_peek_fast(self, expected)
     }
     #[inline(always)]
     fn take_released(&mut self) -> u64 {
@@ -605,14 +605,7 @@ impl<C: RecvCursor> Receiver<C> {
     /// One non-blocking attempt, waking the producer if a filler skip released space.
     #[inline(always)]
     fn attempt(&mut self) -> Result<Peeked, PeekError> {
-        self.attempt_sized(None)
-    }
-
-    /// [`Self::attempt`] expecting payloads of `expected` bytes (see
-    /// [`RecvCursor::try_peek_sized`]).
-    #[inline(always)]
-    fn attempt_sized(&mut self, expected: Option<u32>) -> Result<Peeked, PeekError> {
-        let r = self.cursor.try_peek_sized(expected);
+        let r = self.cursor.try_peek();
         let released = self.cursor.take_released();
         if released != 0 {
             self.stats.wakeups += wake_lanes(&self.cursor, &mut self.common.notifier, released);
@@ -630,10 +623,15 @@ impl<C: RecvCursor> Receiver<C> {
         expected: Option<&ChannelIdentity>,
     ) -> Result<Peeked, RecvError> {
         // A typed consumer's payload length (a constant): the cursor checks that case first.
-        let size = expected
+        // Nothing was skipped then (so no producer to wake), and the length is the expected one.
+        if let Some(size) = expected
             .and_then(|e| e.payload)
-            .and_then(|p| u32::try_from(p.size).ok());
-        let peeked = match self.attempt_sized(size) {
+            .and_then(|p| u32::try_from(p.size).ok())
+            && let Some(peeked) = self.cursor.try_peek_fast(size)
+        {
+            return check_expected(peeked, expected);
+        }
+        let peeked = match self.attempt() {
             Ok(p) => p,
             Err(PeekError::Empty) if self.spin_here && matches!(patience, Patience::Forever) => {
                 self.spin_forever()?

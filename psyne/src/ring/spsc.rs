@@ -705,37 +705,31 @@ impl SpscConsumer {
         }
     }
 
-    /// [`Self::try_peek`] for a consumer that expects every message to have a payload of
-    /// exactly `expected` bytes (a typed consumer; `None`: any length). The common case, a
-    /// published message of that length with no flags that lies inside the region, is checked
-    /// in a few compares against constants; anything else (nothing published, a filler, another
-    /// length, a failed check) goes through [`Self::try_peek`], which reads and checks the header
-    /// again from scratch. The caller still checks the type id.
+    /// The common case of [`Self::try_peek`] for a consumer that expects every message to have
+    /// a payload of exactly `expected` bytes (a typed consumer): a published message of that
+    /// length with no flags that lies inside the region, checked in a few compares against
+    /// constants. `None` for anything else (nothing published, a filler, another length, a
+    /// failed check, an earlier corruption): the caller then calls [`Self::try_peek`], which
+    /// reads and checks the header again from scratch. Changes nothing; the caller still checks
+    /// the type id.
     #[inline(always)]
-    pub(crate) fn try_peek_sized(&mut self, expected: Option<u32>) -> Result<Peeked, PeekError> {
-        if let Some(len) = expected
-            && self.corrupt.is_none()
-        {
-            let region = &self.region;
-            let offset = region.mask(self.read);
-            if region.load_commit(offset, Ordering::Acquire) == self.sequence {
-                // SAFETY: published (the commit word holds our sequence number, acquired).
-                let (l, flags) = unsafe { region.read_len_flags(offset) };
-                let size = record_size_of(len as usize);
-                if l == len && flags == 0 && size <= region.len() - offset {
-                    region.tracker().read(offset, size);
-                    return Ok(Peeked::new(region.at(offset), len, self.read + size as u64));
-                }
-            }
-            return self.try_peek_general();
+    pub(crate) fn try_peek_fast(&self, expected: u32) -> Option<Peeked> {
+        if self.corrupt.is_some() {
+            return None;
         }
-        self.try_peek()
-    }
-
-    /// [`Self::try_peek`], not inlined: the fallback of [`Self::try_peek_sized`].
-    #[inline(never)]
-    fn try_peek_general(&mut self) -> Result<Peeked, PeekError> {
-        self.try_peek()
+        let region = &self.region;
+        let offset = region.mask(self.read);
+        if region.load_commit(offset, Ordering::Acquire) != self.sequence {
+            return None;
+        }
+        // SAFETY: published (the commit word holds our sequence number, acquired above).
+        let (len, flags) = unsafe { region.read_len_flags(offset) };
+        let size = record_size_of(expected as usize);
+        if len != expected || flags != 0 || size > region.len() - offset {
+            return None;
+        }
+        region.tracker().read(offset, size);
+        Some(Peeked::new(region.at(offset), len, self.read + size as u64))
     }
 
     /// The message published right after `prev`, which is the message at our read position

@@ -404,8 +404,8 @@ impl SendCursor for ProducerCursor {
         self.gate.take_published()
     }
     #[inline(always)]
-    fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
-        self.gate.commit(pos, len, type_id, timestamp_ns)
+    fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64, timestamp_ns: u64) {
+        self.gate.commit(pos, len, align, type_id, timestamp_ns)
     }
     #[inline(always)]
     fn payload(&self, pos: u64) -> NonNull<u8> {
@@ -678,8 +678,12 @@ impl<T: Message> BroadcastLoan<'_, T> {
     /// Publishes the message to every consumer.
     #[inline(always)]
     pub fn send(self) {
-        self.end
-            .commit(self.pos, core::mem::size_of::<T>(), T::TYPE_ID);
+        self.end.commit(
+            self.pos,
+            core::mem::size_of::<T>(),
+            super::typed::align_of_payload::<T>(),
+            T::TYPE_ID,
+        );
     }
 }
 
@@ -1066,7 +1070,8 @@ pub struct RawBroadcastBytesLoan<'a> {
 impl RawBroadcastBytesLoan<'_> {
     /// Publishes the payload to every consumer, tagged with `type_id`.
     pub fn send(self, type_id: u64) {
-        self.end.commit(self.pos, self.len, type_id);
+        self.end
+            .commit(self.pos, self.len, crate::ring::RECORD_ALIGN, type_id);
     }
 }
 

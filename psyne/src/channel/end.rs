@@ -111,8 +111,8 @@ pub(crate) trait SendCursor {
     fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError>;
     /// Whether a reservation published a filler on its own since the last call.
     fn take_published(&mut self) -> bool;
-    /// Publishes the record reserved at `pos`.
-    fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64);
+    /// Publishes the record reserved at `pos` (reserved with alignment `align`).
+    fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64, timestamp_ns: u64);
     /// Address of the payload of the record reserved at `pos`.
     fn payload(&self, pos: u64) -> NonNull<u8>;
     /// The ring.
@@ -191,8 +191,8 @@ impl SendCursor for SpscProducer {
         SpscProducer::take_published(self)
     }
     #[inline(always)]
-    fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
-        SpscProducer::commit(self, pos, len, type_id, timestamp_ns)
+    fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64, timestamp_ns: u64) {
+        SpscProducer::commit(self, pos, len, align, type_id, timestamp_ns)
     }
     #[inline(always)]
     fn payload(&self, pos: u64) -> NonNull<u8> {
@@ -509,15 +509,16 @@ impl<C: SendCursor> Sender<C> {
         }
     }
 
-    /// Publishes the record reserved at `pos` and wakes the consumer if it sleeps.
+    /// Publishes the record reserved at `pos` (with alignment `align`, as reserved) and wakes
+    /// the consumer if it sleeps.
     #[inline(always)]
-    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64) {
+    pub(crate) fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64) {
         let ts = if self.timestamps {
             super::monotonic_ns()
         } else {
             0
         };
-        self.cursor.commit(pos, len, type_id, ts);
+        self.cursor.commit(pos, len, align, type_id, ts);
         self.stats.messages += 1;
         self.stats.bytes += len as u64;
         // Counted only when a call was made: the common case (nobody sleeps) adds nothing.

@@ -295,9 +295,16 @@ impl BroadcastProducer {
     /// Publishes the record reserved at `pos`, after admitting any joiner (it then sees this
     /// record).
     #[inline(always)]
-    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
+    pub(crate) fn commit(
+        &mut self,
+        pos: u64,
+        len: usize,
+        align: usize,
+        type_id: u64,
+        timestamp_ns: u64,
+    ) {
         self.admit_joiners();
-        self.inner.commit(pos, len, type_id, timestamp_ns);
+        self.inner.commit(pos, len, align, type_id, timestamp_ns);
     }
 
     /// Address of the payload of the record reserved at `pos`.

@@ -438,7 +438,7 @@ impl SpscProducer {
         // SAFETY: `to_end` bytes from `offset` are free (checked above): exactly up to the end
         // of the region.
         unsafe { self.region.write_filler(offset, to_end) };
-        self.publish(self.write, self.write + to_end as u64, self.sequence);
+        self.publish(self.write, self.write + to_end as u64, self.sequence, false);
         self.published = true;
         Ok(())
     }
@@ -452,10 +452,17 @@ impl SpscProducer {
     /// Writes the header of the record reserved at `pos` (payload `len` bytes) and publishes it
     /// (with any alignment filler before it). The caller then wakes the consumer if it sleeps.
     ///
-    /// `pos` must come from the last `try_reserve` (with the same `len`), with nothing published
-    /// since.
+    /// `pos` must come from the last `try_reserve` (with the same `len` and `align`), with
+    /// nothing published since.
     #[inline(always)]
-    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
+    pub(crate) fn commit(
+        &mut self,
+        pos: u64,
+        len: usize,
+        align: usize,
+        type_id: u64,
+        timestamp_ns: u64,
+    ) {
         debug_assert!(pos >= self.write && pos - self.write < MAX_ALIGN as u64);
         let region = &self.region;
         let offset = region.mask(pos);
@@ -464,26 +471,34 @@ impl SpscProducer {
         // SAFETY: the record at `offset` was reserved for us by `try_reserve` (free space,
         // invisible to the consumer until its commit word is stored in `publish`).
         unsafe { region.write_header(offset, len as u32, 0, type_id, timestamp_ns) };
-        self.publish(pos, pos + size as u64, self.sequence + 1);
+        // Only a payload aligned to more than a record start can have an alignment filler
+        // before it (`align` is a constant for typed ends).
+        self.publish(
+            pos,
+            pos + size as u64,
+            self.sequence + 1,
+            align > RECORD_ALIGN,
+        );
         self.sequence += 1;
     }
 
     /// Publishes the record (message or wrap filler) whose header is at `record`, ending at
     /// `end`, together with an alignment filler at our write position if `record` is past it.
     /// `next` is the sequence number of the message after it (ours + 1 for a message, ours for a
-    /// filler).
+    /// filler). `may_pad`: whether `record` may be past our write position (else it is not).
     ///
     /// Every header field but the commit words must be written already. Order: the pending mark
     /// of `next` goes into the commit word at `end` (free space: we always leave the line after
     /// our last record free), then the record's commit word and the filler's are stored
     /// (`Release`): a consumer that acquires either sees the header, the payload and the mark.
     #[inline(always)]
-    fn publish(&mut self, record: u64, end: u64, next: u64) {
+    fn publish(&mut self, record: u64, end: u64, next: u64, may_pad: bool) {
         let region = &self.region;
         debug_assert!(
             end > self.write && end - self.cached_read <= max_record(region.len()) as u64
         );
         debug_assert!(record >= self.write && record < end);
+        debug_assert!(may_pad || record == self.write);
         debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
         let seq = self.sequence;
         let after = region.mask(end);
@@ -494,7 +509,7 @@ impl SpscProducer {
         unsafe {
             region.store_commit(after, pending(next), Ordering::Relaxed);
             region.store_commit(region.mask(record), seq, Ordering::Release);
-            if record != self.write {
+            if may_pad && record != self.write {
                 region.store_commit(region.mask(self.write), seq, Ordering::Release);
             }
         }

@@ -554,6 +554,10 @@ pub(crate) struct SpscConsumer {
     released: bool,
     /// The first failed check, reported again by every later peek.
     corrupt: Option<&'static str>,
+    /// The region's length while `corrupt` is `None`, 0 after a failed check: the fast peek's
+    /// bound (a record must end at or before it), so that it needs no test of its own for an
+    /// earlier corruption (no record ends at or before 0).
+    fast_end: usize,
     /// Whether we store our read position into the waiting word around blocking waits: only
     /// where records large enough to restart at the region's start can arrive.
     announce_waits: bool,
@@ -570,8 +574,10 @@ impl SpscConsumer {
         let announce_waits = lane == Lane::SPSC
             && ring.topology() == Topology::Spsc
             && Rewind::consumer_announces(ring.region().len(), None);
+        let region = ring.region_of(lane.region).clone();
         SpscConsumer {
-            region: ring.region_of(lane.region).clone(),
+            fast_end: region.len(),
+            region,
             own: ring.slot_ptr(lane.reader),
             producer: ring.slot_ptr(lane.producer),
             lane,
@@ -729,9 +735,7 @@ impl SpscConsumer {
     /// the type id.
     #[inline(always)]
     pub(crate) fn try_peek_fast(&self, expected: u32) -> Option<Peeked> {
-        if self.corrupt.is_some() {
-            return None;
-        }
+        debug_assert_eq!(self.fast_end == 0, self.corrupt.is_some());
         let region = &self.region;
         let offset = region.mask(self.read);
         if region.load_commit(offset, Ordering::Acquire) != self.sequence {
@@ -740,7 +744,8 @@ impl SpscConsumer {
         // SAFETY: published (the commit word holds our sequence number, acquired above).
         let (len, flags) = unsafe { region.read_len_flags(offset) };
         let size = record_size_of(expected as usize);
-        if len != expected || flags != 0 || size > region.len() - offset {
+        // `fast_end` is 0 after a failed check (sticky: `try_peek` reports it).
+        if len != expected || flags != 0 || offset + size > self.fast_end {
             return None;
         }
         region.tracker().read(offset, size);
@@ -796,6 +801,7 @@ impl SpscConsumer {
     #[cold]
     fn corrupted(&mut self, what: &'static str) -> PeekError {
         self.corrupt = Some(what);
+        self.fast_end = 0;
         PeekError::Corrupted(what)
     }
 

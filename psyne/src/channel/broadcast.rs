@@ -403,6 +403,9 @@ impl SendCursor for ProducerCursor {
     fn take_published(&mut self) -> bool {
         self.gate.take_published()
     }
+    fn published(&self) -> u64 {
+        self.gate.published()
+    }
     #[inline(always)]
     fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64, timestamp_ns: u64) {
         self.gate.commit(pos, len, align, type_id, timestamp_ns)
@@ -467,6 +470,9 @@ impl Iterator for Members {
 
 impl RecvCursor for ConsumerCursor {
     #[inline(always)]
+    fn released(&self) -> u64 {
+        self.released_messages()
+    }
     fn try_peek(&mut self) -> Result<Peeked, PeekError> {
         ConsumerCursor::try_peek(self)
     }

@@ -127,6 +127,8 @@ pub(crate) trait SendCursor {
     fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
+    /// Messages this cursor published (its sequence numbers since it was made).
+    fn published(&self) -> u64;
     /// After a publication: wakes every consumer that sleeps; returns the wake-up calls made.
     /// One consumer: its [`peer_parked`](Self::peer_parked) word (a broadcast producer wakes
     /// each of its consumers).
@@ -179,6 +181,8 @@ pub(crate) trait RecvCursor {
     fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
+    /// Messages released through this cursor, every lane (from sequence numbers).
+    fn released(&self) -> u64;
 }
 
 impl SendCursor for SpscProducer {
@@ -219,6 +223,9 @@ impl SendCursor for SpscProducer {
     }
     fn close(&self) {
         SpscProducer::close(self)
+    }
+    fn published(&self) -> u64 {
+        SpscProducer::published(self)
     }
 }
 
@@ -268,6 +275,9 @@ impl RecvCursor for SpscConsumer {
     fn close(&self) {
         SpscConsumer::close(self)
     }
+    fn released(&self) -> u64 {
+        self.released_messages()
+    }
 }
 
 impl RecvCursor for MpscConsumer {
@@ -305,6 +315,9 @@ impl RecvCursor for MpscConsumer {
     }
     fn close(&self) {
         MpscConsumer::close(self)
+    }
+    fn released(&self) -> u64 {
+        self.released_messages()
     }
 }
 
@@ -403,9 +416,12 @@ impl<C: SendCursor> Sender<C> {
         &self.cursor
     }
 
-    /// This end's counters.
+    /// This end's counters (`messages` from the cursor's sequence numbers).
     pub(crate) fn stats(&self) -> ProducerStats {
-        self.stats
+        ProducerStats {
+            messages: self.cursor.published(),
+            ..self.stats
+        }
     }
 
     /// Whether every consumer is gone; for a shared ring this checks their processes first.
@@ -519,7 +535,7 @@ impl<C: SendCursor> Sender<C> {
             0
         };
         self.cursor.commit(pos, len, align, type_id, ts);
-        self.stats.messages += 1;
+        // `messages` is the cursor's sequence numbers (see `stats`).
         self.stats.bytes += len as u64;
         // Counted only when a call was made: the common case (nobody sleeps) adds nothing.
         let calls = self.cursor.notify_peers(&mut self.common.notifier);
@@ -587,9 +603,12 @@ impl<C: RecvCursor> Receiver<C> {
         self.cursor.waiting()
     }
 
-    /// This end's counters.
+    /// This end's counters (`messages` from the cursors' sequence numbers).
     pub(crate) fn stats(&self) -> ConsumerStats {
-        self.stats
+        ConsumerStats {
+            messages: self.cursor.released(),
+            ..self.stats
+        }
     }
 
     /// Whether the producers are gone (messages they published may still be waiting); for a
@@ -767,8 +786,8 @@ impl Release<'_> {
     /// Releases `peeked` (counted as received now) and wakes its producer if it sleeps.
     #[inline(always)]
     pub(crate) fn release(&mut self, peeked: &Peeked) {
+        // `messages` is the cursors' sequence numbers (see `Receiver::stats`).
         self.lane.release(peeked.end);
-        self.stats.messages += 1;
         self.stats.bytes += u64::from(peeked.len());
         if self.common.notifier.notify(self.lane.peer_parked()) {
             self.stats.wakeups += 1;

@@ -182,6 +182,8 @@ pub(crate) struct SpscProducer {
     cached_read: u64,
     /// Sequence number of the next message.
     sequence: u64,
+    /// `sequence` when this cursor was made: `sequence - origin` messages published since.
+    origin: u64,
     /// A record may end at or before this position without any further check: the smaller of
     /// `cached_read + max_record` (the free space) and the end of the region's lap that holds
     /// our write position (as of the last refresh). Only the slow path of
@@ -211,6 +213,7 @@ impl SpscProducer {
             write,
             cached_read,
             sequence,
+            origin: sequence,
             limit: 0,
             published: false,
         };
@@ -295,6 +298,11 @@ impl SpscProducer {
     #[inline(always)]
     pub(crate) fn write_position(&self) -> u64 {
         self.write
+    }
+
+    /// Messages this cursor published (from sequence numbers: no counter on the hot path).
+    pub(crate) fn published(&self) -> u64 {
+        self.sequence.wrapping_sub(self.origin)
     }
 
     /// The parked word of the consumer, to wake it after a publication.
@@ -546,6 +554,9 @@ pub(crate) struct SpscConsumer {
     /// Sequence number of the next message: the commit word the header at our read position
     /// holds once it is published (message or filler).
     sequence: u64,
+    /// `sequence` minus the messages released through this cursor (see
+    /// [`Self::released_messages`]).
+    origin: u64,
     /// The sequence number expected when we last skipped a filler (`u64::MAX`: none yet): an
     /// honest producer never publishes two fillers in a row, so a second one with no message
     /// between them (the same expected number) is corruption, and cannot make a peek loop.
@@ -584,6 +595,7 @@ impl SpscConsumer {
             ring,
             read,
             sequence,
+            origin: sequence,
             filler_at: u64::MAX,
             released: false,
             corrupt: None,
@@ -789,6 +801,18 @@ impl SpscConsumer {
     #[inline(always)]
     pub(crate) fn read_position(&self) -> u64 {
         self.read
+    }
+
+    /// Messages released through this cursor (from sequence numbers: no counter on the hot
+    /// path; only [`Self::release`] moves `sequence`).
+    pub(crate) fn released_messages(&self) -> u64 {
+        self.sequence.wrapping_sub(self.origin)
+    }
+
+    /// Counts `released` messages as released through this cursor (a cursor that replaces
+    /// another of the same end carries its count on).
+    pub(crate) fn carry_released(&mut self, released: u64) {
+        self.origin = self.sequence.wrapping_sub(released);
     }
 
     /// Bits to keep in the position word when a peek skips a filler (see `skip_bits`).

@@ -347,6 +347,10 @@ pub(crate) struct Common {
     notifier: Notifier,
     /// Throttle of liveness checks of a peer in another process.
     watch: PeerWatch,
+    /// Payload bytes published (a sending end) or released (a receiving end): the `bytes`
+    /// counter, kept here so that a received message's release handle reaches it through the
+    /// same reference as the notifier.
+    bytes: u64,
     /// The slab's device address, asked of the driver once (`None`: not CUDA-registered).
     #[cfg(feature = "cuda")]
     cuda_base: Option<u64>,
@@ -359,6 +363,7 @@ impl Common {
             wait: Wait::from_words(words),
             notifier: Notifier::new(words.park, ring.is_shared()),
             watch: PeerWatch::default(),
+            bytes: 0,
             // Only a registered slab has a device address (asking an unregistered one builds an
             // error message: an allocation that `subscribe` and reopening ends must not make).
             #[cfg(feature = "cuda")]
@@ -420,6 +425,8 @@ impl<C: SendCursor> Sender<C> {
     pub(crate) fn stats(&self) -> ProducerStats {
         ProducerStats {
             messages: self.cursor.published(),
+            bytes: self.common.bytes,
+            wakeups: self.common.notifier.calls(),
             ..self.stats
         }
     }
@@ -481,7 +488,6 @@ impl<C: SendCursor> Sender<C> {
         let cursor = &mut self.cursor;
         let watch = &mut self.common.watch;
         let notifier = &mut self.common.notifier;
-        let mut wakeups = 0;
         let mut check = || check_peers(&ring, slots.clone(), watch);
         let mut parks = 0;
         // Our parked word lives in the ring (kept alive by the clone `ring`), not in the cursor,
@@ -500,7 +506,7 @@ impl<C: SendCursor> Sender<C> {
             || {
                 let r = cursor.try_reserve(len, align);
                 if cursor.take_published() {
-                    wakeups += cursor.notify_peers(notifier);
+                    cursor.notify_peers(notifier);
                 }
                 match r {
                     Ok(pos) => Some(Ok(pos)),
@@ -510,7 +516,6 @@ impl<C: SendCursor> Sender<C> {
             },
         );
         self.stats.parked += parks;
-        self.stats.wakeups += wakeups;
         match waited {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(SendError::Timeout),
@@ -521,7 +526,7 @@ impl<C: SendCursor> Sender<C> {
     #[cold]
     fn wake_after_filler(&mut self) {
         if self.cursor.take_published() {
-            self.stats.wakeups += self.cursor.notify_peers(&mut self.common.notifier);
+            self.cursor.notify_peers(&mut self.common.notifier);
         }
     }
 
@@ -536,12 +541,9 @@ impl<C: SendCursor> Sender<C> {
         };
         self.cursor.commit(pos, len, align, type_id, ts);
         // `messages` is the cursor's sequence numbers (see `stats`).
-        self.stats.bytes += len as u64;
-        // Counted only when a call was made: the common case (nobody sleeps) adds nothing.
-        let calls = self.cursor.notify_peers(&mut self.common.notifier);
-        if calls != 0 {
-            self.stats.wakeups += calls;
-        }
+        self.common.bytes += len as u64;
+        // The notifier counts its wake-up calls (`wakeups`).
+        self.cursor.notify_peers(&mut self.common.notifier);
     }
 
     /// Address of the payload of the record reserved at `pos`.
@@ -607,6 +609,8 @@ impl<C: RecvCursor> Receiver<C> {
     pub(crate) fn stats(&self) -> ConsumerStats {
         ConsumerStats {
             messages: self.cursor.released(),
+            bytes: self.common.bytes,
+            wakeups: self.common.notifier.calls(),
             ..self.stats
         }
     }
@@ -628,7 +632,7 @@ impl<C: RecvCursor> Receiver<C> {
         let r = self.cursor.try_peek();
         let released = self.cursor.take_released();
         if released != 0 {
-            self.stats.wakeups += wake_lanes(&self.cursor, &mut self.common.notifier, released);
+            wake_lanes(&self.cursor, &mut self.common.notifier, released);
         }
         r
     }
@@ -687,7 +691,6 @@ impl<C: RecvCursor> Receiver<C> {
         let mut parks = 0;
         let cursor = &mut self.cursor;
         let notifier = &mut self.common.notifier;
-        let mut wakeups = 0;
         cursor.set_waiting(true);
         let waited = wait::wait_for(
             strategy,
@@ -708,7 +711,7 @@ impl<C: RecvCursor> Receiver<C> {
                 let r = cursor.try_peek();
                 let released = cursor.take_released();
                 if released != 0 {
-                    wakeups += wake_lanes(&*cursor, notifier, released);
+                    wake_lanes(&*cursor, notifier, released);
                 }
                 match r {
                     Ok(p) => Some(Ok(p)),
@@ -719,7 +722,6 @@ impl<C: RecvCursor> Receiver<C> {
         );
         self.cursor.set_waiting(false);
         self.stats.parked += parks;
-        self.stats.wakeups += wakeups;
         match waited {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(RecvError::Timeout),
@@ -748,16 +750,10 @@ impl<C: RecvCursor> Receiver<C> {
     /// and the notifier (so that a received message holds no reference to the consumer kind).
     #[inline(always)]
     pub(crate) fn release_handle(&mut self, peeked: &Peeked) -> Release<'_> {
-        let Receiver {
-            cursor,
-            common,
-            stats,
-            ..
-        } = self;
+        let Receiver { cursor, common, .. } = self;
         Release {
             lane: cursor.lane_mut(peeked.lane() as usize),
             common,
-            stats,
         }
     }
 }
@@ -779,7 +775,6 @@ impl<C: RecvCursor> Drop for Receiver<C> {
 pub(crate) struct Release<'a> {
     lane: &'a mut SpscConsumer,
     common: &'a mut Common,
-    stats: &'a mut ConsumerStats,
 }
 
 impl Release<'_> {
@@ -788,10 +783,9 @@ impl Release<'_> {
     pub(crate) fn release(&mut self, peeked: &Peeked) {
         // `messages` is the cursors' sequence numbers (see `Receiver::stats`).
         self.lane.release(peeked.end);
-        self.stats.bytes += u64::from(peeked.len());
-        if self.common.notifier.notify(self.lane.peer_parked()) {
-            self.stats.wakeups += 1;
-        }
+        self.common.bytes += u64::from(peeked.len());
+        // The notifier counts its wake-up calls (`wakeups`).
+        self.common.notifier.notify(self.lane.peer_parked());
     }
 
     /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
@@ -801,20 +795,16 @@ impl Release<'_> {
     }
 }
 
-/// Wakes the producers of the lanes in `released` (bits) if they sleep; returns the wake-up
-/// calls made.
+/// Wakes the producers of the lanes in `released` (bits) if they sleep (the notifier counts
+/// the calls).
 #[cold]
 #[inline(never)]
-fn wake_lanes<C: RecvCursor>(cursor: &C, notifier: &mut Notifier, mut released: u64) -> u64 {
-    let mut calls = 0;
+fn wake_lanes<C: RecvCursor>(cursor: &C, notifier: &mut Notifier, mut released: u64) {
     while released != 0 {
         let lane = released.trailing_zeros() as usize;
         released &= released - 1;
-        if notifier.notify(cursor.lane_parked(lane)) {
-            calls += 1;
-        }
+        notifier.notify(cursor.lane_parked(lane));
     }
-    calls
 }
 
 /// `peeked` if it is what a typed consumer expects (`expected`: type id, length, payload

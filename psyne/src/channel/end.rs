@@ -152,12 +152,13 @@ pub(crate) trait SendCursor {
 pub(crate) trait RecvCursor {
     /// The next published message, not released.
     fn try_peek(&mut self) -> Result<Peeked, PeekError>;
-    /// For a consumer that expects payloads of exactly `expected` bytes: the next message if it
-    /// is a published message of that length that the cursor can check quickly, else `None`
+    /// For a consumer that expects payloads of exactly `expected` bytes and type id `type_id`:
+    /// the next message if it is a published message of that length and type that the cursor
+    /// can check quickly, else `None`
     /// (then [`Self::try_peek`] decides). Changes nothing.
     #[inline(always)]
-    fn try_peek_fast(&mut self, expected: u32) -> Option<Peeked> {
-        let _ = expected;
+    fn try_peek_fast(&mut self, expected: u32, type_id: u64) -> Option<Peeked> {
+        let _ = (expected, type_id);
         None
     }
     /// The lanes (one bit each) in which a peek released space (skipped a filler) since the
@@ -235,8 +236,8 @@ impl RecvCursor for SpscConsumer {
         SpscConsumer::try_peek(self)
     }
     #[inline(always)]
-    fn try_peek_fast(&mut self, expected: u32) -> Option<Peeked> {
-        SpscConsumer::try_peek_fast(self, expected)
+    fn try_peek_fast(&mut self, expected: u32, type_id: u64) -> Option<Peeked> {
+        SpscConsumer::try_peek_fast(self, expected, type_id)
     }
     #[inline(always)]
     fn take_released(&mut self) -> u64 {
@@ -648,12 +649,13 @@ impl<C: RecvCursor> Receiver<C> {
     ) -> Result<Peeked, RecvError> {
         // A typed consumer's payload length (a constant): the cursor checks that case first.
         // Nothing was skipped then (so no producer to wake), and the length is the expected one.
-        if let Some(size) = expected
-            .and_then(|e| e.payload)
-            .and_then(|p| u32::try_from(p.size).ok())
-            && let Some(peeked) = self.cursor.try_peek_fast(size)
+        if let Some(e) = expected
+            && let Some(layout) = e.payload
+            && let Ok(size) = u32::try_from(layout.size)
+            && let Some(peeked) = self.cursor.try_peek_fast(size, e.type_id)
         {
-            return check_expected(peeked, expected);
+            // Type id and length checked by the cursor; only a larger alignment needs a look.
+            return check_alignment(peeked, layout.align);
         }
         let peeked = match self.attempt() {
             Ok(p) => p,
@@ -824,6 +826,20 @@ fn check_expected(peeked: Peeked, expected: Option<&ChannelIdentity>) -> Result<
         {
             return Err(unexpected(type_id, peeked.len(), e));
         }
+    }
+    Ok(peeked)
+}
+
+/// `peeked` if its payload is aligned to `align` (true by construction up to 64), else
+/// `Corrupted` (and the record stays unreleased).
+#[inline(always)]
+fn check_alignment(peeked: Peeked, align: usize) -> Result<Peeked, RecvError> {
+    if align > crate::ring::RECORD_ALIGN
+        && !(peeked.payload().as_ptr() as usize).is_multiple_of(align)
+    {
+        return Err(RecvError::Corrupted {
+            what: "payload misaligned for the message type",
+        });
     }
     Ok(peeked)
 }

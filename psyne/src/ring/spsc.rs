@@ -739,29 +739,32 @@ impl SpscConsumer {
     }
 
     /// The common case of [`Self::try_peek`] for a consumer that expects every message to have
-    /// a payload of exactly `expected` bytes (a typed consumer): a published message of that
-    /// length with no flags that lies inside the region, checked in a few compares against
-    /// constants. `None` for anything else (nothing published, a filler, another length, a
-    /// failed check, an earlier corruption): the caller then calls [`Self::try_peek`], which
-    /// reads and checks the header again from scratch. Changes nothing; the caller still checks
-    /// the type id.
+    /// a payload of exactly `expected` bytes and type id `type_id` (a typed consumer): a
+    /// published message of that length and type with no flags that lies inside the region,
+    /// checked in a few compares against constants. `None` for anything else (nothing
+    /// published, a filler, another length or type, a failed check, an earlier corruption):
+    /// the caller then calls [`Self::try_peek`], which reads and checks the header again from
+    /// scratch. Changes nothing.
     #[inline(always)]
-    pub(crate) fn try_peek_fast(&self, expected: u32) -> Option<Peeked> {
+    pub(crate) fn try_peek_fast(&self, expected: u32, type_id: u64) -> Option<Peeked> {
         debug_assert_eq!(self.fast_end == 0, self.corrupt.is_some());
         let region = &self.region;
         let offset = region.mask(self.read);
+        // Computed before the `Acquire` load, so that the base is not loaded again after it.
+        let header = region.at(offset);
         if region.load_commit(offset, Ordering::Acquire) != self.sequence {
             return None;
         }
-        // SAFETY: published (the commit word holds our sequence number, acquired above).
-        let (len, flags) = unsafe { region.read_len_flags(offset) };
         let size = record_size_of(expected as usize);
         // `fast_end` is 0 after a failed check (sticky: `try_peek` reports it).
-        if len != expected || flags != 0 || offset + size > self.fast_end {
+        // SAFETY: published (the commit word holds our sequence number, acquired above).
+        if offset + size > self.fast_end
+            || !unsafe { region.header_is(offset, header, expected, type_id) }
+        {
             return None;
         }
         region.tracker().read(offset, size);
-        Some(Peeked::new(region.at(offset), len, self.read + size as u64))
+        Some(Peeked::new(header, expected, self.read + size as u64))
     }
 
     /// The message published right after `prev`, which is the message at our read position

@@ -757,10 +757,11 @@ impl SpscConsumer {
         }
         let size = record_size_of(expected as usize);
         // `fast_end` is 0 after a failed check (sticky: `try_peek` reports it).
+        if offset + size > self.fast_end {
+            return None;
+        }
         // SAFETY: published (the commit word holds our sequence number, acquired above).
-        if offset + size > self.fast_end
-            || !unsafe { region.header_is(offset, header, expected, type_id) }
-        {
+        if !unsafe { region.header_is(offset, header, expected, type_id) } {
             return None;
         }
         region.tracker().read(offset, size);

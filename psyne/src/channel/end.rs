@@ -45,7 +45,9 @@ impl Patience {
 /// Counters of a sending end (`stats()` of [`Producer`](crate::Producer) and
 /// [`RawProducer`](crate::RawProducer)).
 ///
-/// Plain fields owned by the end: reading them costs nothing and synchronises nothing.
+/// Kept by the end itself, nothing counted through shared memory: `messages` is derived from its
+/// cursors' sequence numbers and `wakeups` counted by its notifier when `stats()` is read.
+/// Reading them synchronises nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProducerStats {
@@ -65,7 +67,9 @@ pub struct ProducerStats {
 /// Counters of a receiving end (`stats()` of [`Consumer`](crate::Consumer) and
 /// [`RawConsumer`](crate::RawConsumer)).
 ///
-/// Plain fields owned by the end: reading them costs nothing and synchronises nothing.
+/// Kept by the end itself, nothing counted through shared memory: `messages` is derived from its
+/// cursors' sequence numbers and `wakeups` counted by its notifier when `stats()` is read.
+/// Reading them synchronises nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConsumerStats {

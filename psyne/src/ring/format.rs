@@ -268,10 +268,10 @@ impl Region {
         )
     }
 
-    /// Whether the first 16 bytes of the header at ring offset `offset`, address `h` (`len`, `flags`,
-    /// `type_id`) are exactly `len`, no flags and `type_id`, read once (one 16-byte load on
-    /// x86-64, two volatile 8-byte loads elsewhere and under loom). Only the answer is used,
-    /// never the bytes read.
+    /// Whether the first 16 bytes of the header at ring offset `offset`, address `h` (`len`,
+    /// `flags`, `type_id`) are exactly `len`, no flags and `type_id`, read once (one 16-byte
+    /// load on x86-64, two volatile 8-byte loads elsewhere and under loom). Only the answer is
+    /// used, never the bytes read.
     ///
     /// # Safety
     ///

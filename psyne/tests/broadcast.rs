@@ -234,6 +234,48 @@ fn drop_lagging_cuts_off_a_consumer_that_keeps_the_ring_full() {
     assert_eq!(slow.recv().map(|_| ()), Err(RecvError::Disconnected));
 }
 
+/// `stats().messages` (computed from sequence numbers) keeps what a consumer received before
+/// it was cut off and re-admitted, and counts what it receives after.
+#[test]
+fn drop_lagging_consumer_counts_messages_across_the_rejoin() {
+    let (mut tx, mut fast) = Channel::<Tagged>::broadcast()
+        .capacity(4)
+        .backpressure(Backpressure::DropLagging {
+            after: Duration::from_millis(20),
+        })
+        .build()
+        .unwrap();
+    let mut slow = tx.subscribe().unwrap();
+    for seq in 0..2 {
+        tx.send(&Tagged::new(seq)).unwrap();
+        slow.recv().unwrap().check(seq);
+    }
+    assert_eq!(slow.stats().messages, 2);
+    let reader = std::thread::spawn(move || {
+        let mut n = 0;
+        while let Ok(m) = fast.recv() {
+            m.check(n);
+            n += 1;
+        }
+        n
+    });
+    for seq in 2..200 {
+        tx.send(&Tagged::new(seq)).unwrap();
+    }
+    assert_eq!(slow.try_recv().map(|_| ()), Err(RecvError::Lagged));
+    assert_eq!(
+        slow.stats().messages,
+        2,
+        "nothing counted for the messages it missed"
+    );
+    tx.send(&Tagged::new(200)).unwrap();
+    slow.recv().unwrap().check(200);
+    assert_eq!(slow.stats().messages, 3);
+    assert_eq!(tx.stats().messages, 201);
+    drop(tx);
+    assert_eq!(reader.join().unwrap(), 201);
+}
+
 #[test]
 fn drop_lagging_never_reuses_space_behind_a_held_message() {
     let (mut tx, mut rx) = Channel::<Tagged>::broadcast()

@@ -369,9 +369,12 @@ impl SendCursor for ProducerCursor {
     fn take_published(&mut self) -> bool {
         self.gate.take_published()
     }
+    fn published(&self) -> u64 {
+        self.gate.published()
+    }
     #[inline(always)]
-    fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
-        self.gate.commit(pos, len, type_id, timestamp_ns)
+    fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64, timestamp_ns: u64) {
+        self.gate.commit(pos, len, align, type_id, timestamp_ns)
     }
     #[inline(always)]
     fn payload(&self, pos: u64) -> NonNull<u8> {
@@ -433,6 +436,9 @@ impl Iterator for Members {
 
 impl RecvCursor for ConsumerCursor {
     #[inline(always)]
+    fn released(&self) -> u64 {
+        self.released_messages()
+    }
     fn try_peek(&mut self) -> Result<Peeked, PeekError> {
         ConsumerCursor::try_peek(self)
     }
@@ -644,8 +650,12 @@ impl<T: Message> BroadcastLoan<'_, T> {
     /// Publishes the message to every consumer.
     #[inline(always)]
     pub fn send(self) {
-        self.end
-            .commit(self.pos, core::mem::size_of::<T>(), T::TYPE_ID);
+        self.end.commit(
+            self.pos,
+            core::mem::size_of::<T>(),
+            super::typed::align_of_payload::<T>(),
+            T::TYPE_ID,
+        );
     }
 }
 
@@ -1028,7 +1038,8 @@ pub struct RawBroadcastBytesLoan<'a> {
 impl RawBroadcastBytesLoan<'_> {
     /// Publishes the payload to every consumer, tagged with `type_id`.
     pub fn send(self, type_id: u64) {
-        self.end.commit(self.pos, self.len, type_id);
+        self.end
+            .commit(self.pos, self.len, crate::ring::RECORD_ALIGN, type_id);
     }
 }
 

@@ -45,7 +45,9 @@ impl Patience {
 /// Counters of a sending end (`stats()` of [`Producer`](crate::Producer) and
 /// [`RawProducer`](crate::RawProducer)).
 ///
-/// Plain fields owned by the end: reading them costs nothing and synchronises nothing.
+/// Kept by the end itself, nothing counted through shared memory: `messages` is derived from its
+/// cursors' sequence numbers and `wakeups` counted by its notifier when `stats()` is read.
+/// Reading them synchronises nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProducerStats {
@@ -65,7 +67,9 @@ pub struct ProducerStats {
 /// Counters of a receiving end (`stats()` of [`Consumer`](crate::Consumer) and
 /// [`RawConsumer`](crate::RawConsumer)).
 ///
-/// Plain fields owned by the end: reading them costs nothing and synchronises nothing.
+/// Kept by the end itself, nothing counted through shared memory: `messages` is derived from its
+/// cursors' sequence numbers and `wakeups` counted by its notifier when `stats()` is read.
+/// Reading them synchronises nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConsumerStats {
@@ -111,8 +115,8 @@ pub(crate) trait SendCursor {
     fn try_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError>;
     /// Whether a reservation published a filler on its own since the last call.
     fn take_published(&mut self) -> bool;
-    /// Publishes the record reserved at `pos`.
-    fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64);
+    /// Publishes the record reserved at `pos` (reserved with alignment `align`).
+    fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64, timestamp_ns: u64);
     /// Address of the payload of the record reserved at `pos`.
     fn payload(&self, pos: u64) -> NonNull<u8>;
     /// The ring.
@@ -127,6 +131,8 @@ pub(crate) trait SendCursor {
     fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
+    /// Messages this cursor published (its sequence numbers since it was made).
+    fn published(&self) -> u64;
     /// After a publication: wakes every consumer that sleeps; returns the wake-up calls made.
     /// One consumer: its [`peer_parked`](Self::peer_parked) word (a broadcast producer wakes
     /// each of its consumers).
@@ -150,6 +156,15 @@ pub(crate) trait SendCursor {
 pub(crate) trait RecvCursor {
     /// The next published message, not released.
     fn try_peek(&mut self) -> Result<Peeked, PeekError>;
+    /// For a consumer that expects payloads of exactly `expected` bytes and type id `type_id`:
+    /// the next message if it is a published message of that length and type that the cursor
+    /// can check quickly, else `None`
+    /// (then [`Self::try_peek`] decides). Changes nothing.
+    #[inline(always)]
+    fn try_peek_fast(&mut self, expected: u32, type_id: u64) -> Option<Peeked> {
+        let _ = (expected, type_id);
+        None
+    }
     /// The lanes (one bit each) in which a peek released space (skipped a filler) since the
     /// last call.
     fn take_released(&mut self) -> u64;
@@ -171,6 +186,8 @@ pub(crate) trait RecvCursor {
     fn peer_slots(&self) -> Range<usize>;
     /// Marks our end closed.
     fn close(&self);
+    /// Messages released through this cursor, every lane (from sequence numbers).
+    fn released(&self) -> u64;
 }
 
 impl SendCursor for SpscProducer {
@@ -183,8 +200,8 @@ impl SendCursor for SpscProducer {
         SpscProducer::take_published(self)
     }
     #[inline(always)]
-    fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
-        SpscProducer::commit(self, pos, len, type_id, timestamp_ns)
+    fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64, timestamp_ns: u64) {
+        SpscProducer::commit(self, pos, len, align, type_id, timestamp_ns)
     }
     #[inline(always)]
     fn payload(&self, pos: u64) -> NonNull<u8> {
@@ -212,12 +229,19 @@ impl SendCursor for SpscProducer {
     fn close(&self) {
         SpscProducer::close(self)
     }
+    fn published(&self) -> u64 {
+        SpscProducer::published(self)
+    }
 }
 
 impl RecvCursor for SpscConsumer {
     #[inline(always)]
     fn try_peek(&mut self) -> Result<Peeked, PeekError> {
         SpscConsumer::try_peek(self)
+    }
+    #[inline(always)]
+    fn try_peek_fast(&mut self, expected: u32, type_id: u64) -> Option<Peeked> {
+        SpscConsumer::try_peek_fast(self, expected, type_id)
     }
     #[inline(always)]
     fn take_released(&mut self) -> u64 {
@@ -255,6 +279,9 @@ impl RecvCursor for SpscConsumer {
     }
     fn close(&self) {
         SpscConsumer::close(self)
+    }
+    fn released(&self) -> u64 {
+        self.released_messages()
     }
 }
 
@@ -294,6 +321,9 @@ impl RecvCursor for MpscConsumer {
     fn close(&self) {
         MpscConsumer::close(self)
     }
+    fn released(&self) -> u64 {
+        self.released_messages()
+    }
 }
 
 /// Liveness of a process recorded in a control block (the shared-memory transport's check).
@@ -322,6 +352,10 @@ pub(crate) struct Common {
     notifier: Notifier,
     /// Throttle of liveness checks of a peer in another process.
     watch: PeerWatch,
+    /// Payload bytes published (a sending end) or released (a receiving end): the `bytes`
+    /// counter, kept here so that a received message's release handle reaches it through the
+    /// same reference as the notifier.
+    bytes: u64,
     /// The slab's device address, asked of the driver once (`None`: not CUDA-registered).
     #[cfg(feature = "cuda")]
     cuda_base: Option<u64>,
@@ -334,6 +368,7 @@ impl Common {
             wait: Wait::from_words(words),
             notifier: Notifier::new(words.park, ring.is_shared()),
             watch: PeerWatch::default(),
+            bytes: 0,
             // Only a registered slab has a device address (asking an unregistered one builds an
             // error message: an allocation that `subscribe` and reopening ends must not make).
             #[cfg(feature = "cuda")]
@@ -391,9 +426,14 @@ impl<C: SendCursor> Sender<C> {
         &self.cursor
     }
 
-    /// This end's counters.
+    /// This end's counters (`messages` from the cursor's sequence numbers).
     pub(crate) fn stats(&self) -> ProducerStats {
-        self.stats
+        ProducerStats {
+            messages: self.cursor.published(),
+            bytes: self.common.bytes,
+            wakeups: self.common.notifier.calls(),
+            ..self.stats
+        }
     }
 
     /// Whether every consumer is gone; for a shared ring this checks their processes first.
@@ -453,7 +493,6 @@ impl<C: SendCursor> Sender<C> {
         let cursor = &mut self.cursor;
         let watch = &mut self.common.watch;
         let notifier = &mut self.common.notifier;
-        let mut wakeups = 0;
         let mut check = || check_peers(&ring, slots.clone(), watch);
         let mut parks = 0;
         // Our parked word lives in the ring (kept alive by the clone `ring`), not in the cursor,
@@ -472,7 +511,7 @@ impl<C: SendCursor> Sender<C> {
             || {
                 let r = cursor.try_reserve(len, align);
                 if cursor.take_published() {
-                    wakeups += cursor.notify_peers(notifier);
+                    cursor.notify_peers(notifier);
                 }
                 match r {
                     Ok(pos) => Some(Ok(pos)),
@@ -482,7 +521,6 @@ impl<C: SendCursor> Sender<C> {
             },
         );
         self.stats.parked += parks;
-        self.stats.wakeups += wakeups;
         match waited {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(SendError::Timeout),
@@ -493,22 +531,24 @@ impl<C: SendCursor> Sender<C> {
     #[cold]
     fn wake_after_filler(&mut self) {
         if self.cursor.take_published() {
-            self.stats.wakeups += self.cursor.notify_peers(&mut self.common.notifier);
+            self.cursor.notify_peers(&mut self.common.notifier);
         }
     }
 
-    /// Publishes the record reserved at `pos` and wakes the consumer if it sleeps.
+    /// Publishes the record reserved at `pos` (with alignment `align`, as reserved) and wakes
+    /// the consumer if it sleeps.
     #[inline(always)]
-    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64) {
+    pub(crate) fn commit(&mut self, pos: u64, len: usize, align: usize, type_id: u64) {
         let ts = if self.timestamps {
             super::monotonic_ns()
         } else {
             0
         };
-        self.cursor.commit(pos, len, type_id, ts);
-        self.stats.messages += 1;
-        self.stats.bytes += len as u64;
-        self.stats.wakeups += self.cursor.notify_peers(&mut self.common.notifier);
+        self.cursor.commit(pos, len, align, type_id, ts);
+        // `messages` is the cursor's sequence numbers (see `stats`).
+        self.common.bytes += len as u64;
+        // The notifier counts its wake-up calls (`wakeups`).
+        self.cursor.notify_peers(&mut self.common.notifier);
     }
 
     /// Address of the payload of the record reserved at `pos`.
@@ -570,9 +610,14 @@ impl<C: RecvCursor> Receiver<C> {
         self.cursor.waiting()
     }
 
-    /// This end's counters.
+    /// This end's counters (`messages` from the cursors' sequence numbers).
     pub(crate) fn stats(&self) -> ConsumerStats {
-        self.stats
+        ConsumerStats {
+            messages: self.cursor.released(),
+            bytes: self.common.bytes,
+            wakeups: self.common.notifier.calls(),
+            ..self.stats
+        }
     }
 
     /// Whether the producers are gone (messages they published may still be waiting); for a
@@ -592,7 +637,7 @@ impl<C: RecvCursor> Receiver<C> {
         let r = self.cursor.try_peek();
         let released = self.cursor.take_released();
         if released != 0 {
-            self.stats.wakeups += wake_lanes(&self.cursor, &mut self.common.notifier, released);
+            wake_lanes(&self.cursor, &mut self.common.notifier, released);
         }
         r
     }
@@ -606,6 +651,16 @@ impl<C: RecvCursor> Receiver<C> {
         patience: Patience,
         expected: Option<&ChannelIdentity>,
     ) -> Result<Peeked, RecvError> {
+        // A typed consumer's payload length (a constant): the cursor checks that case first.
+        // Nothing was skipped then (so no producer to wake), and the length is the expected one.
+        if let Some(e) = expected
+            && let Some(layout) = e.payload
+            && let Ok(size) = u32::try_from(layout.size)
+            && let Some(peeked) = self.cursor.try_peek_fast(size, e.type_id)
+        {
+            // Type id and length checked by the cursor; only a larger alignment needs a look.
+            return check_alignment(peeked, layout.align);
+        }
         let peeked = match self.attempt() {
             Ok(p) => p,
             Err(PeekError::Empty) if self.spin_here && matches!(patience, Patience::Forever) => {
@@ -642,7 +697,6 @@ impl<C: RecvCursor> Receiver<C> {
         let mut parks = 0;
         let cursor = &mut self.cursor;
         let notifier = &mut self.common.notifier;
-        let mut wakeups = 0;
         cursor.set_waiting(true);
         let waited = wait::wait_for(
             strategy,
@@ -663,7 +717,7 @@ impl<C: RecvCursor> Receiver<C> {
                 let r = cursor.try_peek();
                 let released = cursor.take_released();
                 if released != 0 {
-                    wakeups += wake_lanes(&*cursor, notifier, released);
+                    wake_lanes(&*cursor, notifier, released);
                 }
                 match r {
                     Ok(p) => Some(Ok(p)),
@@ -674,7 +728,6 @@ impl<C: RecvCursor> Receiver<C> {
         );
         self.cursor.set_waiting(false);
         self.stats.parked += parks;
-        self.stats.wakeups += wakeups;
         match waited {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(RecvError::Timeout),
@@ -703,16 +756,10 @@ impl<C: RecvCursor> Receiver<C> {
     /// and the notifier (so that a received message holds no reference to the consumer kind).
     #[inline(always)]
     pub(crate) fn release_handle(&mut self, peeked: &Peeked) -> Release<'_> {
-        let Receiver {
-            cursor,
-            common,
-            stats,
-            ..
-        } = self;
+        let Receiver { cursor, common, .. } = self;
         Release {
             lane: cursor.lane_mut(peeked.lane() as usize),
             common,
-            stats,
         }
     }
 }
@@ -734,19 +781,17 @@ impl<C: RecvCursor> Drop for Receiver<C> {
 pub(crate) struct Release<'a> {
     lane: &'a mut SpscConsumer,
     common: &'a mut Common,
-    stats: &'a mut ConsumerStats,
 }
 
 impl Release<'_> {
     /// Releases `peeked` (counted as received now) and wakes its producer if it sleeps.
     #[inline(always)]
     pub(crate) fn release(&mut self, peeked: &Peeked) {
+        // `messages` is the cursors' sequence numbers (see `Receiver::stats`).
         self.lane.release(peeked.end);
-        self.stats.messages += 1;
-        self.stats.bytes += u64::from(peeked.len());
-        if self.common.notifier.notify(self.lane.peer_parked()) {
-            self.stats.wakeups += 1;
-        }
+        self.common.bytes += u64::from(peeked.len());
+        // The notifier counts its wake-up calls (`wakeups`).
+        self.common.notifier.notify(self.lane.peer_parked());
     }
 
     /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
@@ -756,20 +801,16 @@ impl Release<'_> {
     }
 }
 
-/// Wakes the producers of the lanes in `released` (bits) if they sleep; returns the wake-up
-/// calls made.
+/// Wakes the producers of the lanes in `released` (bits) if they sleep (the notifier counts
+/// the calls).
 #[cold]
 #[inline(never)]
-fn wake_lanes<C: RecvCursor>(cursor: &C, notifier: &mut Notifier, mut released: u64) -> u64 {
-    let mut calls = 0;
+fn wake_lanes<C: RecvCursor>(cursor: &C, notifier: &mut Notifier, mut released: u64) {
     while released != 0 {
         let lane = released.trailing_zeros() as usize;
         released &= released - 1;
-        if notifier.notify(cursor.lane_parked(lane)) {
-            calls += 1;
-        }
+        notifier.notify(cursor.lane_parked(lane));
     }
-    calls
 }
 
 /// `peeked` if it is what a typed consumer expects (`expected`: type id, length, payload
@@ -787,20 +828,34 @@ fn check_expected(peeked: Peeked, expected: Option<&ChannelIdentity>) -> Result<
             || (layout.align > crate::ring::RECORD_ALIGN
                 && !(peeked.payload().as_ptr() as usize).is_multiple_of(layout.align))
         {
-            return Err(unexpected(type_id, &peeked, e));
+            return Err(unexpected(type_id, peeked.len(), e));
         }
+    }
+    Ok(peeked)
+}
+
+/// `peeked` if its payload is aligned to `align` (true by construction up to 64), else
+/// `Corrupted` (and the record stays unreleased).
+#[inline(always)]
+fn check_alignment(peeked: Peeked, align: usize) -> Result<Peeked, RecvError> {
+    if align > crate::ring::RECORD_ALIGN
+        && !(peeked.payload().as_ptr() as usize).is_multiple_of(align)
+    {
+        return Err(RecvError::Corrupted {
+            what: "payload misaligned for the message type",
+        });
     }
     Ok(peeked)
 }
 
 /// The error for a record a typed consumer did not expect.
 #[cold]
-fn unexpected(type_id: u64, peeked: &Peeked, e: &ChannelIdentity) -> RecvError {
+fn unexpected(type_id: u64, len: u32, e: &ChannelIdentity) -> RecvError {
     let size = e.payload.map_or(0, |p| p.size);
     RecvError::Corrupted {
         what: if type_id != e.type_id {
             "header type id differs from the channel's"
-        } else if peeked.len() as usize != size {
+        } else if len as usize != size {
             "header length differs from the message size"
         } else {
             "payload misaligned for the message type"

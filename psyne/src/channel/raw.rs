@@ -276,7 +276,8 @@ impl BytesLoan<'_> {
     /// Publishes the payload, tagged with `type_id`.
     #[inline]
     pub fn send(self, type_id: u64) {
-        self.end.commit(self.pos, self.len, type_id);
+        self.end
+            .commit(self.pos, self.len, ring::RECORD_ALIGN, type_id);
     }
 }
 

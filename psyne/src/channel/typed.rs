@@ -6,6 +6,12 @@ use super::{ConsumerStats, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
 use crate::ring::spsc::SpscProducer;
 use crate::ring::{ChannelIdentity, Peeked, RECORD_ALIGN};
+
+/// The alignment a ring gives to payloads of type `T` (at least 64; a constant).
+#[inline(always)]
+pub(crate) const fn align_of_payload<T>() -> usize {
+    crate::ring::payload_align(core::mem::align_of::<T>())
+}
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
@@ -339,8 +345,12 @@ impl<'a, T: Message> Loan<'a, T> {
     /// channel has timestamps) the send time.
     #[inline(always)]
     pub fn send(self) {
-        self.end
-            .commit(self.pos, core::mem::size_of::<T>(), T::TYPE_ID);
+        self.end.commit(
+            self.pos,
+            core::mem::size_of::<T>(),
+            align_of_payload::<T>(),
+            T::TYPE_ID,
+        );
     }
 }
 

@@ -167,6 +167,11 @@ impl BroadcastProducer {
         self.inner.ring().slot(slot)
     }
 
+    /// Messages published by this producer.
+    pub(crate) fn published(&self) -> u64 {
+        self.inner.published()
+    }
+
     /// Reserves a record as [`SpscProducer::try_reserve`] does; when the gate says full, rescans
     /// the members once and tries again.
     #[inline(always)]
@@ -295,9 +300,16 @@ impl BroadcastProducer {
     /// Publishes the record reserved at `pos`, after admitting any joiner (it then sees this
     /// record).
     #[inline(always)]
-    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
+    pub(crate) fn commit(
+        &mut self,
+        pos: u64,
+        len: usize,
+        align: usize,
+        type_id: u64,
+        timestamp_ns: u64,
+    ) {
         self.admit_joiners();
-        self.inner.commit(pos, len, type_id, timestamp_ns);
+        self.inner.commit(pos, len, align, type_id, timestamp_ns);
     }
 
     /// Address of the payload of the record reserved at `pos`.
@@ -383,7 +395,9 @@ impl BroadcastConsumer {
         // From the word loaded above: reloading it could see a cut-off that happened since
         // (which our first hold then reports).
         let ring = Arc::clone(self.inner.ring());
+        let released = self.inner.released_messages();
         self.inner = SpscConsumer::resume_lane(ring, consumer_lane(self.slot), word);
+        self.inner.carry_released(released);
         if self.hold {
             self.inner.keep_on_skip(HOLD);
         }
@@ -467,6 +481,11 @@ impl BroadcastConsumer {
         }
         let ring = Arc::clone(self.inner.ring());
         SpscConsumer::resume_lane(ring, consumer_lane(self.slot), word).waiting()
+    }
+
+    /// Messages released by this consumer (carried across re-joins).
+    pub(crate) fn released_messages(&self) -> u64 {
+        self.inner.released_messages()
     }
 
     /// The reader of our lane (it releases what we peeked).

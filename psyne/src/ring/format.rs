@@ -268,6 +268,49 @@ impl Region {
         )
     }
 
+    /// Whether the first 16 bytes of the header at ring offset `offset`, address `h` (`len`,
+    /// `flags`, `type_id`) are exactly `len`, no flags and `type_id`, read once (one 16-byte
+    /// load on x86-64, two volatile 8-byte loads elsewhere and under loom). Only the answer is
+    /// used, never the bytes read.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::read_len_flags`].
+    #[inline(always)]
+    pub(crate) unsafe fn header_is(
+        &self,
+        offset: usize,
+        h: NonNull<u8>,
+        len: u32,
+        type_id: u64,
+    ) -> bool {
+        debug_assert_eq!(h, self.at(offset));
+        self.tracker().read(offset, HEADER);
+        let mut first = [0u8; 8];
+        first[..4].copy_from_slice(&len.to_ne_bytes());
+        let first = u64::from_ne_bytes(first);
+        let h = h.as_ptr();
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        {
+            use core::arch::x86_64::{
+                __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set_epi64x,
+            };
+            // SAFETY: 16 bytes of a published header in the region (caller); SSE2 is part of
+            // x86-64; an unaligned load of any bytes is valid.
+            unsafe {
+                let got = _mm_loadu_si128(h.cast::<__m128i>());
+                let want = _mm_set_epi64x(type_id as i64, first as i64);
+                _mm_movemask_epi8(_mm_cmpeq_epi8(got, want)) == 0xffff
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        {
+            let h = h.cast::<u64>();
+            // SAFETY: as in `read_len_flags`; `type_id` is the header's second word.
+            unsafe { h.read_volatile() == first && h.add(1).read_volatile() == type_id }
+        }
+    }
+
     /// Classifies the record at position `pos` for an end that expects sequence number `seq`
     /// there, reading its header only if it is published (`Acquire`): the bounds-checked
     /// length of a message or filler, or why not.

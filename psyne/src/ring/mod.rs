@@ -116,7 +116,11 @@
 //!   number of lines, end inside the region and not span it; a message record must end inside
 //!   the region and be at most `len - 64` bytes. Typed consumers also check the type id (read
 //!   once), length and payload alignment. These checks run for in-process rings too: a few
-//!   compares per message.
+//!   compares per message. A typed consumer first tries a fast peek
+//!   (`SpscConsumer::try_peek_fast`): it accepts only a published record whose `len`, `flags`
+//!   and type id, read once as one 16-byte block, are exactly the expected constants and which
+//!   ends inside the region; any other record (or an earlier failed check) goes through the
+//!   full classification, which reads the header again and checks its own copies.
 //! * Every loop over peer data is bounded: a peek skips at most one filler, a recovering
 //!   producer follows at most one region of records.
 //! * A failed check is reported as `Corrupted`, and the consumer keeps reporting it; it never

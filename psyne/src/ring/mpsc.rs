@@ -160,6 +160,14 @@ impl MpscConsumer {
         attached > 0 && (0..self.lanes.len()).all(|i| !self.ring.live(i))
     }
 
+    /// Messages released, in every lane.
+    pub(crate) fn released_messages(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(SpscConsumer::released_messages)
+            .fold(0, u64::wrapping_add)
+    }
+
     /// Messages waiting in every lane (a snapshot).
     pub(crate) fn waiting(&self) -> usize {
         self.lanes.iter().map(SpscConsumer::waiting).sum()

@@ -182,6 +182,14 @@ pub(crate) struct SpscProducer {
     cached_read: u64,
     /// Sequence number of the next message.
     sequence: u64,
+    /// `sequence` when this cursor was made: `sequence - origin` messages published since.
+    origin: u64,
+    /// A record may end at or before this position without any further check: the smaller of
+    /// `cached_read + max_record` (the free space) and the end of the region's lap that holds
+    /// our write position (as of the last refresh). Only the slow path of
+    /// [`Self::try_reserve`] and [`Self::reload_read`] refresh it; in between it only gets more
+    /// conservative (a publication that ends the lap moves the lap's end beyond it).
+    limit: u64,
     /// We published a wrap filler on its own since the end layer last asked (it must then wake
     /// the consumer if it sleeps: a filler is a publication too).
     published: bool,
@@ -196,7 +204,7 @@ impl SpscProducer {
     /// The producer at write position `write` (next message `sequence`), the consumer's read
     /// position as last known `cached_read`.
     fn at(ring: Arc<Ring>, lane: Lane, write: u64, cached_read: u64, sequence: u64) -> Self {
-        SpscProducer {
+        let mut producer = SpscProducer {
             region: ring.region_of(lane.region).clone(),
             reader: ring.slot_ptr(lane.reader),
             consumer: ring.slot_ptr(lane.consumer),
@@ -205,8 +213,21 @@ impl SpscProducer {
             write,
             cached_read,
             sequence,
+            origin: sequence,
+            limit: 0,
             published: false,
-        }
+        };
+        producer.refresh_limit();
+        producer
+    }
+
+    /// Recomputes [`Self::limit`](SpscProducer) from our write position and the cached read
+    /// position.
+    #[inline(always)]
+    fn refresh_limit(&mut self) {
+        let len = self.region.len() as u64;
+        let lap_end = (self.write & !(len - 1)) + len;
+        self.limit = lap_end.min(self.cached_read + max_record(self.region.len()) as u64);
     }
 
     /// Whether we published a filler on its own since the last call (see `published`).
@@ -279,6 +300,11 @@ impl SpscProducer {
         self.write
     }
 
+    /// Messages this cursor published (from sequence numbers: no counter on the hot path).
+    pub(crate) fn published(&self) -> u64 {
+        self.sequence.wrapping_sub(self.origin)
+    }
+
     /// The parked word of the consumer, to wake it after a publication.
     #[inline(always)]
     pub(crate) fn peer_parked(&self) -> &Futex {
@@ -321,6 +347,7 @@ impl SpscProducer {
             return Err(ReserveError::Corrupted("read position"));
         }
         self.cached_read = read;
+        self.refresh_limit();
         Ok(())
     }
 
@@ -340,6 +367,26 @@ impl SpscProducer {
         if self.is_disconnected() {
             return Err(ReserveError::Disconnected);
         }
+        // The common case: no padding (`align` is a constant for typed ends), no restart, and
+        // the record ends before the limit (free space, before the end of the region).
+        if align == RECORD_ALIGN
+            && !Rewind::applies(size, ring_len)
+            && self.write + size as u64 <= self.limit
+        {
+            self.region
+                .tracker()
+                .write(self.region.mask(self.write), size);
+            return Ok(self.write);
+        }
+        self.try_reserve_slow(len, align)
+    }
+
+    /// [`Self::try_reserve`] when the limit says no (or padding or a restart may be needed):
+    /// the full checks, a wrap if needed, and the limit refreshed.
+    #[inline(never)]
+    fn try_reserve_slow(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
+        let ring_len = self.region.len();
+        let size = record_size_of(len);
         if Rewind::applies(size, ring_len) {
             let offset = self.region.mask(self.write);
             if Rewind::consumer_waits_at(self.reader(), self.write, offset, size) {
@@ -365,6 +412,7 @@ impl SpscProducer {
                     // before the region does.
                     unsafe { self.region.write_filler(offset, pad) };
                 }
+                self.refresh_limit();
                 self.region.tracker().write(offset + pad, size);
                 return Ok(self.write + pad as u64);
             }
@@ -398,7 +446,7 @@ impl SpscProducer {
         // SAFETY: `to_end` bytes from `offset` are free (checked above): exactly up to the end
         // of the region.
         unsafe { self.region.write_filler(offset, to_end) };
-        self.publish(self.write, self.write + to_end as u64, self.sequence);
+        self.publish(self.write, self.write + to_end as u64, self.sequence, false);
         self.published = true;
         Ok(())
     }
@@ -412,10 +460,17 @@ impl SpscProducer {
     /// Writes the header of the record reserved at `pos` (payload `len` bytes) and publishes it
     /// (with any alignment filler before it). The caller then wakes the consumer if it sleeps.
     ///
-    /// `pos` must come from the last `try_reserve` (with the same `len`), with nothing published
-    /// since.
+    /// `pos` must come from the last `try_reserve` (with the same `len` and `align`), with
+    /// nothing published since.
     #[inline(always)]
-    pub(crate) fn commit(&mut self, pos: u64, len: usize, type_id: u64, timestamp_ns: u64) {
+    pub(crate) fn commit(
+        &mut self,
+        pos: u64,
+        len: usize,
+        align: usize,
+        type_id: u64,
+        timestamp_ns: u64,
+    ) {
         debug_assert!(pos >= self.write && pos - self.write < MAX_ALIGN as u64);
         let region = &self.region;
         let offset = region.mask(pos);
@@ -424,26 +479,34 @@ impl SpscProducer {
         // SAFETY: the record at `offset` was reserved for us by `try_reserve` (free space,
         // invisible to the consumer until its commit word is stored in `publish`).
         unsafe { region.write_header(offset, len as u32, 0, type_id, timestamp_ns) };
-        self.publish(pos, pos + size as u64, self.sequence + 1);
+        // Only a payload aligned to more than a record start can have an alignment filler
+        // before it (`align` is a constant for typed ends).
+        self.publish(
+            pos,
+            pos + size as u64,
+            self.sequence + 1,
+            align > RECORD_ALIGN,
+        );
         self.sequence += 1;
     }
 
     /// Publishes the record (message or wrap filler) whose header is at `record`, ending at
     /// `end`, together with an alignment filler at our write position if `record` is past it.
     /// `next` is the sequence number of the message after it (ours + 1 for a message, ours for a
-    /// filler).
+    /// filler). `may_pad`: whether `record` may be past our write position (else it is not).
     ///
     /// Every header field but the commit words must be written already. Order: the pending mark
     /// of `next` goes into the commit word at `end` (free space: we always leave the line after
     /// our last record free), then the record's commit word and the filler's are stored
     /// (`Release`): a consumer that acquires either sees the header, the payload and the mark.
     #[inline(always)]
-    fn publish(&mut self, record: u64, end: u64, next: u64) {
+    fn publish(&mut self, record: u64, end: u64, next: u64, may_pad: bool) {
         let region = &self.region;
         debug_assert!(
             end > self.write && end - self.cached_read <= max_record(region.len()) as u64
         );
         debug_assert!(record >= self.write && record < end);
+        debug_assert!(may_pad || record == self.write);
         debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
         let seq = self.sequence;
         let after = region.mask(end);
@@ -454,7 +517,7 @@ impl SpscProducer {
         unsafe {
             region.store_commit(after, pending(next), Ordering::Relaxed);
             region.store_commit(region.mask(record), seq, Ordering::Release);
-            if record != self.write {
+            if may_pad && record != self.write {
                 region.store_commit(region.mask(self.write), seq, Ordering::Release);
             }
         }
@@ -491,6 +554,9 @@ pub(crate) struct SpscConsumer {
     /// Sequence number of the next message: the commit word the header at our read position
     /// holds once it is published (message or filler).
     sequence: u64,
+    /// `sequence` minus the messages released through this cursor (see
+    /// [`Self::released_messages`]).
+    origin: u64,
     /// The sequence number expected when we last skipped a filler (`u64::MAX`: none yet): an
     /// honest producer never publishes two fillers in a row, so a second one with no message
     /// between them (the same expected number) is corruption, and cannot make a peek loop.
@@ -499,6 +565,10 @@ pub(crate) struct SpscConsumer {
     released: bool,
     /// The first failed check, reported again by every later peek.
     corrupt: Option<&'static str>,
+    /// The region's length while `corrupt` is `None`, 0 after a failed check: the fast peek's
+    /// bound (a record must end at or before it), so that it needs no test of its own for an
+    /// earlier corruption (no record ends at or before 0).
+    fast_end: usize,
     /// Whether we store our read position into the waiting word around blocking waits: only
     /// where records large enough to restart at the region's start can arrive.
     announce_waits: bool,
@@ -515,14 +585,17 @@ impl SpscConsumer {
         let announce_waits = lane == Lane::SPSC
             && ring.topology() == Topology::Spsc
             && Rewind::consumer_announces(ring.region().len(), None);
+        let region = ring.region_of(lane.region).clone();
         SpscConsumer {
-            region: ring.region_of(lane.region).clone(),
+            fast_end: region.len(),
+            region,
             own: ring.slot_ptr(lane.reader),
             producer: ring.slot_ptr(lane.producer),
             lane,
             ring,
             read,
             sequence,
+            origin: sequence,
             filler_at: u64::MAX,
             released: false,
             corrupt: None,
@@ -665,6 +738,36 @@ impl SpscConsumer {
         }
     }
 
+    /// The common case of [`Self::try_peek`] for a consumer that expects every message to have
+    /// a payload of exactly `expected` bytes and type id `type_id` (a typed consumer): a
+    /// published message of that length and type with no flags that lies inside the region,
+    /// checked in a few compares against constants. `None` for anything else (nothing
+    /// published, a filler, another length or type, a failed check, an earlier corruption):
+    /// the caller then calls [`Self::try_peek`], which reads and checks the header again from
+    /// scratch. Changes nothing.
+    #[inline(always)]
+    pub(crate) fn try_peek_fast(&self, expected: u32, type_id: u64) -> Option<Peeked> {
+        debug_assert_eq!(self.fast_end == 0, self.corrupt.is_some());
+        let region = &self.region;
+        let offset = region.mask(self.read);
+        // Computed before the `Acquire` load, so that the base is not loaded again after it.
+        let header = region.at(offset);
+        if region.load_commit(offset, Ordering::Acquire) != self.sequence {
+            return None;
+        }
+        let size = record_size_of(expected as usize);
+        // `fast_end` is 0 after a failed check (sticky: `try_peek` reports it).
+        if offset + size > self.fast_end {
+            return None;
+        }
+        // SAFETY: published (the commit word holds our sequence number, acquired above).
+        if !unsafe { region.header_is(offset, header, expected, type_id) } {
+            return None;
+        }
+        region.tracker().read(offset, size);
+        Some(Peeked::new(header, expected, self.read + size as u64))
+    }
+
     /// The message published right after `prev`, which is the message at our read position
     /// (`nth == 1`) or the one returned by the previous call (`nth - 1`), without releasing or
     /// changing anything: a reader that hands several records to one system call peeks them
@@ -704,6 +807,18 @@ impl SpscConsumer {
         self.read
     }
 
+    /// Messages released through this cursor (from sequence numbers: no counter on the hot
+    /// path; only [`Self::release`] moves `sequence`).
+    pub(crate) fn released_messages(&self) -> u64 {
+        self.sequence.wrapping_sub(self.origin)
+    }
+
+    /// Counts `released` messages as released through this cursor (a cursor that replaces
+    /// another of the same end carries its count on).
+    pub(crate) fn carry_released(&mut self, released: u64) {
+        self.origin = self.sequence.wrapping_sub(released);
+    }
+
     /// Bits to keep in the position word when a peek skips a filler (see `skip_bits`).
     pub(crate) fn keep_on_skip(&mut self, bits: u64) {
         debug_assert!(bits < RECORD_ALIGN as u64);
@@ -714,6 +829,7 @@ impl SpscConsumer {
     #[cold]
     fn corrupted(&mut self, what: &'static str) -> PeekError {
         self.corrupt = Some(what);
+        self.fast_end = 0;
         PeekError::Corrupted(what)
     }
 

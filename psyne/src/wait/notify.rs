@@ -33,6 +33,9 @@ pub(crate) struct Notifier {
     since_wake: u32,
     /// When the last wake-up call was made (remote peers only).
     last_wake: Option<Instant>,
+    /// Wake-up calls made by [`Self::notify`] and [`Self::notify_many`] (the final ones of a
+    /// dropping end are not counted): an end's `wakeups` counter.
+    calls: u64,
 }
 
 impl Notifier {
@@ -50,7 +53,13 @@ impl Notifier {
             remote,
             since_wake: 0,
             last_wake: None,
+            calls: 0,
         }
+    }
+
+    /// Wake-up calls made so far (see `calls`).
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls
     }
 
     /// After a publication or release (the position or commit word already stored): wakes the
@@ -88,6 +97,7 @@ impl Notifier {
                 calls += 1;
             }
         }
+        self.calls += calls;
         calls
     }
 
@@ -109,6 +119,7 @@ impl Notifier {
             return false;
         }
         Self::fire(parked);
+        self.calls += 1;
         true
     }
 

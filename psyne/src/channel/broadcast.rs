@@ -31,7 +31,7 @@ use crate::transport::shm::{
 use crate::wait::Notifier;
 use core::fmt;
 use core::marker::PhantomData;
-use core::ops::{Deref, DerefMut, Range};
+use core::ops::Range;
 use core::ptr::NonNull;
 use core::time::Duration;
 use std::sync::Arc;
@@ -659,31 +659,7 @@ impl<T: Message> BroadcastLoan<'_, T> {
     }
 }
 
-impl<T> Deref for BroadcastLoan<'_, T> {
-    type Target = T;
-    #[inline(always)]
-    fn deref(&self) -> &T {
-        // SAFETY: `ptr` points to `size_of::<T>()` initialised bytes (the ring is zero-filled
-        // at creation and only ever holds Pod bytes), aligned for `T`, inside a record
-        // reserved for this loan: no consumer reads it before `send`.
-        unsafe { self.ptr.as_ref() }
-    }
-}
-
-impl<T> DerefMut for BroadcastLoan<'_, T> {
-    #[inline(always)]
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`; `&mut self` makes the access exclusive, and any bytes written
-        // through a `T: Pod` keep the memory initialised.
-        unsafe { self.ptr.as_mut() }
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for BroadcastLoan<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("BroadcastLoan").field(&**self).finish()
-    }
-}
+super::typed_loan_access!(BroadcastLoan);
 
 /// One consumer of a broadcast channel: receives every message sent after it subscribed, in
 /// place, as the same [`Received`] as other channels.
@@ -1043,30 +1019,7 @@ impl RawBroadcastBytesLoan<'_> {
     }
 }
 
-impl Deref for RawBroadcastBytesLoan<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the record at `pos` is reserved for this loan (invisible to consumers until
-        // `send`), holds `len` initialised bytes (zero-filled at creation, only Pod bytes ever)
-        // and lies inside the region.
-        unsafe { core::slice::from_raw_parts(self.end.payload(self.pos).as_ptr(), self.len) }
-    }
-}
-
-impl DerefMut for RawBroadcastBytesLoan<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
-        unsafe { core::slice::from_raw_parts_mut(self.end.payload(self.pos).as_ptr(), self.len) }
-    }
-}
-
-impl fmt::Debug for RawBroadcastBytesLoan<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawBroadcastBytesLoan")
-            .field("len", &self.len)
-            .finish()
-    }
-}
+super::bytes_loan_access!(RawBroadcastBytesLoan);
 
 /// A consumer of a raw broadcast channel.
 pub struct RawBroadcastConsumer {

@@ -320,7 +320,77 @@ macro_rules! cuda_option {
     };
 }
 
-pub(crate) use {cuda_option, slab_options};
+/// `Deref`/`DerefMut` to the `T` at `self.ptr` and `Debug`, for a typed loan (`Loan`,
+/// `BroadcastLoan`): a struct with a `ptr: NonNull<T>` to the payload of a record reserved for it.
+macro_rules! typed_loan_access {
+    ($loan:ident) => {
+        impl<T> core::ops::Deref for $loan<'_, T> {
+            type Target = T;
+            #[inline(always)]
+            fn deref(&self) -> &T {
+                // SAFETY: `ptr` points to `size_of::<T>()` initialised bytes (the ring is
+                // zero-filled at creation and only ever holds Pod bytes), aligned for `T`, inside
+                // a record reserved for this loan: no consumer reads it before `send`.
+                unsafe { self.ptr.as_ref() }
+            }
+        }
+
+        impl<T> core::ops::DerefMut for $loan<'_, T> {
+            #[inline(always)]
+            fn deref_mut(&mut self) -> &mut T {
+                // SAFETY: as in `deref`; `&mut self` makes the access exclusive, and any bytes
+                // written through a `T: Pod` keep the memory initialised.
+                unsafe { self.ptr.as_mut() }
+            }
+        }
+
+        impl<T: core::fmt::Debug> core::fmt::Debug for $loan<'_, T> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_tuple(stringify!($loan)).field(&**self).finish()
+            }
+        }
+    };
+}
+
+/// `Deref`/`DerefMut` to the payload bytes and `Debug`, for a bytes loan (`BytesLoan`,
+/// `RawBroadcastBytesLoan`): a struct with `end` (its `Sender`), `pos` (the reserved record)
+/// and `len` (the payload length).
+macro_rules! bytes_loan_access {
+    ($loan:ident) => {
+        impl core::ops::Deref for $loan<'_> {
+            type Target = [u8];
+            #[inline]
+            fn deref(&self) -> &[u8] {
+                // SAFETY: the record at `pos` is reserved for this loan (invisible to consumers
+                // until `send`), holds `len` initialised bytes (the ring memory is zero-filled at
+                // creation and only ever holds Pod bytes) and lies inside the region.
+                unsafe {
+                    core::slice::from_raw_parts(self.end.payload(self.pos).as_ptr(), self.len)
+                }
+            }
+        }
+
+        impl core::ops::DerefMut for $loan<'_> {
+            #[inline]
+            fn deref_mut(&mut self) -> &mut [u8] {
+                // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
+                unsafe {
+                    core::slice::from_raw_parts_mut(self.end.payload(self.pos).as_ptr(), self.len)
+                }
+            }
+        }
+
+        impl core::fmt::Debug for $loan<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_struct(stringify!($loan))
+                    .field("len", &self.len)
+                    .finish()
+            }
+        }
+    };
+}
+
+pub(crate) use {bytes_loan_access, cuda_option, slab_options, typed_loan_access};
 
 impl<T: Message> ChannelBuilder<T> {
     /// Room for at least `messages` messages in flight (the ring is rounded up to a power of two

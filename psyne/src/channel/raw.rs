@@ -7,7 +7,6 @@ use crate::message::{Message, MessageHeader};
 use crate::ring::spsc::{SpscConsumer, SpscProducer};
 use crate::ring::{self, MAX_ALIGN, Peeked};
 use core::fmt;
-use core::ops::{Deref, DerefMut};
 use core::time::Duration;
 
 /// The sending end of a raw channel: sends any [`Message`] type in place ([`allocate`]) or raw
@@ -281,30 +280,7 @@ impl BytesLoan<'_> {
     }
 }
 
-impl Deref for BytesLoan<'_> {
-    type Target = [u8];
-    #[inline]
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the record at `pos` is reserved for this loan (invisible to the consumer until
-        // `send`), holds `len` initialised bytes (the ring memory is zero-filled at creation and
-        // only ever holds Pod bytes) and stays inside the region.
-        unsafe { core::slice::from_raw_parts(self.end.payload(self.pos).as_ptr(), self.len) }
-    }
-}
-
-impl DerefMut for BytesLoan<'_> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
-        unsafe { core::slice::from_raw_parts_mut(self.end.payload(self.pos).as_ptr(), self.len) }
-    }
-}
-
-impl fmt::Debug for BytesLoan<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BytesLoan").field("len", &self.len).finish()
-    }
-}
+super::bytes_loan_access!(BytesLoan);
 
 /// The receiving end of a raw channel: messages of any type, told apart by
 /// [`RawReceived::type_id`].

@@ -14,7 +14,7 @@ pub(crate) const fn align_of_payload<T>() -> usize {
 }
 use core::fmt;
 use core::marker::PhantomData;
-use core::ops::{Deref, DerefMut};
+use core::ops::Deref;
 use core::ptr::NonNull;
 use core::time::Duration;
 
@@ -354,31 +354,7 @@ impl<'a, T: Message> Loan<'a, T> {
     }
 }
 
-impl<T> Deref for Loan<'_, T> {
-    type Target = T;
-    #[inline(always)]
-    fn deref(&self) -> &T {
-        // SAFETY: `ptr` points to `size_of::<T>()` initialised bytes (the ring is zero-filled at
-        // creation and only ever holds Pod bytes), aligned for `T`, inside a record reserved for
-        // this loan: the consumer does not read it before `send`.
-        unsafe { self.ptr.as_ref() }
-    }
-}
-
-impl<T> DerefMut for Loan<'_, T> {
-    #[inline(always)]
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`; `&mut self` makes the access exclusive, and any bytes written
-        // through a `T: Pod` keep the memory initialised.
-        unsafe { self.ptr.as_mut() }
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for Loan<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Loan").field(&**self).finish()
-    }
-}
+super::typed_loan_access!(Loan);
 
 /// A message received from a channel of `T`s, read in place: dereferences to the `T` in channel
 /// memory. Its space goes back to the producer when it is dropped.

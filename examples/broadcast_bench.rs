@@ -515,6 +515,9 @@ mod ice {
                         .buffer_size(capacity)
                         .create()
                         .expect("iceoryx2 subscriber");
+                    // Attach this side of the connection now: a publisher drops what it sends
+                    // to a full buffer whose subscriber has not attached yet.
+                    subscriber.has_samples().expect("iceoryx2 connect");
                     ready.wait();
                     let mut lat = Vec::with_capacity(pings as usize);
                     let mut sink = 0u64;
@@ -580,6 +583,9 @@ mod ice {
                     .expect("iceoryx2 subscriber")
             })
             .collect();
+        for s in &subscribers {
+            s.has_samples().expect("iceoryx2 connect");
+        }
         let mut timed = Duration::ZERO;
         let mut sink = 0u64;
         for _ in 0..rounds {

@@ -270,6 +270,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn row<T: Payload>(messages: u64, capacity: usize, reps: usize, pings: u64) {
     for consumers in 1..=3 {
         let (mut p_tp, mut t_tp, mut p_lat, mut t_lat) = (vec![], vec![], vec![], vec![]);
+        // (filled only with the `iceoryx2` feature)
+        #[cfg_attr(not(feature = "iceoryx2"), allow(unused_mut))]
         let (mut i_tp, mut i_lat): (Vec<f64>, Vec<u64>) = (vec![], vec![]);
         for _ in 0..reps {
             let (tp, lat) = psyne::<T>(consumers, messages, capacity, pings);

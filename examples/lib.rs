@@ -931,3 +931,57 @@ pub mod args {
         }
     }
 }
+
+#[cfg(feature = "iceoryx2")]
+pub mod iceoryx {
+    //! What the benches' iceoryx2 contenders share (feature `iceoryx2`): a payload wrapper iceoryx2
+    //! accepts, unique service names, and quieter logging.
+
+    use iceoryx2::prelude::{LogLevel, ServiceName, ZeroCopySend, set_log_level};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A plain-old-data payload as iceoryx2 wants it: a `ZeroCopySend` type (iceoryx2 cannot be
+    /// told that a foreign type such as `Embedding256` is one, so the benches send this wrapper;
+    /// same size, alignment and bytes).
+    #[derive(Clone, Copy)]
+    #[repr(transparent)]
+    pub struct Shared<P>(pub P);
+
+    impl<P> std::fmt::Debug for Shared<P> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Shared<{}>", std::any::type_name::<P>())
+        }
+    }
+
+    // SAFETY: `P: Pod` has no pointers, references or drop glue and is valid for any bytes, so a
+    // copy of its bytes in another process's mapping of the same memory is the same value; the
+    // wrapper is `repr(transparent)`, and its type name (iceoryx2's check that both ends of a
+    // service agree on the type) is the same in every process running the same binary.
+    unsafe impl<P: bytemuck::Pod> ZeroCopySend for Shared<P> {}
+
+    /// A service name no other run or contender uses: `psyne-bench/PID/TAG/N`.
+    pub fn unique_name(tag: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "psyne-bench/{}/{tag}/{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// `name` as an iceoryx2 service name.
+    ///
+    /// # Errors
+    /// iceoryx2's, when it rejects the name (the form [`unique_name`] makes is accepted).
+    pub fn service_name(
+        name: &str,
+    ) -> Result<ServiceName, iceoryx2::service::service_name::ServiceNameError> {
+        ServiceName::new(name)
+    }
+
+    /// Lets only iceoryx2's errors through to stderr (its default also prints warnings, e.g.
+    /// about configuration files it did not find).
+    pub fn quiet() {
+        set_log_level(LogLevel::Error);
+    }
+}

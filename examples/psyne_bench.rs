@@ -125,6 +125,43 @@ fn measure_ipc<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(
     Ok(())
 }
 
+/// The cross-process iceoryx2 row (publisher in a child process; see `bench::ice`).
+#[cfg(feature = "iceoryx2")]
+fn measure_ice<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {
+    let s = &plan.setup;
+    if plan.phases[0] {
+        row.thr
+            .push(bench::ice::throughput::<P>(s, plan.count, plan.warmup)?);
+    }
+    if plan.phases[1] {
+        let w = plan.ow_samples / 10;
+        if let Some(l) = bench::ice::one_way::<P>(s, plan.ow_samples, w, plan.pace_ns)? {
+            row.ow.add(&l);
+        }
+    }
+    if plan.phases[2] {
+        let w = plan.rt_samples / 10 + 10;
+        row.rt
+            .add(&bench::ice::round_trip::<P>(s, plan.rt_samples, w)?);
+    }
+    Ok(())
+}
+
+#[cfg(feature = "iceoryx2")]
+fn sanity_ice<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {
+    let cap = plan.setup.capacity as u64;
+    let t = bench::ice::throughput::<P>(&plan.setup, 3 * cap + 7, cap / 2)?;
+    let o = bench::ice::one_way::<P>(&plan.setup, 100, 10, plan.pace_ns)?;
+    let r = bench::ice::round_trip::<P>(&plan.setup, 100, 10)?;
+    let o_bad = o
+        .as_ref()
+        .map_or(0, |o| o.bad + u64::from(o.ns.len() != 100));
+    if t.bad + o_bad + r.bad != 0 || r.ns.len() != 100 {
+        return Err(format!("sanity check failed for {} at {} B", row.label(), row.size).into());
+    }
+    Ok(())
+}
+
 fn sanity_ipc<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {
     let cap = plan.setup.capacity as u64;
     let t = bench::ipc::throughput::<P>(&plan.setup, 3 * cap + 7, cap / 2)?;
@@ -229,6 +266,14 @@ impl Bench {
             row.name = bench::ipc::NAME;
             row.how = bench::ipc::HOW;
             list.push((row, measure_ipc::<P>, sanity_ipc::<P>));
+            // iceoryx2 beside it (feature `iceoryx2`), the same layout and payload work.
+            #[cfg(feature = "iceoryx2")]
+            {
+                let (mut row, _, _) = contender::<P, Psyne>(payload, &plan);
+                row.name = bench::ice::NAME;
+                row.how = bench::ice::HOW;
+                list.push((row, measure_ice::<P>, sanity_ice::<P>));
+            }
         }
         if !self.only.is_empty() {
             list.retain(|(row, _, _)| {
@@ -426,13 +471,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let load_start = loadavg();
     let switches = involuntary_switches();
     println!("load average at start: {load_start}");
+    #[cfg(feature = "iceoryx2")]
+    psyne_examples::iceoryx::quiet();
+    #[cfg(not(feature = "iceoryx2"))]
+    println!(
+        "iceoryx2 cross-process row skipped: built without the `iceoryx2` feature \
+         (--features iceoryx2; needs libclang-dev)"
+    );
 
     let start = Instant::now();
+    let ipc_names: &[&str] = if cfg!(feature = "iceoryx2") {
+        &["psyne 2 procs", "iceoryx2 2 procs"]
+    } else {
+        &["psyne 2 procs"]
+    };
     let ipc_rows = sizes.iter().filter(|s| matches!(s, 64 | 1032)).count()
-        * usize::from(
-            matches!(clock.source(), Source::Tsc)
-                && (only.is_empty() || only.iter().any(|o| "psyne 2 procs".contains(o.as_str()))),
-        );
+        * ipc_names
+            .iter()
+            .filter(|name| {
+                matches!(clock.source(), Source::Tsc)
+                    && (only.is_empty() || only.iter().any(|o| name.contains(o.as_str())))
+            })
+            .count();
     let total = (sizes.len() * contenders_per_size(&only) + ipc_rows) * reps;
     let mut b = Bench {
         phases,

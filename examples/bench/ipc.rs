@@ -215,6 +215,10 @@ pub fn round_trip<P: Message + Send>(
 
 /// Runs the child side: `MODE SIZE NAME COUNT CPU [PACE_TICKS | BACK_NAME]`.
 pub fn child_main(args: &[String]) -> Result<(), Error> {
+    #[cfg(feature = "iceoryx2")]
+    if args.first().is_some_and(|mode| mode.starts_with("ice-")) {
+        return super::ice::child_main(args);
+    }
     match args.get(1).map(String::as_str) {
         Some("64") => child::<Words<16>>(args),
         Some("1032") => child::<Embedding256>(args),

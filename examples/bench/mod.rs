@@ -2,6 +2,8 @@
 //! (behind one [`links::Link`] trait), the measurement loops, the floors of this machine, and
 //! the reports (table, JSON, SVG).
 
+#[cfg(feature = "iceoryx2")]
+pub mod ice;
 pub mod ipc;
 pub mod links;
 pub mod payload;

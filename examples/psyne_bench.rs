@@ -104,48 +104,46 @@ fn sanity<P: Pod + Send, L: Link<P>>(plan: &Plan, row: &mut Row) -> Result<(), E
     Ok(())
 }
 
-/// The cross-process row (producer in a child process; see `bench::ipc`).
-fn measure_ipc<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {
-    let s = &plan.setup;
-    if plan.phases[0] {
-        row.thr
-            .push(bench::ipc::throughput::<P>(s, plan.count, plan.warmup)?);
-    }
-    if plan.phases[1] {
-        let w = plan.ow_samples / 10;
-        if let Some(l) = bench::ipc::one_way::<P>(s, plan.ow_samples, w, plan.pace_ns)? {
-            row.ow.add(&l);
+/// A cross-process row's measuring function over the module `bench::$module` (its
+/// `throughput`, `one_way` and `round_trip` with a child process).
+macro_rules! measure_procs {
+    ($(#[$attr:meta])* $name:ident, $module:ident) => {
+        $(#[$attr])*
+        fn $name<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {
+            let s = &plan.setup;
+            if plan.phases[0] {
+                row.thr
+                    .push(bench::$module::throughput::<P>(s, plan.count, plan.warmup)?);
+            }
+            if plan.phases[1] {
+                let w = plan.ow_samples / 10;
+                if let Some(l) =
+                    bench::$module::one_way::<P>(s, plan.ow_samples, w, plan.pace_ns)?
+                {
+                    row.ow.add(&l);
+                }
+            }
+            if plan.phases[2] {
+                let w = plan.rt_samples / 10 + 10;
+                row.rt
+                    .add(&bench::$module::round_trip::<P>(s, plan.rt_samples, w)?);
+            }
+            Ok(())
         }
-    }
-    if plan.phases[2] {
-        let w = plan.rt_samples / 10 + 10;
-        row.rt
-            .add(&bench::ipc::round_trip::<P>(s, plan.rt_samples, w)?);
-    }
-    Ok(())
+    };
 }
 
-/// The cross-process iceoryx2 row (publisher in a child process; see `bench::ice`).
-#[cfg(feature = "iceoryx2")]
-fn measure_ice<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {
-    let s = &plan.setup;
-    if plan.phases[0] {
-        row.thr
-            .push(bench::ice::throughput::<P>(s, plan.count, plan.warmup)?);
-    }
-    if plan.phases[1] {
-        let w = plan.ow_samples / 10;
-        if let Some(l) = bench::ice::one_way::<P>(s, plan.ow_samples, w, plan.pace_ns)? {
-            row.ow.add(&l);
-        }
-    }
-    if plan.phases[2] {
-        let w = plan.rt_samples / 10 + 10;
-        row.rt
-            .add(&bench::ice::round_trip::<P>(s, plan.rt_samples, w)?);
-    }
-    Ok(())
-}
+measure_procs!(
+    /// The cross-process row (producer in a child process; see `bench::ipc`).
+    measure_ipc,
+    ipc
+);
+measure_procs!(
+    /// The cross-process iceoryx2 row (publisher in a child process; see `bench::ice`).
+    #[cfg(feature = "iceoryx2")]
+    measure_ice,
+    ice
+);
 
 #[cfg(feature = "iceoryx2")]
 fn sanity_ice<P: psyne::Message + Send>(plan: &Plan, row: &mut Row) -> Result<(), Error> {

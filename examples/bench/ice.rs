@@ -21,20 +21,18 @@
 
 use super::links::Error;
 use super::payload::{self, Embedding256, Words};
-use super::run::{Latency, Setup, Throughput, one_way_samples, ticks_to_ns};
+use super::run::{Latency, Setup, Throughput, one_way_samples, receive_stream, ticks_to_ns};
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::port::update_connections::UpdateConnections as _;
 use iceoryx2::prelude::*;
 use iceoryx2::sample::Sample;
 use psyne_examples::affinity::pin_to_cpu;
-use psyne_examples::alloc::thread_allocations;
 use psyne_examples::iceoryx::{Shared, service_name, unique_name};
 use psyne_examples::timer::{Clock, Source};
 use std::hint::spin_loop;
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
 
 /// Name in tables.
 pub const NAME: &str = "iceoryx2 2 procs";
@@ -206,26 +204,7 @@ fn throughput_here<P: bytemuck::Pod>(
     ])?;
     handshake(&mut child, &rx)?;
     pin_to_cpu(s.cpus.1)?;
-    let result = (|| -> Result<Throughput, Error> {
-        let mut bad = 0;
-        for expect in 0..warmup {
-            let (stamp, ok) = recv(&rx, payload::read)?;
-            bad += u64::from(!ok || stamp != expect);
-        }
-        let a0 = thread_allocations();
-        let t0 = Instant::now();
-        for expect in warmup..total {
-            let (stamp, ok) = recv(&rx, payload::read)?;
-            bad += u64::from(!ok || stamp != expect);
-        }
-        let elapsed_ns = t0.elapsed().as_nanos() as f64;
-        Ok(Throughput {
-            msgs: count,
-            elapsed_ns,
-            allocs: thread_allocations() - a0,
-            bad,
-        })
-    })();
+    let result = receive_stream(warmup, count, || recv(&rx, payload::read));
     finish(child)?;
     result
 }

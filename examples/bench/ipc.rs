@@ -12,15 +12,13 @@
 
 use super::links::Error;
 use super::payload::{self, Embedding256, Words};
-use super::run::{Latency, Setup, Throughput, one_way_samples, ticks_to_ns};
+use super::run::{Latency, Setup, Throughput, one_way_samples, receive_stream, ticks_to_ns};
 use psyne::{Channel, Consumer, Message, Producer, SendError, Wait};
 use psyne_examples::affinity::pin_to_cpu;
-use psyne_examples::alloc::thread_allocations;
 use psyne_examples::timer::{Clock, Source};
 use std::hint::spin_loop;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
 
 /// The first argument that makes `psyne_bench` run as the other end of a cross-process row.
 pub const CHILD_FLAG: &str = "--ipc-child";
@@ -106,24 +104,7 @@ pub fn throughput<P: Message + Send>(
     let result = std::thread::scope(|sc| {
         sc.spawn(|| -> Result<Throughput, Error> {
             pin_to_cpu(cpu)?;
-            let mut bad = 0;
-            for expect in 0..warmup {
-                let (stamp, ok) = recv(&mut rx, payload::read)?;
-                bad += u64::from(!ok || stamp != expect);
-            }
-            let a0 = thread_allocations();
-            let t0 = Instant::now();
-            for expect in warmup..total {
-                let (stamp, ok) = recv(&mut rx, payload::read)?;
-                bad += u64::from(!ok || stamp != expect);
-            }
-            let elapsed_ns = t0.elapsed().as_nanos() as f64;
-            Ok(Throughput {
-                msgs: count,
-                elapsed_ns,
-                allocs: thread_allocations() - a0,
-                bad,
-            })
+            receive_stream(warmup, count, || recv(&mut rx, payload::read))
         })
         .join()
     });

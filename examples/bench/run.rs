@@ -39,6 +39,35 @@ pub struct Throughput {
     pub bad: u64,
 }
 
+/// The receiving side of a cross-process throughput repetition: `warmup` untimed messages, then
+/// `count` timed ones, each taken by `next` as (stamp, payload intact). A message whose stamp is
+/// not the next sequence number, or whose payload fails its check, counts as bad; the timed
+/// loop's heap allocations (this thread's) are counted too.
+pub fn receive_stream(
+    warmup: u64,
+    count: u64,
+    mut next: impl FnMut() -> Result<(u64, bool), Error>,
+) -> Result<Throughput, Error> {
+    let mut bad = 0;
+    for expect in 0..warmup {
+        let (stamp, ok) = next()?;
+        bad += u64::from(!ok || stamp != expect);
+    }
+    let a0 = thread_allocations();
+    let t0 = std::time::Instant::now();
+    for expect in warmup..warmup + count {
+        let (stamp, ok) = next()?;
+        bad += u64::from(!ok || stamp != expect);
+    }
+    let elapsed_ns = t0.elapsed().as_nanos() as f64;
+    Ok(Throughput {
+        msgs: count,
+        elapsed_ns,
+        allocs: thread_allocations() - a0,
+        bad,
+    })
+}
+
 /// One latency repetition: samples in nanoseconds.
 #[derive(Debug, Clone, Default)]
 pub struct Latency {

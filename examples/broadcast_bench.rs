@@ -318,17 +318,22 @@ fn row<T: Payload>(messages: u64, capacity: usize, reps: usize, pings: u64) {
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: u64| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.parse().expect(flag))
-    };
-    let messages = value("--messages", 200_000);
-    let reps = value("--reps", 3) as usize;
-    let pings = value("--pings", 2_000);
+/// What `--help` prints.
+const USAGE: &str = "\
+usage: broadcast_bench [--messages N] [--reps R] [--pings P]
+
+Psyne broadcast to 1, 2 and 3 consumers against tokio::sync::broadcast (an Arc of the payload)
+and, built with --features iceoryx2, iceoryx2 publish-subscribe; Embedding256 and 64 KiB.
+
+  --messages N  messages per throughput repetition at Embedding256 (64 KiB: N / 16; 200000)
+  --reps R      repetitions, contenders interleaved within each (3)
+  --pings P     one-way latency samples at Embedding256 (64 KiB: P / 4; 2000)";
+
+fn main() -> Result<(), psyne_examples::args::Error> {
+    let args = psyne_examples::args::Args::parse(&["messages", "reps", "pings"], USAGE)?;
+    let messages: u64 = args.value("messages", 200_000u64)?.max(1);
+    let reps: usize = args.value("reps", 3usize)?.max(1);
+    let pings: u64 = args.value("pings", 2_000u64)?.max(4);
     #[cfg(feature = "iceoryx2")]
     psyne_examples::iceoryx::quiet();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -350,6 +355,7 @@ fn main() {
     );
     producer_alone::<Embedding256>(messages, 64);
     producer_alone::<Blob64K>((messages / 16).max(1), 16);
+    Ok(())
 }
 
 /// Nanoseconds per message the producer spends on one thread: bursts of `capacity` sends

@@ -81,18 +81,25 @@ fn child(head_index: usize, name: &str) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
+/// What `--help` prints.
+const USAGE: &str = "\
+usage: broadcast_heads [--steps N] [--processes]
+
+One embedding layer broadcasting Embedding256 activations to two heads, each computing its own
+W * x from the shared view in place; both heads' checksums are checked bit for bit against a
+sequential computation.
+
+  --steps N     activations to send (100000)
+  --processes   the heads run in two child processes over shared memory (default: threads)";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    if let (Some(h), Some(name)) = (value("--head"), value("--name")) {
-        return child(h.parse()?, &name);
+    // `--head` and `--name` are the hidden options of a head process started by `--processes`.
+    let args = psyne_examples::args::Args::parse(&["steps", "processes", "head", "name"], USAGE)?;
+    if let (Some(h), Some(name)) = (args.get("head"), args.get("name")) {
+        return child(h.parse()?, name);
     }
-    let steps: u64 = value("--steps").map_or(Ok(100_000), |s| s.parse())?;
-    let processes = args.iter().any(|a| a == "--processes");
+    let steps: u64 = args.value("steps", 100_000u64)?;
+    let processes = args.get("processes").is_some();
 
     let builder = Channel::<Embedding256>::broadcast()
         .capacity(64)

@@ -22,8 +22,33 @@
 
 use std::process::ExitCode;
 
+/// What `--help` prints.
+const USAGE: &str = "\
+usage: device_bench [--check] [--bench]   (both when neither is given; needs --features cuda)
+
+GPU channels across two processes on one GPU: --check verifies a cross-process memset + copy
+pattern through three laps of the slots; --bench measures 64 KiB, 1 MiB and 64 MiB messages
+device to device (GB/s and one-way latency) beside the floors measured in the same run.
+Without the cuda feature, a driver or a device, it prints why CUDA is unavailable and exits
+with status 2.";
+
+/// `--check` and `--bench` (both when neither is given); `--help` prints [`USAGE`] and exits.
+fn modes() -> Result<(bool, bool), psyne_examples::args::Error> {
+    let args = psyne_examples::args::Args::parse(&["check", "bench"], USAGE)?;
+    let (check, bench) = (args.get("check").is_some(), args.get("bench").is_some());
+    Ok(if check || bench {
+        (check, bench)
+    } else {
+        (true, true)
+    })
+}
+
 #[cfg(not(feature = "cuda"))]
 fn main() -> ExitCode {
+    if let Err(e) = modes() {
+        eprintln!("device_bench: {e}");
+        return ExitCode::from(2);
+    }
     match psyne::device::Cuda::new(0) {
         Err(e) => {
             eprintln!("device_bench: {e}");
@@ -123,14 +148,7 @@ mod gpu {
             consumer(&role, &name, size)?;
             return Ok(ExitCode::SUCCESS);
         }
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let (mut check, mut bench) = (
-            args.iter().any(|a| a == "--check"),
-            args.iter().any(|a| a == "--bench"),
-        );
-        if !check && !bench {
-            (check, bench) = (true, true);
-        }
+        let (check, bench) = super::modes()?;
         let gpu = match Gpu::new() {
             Ok(g) => g,
             Err(e) => {

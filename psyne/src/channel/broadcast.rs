@@ -520,7 +520,7 @@ impl<T: Message> BroadcastProducer<T> {
 
     #[inline(always)]
     fn loan(&mut self, patience: Patience) -> Result<BroadcastLoan<'_, T>, SendError> {
-        let align = ring::payload_align(core::mem::align_of::<T>());
+        let align = super::typed::align_of_payload::<T>();
         let pos = self
             .end
             .reserve(core::mem::size_of::<T>(), align, patience)?;
@@ -564,7 +564,7 @@ impl<T: Message> BroadcastProducer<T> {
     /// future reserves nothing and leaves no wake-up registration behind.
     pub async fn allocate_async(&mut self) -> Result<BroadcastLoan<'_, T>, SendError> {
         let len = core::mem::size_of::<T>();
-        let align = ring::payload_align(core::mem::align_of::<T>());
+        let align = super::typed::align_of_payload::<T>();
         let mut park = AsyncPark::default();
         let pos =
             core::future::poll_fn(|cx| self.end.poll_reserve(cx, &mut park, len, align)).await?;

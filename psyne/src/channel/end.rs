@@ -821,21 +821,17 @@ fn check_expected(peeked: Peeked, expected: Option<&ChannelIdentity>) -> Result<
         && let Some(layout) = e.payload
     {
         let type_id = peeked.type_id();
-        // Payloads are 64-byte aligned by construction (record starts are multiples of 64
-        // and the region's base is 32 modulo 64): only larger alignments need a look.
-        if type_id != e.type_id
-            || peeked.len() as usize != layout.size
-            || (layout.align > crate::ring::RECORD_ALIGN
-                && !(peeked.payload().as_ptr() as usize).is_multiple_of(layout.align))
-        {
-            return Err(unexpected(type_id, peeked.len(), e));
+        if type_id != e.type_id || peeked.len() as usize != layout.size {
+            return Err(unexpected(type_id, e));
         }
+        return check_alignment(peeked, layout.align);
     }
     Ok(peeked)
 }
 
-/// `peeked` if its payload is aligned to `align` (true by construction up to 64), else
-/// `Corrupted` (and the record stays unreleased).
+/// `peeked` if its payload is aligned to `align`, else `Corrupted` (and the record stays
+/// unreleased). Payloads are 64-byte aligned by construction (record starts are multiples of 64
+/// and the region's base is 32 modulo 64): only larger alignments need a look.
 #[inline(always)]
 fn check_alignment(peeked: Peeked, align: usize) -> Result<Peeked, RecvError> {
     if align > crate::ring::RECORD_ALIGN
@@ -848,17 +844,15 @@ fn check_alignment(peeked: Peeked, align: usize) -> Result<Peeked, RecvError> {
     Ok(peeked)
 }
 
-/// The error for a record a typed consumer did not expect.
+/// The error for a record whose type id (`type_id`) or length a typed consumer (`e`) did not
+/// expect.
 #[cold]
-fn unexpected(type_id: u64, len: u32, e: &ChannelIdentity) -> RecvError {
-    let size = e.payload.map_or(0, |p| p.size);
+fn unexpected(type_id: u64, e: &ChannelIdentity) -> RecvError {
     RecvError::Corrupted {
         what: if type_id != e.type_id {
             "header type id differs from the channel's"
-        } else if len as usize != size {
-            "header length differs from the message size"
         } else {
-            "payload misaligned for the message type"
+            "header length differs from the message size"
         },
     }
 }

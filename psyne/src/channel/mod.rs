@@ -415,7 +415,7 @@ impl<T: Message> ChannelBuilder<T> {
     /// capacity.
     fn region(&self) -> Result<usize, ChannelError> {
         let size = core::mem::size_of::<T>();
-        let align = ring::payload_align(core::mem::align_of::<T>());
+        let align = typed::align_of_payload::<T>();
         if align > MAX_ALIGN {
             return Err(ChannelError::Alignment {
                 align,

@@ -60,7 +60,7 @@ impl RawProducer {
     /// Checks that a `T` fits this ring.
     #[inline]
     fn check_type<T: Message>(&self) -> Result<(usize, usize), SendError> {
-        let align = ring::payload_align(core::mem::align_of::<T>());
+        let align = super::typed::align_of_payload::<T>();
         let max_align = MAX_ALIGN.min(self.capacity_bytes());
         if align > max_align {
             return Err(SendError::Alignment {
@@ -90,7 +90,7 @@ impl RawProducer {
         patience: Patience,
     ) -> Result<Loan<'_, T>, SendError> {
         let len = core::mem::size_of::<T>();
-        let align = ring::payload_align(core::mem::align_of::<T>());
+        let align = super::typed::align_of_payload::<T>();
         let pos = self.end.reserve(len, align, patience)?;
         // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
         // `align_of::<T>()`, and nothing was published since.
@@ -110,7 +110,7 @@ impl RawProducer {
     /// [`Self::loan`], awaiting space.
     pub(crate) async fn loan_async<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
         let len = core::mem::size_of::<T>();
-        let align = ring::payload_align(core::mem::align_of::<T>());
+        let align = super::typed::align_of_payload::<T>();
         let pos = self.reserve_async(len, align).await?;
         // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
         // `align_of::<T>()`, and nothing was published since.

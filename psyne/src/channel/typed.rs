@@ -7,16 +7,17 @@ use crate::message::{Message, MessageHeader};
 use crate::ring::spsc::SpscProducer;
 use crate::ring::{ChannelIdentity, Peeked, RECORD_ALIGN};
 
-/// The alignment a ring gives to payloads of type `T` (at least 64; a constant).
-#[inline(always)]
-pub(crate) const fn align_of_payload<T>() -> usize {
-    crate::ring::payload_align(core::mem::align_of::<T>())
-}
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Deref;
 use core::ptr::NonNull;
 use core::time::Duration;
+
+/// The alignment a ring gives to payloads of type `T` (at least 64; a constant).
+#[inline(always)]
+pub(crate) const fn align_of_payload<T>() -> usize {
+    crate::ring::payload_align(core::mem::align_of::<T>())
+}
 
 /// The sending end of a channel of `T`s; see [`Channel`](crate::Channel).
 pub struct Producer<T> {

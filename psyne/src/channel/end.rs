@@ -356,6 +356,8 @@ pub(crate) struct Common {
     /// counter, kept here so that a received message's release handle reaches it through the
     /// same reference as the notifier.
     bytes: u64,
+    /// How many polls a wait of this end spins before it yields (`wait::wait_for` adapts it).
+    spin_budget: u32,
     /// The slab's device address, asked of the driver once (`None`: not CUDA-registered).
     #[cfg(feature = "cuda")]
     cuda_base: Option<u64>,
@@ -369,6 +371,7 @@ impl Common {
             notifier: Notifier::new(words.park, ring.is_shared()),
             watch: PeerWatch::default(),
             bytes: 0,
+            spin_budget: words.spins,
             // Only a registered slab has a device address (asking an unregistered one builds an
             // error message: an allocation that `subscribe` and reopening ends must not make).
             #[cfg(feature = "cuda")]
@@ -498,11 +501,13 @@ impl<C: SendCursor> Sender<C> {
         // Our parked word lives in the ring (kept alive by the clone `ring`), not in the cursor,
         // which the attempt closure borrows mutably.
         let parked: &Futex = ring.parked(cursor.own_slot());
+        let budget = &mut self.common.spin_budget;
         let waited = wait::wait_for(
             self.common.wait,
             deadline,
             parked,
             || parks += 1,
+            budget,
             if poll {
                 Some(&mut check as &mut dyn FnMut())
             } else {
@@ -697,6 +702,7 @@ impl<C: RecvCursor> Receiver<C> {
         let mut parks = 0;
         let cursor = &mut self.cursor;
         let notifier = &mut self.common.notifier;
+        let budget = &mut self.common.spin_budget;
         cursor.set_waiting(true);
         let waited = wait::wait_for(
             strategy,
@@ -708,6 +714,7 @@ impl<C: RecvCursor> Receiver<C> {
                 ring.stop_waiting(own);
                 parks += 1;
             },
+            budget,
             if ring.is_shared() {
                 Some(&mut check as &mut dyn FnMut())
             } else {

@@ -9,8 +9,10 @@
 //!
 //! At the end it prints the loss per epoch and how far it fell, compares the final weights
 //! and losses with a single-thread reference (bit for bit), and prints samples/s, the measured
-//! pipeline bubble beside the textbook (S-1)/(M+S-1), and the heap allocations of the stage
-//! and aggregator threads after warm-up (counted by the allocator below).
+//! pipeline bubble beside the textbook (S-1)/(M+S-1) with where each stage's idle time went and
+//! what the schedule alone would give stages with the measured pass times (the textbook assumes
+//! equal stages; stage 0 computes no input gradient), and the heap allocations of the stage and
+//! aggregator threads after warm-up (counted by the allocator below).
 //!
 //! Run with `cargo run --release --example pipeline_training` (`-- --help` for the options).
 //! The core lives in `examples/training/` (the `psyne_examples::training` module).
@@ -101,8 +103,8 @@ fn print_report(cfg: &Config, r: &Report) {
         );
         println!(
             "  the schedule alone (each stage's measured pass times, free hand-offs): stages {}; \
-             mean {:.1}% ({:.2}x textbook; stage 0 computes no input gradient, so it idles \
-             more); measured minus this: {:.1} points of hand-offs",
+             mean {:.1}% ({:.2}x textbook: unequal stages idle more, and stage 0 computes no \
+             input gradient); measured minus this: {:.1} points of hand-offs",
             pct(&mut r.ideal_stages.iter().copied()),
             100.0 * r.ideal_bubble,
             r.ideal_bubble / r.textbook_bubble,

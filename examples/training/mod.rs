@@ -162,7 +162,9 @@ Pipeline- and data-parallel training over psyne channels: a multi-layer perceptr
 stages (one layer each); micro-batches flow forward and gradients backward as variable-size
 tensors; replicas send gradients to per-stage aggregators through many-producers channels and
 get the momentum-SGD update back. Checks the result against a single-thread reference (bit for
-bit), and prints the loss per epoch, samples/s, the pipeline bubble and allocations.
+bit), and prints the loss per epoch, samples/s, the pipeline bubble (beside the textbook, with
+where each stage's idle time went and what the schedule alone gives the measured pass times)
+and allocations.
 
 usage: pipeline_training [options]
 

@@ -2,6 +2,11 @@
 //! gradient read in place from a tensor channel and written in place into the next one; the
 //! step's update, local (one replica) or through the stage's aggregator; at the end, its
 //! measurements and final weights sent down the backward channels to stage 0.
+//!
+//! After warm-up a stage times every second of its window as computing (forward, backward,
+//! update), waiting on a channel (for activations, gradients, ring room, the aggregator's
+//! update) or the rest (stage 0 gathering its input rows, checks); its bubble is the share
+//! that is not computing ([`Stats::bubble`]).
 
 use super::aggregate::GradOut;
 use super::data::{Data, Plan};

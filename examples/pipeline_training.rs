@@ -9,8 +9,10 @@
 //!
 //! At the end it prints the loss per epoch and how far it fell, compares the final weights
 //! and losses with a single-thread reference (bit for bit), and prints samples/s, the measured
-//! pipeline bubble beside the textbook (S-1)/(M+S-1), and the heap allocations of the stage
-//! and aggregator threads after warm-up (counted by the allocator below).
+//! pipeline bubble beside the textbook (S-1)/(M+S-1) with where each stage's idle time went and
+//! what the schedule alone would give stages with the measured pass times (the textbook assumes
+//! equal stages; stage 0 computes no input gradient), and the heap allocations of the stage and
+//! aggregator threads after warm-up (counted by the allocator below).
 //!
 //! Run with `cargo run --release --example pipeline_training` (`-- --help` for the options).
 //! The core lives in `examples/training/` (the `psyne_examples::training` module).
@@ -72,21 +74,59 @@ fn print_report(cfg: &Config, r: &Report) {
         r.samples_per_s, r.seconds, n
     );
     if let Some(stats) = r.stats.first() {
-        let per_stage: Vec<String> = stats
-            .iter()
-            .map(|s| format!("{:.1}%", 100.0 * s.bubble()))
-            .collect();
+        let pct = |v: &mut dyn Iterator<Item = f64>| {
+            v.map(|x| format!("{:.1}%", 100.0 * x))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         println!(
             "pipeline bubble ({}, replica 0, idle share of each stage's time after {} warm-up steps): \
-             stages {}; mean {:.1}%, mean of stages 1.. {:.1}% (stage 0 computes no input gradient); \
-             textbook (S-1)/(M+S-1) = {:.1}%: ratio {:.2} (stages 1..: {:.2})",
+             stages {}; mean {:.1}%, {:.2}x the textbook (S-1)/(M+S-1) = {:.1}%",
             cfg.schedule.name(),
             cfg.warmup,
-            per_stage.join(", "),
+            pct(&mut stats.iter().map(|s| s.bubble())),
             100.0 * r.bubble,
-            100.0 * r.bubble_equal,
-            100.0 * r.textbook_bubble,
             r.bubble / r.textbook_bubble,
+            100.0 * r.textbook_bubble,
+        );
+        let share = |f: fn(&training::messages::Stats) -> f64| {
+            pct(&mut stats.iter().map(move |s| f(s) / s.window))
+        };
+        println!(
+            "  the idle time, per stage: waiting for activations {}; for gradients {}; for ring \
+             room {}; for the update {}; input gathering and bookkeeping {}",
+            share(|s| s.wait_activation),
+            share(|s| s.wait_gradient),
+            share(|s| s.wait_room),
+            share(|s| s.wait_update),
+            share(|s| s.window - s.busy() - s.waiting()),
+        );
+        println!(
+            "  the schedule alone (each stage's measured pass times, free hand-offs): stages {}; \
+             mean {:.1}% ({:.2}x textbook: unequal stages idle more, and stage 0 computes no \
+             input gradient); measured minus this: {:.1} points of hand-offs",
+            pct(&mut r.ideal_stages.iter().copied()),
+            100.0 * r.ideal_bubble,
+            r.ideal_bubble / r.textbook_bubble,
+            100.0 * (r.bubble - r.ideal_bubble),
+        );
+        let per = |x: f64, s: &training::messages::Stats| x / (s.steps * cfg.micro as f64);
+        println!(
+            "  measured ms per forward / backward pass / update: {}",
+            stats
+                .iter()
+                .map(|s| format!(
+                    "{:.3} / {:.3} / {:.3}",
+                    1e3 * per(s.forward, s),
+                    1e3 * per(s.backward, s),
+                    1e3 * s.update / s.steps
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  mean of stages 1.. (equal layers do equal work there): {:.1}%, {:.2}x textbook",
+            100.0 * r.bubble_equal,
             r.bubble_equal / r.textbook_bubble
         );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -118,13 +158,14 @@ fn all_modes(
     let mut curves = Vec::new();
     let mut ok = true;
     println!(
-        "{:<12} {:<6} {:>8} {:>10} {:>8} {:>9} {:>10} {:>8} {:>7}",
+        "{:<12} {:<6} {:>8} {:>10} {:>8} {:>9} {:>7} {:>10} {:>8} {:>7}",
         "placement",
         "sched",
         "replicas",
         "loss x",
         "bitwise",
         "samples/s",
+        "bubble",
         "bubble 1..",
         "textbook",
         "allocs"
@@ -143,13 +184,14 @@ fn all_modes(
                 let same = r.losses_identical && r.weights_identical;
                 ok &= same;
                 println!(
-                    "{:<12} {:<6} {:>8} {:>9.1}% {:>8} {:>9.0} {:>9.1}% {:>7.1}% {:>7}",
+                    "{:<12} {:<6} {:>8} {:>9.1}% {:>8} {:>9.0} {:>6.1}% {:>9.1}% {:>7.1}% {:>7}",
                     placement.name(),
                     schedule.name(),
                     replicas,
                     100.0 * r.loss_ratio(),
                     if same { "yes" } else { "NO" },
                     r.samples_per_s,
+                    100.0 * r.bubble,
                     100.0 * r.bubble_equal,
                     100.0 * r.textbook_bubble,
                     r.steady_allocations()

@@ -1,7 +1,8 @@
 //! Integration test of the `pipeline_training` example's core (`psyne_examples::training`):
-//! a short run of every placement (threads, processes, TCP), schedule (GPipe, 1F1B) and replica
-//! count (1, 2) on the wine data set, each of which must lower the loss every epoch and equal
-//! the single-thread reference bit for bit (losses and final weights).
+//! a short run of every placement (threads, processes, TCP) with every schedule (GPipe, 1F1B)
+//! and replica count (1, 2) on the wine data set, twelve runs, each of which must lower the
+//! loss every epoch, equal the single-thread reference bit for bit (losses and final weights),
+//! allocate nothing after warm-up and account for its stages' time consistently.
 //!
 //! A custom harness (`harness = false`): the processes placement re-starts this binary with a
 //! stage role, and `main` answers it before running the tests.
@@ -52,6 +53,20 @@ fn check(cfg: &Config) -> Result<String, String> {
     }
     if r.stats.len() != cfg.replicas || r.stats.iter().any(|s| s.len() != cfg.stages) {
         return Err("measurements of some stage are missing".into());
+    }
+    // Every second of a stage's window is computing, waiting on a channel or the rest, each
+    // measured separately: none negative, together no more than the window.
+    for st in r.stats.iter().flatten() {
+        let parts = st.to_array();
+        if parts.iter().any(|x| x.is_nan() || *x < 0.0)
+            || st.busy() + st.waiting() > st.window * 1.000_001
+        {
+            return Err(format!("inconsistent stage measurements: {st:?}"));
+        }
+    }
+    if r.ideal_stages.len() != cfg.stages || r.ideal_stages.iter().any(|b| !(0.0..1.0).contains(b))
+    {
+        return Err(format!("schedule-alone bubble {:?}", r.ideal_stages));
     }
     // In every placement (threads, processes over shared memory, TCP) the stage and aggregator
     // threads allocate nothing after warm-up.
@@ -155,16 +170,14 @@ fn main() {
             Box::new(reference_sees_a_reordered_sum),
         ),
     ];
-    for (placement, schedule, replicas) in [
-        (Placement::Threads, Schedule::GPipe, 1),
-        (Placement::Threads, Schedule::OneFOneB, 1),
-        (Placement::Threads, Schedule::GPipe, 2),
-        (Placement::Threads, Schedule::OneFOneB, 2),
-        (Placement::Processes, Schedule::OneFOneB, 1),
-        (Placement::Processes, Schedule::GPipe, 2),
-        (Placement::Tcp, Schedule::GPipe, 1),
-        (Placement::Tcp, Schedule::OneFOneB, 2),
-    ] {
+    let grid = [Placement::Threads, Placement::Processes, Placement::Tcp]
+        .into_iter()
+        .flat_map(|p| {
+            [Schedule::GPipe, Schedule::OneFOneB]
+                .into_iter()
+                .flat_map(move |s| [1, 2].map(|r| (p.clone(), s, r)))
+        });
+    for (placement, schedule, replicas) in grid {
         let name = format!(
             "{}_{}_{}_replicas",
             placement.name(),

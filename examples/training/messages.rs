@@ -59,11 +59,26 @@ pub struct Hello {
     pub digest: u64,
 }
 
-/// One stage's measurements of one replica, sent as `f64`s.
+/// One stage's measurements of one replica, sent as `f64`s. Every second of the window is
+/// one of: computing (`forward`, `backward`, `update`), waiting on a channel (`wait_*`), or
+/// the rest (`window` minus both: gathering stage 0's input rows, checks, bookkeeping).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stats {
-    /// Seconds spent computing (passes and updates) after warm-up.
-    pub busy: f64,
+    /// Seconds in forward passes (copying the input out of the ring, the layer, the ReLU
+    /// written into the next ring) after warm-up.
+    pub forward: f64,
+    /// Seconds in backward passes (loss or ReLU gradient, parameter and input gradients).
+    pub backward: f64,
+    /// Seconds applying updates (momentum SGD here, or the aggregator's chunks).
+    pub update: f64,
+    /// Seconds waiting for the previous stage's activations.
+    pub wait_activation: f64,
+    /// Seconds waiting for the next stage's gradients.
+    pub wait_gradient: f64,
+    /// Seconds waiting for room in an outgoing ring (a full channel).
+    pub wait_room: f64,
+    /// Seconds sending gradients to the aggregator and waiting for its update.
+    pub wait_update: f64,
     /// Seconds from the end of warm-up to the end of the last step.
     pub window: f64,
     /// Heap allocations by the stage's thread in that window.
@@ -73,24 +88,54 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Values per [`Stats::to_array`].
+    pub const LEN: usize = 10;
+
     /// As sent.
-    pub fn to_array(self) -> [f64; 4] {
-        [self.busy, self.window, self.allocations, self.steps]
+    pub fn to_array(self) -> [f64; Stats::LEN] {
+        [
+            self.forward,
+            self.backward,
+            self.update,
+            self.wait_activation,
+            self.wait_gradient,
+            self.wait_room,
+            self.wait_update,
+            self.window,
+            self.allocations,
+            self.steps,
+        ]
     }
 
     /// As received.
     pub fn from_slice(v: &[f64]) -> Stats {
         let g = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
         Stats {
-            busy: g(0),
-            window: g(1),
-            allocations: g(2),
-            steps: g(3),
+            forward: g(0),
+            backward: g(1),
+            update: g(2),
+            wait_activation: g(3),
+            wait_gradient: g(4),
+            wait_room: g(5),
+            wait_update: g(6),
+            window: g(7),
+            allocations: g(8),
+            steps: g(9),
         }
     }
 
-    /// The idle fraction of the window.
+    /// Seconds computing.
+    pub fn busy(&self) -> f64 {
+        self.forward + self.backward + self.update
+    }
+
+    /// Seconds waiting on a channel.
+    pub fn waiting(&self) -> f64 {
+        self.wait_activation + self.wait_gradient + self.wait_room + self.wait_update
+    }
+
+    /// The idle fraction of the window: everything but computing.
     pub fn bubble(&self) -> f64 {
-        1.0 - self.busy / self.window
+        1.0 - self.busy() / self.window
     }
 }

@@ -162,7 +162,9 @@ Pipeline- and data-parallel training over psyne channels: a multi-layer perceptr
 stages (one layer each); micro-batches flow forward and gradients backward as variable-size
 tensors; replicas send gradients to per-stage aggregators through many-producers channels and
 get the momentum-SGD update back. Checks the result against a single-thread reference (bit for
-bit), and prints the loss per epoch, samples/s, the pipeline bubble and allocations.
+bit), and prints the loss per epoch, samples/s, the pipeline bubble (beside the textbook, with
+where each stage's idle time went and what the schedule alone gives the measured pass times)
+and allocations.
 
 usage: pipeline_training [options]
 
@@ -386,6 +388,12 @@ pub struct Report {
     pub bubble_equal: f64,
     /// `(S-1)/(M+S-1)`.
     pub textbook_bubble: f64,
+    /// Replica 0's bubble per stage if every pass took its stage's measured mean time and
+    /// hand-offs were free ([`schedule::ideal_bubble`]): what the schedule itself costs these
+    /// unequal stages.
+    pub ideal_stages: Vec<f64>,
+    /// The mean of `ideal_stages`.
+    pub ideal_bubble: f64,
 }
 
 impl Report {
@@ -580,7 +588,24 @@ pub fn run(cfg: &Config, exe: &Path) -> Result<Report, Error> {
         let rest = if st.len() > 1 { &st[1..] } else { &st[..] };
         rest.iter().map(Stats::bubble).sum::<f64>() / rest.len() as f64
     });
+    let ideal_stages = stats.first().map_or_else(Vec::new, |st| {
+        let costs: Vec<schedule::Cost> = st
+            .iter()
+            .map(|x| {
+                let passes = x.steps * cfg.micro as f64;
+                schedule::Cost {
+                    forward: x.forward / passes,
+                    backward: x.backward / passes,
+                    update: x.update / x.steps,
+                }
+            })
+            .collect();
+        schedule::ideal_bubble(cfg.schedule, &costs, cfg.micro, 2, 12)
+    });
+    let ideal_bubble = ideal_stages.iter().sum::<f64>() / ideal_stages.len().max(1) as f64;
     Ok(Report {
+        ideal_stages,
+        ideal_bubble,
         bubble_equal,
         epoch_losses: epoch_losses(plan, &step_losses),
         reference_losses: epoch_losses(plan, &reference.step_losses),

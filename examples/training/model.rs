@@ -87,10 +87,12 @@ fn axpy(y: &mut [f32], g: f32, x: &[f32]) {
 pub fn forward(layer: &Layer, x: &[f32], n: usize, z: &mut [f32]) {
     let (i, o) = (layer.input, layer.output);
     let (w, b) = (layer.weights(), layer.biases());
-    for s in 0..n {
-        let xs = &x[s * i..(s + 1) * i];
-        for (k, zk) in z[s * o..(s + 1) * o].iter_mut().enumerate() {
-            *zk = dot(&w[k * i..(k + 1) * i], xs) + b[k];
+    // Weight row outside, samples inside: each row is read from memory once per micro-batch
+    // (not once per sample) while the micro-batch's inputs stay in cache. Every output is the
+    // same dot product either way, so the order of the loops does not change a bit.
+    for (k, wk) in w.chunks_exact(i).enumerate() {
+        for s in 0..n {
+            z[s * o + k] = dot(wk, &x[s * i..(s + 1) * i]) + b[k];
         }
     }
 }
@@ -163,20 +165,23 @@ pub fn backward(
 ) {
     let (i, o) = (layer.input, layer.output);
     let (gw, gb) = grad.split_at_mut(o * i);
-    for s in 0..n {
-        let xs = &x[s * i..(s + 1) * i];
-        for (k, &g) in dz[s * o..(s + 1) * o].iter().enumerate() {
-            axpy(&mut gw[k * i..(k + 1) * i], g, xs);
-            gb[k] += g;
+    // Row outside, samples inside (each gradient and weight row streamed once per micro-batch,
+    // the micro-batch's rows in cache): every element still accumulates its terms in the same
+    // order (samples ascending for the parameter gradient, rows ascending for the input
+    // gradient), so the result is the same bits as sample-outside loops.
+    for (k, (gwk, gbk)) in gw.chunks_exact_mut(i).zip(gb.iter_mut()).enumerate() {
+        for s in 0..n {
+            let g = dz[s * o + k];
+            axpy(gwk, g, &x[s * i..(s + 1) * i]);
+            *gbk += g;
         }
     }
     if let Some(dx) = dx {
-        let w = layer.weights();
-        for s in 0..n {
-            let ds = &mut dx[s * i..(s + 1) * i];
-            ds.fill(0.0);
-            for (k, &g) in dz[s * o..(s + 1) * o].iter().enumerate() {
-                axpy(ds, g, &w[k * i..(k + 1) * i]);
+        let dx = &mut dx[..n * i];
+        dx.fill(0.0);
+        for (k, wk) in layer.weights().chunks_exact(i).enumerate() {
+            for (s, ds) in dx.chunks_exact_mut(i).enumerate() {
+                axpy(ds, dz[s * o + k], wk);
             }
         }
     }

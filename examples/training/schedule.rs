@@ -68,6 +68,80 @@ pub fn textbook_bubble(stages: usize, micro: usize) -> f64 {
     (stages as f64 - 1.0) / (micro + stages - 1) as f64
 }
 
+/// One stage's compute per pass: seconds per forward pass, per backward pass and per update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// Seconds per forward pass of a micro-batch.
+    pub forward: f64,
+    /// Seconds per backward pass of a micro-batch.
+    pub backward: f64,
+    /// Seconds per update (once a step).
+    pub update: f64,
+}
+
+/// The bubble each stage would have if its passes took exactly `costs[s]` and every hand-off
+/// were free: the schedule played out for `steps` steps (each stage runs its passes in order,
+/// a forward pass as soon as the previous stage's has finished, a backward pass as soon as the
+/// next stage's has, the update after the stage's last backward pass), the idle share of each
+/// stage's time over the steps after the first `warm`. With equal forward and backward costs at
+/// every stage and no update this is the textbook `(S-1)/(M+S-1)` at every stage; with unequal
+/// stages it is what the schedule itself costs them, beside which a measured bubble shows the
+/// channels' and the machine's share.
+pub fn ideal_bubble(
+    schedule: Schedule,
+    costs: &[Cost],
+    micro: usize,
+    warm: usize,
+    steps: usize,
+) -> Vec<f64> {
+    let stages = costs.len();
+    let ops: Vec<Vec<Op>> = (0..stages)
+        .map(|s| schedule.ops(s, stages, micro))
+        .collect();
+    let mut clock = vec![0.0f64; stages];
+    let mut start = vec![0.0f64; stages];
+    let mut busy = vec![0.0f64; stages];
+    for t in 0..steps {
+        if t == warm {
+            start.copy_from_slice(&clock);
+            busy.fill(0.0);
+        }
+        let mut fdone = vec![vec![None::<f64>; micro]; stages];
+        let mut bdone = vec![vec![None::<f64>; micro]; stages];
+        let mut next = vec![0usize; stages];
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for s in 0..stages {
+                while let Some(&op) = ops[s].get(next[s]) {
+                    let (ready, cost) = match op {
+                        Op::Forward(_) if s == 0 => (Some(clock[s]), costs[s].forward),
+                        Op::Forward(m) => (fdone[s - 1][m], costs[s].forward),
+                        Op::Backward(_) if s + 1 == stages => (Some(clock[s]), costs[s].backward),
+                        Op::Backward(m) => (bdone[s + 1][m], costs[s].backward),
+                    };
+                    let Some(ready) = ready else { break };
+                    clock[s] = clock[s].max(ready) + cost;
+                    busy[s] += cost;
+                    match op {
+                        Op::Forward(m) => fdone[s][m] = Some(clock[s]),
+                        Op::Backward(m) => bdone[s][m] = Some(clock[s]),
+                    }
+                    next[s] += 1;
+                    moved = true;
+                }
+            }
+        }
+        for s in 0..stages {
+            clock[s] += costs[s].update;
+            busy[s] += costs[s].update;
+        }
+    }
+    (0..stages)
+        .map(|s| 1.0 - busy[s] / (clock[s] - start[s]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +192,50 @@ mod tests {
                 Op::Backward(3)
             ]
         );
+    }
+
+    #[test]
+    fn equal_stages_idle_the_textbook_fraction() {
+        let cost = Cost {
+            forward: 1.0,
+            backward: 2.0,
+            update: 0.0,
+        };
+        for s in [Schedule::GPipe, Schedule::OneFOneB] {
+            for stages in 1..6 {
+                for micro in 1..9 {
+                    let b = ideal_bubble(s, &vec![cost; stages], micro, 2, 6);
+                    let want = textbook_bubble(stages, micro);
+                    assert!(
+                        b.iter().all(|x| (x - want).abs() < 1e-12),
+                        "{s:?} {b:?} {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cheaper_first_stage_idles_more_and_the_others_less() {
+        // Stage 0 computes no input gradient: its backward pass costs what its forward does.
+        let (f, b) = (1.0, 2.0);
+        let mut costs = vec![
+            Cost {
+                forward: f,
+                backward: b,
+                update: 0.0,
+            };
+            3
+        ];
+        costs[0].backward = f;
+        for s in [Schedule::GPipe, Schedule::OneFOneB] {
+            let got = ideal_bubble(s, &costs, 4, 2, 8);
+            // A step takes (M + S - 1)(f + b) less what stage 0 saves on the way: stage 0 idles
+            // 1 - 4 * 2 / 17, the others 1 - 4 * 3 / 17.
+            let want = [1.0 - 8.0 / 17.0, 1.0 - 12.0 / 17.0, 1.0 - 12.0 / 17.0];
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-12, "{s:?} {got:?}");
+            }
+        }
     }
 }

@@ -2,6 +2,11 @@
 //! gradient read in place from a tensor channel and written in place into the next one; the
 //! step's update, local (one replica) or through the stage's aggregator; at the end, its
 //! measurements and final weights sent down the backward channels to stage 0.
+//!
+//! After warm-up a stage times every second of its window as computing (forward, backward,
+//! update), waiting on a channel (for activations, gradients, ring room, the aggregator's
+//! update) or the rest (stage 0 gathering its input rows, checks); its bubble is the share
+//! that is not computing ([`Stats::bubble`]).
 
 use super::aggregate::GradOut;
 use super::data::{Data, Plan};
@@ -18,6 +23,18 @@ use std::time::{Duration, Instant};
 
 /// Final weights travel in pieces of this many values.
 const PIECE: usize = 8192;
+
+/// Where a stage's time went after warm-up (see [`Stats`]).
+#[derive(Default)]
+struct Times {
+    forward: Duration,
+    backward: Duration,
+    update: Duration,
+    wait_activation: Duration,
+    wait_gradient: Duration,
+    wait_room: Duration,
+    wait_update: Duration,
+}
 
 /// How a stage learns its update.
 #[allow(clippy::large_enum_variant)] // one per stage, never moved in the loop
@@ -173,11 +190,11 @@ pub fn run(
     let steps = plan.steps();
     let mut step_losses = vec![0.0f64; if s == 0 { steps } else { 0 }];
     let warm = cx.warmup.min(steps.saturating_sub(1));
-    let (mut start, mut allocs0, mut busy) = (Instant::now(), thread_allocations(), Duration::ZERO);
+    let (mut start, mut allocs0, mut tm) = (Instant::now(), thread_allocations(), Times::default());
     let mut epoch_loss = 0.0f64;
     for t in 0..steps {
         if t == warm {
-            (start, allocs0, busy) = (Instant::now(), thread_allocations(), Duration::ZERO);
+            (start, allocs0, tm) = (Instant::now(), thread_allocations(), Times::default());
         }
         let scale = 1.0 / plan.step_len(t) as f32;
         let mut step_loss = 0.0f64;
@@ -187,22 +204,28 @@ pub fn run(
                     let rows = plan.rows(t, r, m);
                     let n = rows.len();
                     let x = &mut stash_x[m][..n * width_in];
-                    if let Some(rx) = fwd_in.as_mut() {
+                    let c0 = Instant::now();
+                    let c1 = if let Some(rx) = fwd_in.as_mut() {
                         let got = rx.recv_timeout(PATIENCE)?;
+                        let c1 = Instant::now();
+                        tm.wait_activation += c1 - c0;
                         expect(got.header::<Tag>()?, t, m, Tag::ACTIVATION)?;
                         let v = got.view::<f32>()?; // read in place
                         if v.shape() != [n, width_in] {
                             return Err(format!("activation of shape {:?}", v.shape()).into());
                         }
                         x.copy_from_slice(v.as_slice()); // kept for the backward pass
+                        c1
                     } else {
+                        // Gathering the rows is the data loader's work, not the layer's: it
+                        // counts as neither computing nor waiting.
                         for (i, &row) in rows.iter().enumerate() {
                             let row = row as usize * width_in;
                             x[i * width_in..(i + 1) * width_in]
                                 .copy_from_slice(&data.features[row..row + width_in]);
                         }
-                    }
-                    let c0 = Instant::now();
+                        Instant::now()
+                    };
                     let z = &mut stash_z[m][..n * width_out];
                     model::forward(&layer, x, n, z);
                     if let Some(tx) = fwd_out.as_mut() {
@@ -213,35 +236,41 @@ pub fn run(
                             value: 0.0,
                             offset: 0,
                         };
+                        let c2 = Instant::now();
                         // Written in place in the next stage's ring.
                         let mut a = tx.allocate_tensor_with_timeout::<Tag, f32>(
                             tag,
                             &[n, width_out],
                             PATIENCE,
                         )?;
+                        let c3 = Instant::now();
+                        tm.wait_room += c3 - c2;
                         model::relu(z, a.as_mut_slice());
                         a.send();
+                        tm.forward += (c2 - c1) + c3.elapsed();
+                    } else {
+                        tm.forward += c1.elapsed();
                     }
-                    busy += c0.elapsed();
                 }
                 Op::Backward(m) => {
                     let rows = plan.rows(t, r, m);
                     let n = rows.len();
                     let z = &stash_z[m][..n * width_out];
                     let d = &mut dz[..n * width_out];
-                    let (loss, c0) = if let Some(rx) = bwd_in.as_mut() {
+                    let c0 = Instant::now();
+                    let (loss, c1) = if let Some(rx) = bwd_in.as_mut() {
                         let got = rx.recv_timeout(PATIENCE)?;
+                        let c1 = Instant::now();
+                        tm.wait_gradient += c1 - c0;
                         let tag = *got.header::<Tag>()?;
                         expect(&tag, t, m, Tag::GRADIENT)?;
                         let v = got.view::<f32>()?; // read in place
                         if v.shape() != [n, width_out] {
                             return Err(format!("gradient of shape {:?}", v.shape()).into());
                         }
-                        let c0 = Instant::now();
                         model::relu_backward(z, v.as_slice(), d);
-                        (tag.value, c0)
+                        (tag.value, c1)
                     } else {
-                        let c0 = Instant::now();
                         (model::loss(&data.targets, z, rows, scale, d), c0)
                     };
                     let x = &stash_x[m][..n * width_in];
@@ -253,18 +282,22 @@ pub fn run(
                             value: loss,
                             offset: 0,
                         };
+                        let c2 = Instant::now();
                         let mut dx = tx.allocate_tensor_with_timeout::<Tag, f32>(
                             tag,
                             &[n, width_in],
                             PATIENCE,
                         )?;
+                        let c3 = Instant::now();
+                        tm.wait_room += c3 - c2;
                         model::backward(&layer, x, d, n, &mut grad, Some(dx.as_mut_slice()));
                         dx.send();
+                        tm.backward += (c2 - c1) + c3.elapsed();
                     } else {
                         model::backward(&layer, x, d, n, &mut grad, None);
                         step_loss += loss;
+                        tm.backward += c1.elapsed();
                     }
-                    busy += c0.elapsed();
                 }
             }
         }
@@ -273,15 +306,19 @@ pub fn run(
                 let c0 = Instant::now();
                 model::momentum_update(&mut momentum, &grad, cx.lr, cx.beta, &mut update);
                 model::apply(&mut layer.params, &update);
-                busy += c0.elapsed();
+                tm.update += c0.elapsed();
             }
             Sync::Remote { grads, updates } => {
+                let c0 = Instant::now();
                 for (k, piece) in grad.chunks(CHUNK).enumerate() {
                     grads.send(t as u32, r as u32, k * CHUNK, piece)?;
                 }
                 let mut at = 0;
+                let mut c1 = c0;
                 while at < layer.len() {
                     let c = updates.recv(PATIENCE)?; // read in place
+                    let c2 = Instant::now();
+                    tm.wait_update += c2 - c1;
                     let len = c.len as usize;
                     if c.step as usize != t || c.offset as usize != at || len > CHUNK {
                         return Err(format!(
@@ -290,9 +327,9 @@ pub fn run(
                         )
                         .into());
                     }
-                    let c0 = Instant::now();
                     model::apply(&mut layer.params[at..at + len], &c.values[..len]);
-                    busy += c0.elapsed();
+                    c1 = Instant::now();
+                    tm.update += c1 - c2;
                     at += len;
                 }
             }
@@ -311,8 +348,15 @@ pub fn run(
             }
         }
     }
+    let f = |d: Duration| d.as_secs_f64();
     let stats = Stats {
-        busy: busy.as_secs_f64(),
+        forward: f(tm.forward),
+        backward: f(tm.backward),
+        update: f(tm.update),
+        wait_activation: f(tm.wait_activation),
+        wait_gradient: f(tm.wait_gradient),
+        wait_room: f(tm.wait_room),
+        wait_update: f(tm.wait_update),
         window: start.elapsed().as_secs_f64(),
         allocations: (thread_allocations() - allocs0) as f64,
         steps: (steps - warm) as f64,

@@ -87,9 +87,26 @@ impl Futex {
     }
 
     /// Stores `value` into the word.
+    ///
+    /// Under loom, a `swap` whose result is dropped: loom 0.7 does not apply the atomicity of
+    /// a read-modify-write to a plain store made concurrently with it (tokio-rs/loom#254, fix
+    /// unmerged in #391), so a store could "squeeze in" between the read and the write of a
+    /// notifier's `swap` of a parked word, and the storing thread then read back an older
+    /// value than its own store (an execution C++ forbids: an RMW reads the last value before
+    /// its write in the modification order). As RMWs, stores to a futex word get the total
+    /// modification order C++ gives every atomic; the values stored and orderings are the same.
     #[inline]
     pub fn store(&self, value: u32, order: Ordering) {
-        self.word.store(value, order)
+        #[cfg(not(loom))]
+        self.word.store(value, order);
+        #[cfg(loom)]
+        self.word.swap(value, order);
+    }
+
+    /// Stores `value` into the word and returns the value it replaced (one read-modify-write).
+    #[inline]
+    pub fn swap(&self, value: u32, order: Ordering) -> u32 {
+        self.word.swap(value, order)
     }
 
     /// The word's address, for system calls that wait on several words (`futex_waitv`).

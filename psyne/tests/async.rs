@@ -215,11 +215,18 @@ impl Recorder {
 }
 
 /// In one process, the notifying end calls a registered future's waker itself (the direct
-/// wake-up), for a consumer awaiting a message and a producer awaiting room; a ring opened
-/// twice through shared memory (two mappings, as two processes would) keeps the helper path.
+/// wake-up), for a consumer awaiting a message and a producer awaiting room, and these waits
+/// start no helper thread; a ring opened twice through shared memory (two mappings, as two
+/// processes would) keeps the helper path.
 #[test]
 fn in_process_wake_up_is_direct() {
     let _g = serial();
+    // Helpers of earlier tests end after `LINGER` (1 s) without registrations.
+    let t = Instant::now();
+    while async_wait::helper_threads() != 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "helpers left running");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let named = |name: &str| std::thread::Builder::new().name(name.into());
     // A consumer awaiting a message, woken by the producer thread.
     let (mut tx, mut rx) = Channel::<Seq>::builder().capacity(2).build().unwrap();
@@ -258,6 +265,11 @@ fn in_process_wake_up_is_direct() {
             .unwrap();
         assert_eq!(rec.first_waker(), "direct-consumer");
     }
+    assert_eq!(
+        async_wait::helper_threads(),
+        0,
+        "an in-process wait started a helper thread"
+    );
     drop((tx, rx));
     // Shared memory: the producer's mapping of the consumer's parked word lies elsewhere.
     let name = unique("direct");

@@ -424,15 +424,52 @@ fn mpsc_dropped_producer_place_is_reused_and_its_lane_continues() {
     });
 }
 
-/// Async: a consumer future registers its waker (with the reactor, whose helper is a loom
-/// thread whose sleep is a yield: a "spurious" return, then a rescan) against a producer that
-/// publishes and wakes the same parked word a blocking waiter sleeps on, and whose notifier also
-/// takes the registered waker directly (the in-process wake-up), racing the helper. A lost
-/// wake-up leaves
-/// `block_on` parked and the helper rescanning forever: loom reports it. The message is read
-/// after its write (the ring's payload cells are checked as in the models above).
+/// Async: a consumer future registers its waker against a producer that publishes and then
+/// finds the consumer's parked word raised. In-process, the registration is direct-only: armed
+/// in the index, then the word raised to `AWAITING` (`Release`); the producer's notifier lowers
+/// it with an `Acquire` swap and calls the waker itself (no helper thread, no `FUTEX_WAKE`). A
+/// lost wake-up leaves `block_on` parked with no other thread runnable: loom reports it. The
+/// message is read after its write (the ring's payload cells are checked as in the models
+/// above).
 #[test]
 fn async_registration_against_publication() {
+    model_bounded(2, || registration_against_publication(false));
+}
+
+/// [`async_registration_against_publication`] with the registration made with a helper thread
+/// (`force_helper`: as a ring shared with another process registers), whose sleep is a yield (a
+/// "spurious" return, then a rescan), racing the notifier's direct wake-up of the same entry.
+#[test]
+fn async_registration_against_publication_helper() {
+    model_bounded(2, || registration_against_publication(true));
+}
+
+fn registration_against_publication(helper: bool) {
+    psyne::wait::async_wait::force_helper(helper);
+    let (mut tx, mut rx) = Channel::<Pair>::builder()
+        .capacity(1)
+        .wait(PARK)
+        .build()
+        .unwrap();
+    let producer = thread::spawn(move || {
+        tx.send(&Pair { a: 1, b: 2 }).unwrap();
+    });
+    loom::future::block_on(async {
+        let m = rx.recv_async().await.unwrap();
+        assert_eq!((m.a, m.b), (1, 2));
+    });
+    producer.join().unwrap();
+    assert_eq!(psyne::wait::async_wait::registrations(), 0);
+}
+
+/// Async, twice in a row: the consumer awaits two messages and the producer sends two into a
+/// one-message ring (so it also waits for room, blocking). The future woken directly for the
+/// first message registers again for the second while the producer may still be inside its
+/// notification of the first: the notifier lowers the word (its swap) before it looks the
+/// registration up, so a raise for the second wait is never overwritten. A lost wake-up of
+/// either end is a loom deadlock.
+#[test]
+fn async_registers_again_after_a_direct_wake() {
     model_bounded(2, || {
         let (mut tx, mut rx) = Channel::<Pair>::builder()
             .capacity(1)
@@ -440,11 +477,15 @@ fn async_registration_against_publication() {
             .build()
             .unwrap();
         let producer = thread::spawn(move || {
-            tx.send(&Pair { a: 1, b: 2 }).unwrap();
+            for i in 0..2u64 {
+                tx.send(&Pair { a: i, b: 20 + i }).unwrap();
+            }
         });
         loom::future::block_on(async {
-            let m = rx.recv_async().await.unwrap();
-            assert_eq!((m.a, m.b), (1, 2));
+            for i in 0..2u64 {
+                let m = rx.recv_async().await.unwrap();
+                assert_eq!((m.a, m.b), (i, 20 + i));
+            }
         });
         producer.join().unwrap();
         assert_eq!(psyne::wait::async_wait::registrations(), 0);
@@ -456,34 +497,45 @@ fn async_registration_against_publication() {
 /// by the producer's drop to report `Disconnected`.
 #[test]
 fn async_cancelled_future_leaves_nothing_behind() {
-    model_bounded(2, || {
-        let (mut tx, mut rx) = Channel::<Pair>::builder()
-            .capacity(1)
-            .wait(PARK)
-            .build()
-            .unwrap();
-        {
-            let mut fut = core::pin::pin!(rx.recv_async());
-            let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
-            assert!(fut.as_mut().poll(&mut cx).is_pending());
-        }
-        assert_eq!(psyne::wait::async_wait::registrations(), 0);
-        let producer = thread::spawn(move || {
-            tx.send(&Pair { a: 3, b: 4 }).unwrap();
-        });
-        assert_eq!(rx.recv().unwrap().a, 3);
-        loom::future::block_on(async {
-            assert_eq!(rx.recv_async().await.unwrap_err(), RecvError::Disconnected);
-        });
-        producer.join().unwrap();
+    model_bounded(2, || cancelled_future_leaves_nothing_behind(false));
+}
+
+/// [`async_cancelled_future_leaves_nothing_behind`] with helper registrations (`force_helper`).
+#[test]
+fn async_cancelled_future_leaves_nothing_behind_helper() {
+    model_bounded(2, || cancelled_future_leaves_nothing_behind(true));
+}
+
+fn cancelled_future_leaves_nothing_behind(helper: bool) {
+    psyne::wait::async_wait::force_helper(helper);
+    let (mut tx, mut rx) = Channel::<Pair>::builder()
+        .capacity(1)
+        .wait(PARK)
+        .build()
+        .unwrap();
+    {
+        let mut fut = core::pin::pin!(rx.recv_async());
+        let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+    }
+    assert_eq!(psyne::wait::async_wait::registrations(), 0);
+    let producer = thread::spawn(move || {
+        tx.send(&Pair { a: 3, b: 4 }).unwrap();
     });
+    assert_eq!(rx.recv().unwrap().a, 3);
+    loom::future::block_on(async {
+        assert_eq!(rx.recv_async().await.unwrap_err(), RecvError::Disconnected);
+    });
+    producer.join().unwrap();
 }
 
 /// Async, direct wake-up: the producer's notifier finds the consumer's future registered in
-/// this process and takes its waker (under the group lock) while the consumer drops the
-/// future (deregisters) and then receives with a blocking `recv`. Whatever the interleaving,
-/// the message arrives once, the producer's direct path never fires a freed registration into
-/// a new one wrongly (the message is read after its write), and no registration is left.
+/// this process and takes its waker (under the index's shard lock) while the consumer drops the
+/// future (deregisters) and then receives with a blocking `recv` (which raises the word to
+/// `PARKED`, so the notifier, by the value its swap replaced, makes the `FUTEX_WAKE` the
+/// blocking waiter needs). Whatever the interleaving, the message arrives once, the producer's
+/// direct path never fires a freed registration into a new one wrongly (the message is read
+/// after its write), and no registration is left.
 #[test]
 fn async_direct_wake_against_cancellation() {
     model_bounded(2, || {
@@ -516,32 +568,41 @@ fn async_direct_wake_against_cancellation() {
 }
 
 /// Async, direct wake-up of a producer: its future awaits room in a full one-message ring,
-/// registers, and the consumer thread's release wakes it directly (taking its waker under the
-/// group lock) while the helper races for the same registration. A lost wake-up leaves
+/// registers, and the consumer thread's release wakes it directly. A lost wake-up leaves
 /// `block_on` parked: loom reports it; the second message is read after its write.
 #[test]
 fn async_direct_wake_of_a_producer() {
-    model_bounded(2, || {
-        let (mut tx, mut rx) = Channel::<Pair>::builder()
-            .capacity(1)
-            .wait(PARK)
-            .build()
-            .unwrap();
-        tx.send(&Pair { a: 0, b: 10 }).unwrap();
-        let consumer = thread::spawn(move || {
-            for i in 0..2u64 {
-                let m = rx.recv().unwrap();
-                assert_eq!((m.a, m.b), (i, 10 + i));
-            }
-        });
-        loom::future::block_on(async {
-            let mut loan = tx.allocate_async().await.unwrap();
-            *loan = Pair { a: 1, b: 11 };
-            loan.send();
-        });
-        consumer.join().unwrap();
-        assert_eq!(psyne::wait::async_wait::registrations(), 0);
+    model_bounded(2, || direct_wake_of_a_producer(false));
+}
+
+/// [`async_direct_wake_of_a_producer`] with a helper registration (`force_helper`): the
+/// consumer's direct wake-up and the helper race for the same entry.
+#[test]
+fn async_direct_wake_of_a_producer_helper() {
+    model_bounded(2, || direct_wake_of_a_producer(true));
+}
+
+fn direct_wake_of_a_producer(helper: bool) {
+    psyne::wait::async_wait::force_helper(helper);
+    let (mut tx, mut rx) = Channel::<Pair>::builder()
+        .capacity(1)
+        .wait(PARK)
+        .build()
+        .unwrap();
+    tx.send(&Pair { a: 0, b: 10 }).unwrap();
+    let consumer = thread::spawn(move || {
+        for i in 0..2u64 {
+            let m = rx.recv().unwrap();
+            assert_eq!((m.a, m.b), (i, 10 + i));
+        }
     });
+    loom::future::block_on(async {
+        let mut loan = tx.allocate_async().await.unwrap();
+        *loan = Pair { a: 1, b: 11 };
+        loan.send();
+    });
+    consumer.join().unwrap();
+    assert_eq!(psyne::wait::async_wait::registrations(), 0);
 }
 
 /// Broadcast models: a producer and two consumers, three threads (preemption bound 2, as the

@@ -2,56 +2,105 @@
 //! blocking waiter would, and a small reactor turns the other end's futex wake-up into a
 //! [`Waker`] call. Runtime-agnostic: only `std::task::Waker`s, no executor is named.
 //!
+//! # Two kinds of registration
+//!
+//! - **Direct-only**, when the other end lives in this process and sees the ring at the same
+//!   address (every in-process ring, TCP ends included: their pump is a thread of this process)
+//!   and nothing has to fire on a deadline: the registration lives in a sharded index kept in
+//!   process memory, keyed by the parked word's address, and the other end's notifier calls the
+//!   `Waker` itself. No helper thread is involved, and no system call.
+//! - **With a helper**, when the other end may live in another process (a shared-memory ring) or
+//!   the wait must also end on a deadline (a broadcast producer that cuts lagging consumers
+//!   off): a helper thread waits on the parked word with `futex_waitv` and calls the `Waker`.
+//!
+//! The parked word's value says which kind waits: `PARKED` (1) for a blocking waiter or a
+//! helper's registration, `AWAITING` (2) for a direct-only registration, `AWAKE` (0) for none.
+//!
 //! # Protocol (no lost wake-up)
 //!
-//! The other end is unchanged: after each publication (or release) its `Notifier` fences and
-//! reads the parked word; only if it is raised (`PARKED`) does it lower it (`AWAKE`) and call
-//! `FUTEX_WAKE`. An end with no async waiter therefore pays nothing new: no extra read-modify-
-//! write, no extra load, per message.
+//! The other end's hot path is unchanged: after each publication (or release) its `Notifier`
+//! fences (`SeqCst`) and reads the parked word (a plain load); only if it is not `AWAKE` does it
+//! take its cold path. An end with no async waiter therefore pays nothing new: no extra
+//! read-modify-write, no extra load, per message. The cold path lowers the word with a `swap`
+//! (`Acquire`) and acts on the value it replaced: `AWAITING`, it takes (under the index's shard
+//! lock) the `Waker` of every armed direct-only registration on the word's address, disarms
+//! them, and calls them, with no `FUTEX_WAKE`; `PARKED`, it fires a helper's registration of
+//! this process on the same address, if any (see below), then calls `FUTEX_WAKE`; `AWAKE`,
+//! nothing (another notifier, or the owner, lowered it first).
 //!
-//! A future that must wait (`AsyncPark::arm`):
-//! 1. raises its end's parked word (exactly as a blocking waiter does before `FUTEX_WAIT`),
-//! 2. registers its `Waker` and the word with a reactor group (under the group's lock), waking
-//!    the group's helper thread if it sleeps so that it adds the word to the set it waits on,
+//! A future that must wait (`AsyncPark::arm`), direct-only:
+//! 1. arms its slot in the index (its `Waker`, under the shard lock),
+//! 2. raises its parked word to `AWAITING` with a `Release` store,
 //! 3. fences (`SeqCst`) and polls the ring once more; only if that finds nothing does it return
 //!    `Pending`.
 //!
-//! The helper thread, under the group lock, reads every registered word: a word that is no longer
-//! raised (the other end lowered it) fires its `Waker` and leaves the set. It then sleeps in one
-//! `futex_waitv` on all words still raised (expected value `PARKED`) plus the group's control
-//! word. The kernel compares each word with the expected value atomically with respect to
-//! `FUTEX_WAKE`, so a word lowered after the scan makes the call return at once. By the Dekker
-//! handshake of [`crate::wait`], either the future's last poll sees the publication, or the other
-//! end sees the raised word and lowers it, which the reactor then sees: no publication is missed.
-//! The loom model `async_registration_against_publication` in `psyne/tests/loom.rs` checks this
-//! with the helper thread's sleep replaced by a yield (loom has no `futex_waitv`).
+//! Why no wake-up is lost: by the fences (Dekker's handshake of [`crate::wait`]), either the
+//! future's last poll sees the publication, or the notifier's load sees the raise or a later
+//! value of the word. While the future waits, its owner writes nothing more to the word, so the
+//! value that follows the raise in the word's modification order is a notifier's swap, which
+//! (a read-modify-write) reads the raise itself; its `Acquire` synchronises with the `Release`
+//! raise, so its lookup finds the slot armed in step 1, or already disarmed by an earlier
+//! lookup that took and called the same `Waker`. Either way the `Waker` is called. The notifier
+//! lowers the word before its lookup, so a future it woke that registers again raises the word
+//! after the swap: a new raise is never overwritten by the notification of the previous message
+//! (what lost a wake-up in the first helper-less attempt, below). And the notifier skips
+//! `FUTEX_WAKE` only for a word that read `AWAITING`, which only a direct-only registration
+//! writes: a blocking waiter (which raises `PARKED`, also with `Release`) always gets its
+//! `FUTEX_WAKE`, whatever registrations the index still holds for the word (a future leaked
+//! with `mem::forget` leaves one behind; firing it is a spurious wake-up, nothing more).
 //!
-//! # Direct wake-up in one process
+//! With a helper (`PARKED`): the future raises the word, registers its `Waker` and the word
+//! with a reactor group (under the group's lock), waking the group's helper thread if it
+//! sleeps so that it adds the word to the set it waits on, and fences and polls as above. The
+//! helper thread, under the group lock, reads every registered word: a word that is no longer
+//! raised (the other end lowered it) fires its `Waker` and leaves the set. It then sleeps in
+//! one `futex_waitv` on all words still raised (expected value `PARKED`) plus the group's
+//! control word. The kernel compares each word with the expected value atomically with respect
+//! to `FUTEX_WAKE`, so a word lowered after the scan makes the call return at once. By the
+//! same handshake, either the future's last poll sees the publication, or the other end sees
+//! the raised word and lowers it, which the reactor then sees: no publication is missed. When
+//! the notifier is in this process and sees the word at the same address (a shared-memory ring
+//! with both ends in one process), its cold path also fires the entry directly (the index
+//! holds helper registrations too, fired under their group lock, so exactly one of the direct
+//! path and the helper fires it), then calls `FUTEX_WAKE` as before.
 //!
-//! When the other end lives in this process and sees the same mapping (every in-process ring),
-//! its notifier's cold path (the word found raised) first calls `wake_direct`: one relaxed
-//! load of a process-wide count of registrations (zero: nothing more), else a lookup of the
-//! word's *address* in a sharded index kept in process memory (never in the shared mapping, so
-//! another process cannot steer it), and, under the entry's group lock, the entry's `Waker` is
-//! taken and the entry disarmed, so exactly one of the direct path and the helper fires it.
-//! Only then does the notifier lower the word and call `FUTEX_WAKE`, as before: the helper
-//! still watches the word, and it is needed. A future that was woken directly, found its
-//! message, and registered again before the notifier lowered the word has its raise overwritten;
-//! only the helper, which fires any armed entry whose word is not raised, wakes it. (Two
-//! variants without the helper for in-process rings were tried and lost wake-ups: skipping the
-//! `FUTEX_WAKE` when the direct path fired, which hung `async_bench`; and lowering the word
-//! with a swap before the direct lookup, registering before raising, with the helper not
-//! watching in-process words, which loom's `async_cancelled_future_leaves_nothing_behind`
-//! found deadlocking, not diagnosed further. A third attempt, on 2026-12-02, made the
-//! protocol of the second explicit: in-process registrations kept only in the direct index,
-//! registered under the group lock before a `Release` raise, the notifier lowering with an
-//! `Acquire` swap before its lookup and skipping `FUTEX_WAKE` when it fired such a
-//! registration. The async tests passed; loom's model deadlocked again, in an interleaving
-//! where the future's own load of its word right after its raise returned the value before
-//! the raise. Not understood, so not kept.) Rings shared with another process map the word
-//! elsewhere, so the lookup finds nothing there and the helper path is unchanged. The loom
-//! models `async_direct_wake_against_cancellation` and `async_direct_wake_of_a_producer` check
-//! the direct path against deregistration and for a producer awaiting room.
+//! The loom models in `psyne/tests/loom.rs` check both kinds (`async_*`; the `_helper`
+//! variants force helper registrations on in-process rings, with the helper thread's sleep
+//! replaced by a yield: loom has no `futex_waitv`), including a future that registers again
+//! right after a direct wake-up (`async_registers_again_after_a_direct_wake`). Both fail when
+//! the protocol is broken on purpose: with the notifier's `AWAITING` case doing nothing,
+//! `async_registration_against_publication` deadlocks; with the notifier looking up before it
+//! lowers the word (a load, the lookup, then a store of `AWAKE`: the first helper-less
+//! attempt's order), `async_registers_again_after_a_direct_wake` deadlocks.
+//!
+//! # History of the direct wake-up
+//!
+//! Before the direct-only kind, every registration had a helper, and the notifier's cold path
+//! called the `Waker` of a registration of this process before lowering the word and calling
+//! `FUTEX_WAKE`; the helper, woken by that `FUTEX_WAKE` and again by the future's next
+//! registration, was still needed. Three helper-less variants failed before this one: skipping
+//! the `FUTEX_WAKE` when the direct path fired (with the word still lowered after the lookup),
+//! which hung `async_bench` (a future woken directly that registered again before the notifier
+//! lowered its word had its raise overwritten); and twice a variant that lowered the word with
+//! a swap before the lookup, registered before a raise and skipped `FUTEX_WAKE` when it fired a
+//! registration, with one raised value (`PARKED`) for every kind, which deadlocked loom's
+//! `async_cancelled_future_leaves_nothing_behind`. The kept design deadlocked that model too,
+//! and the trace showed why, and that the model was wrong, not the protocol: the consumer's
+//! blocking `recv` found the message after raising its word (`PARKED`) and lowered it with a
+//! plain store while the producer's notifier swapped it from `PARKED` to `AWAKE`; the
+//! consumer's next async wait then stored `AWAITING` and a load of the word right after that
+//! store, in the same thread, read 0. C++ forbids this (an RMW reads the last value before
+//! its write in the modification order, so the consumer's store must follow the swap, and a
+//! thread reads back its own store or a later one), but loom 0.7 does not apply an RMW's
+//! atomicity to a concurrent plain store (tokio-rs/loom#254, the fix unmerged in #391): the
+//! store sat "between" the swap's read and write, the notifier's final load then also read 0,
+//! and the model hung. This is what the third attempt's note above describes. Under loom,
+//! `sync::Futex::store` is therefore a swap (same value and ordering, result dropped), which
+//! gives the parked words the total modification order C++ guarantees; with it every model
+//! passes. The kept design also differs from the earlier ones in that the kind of waiter is in
+//! the word's value (`AWAITING` against `PARKED`), so whether a `FUTEX_WAKE` is due no longer
+//! depends on what a lookup racing the owner's deregistration found, and the blocking raise is
+//! a `Release` store too (on x86-64 the same plain store).
 //!
 //! # Helper threads
 //!
@@ -79,17 +128,31 @@
 //!
 //! # Measured cost
 //!
-//! A registration is one lock of its group and one of an index shard, a `futex` wake of the
-//! helper if it sleeps, and a clone of the `Waker`. The blocking path is unchanged:
+//! A direct-only registration is one lock of an index shard, a clone of the `Waker` (none when
+//! the same waker registers again) and of the ring's `Arc`, and a `Release` store; its wake-up,
+//! in the notifier, a swap, the shard lock and the `Waker` call. A helper registration is one
+//! lock of its group and one of an index shard, a `futex` wake of the helper if it sleeps, and
+//! a clone of the `Waker`. The blocking path is unchanged (148.09 and 450.19 instructions per
+//! message with the direct-only registrations too: the hot path's compare is with `AWAKE`
+//! instead of `PARKED`, one compare either way). Earlier counts:
 //! `scripts/icount.sh` counts 204.02 instructions per 64-byte message and 506.09 per
 //! `Embedding256`, before and after this module and before and after the direct wake-up (the
 //! notifier's hot path, word not raised, is the same code; the direct path is inside its
 //! `#[cold]` function; the later hot-path work brought the counts to 148.09 and 450.19). A
 //! future that finds a message at once costs one poll of the ring, as `try_recv` does.
 //!
+//! Direct-only against the previous design (every registration with a helper, the direct
+//! wake-up before the `FUTEX_WAKE`), `async_bench --pieces 0`, the two binaries alternated,
+//! three runs each, at load 8.7-9.1 (other helpers' builds and a loom build): idle one-way p50
+//! of `recv_async` 6.9-11.3 us against tokio mpsc's 6.9-15.0 us in the same runs (no worse in 2
+//! of 3), where the helper design's was 2.1-3.6 ms against tokio's 8.3-9.7 us (its helper,
+//! woken twice per message, waits for a core before the `Waker` is called). Details in
+//! BENCHMARKS.md, "Async ends (issue 16)".
+//!
 //! `async_bench` (examples; `Embedding256`, capacity 256, 5 interleaved repetitions a run, the
 //! producer a plain thread, the consumer a tokio current-thread runtime) on the 2-vCPU VM shared
-//! with other builds (1-minute load averages given), with the direct wake-up:
+//! with other builds (1-minute load averages given), with the earlier direct wake-up (helper
+//! registrations only):
 //!
 //! - streaming, M msg/s (median of a run), 10 runs at load 2.9-8.5: `recv_async` 1.07-2.71x
 //!   `tokio::sync::mpsc` by value (2.2-2.7x in the 4 runs at load 2.9-4.6: 2.61-2.84 against
@@ -118,7 +181,7 @@
 //!
 //! This module never touches ring memory other than the parked words it is given.
 
-use super::{AWAKE, Notifier, PARKED};
+use super::{AWAITING, AWAKE, Notifier, PARKED};
 use crate::sync::{AtomicU64, Futex, Ordering};
 use core::task::Waker;
 use std::sync::Arc;
@@ -250,6 +313,19 @@ type GroupGuard<'a> = MutexGuard<'a, GroupState>;
 struct Registry {
     groups: Mutex<Vec<Arc<Group>>>,
     direct: Direct,
+    /// Under loom: in-process rings register with a helper too ([`force_helper`]).
+    #[cfg(loom)]
+    force_helper: crate::sync::AtomicU32,
+}
+
+/// Under loom only: makes the waits of this model's in-process rings register with a helper
+/// thread (as a ring shared with another process does) instead of in the direct index alone, so
+/// that the models check the helper's protocol too (loom cannot build a shared ring).
+#[cfg(loom)]
+pub fn force_helper(on: bool) {
+    registry()
+        .force_helper
+        .store(u32::from(on), Ordering::Relaxed);
 }
 
 #[cfg(not(loom))]
@@ -292,8 +368,24 @@ const SHARDS: usize = 1;
 struct Slot {
     /// The parked word's address in this process (a key only: never dereferenced).
     key: usize,
-    group: Arc<Group>,
-    index: usize,
+    kind: SlotKind,
+}
+
+/// Who serves a [`Slot`].
+enum SlotKind {
+    /// A helper's registration (its word is also watched by the group's helper thread): the
+    /// notifier fires it under the group lock, then still calls `FUTEX_WAKE`.
+    Group { group: Arc<Group>, index: usize },
+    /// A direct-only registration (the word raised to `AWAITING`): only the notifier fires it,
+    /// under the shard lock; no helper watches its word.
+    Local {
+        /// Which registration (several could share a word if a future was leaked).
+        id: u64,
+        /// Who to wake (taken when fired).
+        waker: Option<Waker>,
+        /// Not fired since the last raise.
+        armed: bool,
+    },
 }
 
 /// Registrations by the address of their parked word, for the direct wake-up
@@ -302,6 +394,8 @@ struct Slot {
 struct Direct {
     /// Slots in all shards: the notifier's cold path skips the lookup while it is 0.
     count: AtomicU64,
+    /// The next [`SlotKind::Local`] id.
+    next_id: AtomicU64,
     shards: Vec<Mutex<Vec<Slot>>>,
 }
 
@@ -309,6 +403,7 @@ impl Default for Direct {
     fn default() -> Self {
         Direct {
             count: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
             shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
@@ -331,18 +426,21 @@ impl Direct {
     fn insert(&self, key: usize, group: &Arc<Group>, index: usize) {
         self.shard(key).push(Slot {
             key,
-            group: Arc::clone(group),
-            index,
+            kind: SlotKind::Group {
+                group: Arc::clone(group),
+                index,
+            },
         });
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     fn remove(&self, key: usize, group: &Arc<Group>, index: usize) {
         let mut shard = self.shard(key);
-        if let Some(i) = shard
-            .iter()
-            .position(|s| s.key == key && s.index == index && Arc::ptr_eq(&s.group, group))
-        {
+        if let Some(i) = shard.iter().position(|s| {
+            s.key == key
+                && matches!(&s.kind, SlotKind::Group { group: g, index: j }
+                    if *j == index && Arc::ptr_eq(g, group))
+        }) {
             let slot = shard.swap_remove(i);
             drop(shard);
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -350,25 +448,93 @@ impl Direct {
         }
     }
 
-    /// Takes the waker of every armed registration on the word at `key` (under its group's
-    /// lock, so that the helper, which fires only armed entries, finds it fired) and wakes it.
+    /// Arms the direct-only registration `id` on the word at `key` (a new slot if `id` is
+    /// `None` or not found) with `waker`; returns its id. Under the shard lock, which the
+    /// notifier takes to fire it.
+    fn arm_local(&self, key: usize, id: Option<u64>, waker: &Waker) -> u64 {
+        let mut shard = self.shard(key);
+        if let Some(id) = id {
+            for s in shard.iter_mut().filter(|s| s.key == key) {
+                if let SlotKind::Local {
+                    id: sid,
+                    waker: w,
+                    armed,
+                } = &mut s.kind
+                    && *sid == id
+                {
+                    match w {
+                        Some(w) if w.will_wake(waker) => {}
+                        _ => *w = Some(waker.clone()),
+                    }
+                    *armed = true;
+                    return id;
+                }
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        shard.push(Slot {
+            key,
+            kind: SlotKind::Local {
+                id,
+                waker: Some(waker.clone()),
+                armed: true,
+            },
+        });
+        self.count.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    /// Frees the direct-only registration `id` on the word at `key`; returns its waker (to be
+    /// dropped outside the lock).
+    fn remove_local(&self, key: usize, id: u64) -> Option<Waker> {
+        let mut shard = self.shard(key);
+        let i = shard.iter().position(|s| {
+            s.key == key && matches!(s.kind, SlotKind::Local { id: j, .. } if j == id)
+        })?;
+        let slot = shard.swap_remove(i);
+        drop(shard);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        match slot.kind {
+            SlotKind::Local { waker, .. } => waker,
+            SlotKind::Group { .. } => None,
+        }
+    }
+
+    /// Takes the waker of every armed registration on the word at `key` (for a helper's
+    /// registration, under its group's lock, so that the helper, which fires only armed
+    /// entries, finds it fired; for a direct-only one, under the shard lock) and wakes it.
     fn wake(&self, key: usize) {
         let mut first: Option<Waker> = None;
         let mut more: Vec<Waker> = Vec::new();
         {
-            let shard = self.shard(key);
-            for s in shard.iter().filter(|s| s.key == key) {
-                // Lock order: shard, then group (nothing takes a shard under a group lock).
-                let mut st = s.group.lock();
-                let e = &mut st.entries[s.index];
-                if e.used && e.armed && e.word as usize == key {
-                    e.armed = false;
-                    if let Some(w) = e.waker.take() {
-                        if first.is_none() {
-                            first = Some(w);
+            let mut shard = self.shard(key);
+            for s in shard.iter_mut().filter(|s| s.key == key) {
+                let taken = match &mut s.kind {
+                    SlotKind::Group { group, index } => {
+                        // Lock order: shard, then group (nothing takes a shard under a group lock).
+                        let mut st = group.lock();
+                        let e = &mut st.entries[*index];
+                        if e.used && e.armed && e.word as usize == key {
+                            e.armed = false;
+                            e.waker.take()
                         } else {
-                            more.push(w);
+                            None
                         }
+                    }
+                    SlotKind::Local { waker, armed, .. } => {
+                        if *armed {
+                            *armed = false;
+                            waker.take()
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(w) = taken {
+                    if first.is_none() {
+                        first = Some(w);
+                    } else {
+                        more.push(w);
                     }
                 }
             }
@@ -378,15 +544,27 @@ impl Direct {
     }
 }
 
-/// The notifier's cold path (it found the peer's parked word `word` raised), before it lowers
-/// the word and calls `FUTEX_WAKE`: wakes directly the future of this process registered on
-/// `word` at the same address, if any, saving the helper thread's hop. Costs one relaxed load
-/// while no future of this process is registered; never touches `word` itself.
+/// The notifier's cold path for a word it lowered from `PARKED` (a blocking waiter, or a
+/// helper's registration), before it calls `FUTEX_WAKE`: wakes directly the future of this
+/// process registered with a helper on `word` at the same address, if any, saving the helper
+/// thread's hop. Costs one relaxed load while no future of this process is registered; never
+/// touches `word` itself.
 #[inline]
 pub(crate) fn wake_direct(word: &Futex) {
     if let Some(reg) = registry_if_any()
         && reg.direct.count.load(Ordering::Relaxed) != 0
     {
+        reg.direct.wake(key_of(word));
+    }
+}
+
+/// The notifier's cold path for a word it lowered from `AWAITING` (with an `Acquire` swap that
+/// read the owner's `Release` raise, so the registration made before that raise is visible):
+/// wakes the direct-only registrations on `word`. Nothing sleeps on the word itself: no
+/// `FUTEX_WAKE` follows. Never touches `word`.
+#[inline]
+pub(crate) fn wake_local(word: &Futex) {
+    if let Some(reg) = registry_if_any() {
         reg.direct.wake(key_of(word));
     }
 }
@@ -440,7 +618,7 @@ pub fn registrations() -> usize {
 /// it deregisters (and lowers the parked word), so a dropped future leaves nothing behind.
 #[derive(Default)]
 pub(crate) struct AsyncPark {
-    reg: Option<(Arc<Group>, usize)>,
+    reg: Option<Reg>,
     /// Polls that returned `Pending` after waking themselves (the yield phase).
     pub(crate) yields: u32,
     /// This operation already counted that it had to wait.
@@ -456,6 +634,27 @@ impl core::fmt::Debug for AsyncPark {
     }
 }
 
+/// An [`AsyncPark`]'s registration.
+enum Reg {
+    /// With a helper thread: the group and the entry's index in it.
+    Helper(Arc<Group>, usize),
+    /// Direct-only, in the index ([`SlotKind::Local`]).
+    Local {
+        /// The parked word (valid while `keep` holds its memory).
+        word: *const Futex,
+        /// Keeps the memory of `word` alive while registered (the ring).
+        keep: Arc<dyn Send + Sync>,
+        /// The slot's id.
+        id: u64,
+    },
+}
+
+// SAFETY: `word` points to a `Futex` (atomic, `Sync`) inside memory that `keep` (`Send + Sync`)
+// keeps alive; it is only read through as a shared reference.
+unsafe impl Send for Reg {}
+// SAFETY: as for `Send`: nothing in `Reg` is mutated through a shared reference.
+unsafe impl Sync for Reg {}
+
 /// What [`AsyncPark::arm`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Armed {
@@ -468,17 +667,26 @@ pub(crate) enum Armed {
 impl AsyncPark {
     /// Raises `word` (this end's parked word, inside memory that `keep` holds) and registers
     /// `waker` to be called once the other end lowers it. `remote`: the other end may live in
-    /// another process (see the module docs for the re-poll deadlines). The caller must then
-    /// fence (`sync::dekker_fence`) and poll the ring once more before returning `Pending`.
+    /// another process (see the module docs for the re-poll deadlines). `direct`: the other
+    /// end is in this process, sees `word` at this address, and no deadline is needed, so the
+    /// registration is direct-only (no helper). The caller must then fence
+    /// (`sync::dekker_fence`) and poll the ring once more before returning `Pending`.
     pub(crate) fn arm<K: Send + Sync + 'static>(
         &mut self,
         word: &Futex,
         keep: &Arc<K>,
         waker: &Waker,
         remote: bool,
+        direct: bool,
     ) -> Armed {
+        #[cfg(loom)]
+        let direct = direct && registry().force_helper.load(Ordering::Relaxed) == 0;
+        if direct {
+            self.arm_local(word, keep, waker);
+            return Armed::Registered;
+        }
         let was_raised = word.load(Ordering::Relaxed) == PARKED;
-        word.store(PARKED, Ordering::Relaxed);
+        word.store(PARKED, Ordering::Release);
         let deadline = if remote {
             let now = Instant::now();
             if was_raised {
@@ -490,12 +698,13 @@ impl AsyncPark {
             None
         };
         let (group, index) = match &self.reg {
-            Some((g, i)) => (Arc::clone(g), *i),
-            None => {
+            Some(Reg::Helper(g, i)) => (Arc::clone(g), *i),
+            _ => {
+                self.disarm();
                 let reg = registry();
                 let r = reg.claim();
                 reg.direct.insert(key_of(word), &r.0, r.1);
-                self.reg = Some((Arc::clone(&r.0), r.1));
+                self.reg = Some(Reg::Helper(Arc::clone(&r.0), r.1));
                 r
             }
         };
@@ -532,10 +741,43 @@ impl AsyncPark {
         Armed::Registered
     }
 
+    /// [`Self::arm`] for a direct-only registration: armed in the index (under its shard
+    /// lock), then the word raised to `AWAITING` with `Release`, so that a notifier whose
+    /// `Acquire` swap reads this raise finds the registration armed (see the module docs).
+    fn arm_local<K: Send + Sync + 'static>(&mut self, word: &Futex, keep: &Arc<K>, waker: &Waker) {
+        let key = key_of(word);
+        let direct = &registry().direct;
+        match &mut self.reg {
+            Some(Reg::Local { word: w, id, .. }) if core::ptr::eq(*w, word) => {
+                *id = direct.arm_local(key, Some(*id), waker);
+            }
+            _ => {
+                self.disarm();
+                let id = direct.arm_local(key, None, waker);
+                self.reg = Some(Reg::Local {
+                    word,
+                    keep: Arc::clone(keep) as Arc<dyn Send + Sync>,
+                    id,
+                });
+            }
+        }
+        word.store(AWAITING, Ordering::Release);
+    }
+
     /// Ends the wait (the operation completed or is dropped): frees the registration and lowers
     /// the parked word if it is still raised.
     pub(crate) fn disarm(&mut self) {
-        if let Some((group, index)) = self.reg.take() {
+        if let Some(Reg::Local { word, keep, id }) =
+            self.reg.take_if(|r| matches!(r, Reg::Local { .. }))
+        {
+            let waker = registry().direct.remove_local(word as usize, id);
+            // SAFETY: `word` lies in memory kept alive by `keep`, still held here.
+            unsafe { &*word }.store(AWAKE, Ordering::Relaxed);
+            // Dropped outside the lock: a waker's drop may run arbitrary executor code.
+            drop((keep, waker));
+            return;
+        }
+        if let Some(Reg::Helper(group, index)) = self.reg.take() {
             let mut st = group.lock();
             let e = &mut st.entries[index];
             let key = e.word as usize;

@@ -27,8 +27,10 @@
 //! A waiter that wants to sleep raises its *parked* word, issues a `SeqCst` fence, then checks the
 //! ring once more before `FUTEX_WAIT` (which itself sleeps only while the word is still raised).
 //! The other end, after each publication (or release), issues a `SeqCst` fence and reads the
-//! parked word; only if it is raised does it lower it and call `FUTEX_WAKE`. By the fences'
-//! total order, either the waiter's last check sees the new position, or the other end sees the
+//! parked word; only if it is raised does it lower it and call `FUTEX_WAKE` (or, for an async
+//! future of this process that raised it to `AWAITING`, call its `Waker`: see [`async_wait`]).
+//! By the fences' total order, either the waiter's last check sees the new position, or the
+//! other end sees the
 //! raised word (Dekker's handshake); lowering the word before waking defeats the race where the
 //! wake arrives before the waiter sleeps. While the peer merely spins, no system call is made.
 //! The loom models in `psyne/tests/loom.rs` check this.
@@ -115,6 +117,10 @@ impl Wait {
 pub(crate) const PARKED: u32 = 1;
 /// Value of a parked word while its owner is awake.
 pub(crate) const AWAKE: u32 = 0;
+/// Value of a parked word while its owner, an async future, waits with a direct-only
+/// registration ([`async_wait`]: the other end is in this process and wakes the future's
+/// `Waker` itself). Nothing sleeps on the word: the notifier makes no `FUTEX_WAKE` for it.
+pub(crate) const AWAITING: u32 = 2;
 
 /// Longest a waiter whose peer is in another process sleeps before checking that the peer is
 /// still alive; also the least time between two liveness checks. A dead peer is reported within
@@ -276,7 +282,9 @@ pub(crate) fn wait_for<R>(
         } else {
             // Dekker: raise the word, fence, recheck; the other end stores its position, fences,
             // then reads the word (see the module docs).
-            parked.store(PARKED, Ordering::Relaxed);
+            // Release: a notifier whose `Acquire` swap reads this raise sees what this end did
+            // before (an async registration it freed: see `async_wait`).
+            parked.store(PARKED, Ordering::Release);
             sync::dekker_fence();
             if let Some(r) = attempt() {
                 parked.store(AWAKE, Ordering::Relaxed);

@@ -12,13 +12,15 @@
 //! time, so a wake-up skipped this way delays an honest peer that parks again within that
 //! interval by at most that much.
 //!
-//! A peer that awaits (an async future of this process registered on the same parked word, at
-//! the same address) is also woken directly: before lowering the word, the cold path calls
-//! [`async_wait::wake_direct`](super::async_wait), which calls the future's `Waker` itself,
-//! sparing the reactor's helper thread a hop; the `FUTEX_WAKE` still follows, for blocking
-//! waiters and the helper. The hot path (word not raised) does not change.
+//! A peer that awaits (an async future of this process; see
+//! [`async_wait`](super::async_wait)) raises its word to `AWAITING` instead of `PARKED` when its
+//! registration is direct-only: the cold path then lowers the word with a swap and calls the
+//! future's `Waker` itself, without a system call. For a word it lowered from `PARKED` it first
+//! wakes directly any helper registration of this process on the same word, then makes the
+//! `FUTEX_WAKE` (blocking waiters, reactor helpers). The hot path (word `AWAKE`) is one plain
+//! load and compare, as before.
 
-use super::{AWAKE, PARKED};
+use super::{AWAITING, AWAKE};
 use crate::sync::{self, Futex, Ordering};
 use std::time::{Duration, Instant};
 
@@ -70,7 +72,7 @@ impl Notifier {
             return false;
         }
         sync::dekker_fence();
-        if parked.load(Ordering::Relaxed) != PARKED {
+        if parked.load(Ordering::Relaxed) == AWAKE {
             return false;
         }
         self.wake(parked)
@@ -89,7 +91,7 @@ impl Notifier {
         let mut due = None;
         let mut calls = 0;
         for word in parked {
-            if word.load(Ordering::Relaxed) != PARKED {
+            if word.load(Ordering::Relaxed) == AWAKE {
                 continue;
             }
             if *due.get_or_insert_with(|| self.due()) {
@@ -105,7 +107,7 @@ impl Notifier {
     pub(crate) fn notify_final_many<'a>(&mut self, parked: impl Iterator<Item = &'a Futex>) {
         sync::dekker_fence();
         for word in parked {
-            if word.load(Ordering::Relaxed) == PARKED {
+            if word.load(Ordering::Relaxed) != AWAKE {
                 Self::fire(word);
             }
         }
@@ -142,19 +144,29 @@ impl Notifier {
         true
     }
 
-    /// Wakes the peer sleeping on `parked` (raised): an async waiter of this process directly,
-    /// then the word lowered and `FUTEX_WAKE` (blocking waiters, reactor helpers).
+    /// Wakes the peer waiting on `parked` (found raised): lowers the word with an `Acquire`
+    /// swap (which reads the owner's `Release` raise, so what the owner registered before it is
+    /// visible, and which only one of several notifiers wins), then by the value it replaced:
+    /// `AWAITING`, the direct-only async registrations on the word, their `Waker`s called here
+    /// and no system call; `PARKED`, a helper's registration of this process on the word
+    /// directly, then `FUTEX_WAKE` (blocking waiters, reactor helpers); `AWAKE`, nothing
+    /// (another notifier, or the owner itself, lowered it first).
     #[inline]
     fn fire(parked: &Futex) {
-        super::async_wait::wake_direct(parked);
-        parked.store(AWAKE, Ordering::Relaxed);
-        parked.wake();
+        match parked.swap(AWAKE, Ordering::Acquire) {
+            AWAKE => {}
+            AWAITING => super::async_wait::wake_local(parked),
+            _ => {
+                super::async_wait::wake_direct(parked);
+                parked.wake();
+            }
+        }
     }
 
     /// Wakes the peer unconditionally if it sleeps (when this end drops: no rate limit).
     pub(crate) fn notify_final(&mut self, parked: &Futex) {
         sync::dekker_fence();
-        if parked.load(Ordering::Relaxed) == PARKED {
+        if parked.load(Ordering::Relaxed) != AWAKE {
             Self::fire(parked);
         }
     }

@@ -79,7 +79,10 @@ fn park_step(
         cx.waker().wake_by_ref();
         return Step::Yield;
     }
-    match park.arm(ring.parked(own_slot), ring, cx.waker(), repoll) {
+    // Direct-only (no helper thread) when the other end is in this process and nothing must
+    // fire on a deadline.
+    let direct = !ring.is_shared() && !repoll;
+    match park.arm(ring.parked(own_slot), ring, cx.waker(), repoll, direct) {
         Armed::Registered => {
             *parked_count += 1;
             // Dekker: the raised word before the last attempt (see `crate::wait`).

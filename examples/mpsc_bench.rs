@@ -18,7 +18,8 @@
 //!   channel whose producers are alive and silent.
 //!
 //! Waiting: each contender waits its own way where it has one: Psyne's default
-//! `Wait::SpinThenPark` (1024 spins, 16 yields, then sleep on a futex), crossbeam's blocking
+//! `Wait::SpinThenPark` (up to 1024 spins, fewer where a yield shows the CPUs crowded, 16 yields,
+//! then sleep on a futex), crossbeam's blocking
 //! `send`/`recv` (a backoff, then parking). disruptor-rs's `publish` and poller only spin; on
 //! machines with fewer cores than threads a pure spin starves the thread it waits for, so its
 //! producers and consumer here try, spin 64 times, then `yield_now` (the gentlest wait it can be

@@ -63,9 +63,10 @@ pub enum Wait {
     /// Poll forever with a spin-loop hint; never yield, never sleep. Lowest latency; burns a core
     /// while waiting. The other end then never needs a fence or a wake-up check.
     BusySpin,
-    /// Poll `spins` times with a spin-loop hint, then `yields` times with a thread yield, then
-    /// sleep on a futex until the other end wakes it (the default:
-    /// `SpinThenPark { spins: 1024, yields: 16 }`).
+    /// Poll up to `spins` times with a spin-loop hint, then `yields` times with a thread yield,
+    /// then sleep on a futex until the other end wakes it (the default:
+    /// `SpinThenPark { spins: 1024, yields: 16 }`). How many of the `spins` an end uses adapts
+    /// to how crowded the CPUs are (down to 64; see the module docs).
     SpinThenPark {
         /// Polls with `core::hint::spin_loop` before yielding.
         spins: u32,

@@ -12,11 +12,13 @@
 //! with other work), a waiter that spins holds a CPU the awaited thread needs, for nothing. So a
 //! `SpinThenPark` end spins at most its *spin budget*, which starts at `spins` and adapts after
 //! every wait, as adaptive mutexes do:
-//! - the wait ended while spinning: spinning pays, the budget doubles (up to `spins`);
+//! - the wait ended while spinning, or while yielding with every yield returning at once
+//!   (nothing else wanted the CPU, so spinning longer would have cost nobody): spinning pays,
+//!   the budget doubles (up to `spins`);
 //! - it did not, and one of its yields lasted 5 us or more (a yield with nothing else to run
 //!   returns in about a microsecond, so another thread ran on this CPU meanwhile): the CPUs are
 //!   crowded, the budget halves (down to 64 polls, or `spins` if fewer);
-//! - otherwise (the message came later, on an idle machine): unchanged.
+//! - otherwise (the wait slept: the message came much later): unchanged.
 //!
 //! The budget is the end's own (no shared word); it costs a clock read around each yield, never
 //! anything per message. Measured (`mpsc_bench`, BENCHMARKS.md "MPSC"): with 4 producers on 2
@@ -198,14 +200,14 @@ pub(crate) const MIN_SPINS: u32 = 64;
 const YIELD_RAN_ANOTHER: Duration = Duration::from_micros(5);
 
 /// Adapts an end's spin budget after a wait (see the module docs): doubled, up to the
-/// strategy's `spins`, when spinning found what the wait was for; halved, down to
-/// [`MIN_SPINS`], when it did not and a yield showed another thread waiting for this CPU;
-/// unchanged otherwise.
+/// strategy's `spins`, when spinning found (`paid`) or would have found what the wait was for
+/// without keeping another thread from the CPU; halved, down to [`MIN_SPINS`], when it did not
+/// and a yield showed another thread waiting for this CPU; unchanged otherwise.
 #[inline]
-fn adapt(strategy: Wait, budget: &mut u32, spun: bool, crowded: bool) {
+fn adapt(strategy: Wait, budget: &mut u32, paid: bool, crowded: bool) {
     if let Wait::SpinThenPark { spins, .. } = strategy {
         let floor = MIN_SPINS.min(spins);
-        if spun {
+        if paid {
             *budget = budget.saturating_mul(2).clamp(floor, spins);
         } else if crowded {
             *budget = (*budget / 2).clamp(floor, spins);
@@ -251,7 +253,11 @@ pub(crate) fn wait_for<R>(
     let mut crowded = false;
     loop {
         if let Some(r) = attempt() {
-            adapt(strategy, budget, round <= u64::from(spins), crowded);
+            // Spinning paid, or would have: the wait ended while spinning, or while yielding on
+            // a CPU that had nothing else to run.
+            let paid = round <= u64::from(spins)
+                || (!crowded && round <= u64::from(spins) + u64::from(yields));
+            adapt(strategy, budget, paid, crowded);
             return Waited::Ready(r);
         }
         let remaining = match deadline {
@@ -344,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_message_on_an_idle_cpu_leaves_the_budget_alone() {
+    fn a_wait_that_slept_leaves_the_budget_alone() {
         let mut budget = 256;
         adapt(DEFAULT, &mut budget, false, false);
         assert_eq!(budget, 256);
@@ -392,8 +398,9 @@ mod tests {
         assert!(matches!(r, Waited::Ready(10)));
         assert_eq!(budget, 1024);
         // With the budget at the floor, a wait spins that many polls, then yields; one that
-        // succeeds while yielding leaves it at the floor, crowded CPU or not.
-        let mut budget = 64;
+        // succeeds while yielding doubles it if every yield returned at once (an idle CPU) and
+        // keeps it at the floor if one let another thread run (this machine's load decides).
+        let mut budget = MIN_SPINS;
         let mut polls = 0u32;
         let r = wait_for(
             DEFAULT,
@@ -408,6 +415,28 @@ mod tests {
             },
         );
         assert!(matches!(r, Waited::Ready(70)));
+        assert!(
+            budget == MIN_SPINS || budget == 2 * MIN_SPINS,
+            "budget {budget}"
+        );
+        // One that found nothing in its spins and yields (64 + 16 polls) and succeeds only
+        // when it goes to sleep leaves the budget as it was, crowded or not.
+        let mut budget = MIN_SPINS;
+        let mut polls = 0u32;
+        let r = wait_for(
+            DEFAULT,
+            None,
+            &parked,
+            || {},
+            &mut budget,
+            None,
+            || {
+                polls += 1;
+                (polls == 82).then_some(polls)
+            },
+        );
+        assert!(matches!(r, Waited::Ready(82)));
         assert_eq!(budget, MIN_SPINS);
+        assert_eq!(parked.load(Ordering::Relaxed), AWAKE);
     }
 }

@@ -235,10 +235,24 @@ fn run() -> Result<(), training::Error> {
             11,
             "wine quality (linfa-datasets), 6 classes, cross-entropy".to_string(),
         ),
-        training::data::Task::Synthetic { width, samples } => (
-            samples,
+        training::data::Task::Synthetic {
+            input,
             width,
-            format!("synthetic: a fixed random teacher, {width} outputs, squared error"),
+            samples,
+        } => (
+            samples,
+            input,
+            format!(
+                "synthetic: a fixed random teacher, {width} outputs, squared error \
+                 (stage 0's {input} inputs: it does {:.2}x the matrix work of a {width} x \
+                 {width} stage, which also computes an input gradient{})",
+                2.0 * input as f64 / (3.0 * width as f64),
+                if input == training::data::balanced_input(width) {
+                    "; the default --input, balanced"
+                } else {
+                    ""
+                }
+            ),
         ),
     };
     println!(

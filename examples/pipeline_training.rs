@@ -11,7 +11,8 @@
 //! and losses with a single-thread reference (bit for bit), and prints samples/s, the measured
 //! pipeline bubble beside the textbook (S-1)/(M+S-1) with where each stage's idle time went and
 //! what the schedule alone would give stages with the measured pass times (the textbook assumes
-//! equal stages; stage 0 computes no input gradient), and the heap allocations of the stage and
+//! equal stages; stage 0 computes no input gradient, so `--synthetic` by default gives it a
+//! 1.5x wider input, `--input`, to do the others' work), and the heap allocations of the stage and
 //! aggregator threads after warm-up (counted by the allocator below).
 //!
 //! Run with `cargo run --release --example pipeline_training` (`-- --help` for the options).

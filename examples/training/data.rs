@@ -258,3 +258,30 @@ impl Plan {
         self.batch.div_ceil(self.replicas).div_ceil(self.micro)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_balanced_input_is_one_and_a_half_hidden_in_multiples_of_8() {
+        assert_eq!(balanced_input(1024), 1536);
+        assert_eq!(balanced_input(64), 96);
+        assert_eq!(balanced_input(10), 16);
+        assert_eq!(balanced_input(1), 8);
+    }
+
+    #[test]
+    fn the_synthetic_task_takes_input_features_and_gives_width_targets() {
+        let d = Data::load(
+            Task::Synthetic {
+                input: 24,
+                width: 16,
+                samples: 5,
+            },
+            7,
+        );
+        assert_eq!((d.width, d.samples, d.features.len()), (24, 5, 120));
+        assert_eq!(d.targets.width(), 16);
+    }
+}

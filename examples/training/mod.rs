@@ -208,6 +208,11 @@ impl Config {
         let d = Config::default();
         let synthetic = a.flag("synthetic");
         let hidden = a.value("hidden", d.hidden).map_err(e)?;
+        if !synthetic && a.get("input").is_some() {
+            return Err(
+                "--input sets the synthetic task's features: use it with --synthetic".into(),
+            );
+        }
         let task = if synthetic {
             Task::Synthetic {
                 input: a.value("input", data::balanced_input(hidden)).map_err(e)?,

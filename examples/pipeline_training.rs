@@ -11,7 +11,8 @@
 //! and losses with a single-thread reference (bit for bit), and prints samples/s, the measured
 //! pipeline bubble beside the textbook (S-1)/(M+S-1) with where each stage's idle time went and
 //! what the schedule alone would give stages with the measured pass times (the textbook assumes
-//! equal stages; stage 0 computes no input gradient), and the heap allocations of the stage and
+//! equal stages; stage 0 computes no input gradient, so `--synthetic` by default gives it a
+//! 1.5x wider input, `--input`, to do the others' work), and the heap allocations of the stage and
 //! aggregator threads after warm-up (counted by the allocator below).
 //!
 //! Run with `cargo run --release --example pipeline_training` (`-- --help` for the options).
@@ -235,10 +236,24 @@ fn run() -> Result<(), training::Error> {
             11,
             "wine quality (linfa-datasets), 6 classes, cross-entropy".to_string(),
         ),
-        training::data::Task::Synthetic { width, samples } => (
-            samples,
+        training::data::Task::Synthetic {
+            input,
             width,
-            format!("synthetic: a fixed random teacher, {width} outputs, squared error"),
+            samples,
+        } => (
+            samples,
+            input,
+            format!(
+                "synthetic: a fixed random teacher, {width} outputs, squared error \
+                 (stage 0's {input} inputs: it does {:.2}x the matrix work of a {width} x \
+                 {width} stage, which also computes an input gradient{})",
+                2.0 * input as f64 / (3.0 * width as f64),
+                if input == training::data::balanced_input(width) {
+                    "; the default --input, balanced"
+                } else {
+                    ""
+                }
+            ),
         ),
     };
     println!(

@@ -9,10 +9,13 @@
 pub enum Task {
     /// Wine quality as a 6-class classification (softmax cross-entropy).
     Wine,
-    /// Regression onto a fixed random teacher (mean squared error); input and output have
-    /// `width` features, so every stage of the student is a `width x width` layer.
+    /// Regression onto a fixed random teacher (mean squared error): `input` features in,
+    /// `width` out; every stage of the student but the first is a `width x width` layer, the
+    /// first `input x width` (see [`balanced_input`] for why the default `input` is wider).
     Synthetic {
-        /// Features in, features out, and the student's hidden width.
+        /// Features in (the first stage's input width).
+        input: usize,
+        /// Features out, and the student's hidden width.
         width: usize,
         /// Samples per epoch.
         samples: usize,
@@ -79,7 +82,11 @@ impl Data {
     pub fn load(task: Task, seed: u64) -> Data {
         match task {
             Task::Wine => Self::wine(),
-            Task::Synthetic { width, samples } => Self::synthetic(width, samples, seed),
+            Task::Synthetic {
+                input,
+                width,
+                samples,
+            } => Self::synthetic(input, width, samples, seed),
         }
     }
 
@@ -110,14 +117,15 @@ impl Data {
         }
     }
 
-    /// Inputs uniform in `[-1, 1)`, targets `W2 tanh(W1 x)` of a fixed random teacher with 32
-    /// hidden units.
-    fn synthetic(width: usize, samples: usize, seed: u64) -> Data {
+    /// `input` inputs uniform in `[-1, 1)`, `width` targets `W2 tanh(W1 x)` of a fixed random
+    /// teacher with 32 hidden units. With `input == width` the data are those of the versions
+    /// before `--input` existed (the same keys draw the same values).
+    fn synthetic(input: usize, width: usize, samples: usize, seed: u64) -> Data {
         const TEACHER: usize = 32;
         let key = |tag: u64, i: usize| seed ^ (tag << 56) ^ (i as u64).wrapping_mul(0x9E37);
-        let features: Vec<f32> = (0..samples * width).map(|i| uniform(key(1, i))).collect();
-        let scale1 = (3.0 / width as f32).sqrt();
-        let w1: Vec<f32> = (0..TEACHER * width)
+        let features: Vec<f32> = (0..samples * input).map(|i| uniform(key(1, i))).collect();
+        let scale1 = (3.0 / input as f32).sqrt();
+        let w1: Vec<f32> = (0..TEACHER * input)
             .map(|i| uniform(key(2, i)) * scale1)
             .collect();
         let scale2 = (3.0 / TEACHER as f32).sqrt();
@@ -127,9 +135,9 @@ impl Data {
         let mut values = vec![0.0f32; samples * width];
         let mut h = [0.0f32; TEACHER];
         for s in 0..samples {
-            let x = &features[s * width..(s + 1) * width];
+            let x = &features[s * input..(s + 1) * input];
             for (k, hk) in h.iter_mut().enumerate() {
-                *hk = super::model::dot(&w1[k * width..(k + 1) * width], x).tanh();
+                *hk = super::model::dot(&w1[k * input..(k + 1) * input], x).tanh();
             }
             for (o, y) in values[s * width..(s + 1) * width].iter_mut().enumerate() {
                 *y = super::model::dot(&w2[o * TEACHER..(o + 1) * TEACHER], &h);
@@ -137,11 +145,23 @@ impl Data {
         }
         Data {
             features,
-            width,
+            width: input,
             samples,
             targets: Targets::Values { values, width },
         }
     }
+}
+
+/// The synthetic task's default input width for hidden width `hidden`: `1.5 x hidden`, rounded
+/// up to a multiple of 8 (the dot product's chunk), so that the pipeline's stages do equal
+/// work. A layer with `i` inputs and `o` outputs costs about `i * o` multiply-adds for each of
+/// its forward, weight gradient and input gradient; stage 0 computes no input gradient (there
+/// is no stage before it to send one to), so with `i = o = hidden` everywhere it does 2 units
+/// of work where the others do 3, and idles for the difference. With `1.5 x hidden` inputs it
+/// does `1.5 + 1.5 = 3`, like the others: cost-balanced stages, the textbook bubble's
+/// assumption and what partitioners such as GPipe's and PipeDream's aim for.
+pub fn balanced_input(hidden: usize) -> usize {
+    (hidden * 3 / 2).div_ceil(8).max(1) * 8
 }
 
 /// Splits `len` items into `parts` near-equal parts; part `i` as `(offset, len)`.
@@ -236,5 +256,32 @@ impl Plan {
     /// The largest micro-batch of the run.
     pub fn max_micro(&self) -> usize {
         self.batch.div_ceil(self.replicas).div_ceil(self.micro)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_balanced_input_is_one_and_a_half_hidden_in_multiples_of_8() {
+        assert_eq!(balanced_input(1024), 1536);
+        assert_eq!(balanced_input(64), 96);
+        assert_eq!(balanced_input(10), 16);
+        assert_eq!(balanced_input(1), 8);
+    }
+
+    #[test]
+    fn the_synthetic_task_takes_input_features_and_gives_width_targets() {
+        let d = Data::load(
+            Task::Synthetic {
+                input: 24,
+                width: 16,
+                samples: 5,
+            },
+            7,
+        );
+        assert_eq!((d.width, d.samples, d.features.len()), (24, 5, 120));
+        assert_eq!(d.targets.width(), 16);
     }
 }

@@ -81,7 +81,7 @@ pub struct Config {
     pub task: Task,
     /// Pipeline stages (layers).
     pub stages: usize,
-    /// Hidden width (the synthetic task's input and output width too).
+    /// Hidden width (the synthetic task's output width too).
     pub hidden: usize,
     /// Micro-batches per replica shard and step.
     pub micro: usize,
@@ -135,6 +135,7 @@ impl Default for Config {
 pub const OPTIONS: &[&str] = &[
     "stages",
     "hidden",
+    "input",
     "micro",
     "batch",
     "replicas",
@@ -169,8 +170,12 @@ and allocations.
 usage: pipeline_training [options]
 
   --stages S        pipeline stages, one layer each (default 3)
-  --hidden H        hidden width; with --synthetic also the input and output width
+  --hidden H        hidden width; with --synthetic also the output width
                     (default 64; try --synthetic --hidden 1024)
+  --input W         with --synthetic: input features (default 1.5 x H rounded up to a
+                    multiple of 8, so the stages balance: stage 0 computes no input
+                    gradient, and its wider layer makes up for it; --input H gives every
+                    stage an H x H layer, and stage 0 then does 2/3 of the others' work)
   --micro M         micro-batches per replica and step (default 4)
   --batch B         samples per step, all replicas together; the last step of an epoch
                     takes what is left (default 64)
@@ -203,8 +208,14 @@ impl Config {
         let d = Config::default();
         let synthetic = a.flag("synthetic");
         let hidden = a.value("hidden", d.hidden).map_err(e)?;
+        if !synthetic && a.get("input").is_some() {
+            return Err(
+                "--input sets the synthetic task's features: use it with --synthetic".into(),
+            );
+        }
         let task = if synthetic {
             Task::Synthetic {
+                input: a.value("input", data::balanced_input(hidden)).map_err(e)?,
                 width: hidden,
                 samples: a.value("samples", 1024).map_err(e)?,
             }
@@ -264,6 +275,9 @@ impl Config {
         if let Task::Synthetic { samples: 0, .. } = self.task {
             return bad("--samples must be at least 1");
         }
+        if let Task::Synthetic { input: 0, .. } = self.task {
+            return bad("--input must be at least 1");
+        }
         Ok(())
     }
 
@@ -286,7 +300,8 @@ impl Config {
         put("schedule", self.schedule.name().to_string());
         put("seed", self.seed.to_string());
         put("warmup", self.warmup.to_string());
-        if let Task::Synthetic { samples, .. } = self.task {
+        if let Task::Synthetic { input, samples, .. } = self.task {
+            put("input", input.to_string());
             put("samples", samples.to_string());
         }
         if let Some(k) = &self.key {
@@ -384,7 +399,8 @@ pub struct Report {
     pub bubble: f64,
     /// Replica 0's measured bubble, mean over stages 1.. (with one stage, stage 0): the stages
     /// that do equal work when their layers are equal (stage 0 computes no input gradient,
-    /// two of the three matrix products of the others, so it also idles from imbalance).
+    /// two of the three matrix products of the others, so with equal layers it also idles
+    /// from imbalance; the synthetic task's default `--input` widens its layer to balance).
     pub bubble_equal: f64,
     /// `(S-1)/(M+S-1)`.
     pub textbook_bubble: f64,

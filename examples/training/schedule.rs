@@ -238,4 +238,30 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_first_stage_balanced_by_cost_gives_1f1b_the_textbook_but_not_gpipe() {
+        // The synthetic task's default: stage 0's layer is 1.5x wider and computes no input
+        // gradient, so its forward and backward passes cost 1.5 each; the others' 1 and 2.
+        let mut costs = vec![
+            Cost {
+                forward: 1.0,
+                backward: 2.0,
+                update: 0.0,
+            };
+            3
+        ];
+        costs[0].forward = 1.5;
+        costs[0].backward = 1.5;
+        // 1F1B: equal sums are all its steady state needs, every stage idles the textbook 1/3.
+        let got = ideal_bubble(Schedule::OneFOneB, &costs, 4, 2, 8);
+        assert!(got.iter().all(|g| (g - 1.0 / 3.0).abs() < 1e-12), "{got:?}");
+        // GPipe: the fill is paced by stage 0's 1.5 forwards (4 x 1.5 + 1 + 1 = 8), the drain by
+        // the 2-unit backwards (4 x 2 + 2 + 1.5 = 11.5): a step of 19.5 with 12 busy per stage.
+        let got = ideal_bubble(Schedule::GPipe, &costs, 4, 2, 8);
+        assert!(
+            got.iter().all(|g| (g - (1.0 - 12.0 / 19.5)).abs() < 1e-12),
+            "{got:?}"
+        );
+    }
 }

@@ -433,7 +433,7 @@ fn mpsc_dropped_producer_place_is_reused_and_its_lane_continues() {
 /// above).
 #[test]
 fn async_registration_against_publication() {
-    model_bounded(2, || registration_against_publication(false));
+    model_bounded(2, || awaits_against_publication(false, 1));
 }
 
 /// [`async_registration_against_publication`] with the registration made with a helper thread
@@ -441,25 +441,7 @@ fn async_registration_against_publication() {
 /// "spurious" return, then a rescan), racing the notifier's direct wake-up of the same entry.
 #[test]
 fn async_registration_against_publication_helper() {
-    model_bounded(2, || registration_against_publication(true));
-}
-
-fn registration_against_publication(helper: bool) {
-    psyne::wait::async_wait::force_helper(helper);
-    let (mut tx, mut rx) = Channel::<Pair>::builder()
-        .capacity(1)
-        .wait(PARK)
-        .build()
-        .unwrap();
-    let producer = thread::spawn(move || {
-        tx.send(&Pair { a: 1, b: 2 }).unwrap();
-    });
-    loom::future::block_on(async {
-        let m = rx.recv_async().await.unwrap();
-        assert_eq!((m.a, m.b), (1, 2));
-    });
-    producer.join().unwrap();
-    assert_eq!(psyne::wait::async_wait::registrations(), 0);
+    model_bounded(2, || awaits_against_publication(true, 1));
 }
 
 /// Async, twice in a row: the consumer awaits two messages and the producer sends two into a
@@ -470,26 +452,32 @@ fn registration_against_publication(helper: bool) {
 /// either end is a loom deadlock.
 #[test]
 fn async_registers_again_after_a_direct_wake() {
-    model_bounded(2, || {
-        let (mut tx, mut rx) = Channel::<Pair>::builder()
-            .capacity(1)
-            .wait(PARK)
-            .build()
-            .unwrap();
-        let producer = thread::spawn(move || {
-            for i in 0..2u64 {
-                tx.send(&Pair { a: i, b: 20 + i }).unwrap();
-            }
-        });
-        loom::future::block_on(async {
-            for i in 0..2u64 {
-                let m = rx.recv_async().await.unwrap();
-                assert_eq!((m.a, m.b), (i, 20 + i));
-            }
-        });
-        producer.join().unwrap();
-        assert_eq!(psyne::wait::async_wait::registrations(), 0);
+    model_bounded(2, || awaits_against_publication(false, 2));
+}
+
+/// A producer thread sends `messages` messages into a one-message ring while the consumer
+/// awaits each with `recv_async` (registering with a helper thread if `helper`); every message
+/// arrives intact and in order, and no registration is left behind.
+fn awaits_against_publication(helper: bool, messages: u64) {
+    psyne::wait::async_wait::force_helper(helper);
+    let (mut tx, mut rx) = Channel::<Pair>::builder()
+        .capacity(1)
+        .wait(PARK)
+        .build()
+        .unwrap();
+    let producer = thread::spawn(move || {
+        for i in 0..messages {
+            tx.send(&Pair { a: i, b: 20 + i }).unwrap();
+        }
     });
+    loom::future::block_on(async {
+        for i in 0..messages {
+            let m = rx.recv_async().await.unwrap();
+            assert_eq!((m.a, m.b), (i, 20 + i));
+        }
+    });
+    producer.join().unwrap();
+    assert_eq!(psyne::wait::async_wait::registrations(), 0);
 }
 
 /// Async cancellation: a future polled once (it registers) and dropped leaves no registration

@@ -378,43 +378,40 @@ mod tests {
         assert_eq!(none, 0);
     }
 
+    /// A default wait on `parked` with `budget` whose attempt succeeds at its `n`-th poll.
+    fn ready_at_poll(parked: &Futex, budget: &mut u32, n: u32) -> Waited<u32> {
+        let mut polls = 0;
+        wait_for(
+            DEFAULT,
+            None,
+            parked,
+            || {},
+            budget,
+            None,
+            || {
+                polls += 1;
+                (polls == n).then_some(polls)
+            },
+        )
+    }
+
     #[test]
     fn a_wait_whose_spinning_finds_the_message_keeps_its_budget_at_spins() {
         let parked = Futex::new(AWAKE);
         let mut budget = 1024;
-        let mut polls = 0;
-        let r = wait_for(
-            DEFAULT,
-            None,
-            &parked,
-            || {},
-            &mut budget,
-            None,
-            || {
-                polls += 1;
-                (polls == 10).then_some(polls)
-            },
-        );
-        assert!(matches!(r, Waited::Ready(10)));
+        assert!(matches!(
+            ready_at_poll(&parked, &mut budget, 10),
+            Waited::Ready(10)
+        ));
         assert_eq!(budget, 1024);
         // With the budget at the floor, a wait spins that many polls, then yields; one that
         // succeeds while yielding doubles it if every yield returned at once (an idle CPU) and
         // keeps it at the floor if one let another thread run (this machine's load decides).
         let mut budget = MIN_SPINS;
-        let mut polls = 0u32;
-        let r = wait_for(
-            DEFAULT,
-            None,
-            &parked,
-            || {},
-            &mut budget,
-            None,
-            || {
-                polls += 1;
-                (polls == 70).then_some(polls)
-            },
-        );
-        assert!(matches!(r, Waited::Ready(70)));
+        assert!(matches!(
+            ready_at_poll(&parked, &mut budget, 70),
+            Waited::Ready(70)
+        ));
         assert!(
             budget == MIN_SPINS || budget == 2 * MIN_SPINS,
             "budget {budget}"
@@ -422,20 +419,10 @@ mod tests {
         // One that found nothing in its spins and yields (64 + 16 polls) and succeeds only
         // when it goes to sleep leaves the budget as it was, crowded or not.
         let mut budget = MIN_SPINS;
-        let mut polls = 0u32;
-        let r = wait_for(
-            DEFAULT,
-            None,
-            &parked,
-            || {},
-            &mut budget,
-            None,
-            || {
-                polls += 1;
-                (polls == 82).then_some(polls)
-            },
-        );
-        assert!(matches!(r, Waited::Ready(82)));
+        assert!(matches!(
+            ready_at_poll(&parked, &mut budget, 82),
+            Waited::Ready(82)
+        ));
         assert_eq!(budget, MIN_SPINS);
         assert_eq!(parked.load(Ordering::Relaxed), AWAKE);
     }

@@ -3,7 +3,7 @@
 //! shared VM, is the same from one run to the next.
 //!
 //! ```text
-//! cargo run --release --example icount -- --contender psyne|rtrb|floor --payload 64|emb256
+//! cargo run --release --example icount -- --contender psyne|psyne-async|rtrb|floor --payload 64|emb256
 //!     [--messages N] [--capacity N] [--wait default|busy-spin]
 //! ```
 //!
@@ -32,6 +32,7 @@ mod payload;
 use bytemuck::Pod;
 use payload::{Embedding256, Words};
 use psyne_examples::args::Args;
+use std::future::Future;
 use std::hint::black_box;
 use std::mem::MaybeUninit;
 
@@ -41,11 +42,12 @@ const USAGE: &str = "\
 icount: one thread allocates, writes, sends, receives, reads and releases N messages
 (the loop that scripts/icount.sh runs under callgrind to count its instructions)
 
-usage: icount --contender psyne|rtrb|floor --payload 64|emb256 [--messages N] [--capacity N]
+usage: icount --contender psyne|psyne-async|rtrb|floor --payload 64|emb256 [--messages N] [--capacity N]
               [--wait default|busy-spin]
 
-  --contender  psyne (in place, through a loan), rtrb (by value, push and pop) or floor (the
-               payload work alone: written into and read from one buffer, no channel)
+  --contender  psyne (in place, through a loan), psyne-async (the same through allocate_async()
+               and recv_async(), each polled once), rtrb (by value, push and pop) or floor (the payload work
+               alone: written into and read from one buffer, no channel)
   --payload    64 (a 64-byte message of 16 u32 words) or emb256 (psyne_schemas::Embedding256,
                1032 bytes)
   --messages   iterations of the loop (default 100000)
@@ -83,6 +85,37 @@ fn psyne_loop<P: psyne::Message + Pod>(
         payload::write(&mut *loan, seq);
         loan.send();
         let received = rx.recv()?;
+        tally.add(payload::read(&*received));
+        drop(received);
+    }
+    Ok(tally)
+}
+
+/// Psyne through its async ends: as [`psyne_loop`], but the loan comes from polling an
+/// `allocate_async()` future once and the message from polling a `recv_async()` future once (a
+/// no-op waker; there is always room and a message), as async ends that keep up with each other
+/// do: what the async path adds to the blocking one.
+#[inline(never)]
+fn psyne_async_loop<P: psyne::Message + Pod>(
+    tx: &mut psyne::Producer<P>,
+    rx: &mut psyne::Consumer<P>,
+    messages: u64,
+) -> Result<Tally, Error> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut tally = Tally::default();
+    for seq in 0..messages {
+        let mut alloc = std::pin::pin!(tx.allocate_async());
+        let std::task::Poll::Ready(loan) = alloc.as_mut().poll(&mut cx) else {
+            return Err("allocate_async: pending with the ring empty".into());
+        };
+        let mut loan = loan?;
+        payload::write(&mut *loan, seq);
+        loan.send();
+        let mut fut = std::pin::pin!(rx.recv_async());
+        let std::task::Poll::Ready(received) = fut.as_mut().poll(&mut cx) else {
+            return Err("recv_async: pending with a message published".into());
+        };
+        let received = received?;
         tally.add(payload::read(&*received));
         drop(received);
     }
@@ -135,12 +168,21 @@ fn run<P: psyne::Message + Pod>(
                 .build()?;
             psyne_loop(&mut tx, &mut rx, messages)
         }
+        "psyne-async" => {
+            let (mut tx, mut rx) = psyne::Channel::<P>::builder()
+                .capacity(capacity)
+                .wait(wait)
+                .build()?;
+            psyne_async_loop(&mut tx, &mut rx, messages)
+        }
         "rtrb" => {
             let (mut tx, mut rx) = rtrb::RingBuffer::<P>::new(capacity);
             rtrb_loop(&mut tx, &mut rx, messages)
         }
         "floor" => Ok(floor_loop::<P>(messages)),
-        other => Err(format!("--contender {other:?}: expected psyne, rtrb or floor").into()),
+        other => {
+            Err(format!("--contender {other:?}: expected psyne, psyne-async, rtrb or floor").into())
+        }
     }
 }
 
@@ -151,7 +193,7 @@ fn main() -> Result<(), Error> {
     )?;
     let contender = args
         .get("contender")
-        .ok_or("--contender psyne|rtrb|floor is required")?;
+        .ok_or("--contender psyne|psyne-async|rtrb|floor is required")?;
     let size = args
         .get("payload")
         .ok_or("--payload 64|emb256 is required")?;

@@ -8,7 +8,7 @@
 //! [`Backpressure::DropLagging`]'s "waited longer than `after`", decided here (the ring layer
 //! has no clock) and carried out by the ring cursor's cut-off.
 
-use super::end::{AsyncPark, Patience, Receiver, RecvCursor, SendCursor, Sender};
+use super::end::{Patience, Receiver, RecvCursor, SendCursor, Sender};
 use super::mpsc::in_process;
 use super::raw::RawReceived;
 use super::typed::Received;
@@ -565,9 +565,10 @@ impl<T: Message> BroadcastProducer<T> {
     pub async fn allocate_async(&mut self) -> Result<BroadcastLoan<'_, T>, SendError> {
         let len = core::mem::size_of::<T>();
         let align = super::typed::align_of_payload::<T>();
-        let mut park = AsyncPark::default();
-        let pos =
-            core::future::poll_fn(|cx| self.end.poll_reserve(cx, &mut park, len, align)).await?;
+        let pos = match self.end.reserve_now(len, align) {
+            Some(r) => r,
+            None => self.end.reserve_async(len, align).await,
+        }?;
         let ptr = self.end.payload(pos).cast::<T>();
         debug_assert_eq!(ptr.as_ptr() as usize % core::mem::align_of::<T>(), 0);
         Ok(BroadcastLoan {
@@ -698,10 +699,10 @@ impl<T: Message> BroadcastConsumer<T> {
     /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread (see
     /// [`Consumer::recv_async`](crate::Consumer::recv_async)). Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
-        let mut park = AsyncPark::default();
-        let peeked =
-            core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, Some(&Self::IDENTITY)))
-                .await?;
+        let peeked = match self.end.peek_now(Some(&Self::IDENTITY)) {
+            Some(r) => r?,
+            None => self.end.peek_async(Some(&Self::IDENTITY)).await?,
+        };
         Ok(Received::new(self.end.release_handle(&peeked), peeked))
     }
 
@@ -923,10 +924,10 @@ impl RawBroadcastProducer {
         if len > max {
             return Err(SendError::TooLarge { len, max });
         }
-        let mut park = AsyncPark::default();
-        let pos =
-            core::future::poll_fn(|cx| self.end.poll_reserve(cx, &mut park, len, RECORD_ALIGN))
-                .await?;
+        let pos = match self.end.reserve_now(len, RECORD_ALIGN) {
+            Some(r) => r,
+            None => self.end.reserve_async(len, RECORD_ALIGN).await,
+        }?;
         Ok(RawBroadcastBytesLoan {
             end: &mut self.end,
             pos,
@@ -1040,8 +1041,10 @@ impl RawBroadcastConsumer {
     /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread.
     /// Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<RawReceived<'_>, RecvError> {
-        let mut park = AsyncPark::default();
-        let peeked = core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, None)).await?;
+        let peeked = match self.end.peek_now(None) {
+            Some(r) => r?,
+            None => self.end.peek_async(None).await?,
+        };
         Ok(RawReceived::new(self.end.release_handle(&peeked), peeked))
     }
 

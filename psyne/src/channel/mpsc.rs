@@ -1,7 +1,7 @@
 //! Many producers, one consumer: [`Channel::mpsc`] (the protocol and why it is one lane per
 //! producer: `crate::ring`'s `mpsc.rs`, summarised in [`MpscBuilder`]).
 
-use super::end::{AsyncPark, Patience, Receiver};
+use super::end::{Patience, Receiver};
 use super::raw::RawProducer;
 use super::typed::{Loan, Producer};
 use super::{
@@ -308,8 +308,11 @@ impl<T: Message> MpscProducer<T> {
 
     /// Like [`allocate`](Self::allocate), but awaits space in this producer's lane (see
     /// [`Producer::allocate_async`]). Cancellation-safe.
-    pub async fn allocate_async(&mut self) -> Result<Loan<'_, T>, SendError> {
-        self.inner.allocate_async().await
+    #[inline(always)]
+    pub fn allocate_async(
+        &mut self,
+    ) -> impl core::future::Future<Output = Result<Loan<'_, T>, SendError>> + '_ {
+        self.inner.allocate_async()
     }
 
     /// Like [`send`](Self::send), but awaits space.
@@ -401,10 +404,10 @@ impl<T: Message> MpscConsumer<T> {
     /// the thread (see [`Consumer::recv_async`](crate::Consumer::recv_async)).
     /// Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
-        let mut park = AsyncPark::default();
-        let peeked =
-            core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, Some(&Self::IDENTITY)))
-                .await?;
+        let peeked = match self.end.peek_now(Some(&Self::IDENTITY)) {
+            Some(r) => r?,
+            None => self.end.peek_async(Some(&Self::IDENTITY)).await?,
+        };
         Ok(Received::new(self.end.release_handle(&peeked), peeked))
     }
 
@@ -644,8 +647,10 @@ impl RawMpscConsumer {
     /// Like [`recv`](Self::recv), but awaits a message instead of blocking the thread.
     /// Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<super::RawReceived<'_>, RecvError> {
-        let mut park = AsyncPark::default();
-        let peeked = core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, None)).await?;
+        let peeked = match self.end.peek_now(None) {
+            Some(r) => r?,
+            None => self.end.peek_async(None).await?,
+        };
         Ok(super::RawReceived::new(
             self.end.release_handle(&peeked),
             peeked,

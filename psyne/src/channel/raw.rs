@@ -1,7 +1,7 @@
 //! Raw ends: any message types and raw byte payloads over one ring. The typed ends wrap these;
 //! both are thin layers over the end layer (`end.rs`).
 
-use super::end::{AsyncPark, Patience, Receiver, Release, Sender};
+use super::end::{Patience, Receiver, Release, Sender};
 use super::{ConsumerStats, Loan, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
 use crate::ring::spsc::{SpscConsumer, SpscProducer};
@@ -97,21 +97,18 @@ impl RawProducer {
         Ok(unsafe { Loan::new(&mut self.end, pos) })
     }
 
-    /// Reserves a record of `len` bytes aligned to `align` (validated), awaiting space.
-    pub(crate) async fn reserve_async(
-        &mut self,
-        len: usize,
-        align: usize,
-    ) -> Result<u64, SendError> {
-        let mut park = AsyncPark::default();
-        core::future::poll_fn(|cx| self.end.poll_reserve(cx, &mut park, len, align)).await
-    }
-
-    /// [`Self::loan`], awaiting space.
+    /// [`Self::loan`], awaiting space. The first attempt (room that is there already) runs
+    /// in the caller's own state machine, before any waiting state exists, as the async
+    /// receives do (see `Receiver::peek_now`): an async producer with room pays what a
+    /// blocking one does.
+    #[inline(always)]
     pub(crate) async fn loan_async<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
         let len = core::mem::size_of::<T>();
         let align = super::typed::align_of_payload::<T>();
-        let pos = self.reserve_async(len, align).await?;
+        let pos = match self.end.reserve_now(len, align) {
+            Some(r) => r?,
+            None => self.end.reserve_async(len, align).await?,
+        };
         // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
         // `align_of::<T>()`, and nothing was published since.
         Ok(unsafe { Loan::new(&mut self.end, pos) })
@@ -120,15 +117,25 @@ impl RawProducer {
     /// Like [`allocate`](Self::allocate), but awaits space instead of blocking the thread (see
     /// [`Producer::allocate_async`](crate::Producer::allocate_async)). Cancellation-safe.
     pub async fn allocate_async<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
-        self.check_type::<T>()?;
-        self.loan_async().await
+        let (len, align) = self.check_type::<T>()?;
+        let pos = match self.end.reserve_now(len, align) {
+            Some(r) => r?,
+            None => self.end.reserve_async(len, align).await?,
+        };
+        // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
+        // `align_of::<T>()` (checked against the ring by `check_type`), and nothing was
+        // published since.
+        Ok(unsafe { Loan::new(&mut self.end, pos) })
     }
 
     /// Like [`allocate_bytes`](Self::allocate_bytes), but awaits space instead of blocking the
     /// thread. Cancellation-safe.
     pub async fn allocate_bytes_async(&mut self, len: usize) -> Result<BytesLoan<'_>, SendError> {
         self.check_len(len)?;
-        let pos = self.reserve_async(len, ring::RECORD_ALIGN).await?;
+        let pos = match self.end.reserve_now(len, ring::RECORD_ALIGN) {
+            Some(r) => r?,
+            None => self.end.reserve_async(len, ring::RECORD_ALIGN).await?,
+        };
         Ok(BytesLoan {
             end: &mut self.end,
             pos,
@@ -332,8 +339,10 @@ impl RawConsumer {
     /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread (see
     /// [`Consumer::recv_async`](crate::Consumer::recv_async)). Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<RawReceived<'_>, RecvError> {
-        let mut park = AsyncPark::default();
-        let peeked = core::future::poll_fn(|cx| self.end.poll_peek(cx, &mut park, None)).await?;
+        let peeked = match self.end.peek_now(None) {
+            Some(r) => r?,
+            None => self.end.peek_async(None).await?,
+        };
         Ok(RawReceived {
             end: self.end.release_handle(&peeked),
             peeked,

@@ -1,6 +1,6 @@
 //! Typed ends: one message type `T`, checked at build time. Thin wrappers over the raw ends.
 
-use super::end::{AsyncPark, Patience, Release, Sender};
+use super::end::{Patience, Release, Sender};
 use super::raw::{RawConsumer, RawProducer};
 use super::{ConsumerStats, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
@@ -8,6 +8,7 @@ use crate::ring::spsc::SpscProducer;
 use crate::ring::{ChannelIdentity, Peeked, RECORD_ALIGN};
 
 use core::fmt;
+use core::future::Future;
 use core::marker::PhantomData;
 use core::ops::Deref;
 use core::ptr::NonNull;
@@ -84,8 +85,11 @@ impl<T: Message> Producer<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
-    pub async fn allocate_async(&mut self) -> Result<Loan<'_, T>, SendError> {
-        self.raw.loan_async::<T>().await
+    // A plain function returning the raw end's future (not an `async fn` awaiting it), so that
+    // its first attempt is inlined into the caller's poll.
+    #[inline(always)]
+    pub fn allocate_async(&mut self) -> impl Future<Output = Result<Loan<'_, T>, SendError>> + '_ {
+        self.raw.loan_async::<T>()
     }
 
     /// Like [`send`](Self::send), but awaits space (see [`allocate_async`](Self::allocate_async)).
@@ -200,11 +204,10 @@ impl<T: Message> Consumer<T> {
     /// receive returns it) and leaves no wake-up registration behind, so it can be raced in
     /// `tokio::select!` against other channels and timers.
     pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
-        let mut park = AsyncPark::default();
-        let peeked = core::future::poll_fn(|cx| {
-            self.raw.end.poll_peek(cx, &mut park, Some(&Self::IDENTITY))
-        })
-        .await?;
+        let peeked = match self.raw.end.peek_now(Some(&Self::IDENTITY)) {
+            Some(r) => r?,
+            None => self.raw.end.peek_async(Some(&Self::IDENTITY)).await?,
+        };
         Ok(Received::new(self.raw.end.release_handle(&peeked), peeked))
     }
 

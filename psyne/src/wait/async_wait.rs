@@ -765,8 +765,19 @@ impl AsyncPark {
     }
 
     /// Ends the wait (the operation completed or is dropped): frees the registration and lowers
-    /// the parked word if it is still raised.
+    /// the parked word if it is still raised. Without a registration (an operation that never
+    /// waited: the common case of a consumer that keeps up) one test, inlined.
+    #[inline(always)]
     pub(crate) fn disarm(&mut self) {
+        if self.reg.is_some() {
+            self.disarm_registered();
+        }
+    }
+
+    /// [`Self::disarm`] with a registration.
+    #[cold]
+    #[inline(never)]
+    fn disarm_registered(&mut self) {
         if let Some(Reg::Local { word, keep, id }) =
             self.reg.take_if(|r| matches!(r, Reg::Local { .. }))
         {

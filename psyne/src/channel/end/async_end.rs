@@ -1,8 +1,22 @@
-//! The end layer's async operations: [`Receiver::poll_peek`] and [`Sender::poll_reserve`], the
-//! same attempts as the blocking paths, waiting through [`crate::wait::async_wait`] instead of
-//! sleeping. Every consumer kind (`Receiver<C: RecvCursor>`) and producer kind
-//! (`Sender<C: SendCursor>`) gets them; the public `recv_async` / `allocate_async` are thin
-//! wrappers over them.
+//! The end layer's async operations: [`Receiver::peek_now`] / [`Receiver::peek_async`] and
+//! [`Sender::reserve_now`] / [`Sender::reserve_async`], the same attempts as the blocking paths,
+//! waiting through [`crate::wait::async_wait`] instead of sleeping. Every consumer kind
+//! (`Receiver<C: RecvCursor>`) and producer kind (`Sender<C: SendCursor>`) gets them; the public
+//! `recv_async` / `allocate_async` are thin wrappers over them.
+//!
+//! # The first attempt is the blocking one
+//!
+//! Every public async operation first calls the `_now` attempt inline in its own state machine
+//! (for a typed consumer, the cursor's fast check of the expected type and length, as the
+//! blocking `peek` does), and builds its waiting future ([`PeekAsync`], [`ReserveAsync`], with
+//! their [`AsyncPark`]) only when that finds nothing. Nested `async fn`s and `poll_fn` closures
+//! are not inlined into the caller's poll, so the earlier form (every operation a `poll_fn`
+//! over the waiting state) cost more than a blocking call even when the message was there:
+//! `examples/icount.rs --contender psyne-async` (`allocate_async` and `recv_async`, each polled
+//! once) counted 488.09 instructions per message at 64 B and 789.16 at `Embedding256`
+//! (callgrind), against 148.09 and 450.19 for the blocking `allocate` / `recv`; with the first
+//! attempt inlined, 168.09 and 470.18. So an async consumer that keeps up with its producer
+//! pays about what a blocking one does (BENCHMARKS.md, "Async ends").
 //!
 //! Waiting goes through three phases, as the blocking wait does: a poll that finds nothing first
 //! checks a peer in another process (throttled, see [`PeerWatch`]); then, for the strategy's
@@ -14,6 +28,7 @@
 
 use super::*;
 use crate::wait::async_wait::Armed;
+use core::future::Future;
 use core::task::{Context, Poll};
 
 /// Polls that wake themselves before a wait registers with the reactor, for a ring whose
@@ -97,30 +112,48 @@ fn park_step(
 }
 
 impl<C: RecvCursor> Receiver<C> {
-    /// Polls for the next message: `Ready` as [`Self::peek`] with `Patience::Forever` would
-    /// return, or `Pending` with `cx`'s waker registered (in `park`, which the caller keeps
-    /// across polls and drops to cancel).
-    #[inline]
-    pub(crate) fn poll_peek(
-        &mut self,
-        cx: &mut Context<'_>,
-        park: &mut AsyncPark,
-        expected: Option<&ChannelIdentity>,
-    ) -> Poll<Result<Peeked, RecvError>> {
-        match self.attempt() {
-            Ok(p) => {
-                park.disarm();
-                Poll::Ready(check_expected(p, expected))
-            }
-            Err(PeekError::Empty) => self.poll_peek_slow(cx, park, expected),
-            Err(e) => {
-                park.disarm();
-                Poll::Ready(Err(e.into()))
-            }
+    /// The future every consumer's `recv_async` awaits: the next message, as [`Self::peek`]
+    /// with `Patience::Forever` would return it, but waiting through the reactor.
+    #[inline(always)]
+    pub(crate) fn peek_async<'a>(
+        &'a mut self,
+        expected: Option<&'a ChannelIdentity>,
+    ) -> PeekAsync<'a, C> {
+        PeekAsync {
+            end: self,
+            park: AsyncPark::default(),
+            expected,
         }
     }
 
-    /// [`Self::poll_peek`] after the ring was found empty.
+    /// One attempt, as the blocking `peek`'s first (a typed consumer's fast check, then the
+    /// full one); `None` if the ring is empty. Every `recv_async` tries this before it builds
+    /// its [`PeekAsync`], so that an async consumer that keeps up with its producer pays what a
+    /// blocking one does (`examples/icount.rs`, contender `psyne-async`).
+    #[inline(always)]
+    pub(crate) fn peek_now(
+        &mut self,
+        expected: Option<&ChannelIdentity>,
+    ) -> Option<Result<Peeked, RecvError>> {
+        if let Some(e) = expected
+            && let Some(layout) = e.payload
+            && let Ok(size) = u32::try_from(layout.size)
+            && let Some(peeked) = self.cursor.try_peek_fast(size, e.type_id)
+        {
+            // Type id and length checked by the cursor; nothing was skipped (no producer to
+            // wake).
+            return Some(check_alignment(peeked, layout.align));
+        }
+        match self.attempt() {
+            Err(PeekError::Empty) => None,
+            r => Some(
+                r.map_err(RecvError::from)
+                    .and_then(|p| check_expected(p, expected)),
+            ),
+        }
+    }
+
+    /// [`PeekAsync`]'s poll after the ring was found empty.
     #[inline(never)]
     fn poll_peek_slow(
         &mut self,
@@ -176,6 +209,33 @@ impl<C: RecvCursor> Receiver<C> {
 }
 
 impl<C: SendCursor> Sender<C> {
+    /// [`Self::reserve_async`]'s first attempt, as [`Receiver::peek_now`] is for receives:
+    /// every `allocate_async` tries this before it builds its [`ReserveAsync`].
+    #[inline(always)]
+    pub(crate) fn reserve_now(
+        &mut self,
+        len: usize,
+        align: usize,
+    ) -> Option<Result<u64, SendError>> {
+        match self.cursor.try_reserve(len, align) {
+            Err(ReserveError::Full) => None,
+            r => Some(r.map_err(SendError::from)),
+        }
+    }
+
+    /// The future every producer's `allocate_async` awaits: room for a record of `len` bytes
+    /// aligned to `align` (validated by the caller), as [`Self::reserve`] with
+    /// `Patience::Forever` would reserve it, but waiting through the reactor.
+    #[inline(always)]
+    pub(crate) fn reserve_async(&mut self, len: usize, align: usize) -> ReserveAsync<'_, C> {
+        ReserveAsync {
+            end: self,
+            park: AsyncPark::default(),
+            len,
+            align,
+        }
+    }
+
     /// One attempt to reserve, waking the consumer if a filler was published on its own.
     #[inline]
     fn attempt_reserve(&mut self, len: usize, align: usize) -> Result<u64, ReserveError> {
@@ -184,31 +244,7 @@ impl<C: SendCursor> Sender<C> {
         r
     }
 
-    /// Polls for a reservation: `Ready` as [`Self::reserve`] with `Patience::Forever` would
-    /// return, or `Pending` with `cx`'s waker registered (in `park`). `len`/`align` must have
-    /// been validated.
-    #[inline]
-    pub(crate) fn poll_reserve(
-        &mut self,
-        cx: &mut Context<'_>,
-        park: &mut AsyncPark,
-        len: usize,
-        align: usize,
-    ) -> Poll<Result<u64, SendError>> {
-        match self.cursor.try_reserve(len, align) {
-            Ok(pos) => {
-                park.disarm();
-                Poll::Ready(Ok(pos))
-            }
-            Err(ReserveError::Full) => self.poll_reserve_slow(cx, park, len, align),
-            Err(e) => {
-                park.disarm();
-                Poll::Ready(Err(e.into()))
-            }
-        }
-    }
-
-    /// [`Self::poll_reserve`] after the ring was found full.
+    /// [`ReserveAsync`]'s poll after the ring was found full.
     #[inline(never)]
     fn poll_reserve_slow(
         &mut self,
@@ -254,6 +290,58 @@ impl<C: SendCursor> Sender<C> {
             Err(ReserveError::Full) => Poll::Pending,
             r => {
                 park.disarm();
+                Poll::Ready(r.map_err(SendError::from))
+            }
+        }
+    }
+}
+
+/// The future of [`Receiver::peek_async`]. Its first attempt is the blocking `peek`'s, inlined
+/// into the caller, before any waiting state exists: an async consumer that keeps up with its
+/// producer pays what a blocking one does (`examples/icount.rs`, contender `psyne-async`).
+/// Dropping it (cancelling) frees its registration, if any.
+pub(crate) struct PeekAsync<'a, C: RecvCursor> {
+    end: &'a mut Receiver<C>,
+    park: AsyncPark,
+    expected: Option<&'a ChannelIdentity>,
+}
+
+impl<C: RecvCursor> Future for PeekAsync<'_, C> {
+    type Output = Result<Peeked, RecvError>;
+
+    #[inline(always)]
+    fn poll(self: core::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(r) = this.end.peek_now(this.expected) {
+            this.park.disarm();
+            return Poll::Ready(r);
+        }
+        this.end.poll_peek_slow(cx, &mut this.park, this.expected)
+    }
+}
+
+/// The future of [`Sender::reserve_async`]: as [`PeekAsync`], for room. Dropping it
+/// (cancelling) reserves nothing and frees its registration, if any.
+pub(crate) struct ReserveAsync<'a, C: SendCursor> {
+    end: &'a mut Sender<C>,
+    park: AsyncPark,
+    len: usize,
+    align: usize,
+}
+
+impl<C: SendCursor> Future for ReserveAsync<'_, C> {
+    type Output = Result<u64, SendError>;
+
+    #[inline(always)]
+    fn poll(self: core::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.end.cursor.try_reserve(this.len, this.align) {
+            Err(ReserveError::Full) => {
+                this.end
+                    .poll_reserve_slow(cx, &mut this.park, this.len, this.align)
+            }
+            r => {
+                this.park.disarm();
                 Poll::Ready(r.map_err(SendError::from))
             }
         }

@@ -15,7 +15,9 @@
 //!
 //! Run with `cargo run --release --example async_bench -- [--messages N] [--reps R]
 //! [--latency-messages M] [--pace-us P] [--pieces 0|1]` (defaults 200 000, 5, 5 000, 200, 1;
-//! `--pieces 0` awaits the bare futures, without the recording waker).
+//! `--pieces 0` awaits the bare futures, without the recording waker; `--stats 1` prints each
+//! psyne run's counters: how often the consumer found the ring empty and parked, the producer
+//! found it full and parked, and the producer's wake-up calls).
 
 use psyne::{Channel, RecvError};
 use psyne_examples::args::Args;
@@ -31,7 +33,8 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 recv_async vs tokio::sync::mpsc vs blocking recv: Embedding256 throughput and idle one-way latency.
 
-Usage: async_bench [--messages N] [--reps R] [--latency-messages M] [--pace-us P] [--pieces 0|1]";
+Usage: async_bench [--messages N] [--reps R] [--latency-messages M] [--pace-us P] [--pieces 0|1]
+                   [--stats 0|1]";
 
 /// Messages in flight at most (every contender).
 const CAPACITY: usize = 256;
@@ -163,7 +166,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// One run: `n` messages, paced every `pace` (zero: streaming). Returns seconds and, for a
 /// paced run, the latencies.
-fn run(c: Contender, n: u64, pace: Duration, trace: bool) -> (f64, Lat) {
+fn run(c: Contender, n: u64, pace: Duration, trace: bool, stats: bool) -> (f64, Lat) {
     let paced = !pace.is_zero();
     let trace = paced && trace;
     let start = Instant::now();
@@ -186,6 +189,7 @@ fn run(c: Contender, n: u64, pace: Duration, trace: bool) -> (f64, Lat) {
                     fill(&mut m, i, if paced { now_ns() } else { 0 });
                     m.send();
                 }
+                tx.stats()
             });
             if c == Contender::RecvAsync {
                 runtime().block_on(async {
@@ -222,7 +226,20 @@ fn run(c: Contender, n: u64, pace: Duration, trace: bool) -> (f64, Lat) {
                     }
                 }
             }
-            p.join().expect("producer");
+            let ps = p.join().expect("producer");
+            if stats {
+                let cs = rx.stats();
+                println!(
+                    "    [{} {}] consumer: {} empty, {} parked; producer: {} full, {} parked, {} wake-up calls",
+                    c.name(),
+                    if paced { "paced" } else { "streaming" },
+                    cs.empty,
+                    cs.parked,
+                    ps.full,
+                    ps.parked,
+                    ps.wakeups
+                );
+            }
         }
         Contender::TokioMpsc => {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Embedding256>(CAPACITY);
@@ -269,10 +286,18 @@ fn median_us(v: &mut [u64]) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
-        &["messages", "reps", "latency-messages", "pace-us", "pieces"],
+        &[
+            "messages",
+            "reps",
+            "latency-messages",
+            "pace-us",
+            "pieces",
+            "stats",
+        ],
         USAGE,
     )?;
     let trace = args.value::<u32>("pieces", 1)? != 0;
+    let stats = args.value::<u32>("stats", 0)? != 0;
     let n: u64 = args.value("messages", 200_000)?;
     let reps: usize = args.value("reps", 5)?;
     let m: u64 = args.value("latency-messages", 5_000)?;
@@ -292,9 +317,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for _ in 0..reps {
         for (k, c) in Contender::ALL.into_iter().enumerate() {
-            let (secs, _) = run(c, n, Duration::ZERO, false);
+            let (secs, _) = run(c, n, Duration::ZERO, false, stats);
             rates[k].push(n as f64 / secs / 1e6);
-            let (_, mut l) = run(c, m, pace, trace);
+            let (_, mut l) = run(c, m, pace, trace, stats);
             l.one_way.sort_unstable();
             p50s[k].push(quantile_sorted(&l.one_way, 0.5) as f64 / 1e3);
             p99s[k].push(quantile_sorted(&l.one_way, 0.99) as f64 / 1e3);

@@ -3,7 +3,7 @@
 //! shared VM, is the same from one run to the next.
 //!
 //! ```text
-//! cargo run --release --example icount -- --contender psyne|psyne-async|rtrb|floor --payload 64|emb256
+//! cargo run --release --example icount -- --contender psyne|psyne-async|psyne-mpsc|rtrb|floor --payload 64|emb256
 //!     [--messages N] [--capacity N] [--wait default|busy-spin]
 //! ```
 //!
@@ -42,11 +42,12 @@ const USAGE: &str = "\
 icount: one thread allocates, writes, sends, receives, reads and releases N messages
 (the loop that scripts/icount.sh runs under callgrind to count its instructions)
 
-usage: icount --contender psyne|psyne-async|rtrb|floor --payload 64|emb256 [--messages N] [--capacity N]
+usage: icount --contender psyne|psyne-async|psyne-mpsc|rtrb|floor --payload 64|emb256 [--messages N] [--capacity N]
               [--wait default|busy-spin]
 
   --contender  psyne (in place, through a loan), psyne-async (the same through allocate_async()
-               and recv_async(), each polled once), rtrb (by value, push and pop) or floor (the payload work
+               and recv_async(), each polled once), psyne-mpsc (Channel::mpsc() with two
+               producers taking turns), rtrb (by value, push and pop) or floor (the payload work
                alone: written into and read from one buffer, no channel)
   --payload    64 (a 64-byte message of 16 u32 words) or emb256 (psyne_schemas::Embedding256,
                1032 bytes)
@@ -122,6 +123,26 @@ fn psyne_async_loop<P: psyne::Message + Pod>(
     Ok(tally)
 }
 
+/// Psyne's MPSC channel with two producers, taking turns: as [`psyne_loop`], message `seq` from
+/// producer `seq % 2`, through `Channel::mpsc()` (one lane per producer, the consumer merges).
+#[inline(never)]
+fn psyne_mpsc_loop<P: psyne::Message + Pod>(
+    tx: &mut [psyne::MpscProducer<P>; 2],
+    rx: &mut psyne::MpscConsumer<P>,
+    messages: u64,
+) -> Result<Tally, Error> {
+    let mut tally = Tally::default();
+    for seq in 0..messages {
+        let mut loan = tx[(seq & 1) as usize].allocate()?;
+        payload::write(&mut *loan, seq);
+        loan.send();
+        let received = rx.recv()?;
+        tally.add(payload::read(&*received));
+        drop(received);
+    }
+    Ok(tally)
+}
+
 /// rtrb: write the payload on the stack, push it by value, pop it by value, read it.
 #[inline(never)]
 fn rtrb_loop<P: Pod>(
@@ -175,14 +196,24 @@ fn run<P: psyne::Message + Pod>(
                 .build()?;
             psyne_async_loop(&mut tx, &mut rx, messages)
         }
+        "psyne-mpsc" => {
+            let (tx, mut rx) = psyne::Channel::<P>::mpsc()
+                .capacity(capacity)
+                .max_producers(2)
+                .wait(wait)
+                .build()?;
+            let second = tx.try_clone()?;
+            psyne_mpsc_loop(&mut [tx, second], &mut rx, messages)
+        }
         "rtrb" => {
             let (mut tx, mut rx) = rtrb::RingBuffer::<P>::new(capacity);
             rtrb_loop(&mut tx, &mut rx, messages)
         }
         "floor" => Ok(floor_loop::<P>(messages)),
-        other => {
-            Err(format!("--contender {other:?}: expected psyne, psyne-async, rtrb or floor").into())
-        }
+        other => Err(format!(
+            "--contender {other:?}: expected psyne, psyne-async, psyne-mpsc, rtrb or floor"
+        )
+        .into()),
     }
 }
 
@@ -193,7 +224,7 @@ fn main() -> Result<(), Error> {
     )?;
     let contender = args
         .get("contender")
-        .ok_or("--contender psyne|psyne-async|rtrb|floor is required")?;
+        .ok_or("--contender psyne|psyne-async|psyne-mpsc|rtrb|floor is required")?;
     let size = args
         .get("payload")
         .ok_or("--payload 64|emb256 is required")?;

@@ -411,6 +411,67 @@ fn fairness_bound_is_exact_when_lanes_are_full() {
     assert!(worst < N, "{worst} other messages were received first");
 }
 
+/// Single-threaded, against a model of the round-robin scan: the consumer serves the first
+/// non-empty lane at or after the one after the lane it served last. Random sends into small
+/// lanes (so records wrap and fillers appear) and random receives; every receive must come
+/// from the lane the model names, in order and whole. The typed consumer takes the message of
+/// the lane the scan looks at first through a fast check and falls back to the full scan for
+/// anything else: this fails if the two ever serve lanes in different orders.
+#[test]
+fn lanes_are_served_in_round_robin_order() {
+    const N: usize = 3;
+    let (tx, mut rx) = Channel::<Tagged>::mpsc()
+        .capacity(5)
+        .max_producers(N)
+        .build()
+        .unwrap();
+    let mut txs = vec![tx];
+    for _ in 1..N {
+        txs.push(txs[0].try_clone().unwrap());
+    }
+    let mut queued: Vec<std::collections::VecDeque<u64>> = vec![Default::default(); N];
+    let mut sent = [0u64; N];
+    let mut next = 0usize;
+    let mut state = 0x9e37_79b9_u64;
+    let (mut received, mut full_sends) = (0u64, 0u64);
+    for _ in 0..20_000 {
+        state = splitmix(state);
+        let lane = (state % N as u64) as usize;
+        if state >> 32 & 1 == 0 {
+            match txs[lane].try_send(&Tagged::new(lane as u64, sent[lane])) {
+                Ok(()) => {
+                    queued[lane].push_back(sent[lane]);
+                    sent[lane] += 1;
+                }
+                Err(psyne::SendError::Full) => full_sends += 1,
+                Err(e) => panic!("send: {e}"),
+            }
+        } else {
+            let expect = (0..N)
+                .map(|k| (next + k) % N)
+                .find(|&l| !queued[l].is_empty());
+            match (rx.try_recv(), expect) {
+                (Ok(m), Some(l)) => {
+                    assert_eq!(m.producer(), l, "served lane");
+                    m.check(l as u64, queued[l].pop_front().unwrap());
+                    next = l + 1;
+                    received += 1;
+                }
+                (Err(psyne::RecvError::Empty), None) => {}
+                (r, e) => panic!(
+                    "receive returned {:?}, the model expected lane {e:?}",
+                    r.map(|m| m.producer())
+                ),
+            }
+        }
+    }
+    assert!(received > 5_000, "only {received} messages received");
+    assert!(
+        full_sends > 100,
+        "lanes never filled ({full_sends} full sends)"
+    );
+}
+
 /// Three producers flood their lanes while a fourth sends one message at a time; the consumer
 /// counts its receives. After each send the slow producer reads the count `c`: its message
 /// was published by then, so the receives after `c` that returned other messages (measured at

@@ -291,6 +291,10 @@ impl RecvCursor for MpscConsumer {
         MpscConsumer::try_peek(self)
     }
     #[inline(always)]
+    fn try_peek_fast(&mut self, expected: u32, type_id: u64) -> Option<Peeked> {
+        MpscConsumer::try_peek_fast(self, expected, type_id)
+    }
+    #[inline(always)]
     fn take_released(&mut self) -> u64 {
         MpscConsumer::take_released(self)
     }

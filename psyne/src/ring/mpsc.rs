@@ -129,6 +129,23 @@ impl MpscConsumer {
         }
     }
 
+    /// [`Self::try_peek`]'s common case for a typed consumer (see
+    /// [`SpscConsumer::try_peek_fast`]): the lane the round-robin scan would look at first holds
+    /// a published message of exactly `expected` bytes and type `type_id`. Returns what
+    /// `try_peek` would return then (that lane's message, `next` moved past it); `None` for
+    /// anything else (that lane empty, a filler, another length or type, a failed check), and
+    /// nothing changed: the caller then calls `try_peek`, which scans from the same lane. So
+    /// the order in which lanes are served is the full scan's.
+    #[inline(always)]
+    pub(crate) fn try_peek_fast(&mut self, expected: u32, type_id: u64) -> Option<Peeked> {
+        let n = self.lanes.len();
+        let i = if self.next >= n { 0 } else { self.next };
+        let mut p = self.lanes.get(i)?.try_peek_fast(expected, type_id)?;
+        p.set_lane(i as u32);
+        self.next = i + 1;
+        Some(p)
+    }
+
     /// Lanes whose producer slot was ever attached.
     fn attached_lanes(&self) -> usize {
         (0..self.lanes.len())

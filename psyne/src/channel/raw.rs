@@ -21,14 +21,21 @@ pub struct RawProducer {
     /// waits, with a deadline, for the messages still in the ring to leave (TCP: the sending
     /// pump's flush). `None` for local rings.
     pub(crate) after_close: Option<Box<dyn Send + Sync>>,
+    /// [`max_payload`](Self::max_payload), computed once (the ring's size never changes), so
+    /// that a byte allocation's length check is one comparison.
+    max_payload: usize,
 }
 
 impl RawProducer {
     /// The end over `cursor`.
     pub(crate) fn new(cursor: SpscProducer) -> Self {
+        let end = Sender::new(cursor);
+        let max_payload =
+            (ring::max_record(end.region_len()) - MessageHeader::SIZE).min(u32::MAX as usize);
         RawProducer {
-            end: Sender::new(cursor),
+            end,
             after_close: None,
+            max_payload,
         }
     }
 
@@ -36,7 +43,7 @@ impl RawProducer {
     /// and the one line the producer always leaves free.
     #[inline]
     pub fn max_payload(&self) -> usize {
-        (ring::max_record(self.end.region_len()) - MessageHeader::SIZE).min(u32::MAX as usize)
+        self.max_payload
     }
 
     /// Size of the ring in bytes.

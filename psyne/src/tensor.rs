@@ -56,6 +56,12 @@
 //! between so that it now passes, the error is [`Malformed`] ("the description changed while
 //! it was read").
 //!
+//! A tensor channel's consumer (`TensorConsumer`) also remembers the last description it
+//! validated, when it receives the record: a description whose 112 bytes and payload length
+//! are equal to that one's is accepted by the comparison (seven 16-byte compares; the common
+//! case of a repeated shape), any other goes through the checks above, on a copy taken first,
+//! and is remembered only if it passes. So it accepts exactly what the checks accept.
+//!
 //! [`BadMagic`]: TensorError::BadMagic
 //! [`UnsupportedVersion`]: TensorError::UnsupportedVersion
 //! [`UnknownDType`]: TensorError::UnknownDType

@@ -1278,6 +1278,13 @@ impl DescriptionCache {
         }
     }
 
+    /// The payload length of the description remembered (`u32::MAX`, longer than any ring
+    /// allows, while none is): what the next tensor's is likely to be.
+    #[inline(always)]
+    pub(crate) fn likely_len(&self) -> u32 {
+        self.len.min(u32::MAX as u64) as u32
+    }
+
     /// [`validate`](Self::validate) of a description other than the one remembered: copied,
     /// checked, and remembered if it passes (`true`; else nothing is remembered).
     #[inline(never)]

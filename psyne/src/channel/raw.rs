@@ -329,6 +329,23 @@ impl RawConsumer {
         })
     }
 
+    /// [`recv_with`](Self::recv_with) for a consumer that expects, without requiring it, a
+    /// payload of `len` bytes tagged `type_id` (a tensor consumer: its last tensor's): such a
+    /// record takes the typed ends' fast check of the header.
+    #[inline(always)]
+    pub(crate) fn recv_likely(
+        &mut self,
+        patience: Patience,
+        len: u32,
+        type_id: u64,
+    ) -> Result<RawReceived<'_>, RecvError> {
+        let peeked = self.end.peek_likely(patience, len, type_id)?;
+        Ok(RawReceived {
+            end: self.end.release_handle(&peeked),
+            peeked,
+        })
+    }
+
     /// The next message, waiting for one if needed. Fails only with `Disconnected` (once the
     /// producer is gone and every message it sent has been received) or `Corrupted`.
     #[inline]

@@ -37,6 +37,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use super::end::Patience as RecvPatience;
 use super::raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
 use super::{
     Channel, ChannelError, ConsumerStats, CreateError, OpenError, ProducerStats, RawChannelBuilder,
@@ -744,7 +745,8 @@ impl TensorConsumer {
     #[inline(always)]
     pub fn recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
         let TensorConsumer { raw, last } = self;
-        raw.recv().map(|raw| received(raw, last))
+        raw.recv_likely(RecvPatience::Forever, last.likely_len(), TENSOR_TYPE_ID)
+            .map(|raw| received(raw, last))
     }
 
     /// Like [`recv`](Self::recv), but awaits the tensor instead of blocking the thread (see
@@ -758,13 +760,19 @@ impl TensorConsumer {
     #[inline]
     pub fn try_recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
         let TensorConsumer { raw, last } = self;
-        raw.try_recv().map(|raw| received(raw, last))
+        raw.recv_likely(RecvPatience::Never, last.likely_len(), TENSOR_TYPE_ID)
+            .map(|raw| received(raw, last))
     }
 
     /// The next tensor, waiting at most `timeout` (`Timeout`).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<TensorReceived<'_>, RecvError> {
         let TensorConsumer { raw, last } = self;
-        raw.recv_timeout(timeout).map(|raw| received(raw, last))
+        raw.recv_likely(
+            RecvPatience::timeout(timeout),
+            last.likely_len(),
+            TENSOR_TYPE_ID,
+        )
+        .map(|raw| received(raw, last))
     }
 
     /// Size of the ring in bytes.

@@ -708,6 +708,8 @@ impl fmt::Debug for TensorProducer {
 /// It remembers the last tensor description it validated: a tensor whose description (and
 /// payload length) is byte for byte the same, as when a shape repeats, is accepted by that
 /// comparison; any other is checked in full (see [`crate::tensor`]) and remembered if valid.
+/// A record with the remembered payload length is also found in the ring by the typed ends'
+/// fast header check; any other by the general one.
 pub struct TensorConsumer {
     raw: RawConsumer,
     last: DescriptionCache,

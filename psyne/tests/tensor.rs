@@ -920,6 +920,46 @@ fn stream_of_varying_shapes_across_threads_and_wraps() {
     assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
 }
 
+/// Runs of one shape (each tensor after the first accepted by the consumer's remembered
+/// description and found by the fast header check), changing every few hundred messages, in a
+/// ring small enough to wrap every few records, across threads, with `recv`, `try_recv` and
+/// `recv_timeout`: every element arrives as written.
+#[test]
+fn runs_of_one_shape_across_threads_and_wraps() {
+    let (mut tx, mut rx) = Channel::tensors().capacity_bytes(1 << 13).build().unwrap();
+    const N: usize = 20_000;
+    let shape = |n: usize| [1 + (n / 300) % 4, 3 + (n / 700) % 5];
+    let producer = std::thread::spawn(move || {
+        for n in 0..N {
+            let mut t = tx.allocate_tensor::<u32>(&shape(n)).unwrap();
+            for (i, e) in t.as_mut_slice().iter_mut().enumerate() {
+                *e = (n * 1000 + i) as u32;
+            }
+            t.send();
+        }
+    });
+    for n in 0..N {
+        let r = match n % 3 {
+            0 => rx.recv().unwrap(),
+            1 => rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            _ => loop {
+                match rx.try_recv() {
+                    Ok(r) => break r,
+                    Err(RecvError::Empty) => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            },
+        };
+        let v = r.view::<u32>().unwrap();
+        assert_eq!(v.shape(), &shape(n));
+        for (i, e) in v.as_slice().iter().enumerate() {
+            assert_eq!(*e, (n * 1000 + i) as u32);
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+}
+
 #[test]
 fn shared_memory_round_trip_in_one_process() {
     let name = unique("one");

@@ -56,6 +56,12 @@
 //! between so that it now passes, the error is [`Malformed`] ("the description changed while
 //! it was read").
 //!
+//! A tensor channel's consumer (`TensorConsumer`) also remembers the last description it
+//! validated, when it receives the record: a description whose 112 bytes and payload length
+//! are equal to that one's is accepted by the comparison (seven 16-byte compares; the common
+//! case of a repeated shape), any other goes through the checks above, on a copy taken first,
+//! and is remembered only if it passes. So it accepts exactly what the checks accept.
+//!
 //! [`BadMagic`]: TensorError::BadMagic
 //! [`UnsupportedVersion`]: TensorError::UnsupportedVersion
 //! [`UnknownDType`]: TensorError::UnknownDType
@@ -801,6 +807,16 @@ impl TensorInfo {
     #[inline(always)]
     fn parse_fast(payload: &[u8], dtype: Option<DType>) -> Option<TensorInfo> {
         let (d, _) = payload.split_first_chunk::<DESCRIPTION_SIZE>()?;
+        Self::parse_fields(d, payload.len(), dtype)
+    }
+
+    /// [`parse_fast`](Self::parse_fast) of the description `d` of a payload of `len` bytes.
+    #[inline(always)]
+    fn parse_fields(
+        d: &[u8; DESCRIPTION_SIZE],
+        len: usize,
+        dtype: Option<DType>,
+    ) -> Option<TensorInfo> {
         // magic (bytes 0..4), version (4..6), dtype (6), rank (7).
         let head = u64_at(d, at::MAGIC);
         const _: () = assert!(at::VERSION == 4 && at::DTYPE == 6 && at::RANK == 7);
@@ -882,7 +898,7 @@ impl TensorInfo {
         let end = count
             .checked_mul(dtype.size() as u64)?
             .checked_add(element_offset as u64)?;
-        if end != payload.len() as u64 {
+        if end != len as u64 {
             return None;
         }
         Some(TensorInfo {
@@ -1120,6 +1136,171 @@ impl TensorInfo {
     }
 }
 
+impl TensorInfo {
+    /// The elements of `payload` as `E`s, for an info validated for `payload`: `None` if they
+    /// are not `E`s or not aligned for `E` (the caller then asks the full checks for the
+    /// error).
+    ///
+    /// # Safety
+    /// `self` passed the checks of [`parse`](Self::parse) for a payload of exactly
+    /// `payload.len()` bytes (as [`DescriptionCache::validate`]'s result does for the payload
+    /// it was given), so that `element_offset + len() * dtype().size() == payload.len()`.
+    #[inline(always)]
+    pub(crate) unsafe fn view_validated<'a, E: TensorElement>(
+        &self,
+        payload: &'a [u8],
+    ) -> Option<TensorView<'a, E>> {
+        if E::DTYPE != self.dtype {
+            return None;
+        }
+        let start = self.element_offset as usize;
+        debug_assert_eq!(
+            Some(payload.len()),
+            self.count
+                .checked_mul(size_of::<E>())
+                .and_then(|b| b.checked_add(start))
+        );
+        // SAFETY: `start <= payload.len()` by the caller's promise, so `ptr` is inside the
+        // payload or one past its end.
+        let ptr = unsafe { payload.as_ptr().add(start) };
+        if !ptr.cast::<E>().is_aligned() {
+            return None;
+        }
+        // SAFETY: by the caller's promise `start + count * size_of::<E>() == payload.len()`
+        // (the dtype is `E::DTYPE`, checked above, whose size is `size_of::<E>()`), so the
+        // `count` elements from `ptr` lie inside `payload`; `ptr` is aligned for `E` (checked
+        // above); the bytes are initialised (a `&[u8]`) and any bytes are a valid `E` (`Pod`);
+        // the slice borrows `payload` (shared, for its lifetime) and is at most `payload.len()
+        // <= isize::MAX` bytes.
+        let data = unsafe { core::slice::from_raw_parts(ptr.cast::<E>(), self.count) };
+        Some(TensorView {
+            data,
+            shape: self.shape,
+            rank: self.rank,
+        })
+    }
+}
+
+/// The last tensor description a consumer validated, so that the next one, if it is the same
+/// (a repeated shape: the common case), is accepted by comparing its bytes with these instead
+/// of checking every field again.
+///
+/// Exactly as strict as [`TensorInfo::parse`]: a description is accepted either because its
+/// 112 bytes and the payload length are equal to the ones remembered, which passed the checks,
+/// or because it passes them itself ([`TensorInfo::parse`]'s combined checks, on a copy taken
+/// first, so that the bytes remembered are the bytes checked even if another process changes
+/// the payload meanwhile). Each byte of the payload's description is read once by the
+/// comparison; on a match only the remembered copy and its info are used.
+#[derive(Clone, Debug)]
+#[repr(C, align(16))]
+pub(crate) struct DescriptionCache {
+    /// The description's bytes as validated (16-byte aligned: the first field).
+    bytes: [u8; DESCRIPTION_SIZE],
+    /// The payload length they were validated with; `u64::MAX` (longer than any slice) while
+    /// nothing is remembered.
+    len: u64,
+    /// What the checks found for them.
+    info: TensorInfo,
+}
+
+const _: () = assert!(DESCRIPTION_SIZE.is_multiple_of(16));
+const _: () = assert!(core::mem::offset_of!(DescriptionCache, bytes) == 0);
+
+impl Default for DescriptionCache {
+    fn default() -> Self {
+        DescriptionCache {
+            bytes: [0; DESCRIPTION_SIZE],
+            len: u64::MAX,
+            info: TensorInfo {
+                shape: [0; MAX_RANK],
+                count: 0,
+                element_offset: 0,
+                header_offset: 0,
+                header_len: 0,
+                dtype: DType::U8,
+                rank: 0,
+            },
+        }
+    }
+}
+
+/// Whether the description `d` has the bytes `cache` (each byte of `d` read once, no early
+/// exit): seven 16-byte compares.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn same_bytes(d: &[u8; DESCRIPTION_SIZE], cache: &DescriptionCache) -> bool {
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_setzero_si128, _mm_xor_si128,
+    };
+    let (ours, theirs) = (cache.bytes.as_ptr(), d.as_ptr());
+    // SAFETY: the SSE2 intrinsics need SSE2, which this is compiled with (the `cfg`; it is
+    // part of the x86_64 baseline). The loads read the 16 bytes at `16 * i < DESCRIPTION_SIZE`
+    // of two `DESCRIPTION_SIZE`-byte arrays: `d` with an unaligned load, `cache.bytes` with an
+    // aligned one (the array is the first field of the 16-byte aligned cache, asserted above,
+    // and `16 * i` is a multiple of 16).
+    unsafe {
+        let mut diff = _mm_setzero_si128();
+        for i in 0..DESCRIPTION_SIZE / 16 {
+            let a = _mm_load_si128(ours.add(16 * i).cast::<__m128i>());
+            let b = _mm_loadu_si128(theirs.add(16 * i).cast::<__m128i>());
+            diff = _mm_or_si128(diff, _mm_xor_si128(a, b));
+        }
+        _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xffff
+    }
+}
+
+/// Whether the description `d` has the bytes `cache` (each byte of `d` read once).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn same_bytes(d: &[u8; DESCRIPTION_SIZE], cache: &DescriptionCache) -> bool {
+    let mut diff = 0;
+    for i in 0..DESCRIPTION_SIZE / 8 {
+        diff |= u64_at(d, 8 * i) ^ u64_at(&cache.bytes, 8 * i);
+    }
+    diff == 0
+}
+
+impl DescriptionCache {
+    /// The validated description of `payload`, or `None` if it fails the checks (the caller
+    /// then asks [`TensorInfo::parse`] or a view for the error): by comparison with the one
+    /// remembered, else by the checks, remembering it if it passes. A returned info passed
+    /// [`TensorInfo::parse`]'s checks for a payload of `payload.len()` bytes.
+    #[inline(always)]
+    pub(crate) fn validate(&mut self, payload: &[u8]) -> Option<&TensorInfo> {
+        let (d, _) = payload.split_first_chunk::<DESCRIPTION_SIZE>()?;
+        if (payload.len() as u64 == self.len && same_bytes(d, self))
+            || self.refill(d, payload.len())
+        {
+            Some(&self.info)
+        } else {
+            None
+        }
+    }
+
+    /// The payload length of the description remembered (`u32::MAX`, longer than any ring
+    /// allows, while none is): what the next tensor's is likely to be.
+    #[inline(always)]
+    pub(crate) fn likely_len(&self) -> u32 {
+        self.len.min(u32::MAX as u64) as u32
+    }
+
+    /// [`validate`](Self::validate) of a description other than the one remembered: copied,
+    /// checked, and remembered if it passes (`true`; else nothing is remembered).
+    #[inline(never)]
+    fn refill(&mut self, d: &[u8; DESCRIPTION_SIZE], len: usize) -> bool {
+        // The checks read only this copy: the bytes remembered are the bytes checked.
+        self.bytes = *d;
+        self.len = u64::MAX;
+        let Some(info) = TensorInfo::parse_fields(&self.bytes, len, None) else {
+            return false;
+        };
+        self.len = len as u64;
+        self.info = info;
+        true
+    }
+}
+
 /// A tensor payload whose description was validated, borrowed from the payload's bytes (a
 /// received message, or any buffer): [`view`](Self::view) reads the elements in place,
 /// [`header`](Self::header) the user header.
@@ -1130,6 +1311,12 @@ pub struct TensorRef<'a> {
 }
 
 impl<'a> TensorRef<'a> {
+    /// The tensor of `payload` with `info`, validated for it ([`DescriptionCache`]).
+    #[inline]
+    pub(crate) fn validated(payload: &'a [u8], info: TensorInfo) -> Self {
+        TensorRef { payload, info }
+    }
+
     /// Validates the description at the start of `payload` (see [`TensorInfo::parse`]).
     #[inline]
     pub fn parse(payload: &'a [u8]) -> Result<TensorRef<'a>, TensorError> {
@@ -1603,9 +1790,10 @@ mod tests {
         assert_eq!(row_major_dims(&[2, 3, 4]), (6, 4));
     }
 
-    /// `parse` (combined checks, then the full ones for the error) and `view_in` agree with
-    /// the full checks alone on valid descriptions of many shapes (zero-sized dimensions,
-    /// headers) and on every single-byte corruption of them, and on truncations.
+    /// `parse` (combined checks, then the full ones for the error), `view_in` and a consumer's
+    /// `DescriptionCache` (remembering the valid description, or nothing) agree with the full
+    /// checks alone on valid descriptions of many shapes (zero-sized dimensions, headers) and
+    /// on every single-byte corruption of them, random field overwrites, and truncations.
     #[test]
     fn fast_checks_agree_with_the_full_checks() {
         let header = HeaderSpec {
@@ -1641,6 +1829,15 @@ mod tests {
                     let all = bytemuck::cast_slice_mut::<u64, u8>(&mut storage);
                     let bytes = &mut all[..layout.payload_len()];
                     layout.write_description(bytes).unwrap();
+                    // A consumer's cache that remembers this valid description.
+                    let mut valid_storage = vec![0u64; layout.payload_len().div_ceil(8) + 1];
+                    let valid = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut valid_storage)
+                        [..layout.payload_len()];
+                    valid.copy_from_slice(bytes);
+                    let valid = &*valid;
+                    let mut primed = DescriptionCache::default();
+                    let valid_info = *primed.validate(valid).unwrap();
+                    assert_eq!(Ok(valid_info), TensorInfo::parse_checked(valid));
                     let agree = |b: &[u8]| {
                         let full = TensorInfo::parse_checked(b);
                         assert_eq!(TensorInfo::parse(b), full, "{:?}", &b[..b.len().min(112)]);
@@ -1648,6 +1845,20 @@ mod tests {
                             |v: TensorView<'_, u32>| (v.as_slice().as_ptr(), v.shape().to_vec());
                         let full_view = full.and_then(|i| i.view_of::<u32>(b)).map(view);
                         assert_eq!(TensorInfo::view_in::<u32>(b).map(view), full_view);
+                        // The cache, remembering the valid description or nothing, accepts
+                        // exactly what the full checks accept, with the same info and view,
+                        // and still remembers only descriptions that passed.
+                        for mut cache in [primed.clone(), DescriptionCache::default()] {
+                            let got = cache.validate(b).copied();
+                            assert_eq!(got.ok_or(()), full.map_err(|_| ()));
+                            if let Some(info) = got {
+                                // SAFETY: `info` is `validate`'s result for `b`.
+                                let v = unsafe { info.view_validated::<u32>(b) }.map(view);
+                                assert_eq!(v.ok_or(()), full_view.clone().map_err(|_| ()));
+                            }
+                            assert_eq!(cache.validate(b).copied(), got);
+                            assert_eq!(cache.validate(valid).copied(), Some(valid_info));
+                        }
                     };
                     agree(bytes);
                     assert!(TensorInfo::parse(bytes).is_ok());

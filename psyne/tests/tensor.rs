@@ -525,18 +525,12 @@ fn through_raw(
     r.tensor().map(|t| (t.dtype(), t.shape().to_vec()))
 }
 
-#[test]
-fn corrupt_descriptions_are_typed_errors() {
-    let (mut tx, mut rx) = Channel::raw().capacity_bytes(1 << 16).build().unwrap();
-    let (good, len) = valid(DType::F32, &[3, 4]);
-    assert_eq!(len, 128 + 48);
-    assert_eq!(
-        through_raw(&mut tx, &mut rx, &payload(&good, len)),
-        Ok((DType::F32, vec![3, 4]))
-    );
+/// A corruption of the `F32 [3, 4]` description of [`valid`] (176-byte payload): what is
+/// changed, the change, bytes added to the payload length, and the error it must give.
+type Corruption = (&'static str, fn(&mut TensorDescription), isize, TensorError);
 
-    type Case = (&'static str, fn(&mut TensorDescription), isize, TensorError);
-    let cases: &[Case] = &[
+fn corruptions() -> Vec<Corruption> {
+    vec![
         (
             "magic",
             |d| d.magic = 0x1234_5678,
@@ -686,18 +680,30 @@ fn corrupt_descriptions_are_typed_errors() {
                 expected: 192,
             },
         ),
-    ];
-    for (what, corrupt, extra, expected) in cases {
+    ]
+}
+
+#[test]
+fn corrupt_descriptions_are_typed_errors() {
+    let (mut tx, mut rx) = Channel::raw().capacity_bytes(1 << 16).build().unwrap();
+    let (good, len) = valid(DType::F32, &[3, 4]);
+    assert_eq!(len, 128 + 48);
+    assert_eq!(
+        through_raw(&mut tx, &mut rx, &payload(&good, len)),
+        Ok((DType::F32, vec![3, 4]))
+    );
+
+    for (what, corrupt, extra, expected) in corruptions() {
         let mut d = good.from_le();
         corrupt(&mut d);
         let bytes = payload(&d.to_le(), (len as isize + extra) as usize);
         assert_eq!(
             through_raw(&mut tx, &mut rx, &bytes),
-            Err(*expected),
+            Err(expected),
             "{what}"
         );
         // The same bytes parse the same outside a channel, and the error prints.
-        assert_eq!(TensorRef::parse(&bytes).unwrap_err(), *expected, "{what}");
+        assert_eq!(TensorRef::parse(&bytes).unwrap_err(), expected, "{what}");
         assert!(!expected.to_string().is_empty());
     }
 
@@ -707,6 +713,86 @@ fn corrupt_descriptions_are_typed_errors() {
             Err(TensorError::Truncated { len: short })
         );
     }
+}
+
+/// A tensor consumer remembers the last description it validated and accepts an identical
+/// one by comparison: every corruption of that description (and every other payload length)
+/// is still checked in full and gives its error through every accessor, right after the valid
+/// one was received and remembered; a corrupt one is never remembered; and a description that
+/// differs only in a byte the fast comparison covers (shape, count) is still its own tensor.
+#[test]
+fn a_tensor_consumer_remembers_only_descriptions_that_passed() {
+    let (tx, mut rx) = Channel::tensors().capacity_bytes(1 << 16).build().unwrap();
+    let mut tx = tx.into_raw();
+    let (good, len) = valid(DType::F32, &[3, 4]);
+    let good_bytes = payload(&good, len);
+    let check_good = |rx: &mut psyne::TensorConsumer| {
+        let r = rx.recv().unwrap();
+        assert_eq!(r.view::<f32>().unwrap().shape(), &[3, 4]);
+        assert_eq!(r.info().unwrap().shape(), &[3, 4]);
+        assert_eq!(r.tensor().unwrap().shape(), &[3, 4]);
+        assert_eq!(r.dtype(), Ok(DType::F32));
+        assert_eq!(
+            r.view::<u32>().unwrap_err(),
+            TensorError::DType {
+                expected: DType::U32,
+                found: DType::F32
+            }
+        );
+        assert_eq!(r.header::<Batch>().unwrap_err(), TensorError::NoHeader);
+    };
+    for (what, corrupt, extra, expected) in corruptions() {
+        // Remembered: the valid description, twice (the second by comparison).
+        for _ in 0..2 {
+            tx.send_bytes(TENSOR_TYPE_ID, &good_bytes).unwrap();
+            check_good(&mut rx);
+        }
+        let mut d = good.from_le();
+        corrupt(&mut d);
+        let bytes = payload(&d.to_le(), (len as isize + extra) as usize);
+        // Twice: a corrupt description is not remembered either.
+        for _ in 0..2 {
+            tx.send_bytes(TENSOR_TYPE_ID, &bytes).unwrap();
+            let r = rx.recv().unwrap();
+            assert_eq!(r.view::<f32>().unwrap_err(), expected, "{what}");
+            assert_eq!(r.info().unwrap_err(), expected, "{what}");
+            assert_eq!(r.tensor().unwrap_err(), expected, "{what}");
+            assert_eq!(r.dtype().unwrap_err(), expected, "{what}");
+            assert_eq!(r.header::<Batch>().unwrap_err(), expected, "{what}");
+        }
+        // And the valid one after it is accepted again.
+        tx.send_bytes(TENSOR_TYPE_ID, &good_bytes).unwrap();
+        check_good(&mut rx);
+    }
+    for short in [0, 1, 64, 111, 112, 175] {
+        tx.send_bytes(TENSOR_TYPE_ID, &good_bytes[..short]).unwrap();
+        let r = rx.recv().unwrap();
+        let e = r.info().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TensorError::Truncated { .. } | TensorError::LengthMismatch { .. }
+            ),
+            "{short}: {e:?}"
+        );
+        assert_eq!(r.view::<f32>().unwrap_err(), e);
+    }
+    // Another shape (a miss: checked and remembered), then the first again: each its own.
+    let mut other = tx.allocate_tensor::<f32>(&[4, 3]).unwrap();
+    other.as_mut_slice().fill(2.0);
+    other.send();
+    let r = rx.recv().unwrap();
+    assert_eq!(r.view::<f32>().unwrap().shape(), &[4, 3]);
+    assert_eq!(r.view::<f32>().unwrap().as_slice(), &[2.0; 12]);
+    drop(r);
+    tx.send_bytes(TENSOR_TYPE_ID, &good_bytes).unwrap();
+    check_good(&mut rx);
+    // A record of another type id with the remembered description's bytes is not a tensor.
+    tx.send_bytes(7, &good_bytes).unwrap();
+    assert_eq!(
+        rx.recv().unwrap().view::<f32>().unwrap_err(),
+        TensorError::NotATensor { type_id: 7 }
+    );
 }
 
 #[test]
@@ -826,6 +912,46 @@ fn stream_of_varying_shapes_across_threads_and_wraps() {
         let r = rx.recv().unwrap();
         let v = r.view::<u32>().unwrap();
         assert_eq!(v.shape(), &[n % 7, 1 + n % 5, n % 3 + 1]);
+        for (i, e) in v.as_slice().iter().enumerate() {
+            assert_eq!(*e, (n * 1000 + i) as u32);
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(rx.recv().unwrap_err(), RecvError::Disconnected);
+}
+
+/// Runs of one shape (each tensor after the first accepted by the consumer's remembered
+/// description and found by the fast header check), changing every few hundred messages, in a
+/// ring small enough to wrap every few records, across threads, with `recv`, `try_recv` and
+/// `recv_timeout`: every element arrives as written.
+#[test]
+fn runs_of_one_shape_across_threads_and_wraps() {
+    let (mut tx, mut rx) = Channel::tensors().capacity_bytes(1 << 13).build().unwrap();
+    const N: usize = 20_000;
+    let shape = |n: usize| [1 + (n / 300) % 4, 3 + (n / 700) % 5];
+    let producer = std::thread::spawn(move || {
+        for n in 0..N {
+            let mut t = tx.allocate_tensor::<u32>(&shape(n)).unwrap();
+            for (i, e) in t.as_mut_slice().iter_mut().enumerate() {
+                *e = (n * 1000 + i) as u32;
+            }
+            t.send();
+        }
+    });
+    for n in 0..N {
+        let r = match n % 3 {
+            0 => rx.recv().unwrap(),
+            1 => rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            _ => loop {
+                match rx.try_recv() {
+                    Ok(r) => break r,
+                    Err(RecvError::Empty) => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            },
+        };
+        let v = r.view::<u32>().unwrap();
+        assert_eq!(v.shape(), &shape(n));
         for (i, e) in v.as_slice().iter().enumerate() {
             assert_eq!(*e, (n * 1000 + i) as u32);
         }

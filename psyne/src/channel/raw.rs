@@ -21,14 +21,21 @@ pub struct RawProducer {
     /// waits, with a deadline, for the messages still in the ring to leave (TCP: the sending
     /// pump's flush). `None` for local rings.
     pub(crate) after_close: Option<Box<dyn Send + Sync>>,
+    /// [`max_payload`](Self::max_payload), computed once (the ring's size never changes), so
+    /// that a byte allocation's length check is one comparison.
+    max_payload: usize,
 }
 
 impl RawProducer {
     /// The end over `cursor`.
     pub(crate) fn new(cursor: SpscProducer) -> Self {
+        let end = Sender::new(cursor);
+        let max_payload =
+            (ring::max_record(end.region_len()) - MessageHeader::SIZE).min(u32::MAX as usize);
         RawProducer {
-            end: Sender::new(cursor),
+            end,
             after_close: None,
+            max_payload,
         }
     }
 
@@ -36,7 +43,7 @@ impl RawProducer {
     /// and the one line the producer always leaves free.
     #[inline]
     pub fn max_payload(&self) -> usize {
-        (ring::max_record(self.end.region_len()) - MessageHeader::SIZE).min(u32::MAX as usize)
+        self.max_payload
     }
 
     /// Size of the ring in bytes.
@@ -323,6 +330,23 @@ impl RawConsumer {
     #[inline]
     fn recv_with(&mut self, patience: Patience) -> Result<RawReceived<'_>, RecvError> {
         let peeked = self.end.peek(patience, None)?;
+        Ok(RawReceived {
+            end: self.end.release_handle(&peeked),
+            peeked,
+        })
+    }
+
+    /// [`recv_with`](Self::recv_with) for a consumer that expects, without requiring it, a
+    /// payload of `len` bytes tagged `type_id` (a tensor consumer: its last tensor's): such a
+    /// record takes the typed ends' fast check of the header.
+    #[inline(always)]
+    pub(crate) fn recv_likely(
+        &mut self,
+        patience: Patience,
+        len: u32,
+        type_id: u64,
+    ) -> Result<RawReceived<'_>, RecvError> {
+        let peeked = self.end.peek_likely(patience, len, type_id)?;
         Ok(RawReceived {
             end: self.end.release_handle(&peeked),
             peeked,

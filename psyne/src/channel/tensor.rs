@@ -37,6 +37,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use super::end::Patience as RecvPatience;
 use super::raw::{BytesLoan, RawConsumer, RawProducer, RawReceived};
 use super::{
     Channel, ChannelError, ConsumerStats, CreateError, OpenError, ProducerStats, RawChannelBuilder,
@@ -44,8 +45,8 @@ use super::{
 };
 use crate::message::{Message, MessageHeader};
 use crate::tensor::{
-    DESCRIPTION_SIZE, DType, HeaderSpec, MAX_RANK, TENSOR_TYPE_ID, TensorElement, TensorError,
-    TensorInfo, TensorLayout, TensorRef, TensorView, row_major_dims,
+    DESCRIPTION_SIZE, DType, DescriptionCache, HeaderSpec, MAX_RANK, TENSOR_TYPE_ID, TensorElement,
+    TensorError, TensorInfo, TensorLayout, TensorRef, TensorView, row_major_dims,
 };
 use crate::transport::net::{Listener, NetError};
 use core::fmt;
@@ -703,14 +704,36 @@ impl fmt::Debug for TensorProducer {
 }
 
 /// The receiving end of a tensor channel; see [`Channel::tensors`].
+///
+/// It remembers the last tensor description it validated: a tensor whose description (and
+/// payload length) is byte for byte the same, as when a shape repeats, is accepted by that
+/// comparison; any other is checked in full (see [`crate::tensor`]) and remembered if valid.
+/// A record with the remembered payload length is also found in the ring by the typed ends'
+/// fast header check; any other by the general one.
 pub struct TensorConsumer {
     raw: RawConsumer,
+    last: DescriptionCache,
+}
+
+/// A received record as a tensor: its description validated now (the record's type id, then
+/// the consumer's last description or the full checks).
+#[inline(always)]
+fn received<'a>(raw: RawReceived<'a>, last: &'a mut DescriptionCache) -> TensorReceived<'a> {
+    let known = if raw.type_id() == TENSOR_TYPE_ID {
+        last.validate(raw.bytes())
+    } else {
+        None
+    };
+    TensorReceived { raw, known }
 }
 
 impl TensorConsumer {
     /// A tensor consumer over a raw consumer.
     pub fn from_raw(raw: RawConsumer) -> Self {
-        TensorConsumer { raw }
+        TensorConsumer {
+            raw,
+            last: DescriptionCache::default(),
+        }
     }
 
     /// The raw end underneath.
@@ -723,29 +746,35 @@ impl TensorConsumer {
     /// with `Disconnected` or `Corrupted` (see [`RawConsumer::recv`]).
     #[inline(always)]
     pub fn recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
-        self.raw.recv().map(|raw| TensorReceived { raw })
+        let TensorConsumer { raw, last } = self;
+        raw.recv_likely(RecvPatience::Forever, last.likely_len(), TENSOR_TYPE_ID)
+            .map(|raw| received(raw, last))
     }
 
     /// Like [`recv`](Self::recv), but awaits the tensor instead of blocking the thread (see
     /// [`Consumer::recv_async`](crate::Consumer::recv_async)). Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<TensorReceived<'_>, RecvError> {
-        self.raw
-            .recv_async()
-            .await
-            .map(|raw| TensorReceived { raw })
+        let TensorConsumer { raw, last } = self;
+        raw.recv_async().await.map(|raw| received(raw, last))
     }
 
     /// The next tensor, or `Empty` (or `Disconnected`) at once.
     #[inline]
     pub fn try_recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
-        self.raw.try_recv().map(|raw| TensorReceived { raw })
+        let TensorConsumer { raw, last } = self;
+        raw.recv_likely(RecvPatience::Never, last.likely_len(), TENSOR_TYPE_ID)
+            .map(|raw| received(raw, last))
     }
 
     /// The next tensor, waiting at most `timeout` (`Timeout`).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<TensorReceived<'_>, RecvError> {
-        self.raw
-            .recv_timeout(timeout)
-            .map(|raw| TensorReceived { raw })
+        let TensorConsumer { raw, last } = self;
+        raw.recv_likely(
+            RecvPatience::timeout(timeout),
+            last.likely_len(),
+            TENSOR_TYPE_ID,
+        )
+        .map(|raw| received(raw, last))
     }
 
     /// Size of the ring in bytes.
@@ -773,13 +802,19 @@ impl fmt::Debug for TensorConsumer {
 /// A tensor received from a tensor channel, read in place; its space goes back to the producer
 /// when it drops.
 ///
-/// The description is validated by each accessor ([`view`](Self::view),
-/// [`header`](Self::header), [`info`](Self::info), [`tensor`](Self::tensor)) on a copy of
-/// the fields taken then, so the checked values flow straight into the view instead of being
-/// stored here and copied again (call `view` once per message, not in a loop). A record that fails validation (or is not a tensor) is
-/// still received: every accessor reports its [`TensorError`], and dropping it releases it.
+/// The description is validated when the record is received: compared with the last
+/// description the consumer validated (equal bytes and payload length: accepted), else checked
+/// in full on a copy and remembered (see [`TensorConsumer`]). The accessors
+/// ([`view`](Self::view), [`header`](Self::header), [`info`](Self::info),
+/// [`tensor`](Self::tensor)) then use that validated copy. A record that fails validation (or
+/// is not a tensor) is still received: every accessor runs the checks again and reports its
+/// [`TensorError`], and dropping it releases it.
 pub struct TensorReceived<'a> {
     raw: RawReceived<'a>,
+    /// The description as validated when the record was received, for this payload (its
+    /// length: `DescriptionCache::validate`'s promise); `None`: not a tensor, or it failed the
+    /// checks, and every accessor runs the full checks for the error.
+    known: Option<&'a TensorInfo>,
 }
 
 impl TensorReceived<'_> {
@@ -790,7 +825,10 @@ impl TensorReceived<'_> {
     /// if it fails validation (see [`crate::tensor`]).
     #[inline]
     pub fn tensor(&self) -> Result<TensorRef<'_>, TensorError> {
-        self.raw.tensor()
+        match self.known {
+            Some(info) => Ok(TensorRef::validated(self.raw.bytes(), *info)),
+            None => self.raw.tensor(),
+        }
     }
 
     /// The elements as `E`s with the tensor's shape, in place.
@@ -800,6 +838,13 @@ impl TensorReceived<'_> {
     /// [`tensor`](Self::tensor) otherwise.
     #[inline(always)]
     pub fn view<E: TensorElement>(&self) -> Result<TensorView<'_, E>, TensorError> {
+        if let Some(info) = self.known {
+            // SAFETY: `known` is `DescriptionCache::validate`'s result for this record's
+            // payload (`received`), whose length does not change.
+            if let Some(view) = unsafe { info.view_validated(self.raw.bytes()) } {
+                return Ok(view);
+            }
+        }
         TensorInfo::view_in(self.payload()?)
     }
 
@@ -809,8 +854,13 @@ impl TensorReceived<'_> {
     /// [`TensorError::NoHeader`], [`TensorError::HeaderType`], [`TensorError::HeaderLayout`],
     /// [`TensorError::HeaderLength`], or as [`tensor`](Self::tensor).
     pub fn header<H: Message>(&self) -> Result<&H, TensorError> {
-        let payload = self.payload()?;
-        TensorInfo::parse(payload)?.header_of(payload)
+        match self.known {
+            Some(info) => info.header_of(self.raw.bytes()),
+            None => {
+                let payload = self.payload()?;
+                TensorInfo::parse(payload)?.header_of(payload)
+            }
+        }
     }
 
     /// The validated description: element type, shape, header presence
@@ -819,7 +869,10 @@ impl TensorReceived<'_> {
     /// # Errors
     /// As [`tensor`](Self::tensor).
     pub fn info(&self) -> Result<TensorInfo, TensorError> {
-        TensorInfo::parse(self.payload()?)
+        match self.known {
+            Some(info) => Ok(*info),
+            None => TensorInfo::parse(self.payload()?),
+        }
     }
 
     /// The element type (to dispatch on before [`view`](Self::view)).

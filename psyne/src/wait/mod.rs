@@ -72,7 +72,8 @@ pub enum Wait {
     SpinThenPark {
         /// Polls with `core::hint::spin_loop` before yielding.
         spins: u32,
-        /// Polls with `std::thread::yield_now` before sleeping.
+        /// Polls with `std::thread::yield_now` before sleeping (an async wait: at most 16
+        /// polls, each a thread yield and a self-wake, before it registers its `Waker`).
         yields: u32,
     },
 }

@@ -20,9 +20,21 @@
 //!
 //! Waiting goes through three phases, as the blocking wait does: a poll that finds nothing first
 //! checks a peer in another process (throttled, see [`PeerWatch`]); then, for the strategy's
-//! `yields` polls (at most [`ASYNC_YIELDS`]), it wakes itself and returns `Pending` (the executor runs other tasks
-//! and polls again soon: the async form of spinning); then it registers (see the protocol in
-//! [`crate::wait::async_wait`]). A ring whose ends busy-spin ([`Wait::BusySpin`]) never has its
+//! `yields` polls (at most [`ASYNC_YIELDS`]), it yields the thread's CPU once
+//! (`std::thread::yield_now`, as each poll of the blocking wait's yield phase does), wakes
+//! itself and returns `Pending` (the executor runs its other tasks and polls again soon); then
+//! it registers (see the protocol in [`crate::wait::async_wait`]). `Wait::SpinThenPark {
+//! yields: 0, .. }` registers at once, with no yield.
+//!
+//! Why the thread yield: on a machine with more runnable threads than CPUs the producer is
+//! often off its CPU for longer than an executor's round of self-woken polls, so without it
+//! the future registered and parked its runtime thread about once every 25-40 messages of a
+//! stream (4,500-8,000 parks in 200,000 `Embedding256` messages at load 2.5-4, each costing
+//! the producer a `Waker::wake` and a futex wake-up), where a blocking consumer, whose yields
+//! hand the CPU to the producer, parked a few times. With it the async consumer parked 0-9
+//! times in the same runs, and its streaming rate rose from 0.81-1.00x to 1.00-1.28x the
+//! blocking `recv` (`async_bench --stats 1`, BENCHMARKS.md "Async ends"). A yield with nothing
+//! else to run returns at once (well under a microsecond); at most 16 per wait. A ring whose ends busy-spin ([`Wait::BusySpin`]) never has its
 //! parked words checked by the other end, so there a future always wakes itself: it busy-polls
 //! through the executor.
 
@@ -91,6 +103,10 @@ fn park_step(
 ) -> Step {
     if park.yields < yield_polls(common.wait) {
         park.yields = park.yields.saturating_add(1);
+        // Hand the CPU to the other end if it waits for one (see the module docs). Under loom
+        // the self-wake alone (a yield there only adds schedules the models already explore).
+        #[cfg(not(loom))]
+        std::thread::yield_now();
         cx.waker().wake_by_ref();
         return Step::Yield;
     }

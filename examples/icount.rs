@@ -182,19 +182,16 @@ fn run<P: psyne::Message + Pod>(
     messages: u64,
 ) -> Result<Tally, Error> {
     match contender {
-        "psyne" => {
+        "psyne" | "psyne-async" => {
             let (mut tx, mut rx) = psyne::Channel::<P>::builder()
                 .capacity(capacity)
                 .wait(wait)
                 .build()?;
-            psyne_loop(&mut tx, &mut rx, messages)
-        }
-        "psyne-async" => {
-            let (mut tx, mut rx) = psyne::Channel::<P>::builder()
-                .capacity(capacity)
-                .wait(wait)
-                .build()?;
-            psyne_async_loop(&mut tx, &mut rx, messages)
+            if contender == "psyne" {
+                psyne_loop(&mut tx, &mut rx, messages)
+            } else {
+                psyne_async_loop(&mut tx, &mut rx, messages)
+            }
         }
         "psyne-mpsc" => {
             let (tx, mut rx) = psyne::Channel::<P>::mpsc()

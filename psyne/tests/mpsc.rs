@@ -73,15 +73,7 @@ fn stress_messages() -> u64 {
 fn per_producer_order_and_checksums_under_stress() {
     const PRODUCERS: usize = 4;
     let messages = stress_messages();
-    let (tx, mut rx) = Channel::<Tagged>::mpsc()
-        .capacity(64)
-        .max_producers(PRODUCERS)
-        .build()
-        .unwrap();
-    let mut txs = vec![tx];
-    for _ in 1..PRODUCERS {
-        txs.push(txs[0].try_clone().unwrap());
-    }
+    let (txs, mut rx) = with_producers(PRODUCERS, 64);
     let started = Instant::now();
     let workers: Vec<_> = txs
         .into_iter()
@@ -354,6 +346,26 @@ fn disconnected_only_after_every_producer_dropped_and_all_read() {
     dropper.join().unwrap();
 }
 
+/// An in-process channel of `capacity` messages per lane with `n` producers (all places taken).
+fn with_producers(
+    n: usize,
+    capacity: usize,
+) -> (
+    Vec<psyne::MpscProducer<Tagged>>,
+    psyne::MpscConsumer<Tagged>,
+) {
+    let (tx, rx) = Channel::<Tagged>::mpsc()
+        .capacity(capacity)
+        .max_producers(n)
+        .build()
+        .unwrap();
+    let mut txs = vec![tx];
+    for _ in 1..n {
+        txs.push(txs[0].try_clone().unwrap());
+    }
+    (txs, rx)
+}
+
 /// Single-threaded, so exact: with every lane full and producer 0 refilling its lane after
 /// every receive, a message sent by another producer is received within `max_producers`
 /// receives (at most `max_producers - 1` other messages before it), from any round-robin
@@ -361,15 +373,7 @@ fn disconnected_only_after_every_producer_dropped_and_all_read() {
 #[test]
 fn fairness_bound_is_exact_when_lanes_are_full() {
     const N: usize = 4;
-    let (tx, mut rx) = Channel::<Tagged>::mpsc()
-        .capacity(64)
-        .max_producers(N)
-        .build()
-        .unwrap();
-    let mut txs = vec![tx];
-    for _ in 1..N {
-        txs.push(txs[0].try_clone().unwrap());
-    }
+    let (mut txs, mut rx) = with_producers(N, 64);
     let mut seq = [0u64; N];
     let mut next = [0u64; N];
     let flood = |tx: &mut psyne::MpscProducer<Tagged>, seq: &mut u64| {
@@ -420,15 +424,7 @@ fn fairness_bound_is_exact_when_lanes_are_full() {
 #[test]
 fn lanes_are_served_in_round_robin_order() {
     const N: usize = 3;
-    let (tx, mut rx) = Channel::<Tagged>::mpsc()
-        .capacity(5)
-        .max_producers(N)
-        .build()
-        .unwrap();
-    let mut txs = vec![tx];
-    for _ in 1..N {
-        txs.push(txs[0].try_clone().unwrap());
-    }
+    let (mut txs, mut rx) = with_producers(N, 5);
     let mut queued: Vec<std::collections::VecDeque<u64>> = vec![Default::default(); N];
     let mut sent = [0u64; N];
     let mut next = 0usize;

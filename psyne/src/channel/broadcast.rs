@@ -8,7 +8,7 @@
 //! [`Backpressure::DropLagging`]'s "waited longer than `after`", decided here (the ring layer
 //! has no clock) and carried out by the ring cursor's cut-off.
 
-use super::end::{Patience, Receiver, RecvCursor, SendCursor, Sender};
+use super::end::{Patience, Receiver, RecvCursor, SendCursor, Sender, await_peek, await_reserve};
 use super::mpsc::in_process;
 use super::raw::RawReceived;
 use super::typed::Received;
@@ -565,10 +565,7 @@ impl<T: Message> BroadcastProducer<T> {
     pub async fn allocate_async(&mut self) -> Result<BroadcastLoan<'_, T>, SendError> {
         let len = core::mem::size_of::<T>();
         let align = super::typed::align_of_payload::<T>();
-        let pos = match self.end.reserve_now(len, align) {
-            Some(r) => r,
-            None => self.end.reserve_async(len, align).await,
-        }?;
+        let pos = await_reserve!(self.end, len, align)?;
         let ptr = self.end.payload(pos).cast::<T>();
         debug_assert_eq!(ptr.as_ptr() as usize % core::mem::align_of::<T>(), 0);
         Ok(BroadcastLoan {
@@ -699,10 +696,7 @@ impl<T: Message> BroadcastConsumer<T> {
     /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread (see
     /// [`Consumer::recv_async`](crate::Consumer::recv_async)). Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
-        let peeked = match self.end.peek_now(Some(&Self::IDENTITY)) {
-            Some(r) => r?,
-            None => self.end.peek_async(Some(&Self::IDENTITY)).await?,
-        };
+        let peeked = await_peek!(self.end, Some(&Self::IDENTITY))?;
         Ok(Received::new(self.end.release_handle(&peeked), peeked))
     }
 
@@ -924,10 +918,7 @@ impl RawBroadcastProducer {
         if len > max {
             return Err(SendError::TooLarge { len, max });
         }
-        let pos = match self.end.reserve_now(len, RECORD_ALIGN) {
-            Some(r) => r,
-            None => self.end.reserve_async(len, RECORD_ALIGN).await,
-        }?;
+        let pos = await_reserve!(self.end, len, RECORD_ALIGN)?;
         Ok(RawBroadcastBytesLoan {
             end: &mut self.end,
             pos,
@@ -1041,10 +1032,7 @@ impl RawBroadcastConsumer {
     /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread.
     /// Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<RawReceived<'_>, RecvError> {
-        let peeked = match self.end.peek_now(None) {
-            Some(r) => r?,
-            None => self.end.peek_async(None).await?,
-        };
+        let peeked = await_peek!(self.end, None)?;
         Ok(RawReceived::new(self.end.release_handle(&peeked), peeked))
     }
 

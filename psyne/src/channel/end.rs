@@ -7,6 +7,7 @@
 //! byte slices). Nothing here touches ring memory except through a cursor.
 
 mod async_end;
+pub(crate) use async_end::{await_peek, await_reserve};
 
 pub(crate) use crate::wait::async_wait::AsyncPark;
 
@@ -651,6 +652,23 @@ impl<C: RecvCursor> Receiver<C> {
         r
     }
 
+    /// A typed consumer's common case (its payload length is a constant): the next message if
+    /// the cursor's fast check finds one of exactly the expected type and length (then checked
+    /// for alignment), else `None` and nothing changed (the general attempt decides). Nothing
+    /// is skipped on this path, so no producer needs waking.
+    #[inline(always)]
+    pub(crate) fn peek_expected_fast(
+        &mut self,
+        expected: Option<&ChannelIdentity>,
+    ) -> Option<Result<Peeked, RecvError>> {
+        let e = expected?;
+        let layout = e.payload?;
+        let size = u32::try_from(layout.size).ok()?;
+        let peeked = self.cursor.try_peek_fast(size, e.type_id)?;
+        // Type id and length checked by the cursor; only a larger alignment needs a look.
+        Some(check_alignment(peeked, layout.align))
+    }
+
     /// The next message, waiting as `patience` allows; for a typed consumer, `expected` is
     /// checked against the record (type id, length, payload alignment: `Corrupted` if they
     /// disagree, and the record stays unreleased).
@@ -660,15 +678,8 @@ impl<C: RecvCursor> Receiver<C> {
         patience: Patience,
         expected: Option<&ChannelIdentity>,
     ) -> Result<Peeked, RecvError> {
-        // A typed consumer's payload length (a constant): the cursor checks that case first.
-        // Nothing was skipped then (so no producer to wake), and the length is the expected one.
-        if let Some(e) = expected
-            && let Some(layout) = e.payload
-            && let Ok(size) = u32::try_from(layout.size)
-            && let Some(peeked) = self.cursor.try_peek_fast(size, e.type_id)
-        {
-            // Type id and length checked by the cursor; only a larger alignment needs a look.
-            return check_alignment(peeked, layout.align);
+        if let Some(r) = self.peek_expected_fast(expected) {
+            return r;
         }
         let peeked = match self.attempt() {
             Ok(p) => p,

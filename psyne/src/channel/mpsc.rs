@@ -1,7 +1,7 @@
 //! Many producers, one consumer: [`Channel::mpsc`] (the protocol and why it is one lane per
 //! producer: `crate::ring`'s `mpsc.rs`, summarised in [`MpscBuilder`]).
 
-use super::end::{Patience, Receiver};
+use super::end::{Patience, Receiver, await_peek};
 use super::raw::RawProducer;
 use super::typed::{Loan, Producer};
 use super::{
@@ -404,10 +404,7 @@ impl<T: Message> MpscConsumer<T> {
     /// the thread (see [`Consumer::recv_async`](crate::Consumer::recv_async)).
     /// Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
-        let peeked = match self.end.peek_now(Some(&Self::IDENTITY)) {
-            Some(r) => r?,
-            None => self.end.peek_async(Some(&Self::IDENTITY)).await?,
-        };
+        let peeked = await_peek!(self.end, Some(&Self::IDENTITY))?;
         Ok(Received::new(self.end.release_handle(&peeked), peeked))
     }
 
@@ -647,10 +644,7 @@ impl RawMpscConsumer {
     /// Like [`recv`](Self::recv), but awaits a message instead of blocking the thread.
     /// Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<super::RawReceived<'_>, RecvError> {
-        let peeked = match self.end.peek_now(None) {
-            Some(r) => r?,
-            None => self.end.peek_async(None).await?,
-        };
+        let peeked = await_peek!(self.end, None)?;
         Ok(super::RawReceived::new(
             self.end.release_handle(&peeked),
             peeked,

@@ -1,7 +1,7 @@
 //! Raw ends: any message types and raw byte payloads over one ring. The typed ends wrap these;
 //! both are thin layers over the end layer (`end.rs`).
 
-use super::end::{Patience, Receiver, Release, Sender};
+use super::end::{Patience, Receiver, Release, Sender, await_peek, await_reserve};
 use super::{ConsumerStats, Loan, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
 use crate::ring::spsc::{SpscConsumer, SpscProducer};
@@ -112,10 +112,7 @@ impl RawProducer {
     pub(crate) async fn loan_async<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
         let len = core::mem::size_of::<T>();
         let align = super::typed::align_of_payload::<T>();
-        let pos = match self.end.reserve_now(len, align) {
-            Some(r) => r?,
-            None => self.end.reserve_async(len, align).await?,
-        };
+        let pos = await_reserve!(self.end, len, align)?;
         // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
         // `align_of::<T>()`, and nothing was published since.
         Ok(unsafe { Loan::new(&mut self.end, pos) })
@@ -125,10 +122,7 @@ impl RawProducer {
     /// [`Producer::allocate_async`](crate::Producer::allocate_async)). Cancellation-safe.
     pub async fn allocate_async<T: Message>(&mut self) -> Result<Loan<'_, T>, SendError> {
         let (len, align) = self.check_type::<T>()?;
-        let pos = match self.end.reserve_now(len, align) {
-            Some(r) => r?,
-            None => self.end.reserve_async(len, align).await?,
-        };
+        let pos = await_reserve!(self.end, len, align)?;
         // SAFETY: `pos` was just reserved for a payload of `size_of::<T>()` bytes aligned to
         // `align_of::<T>()` (checked against the ring by `check_type`), and nothing was
         // published since.
@@ -139,10 +133,7 @@ impl RawProducer {
     /// thread. Cancellation-safe.
     pub async fn allocate_bytes_async(&mut self, len: usize) -> Result<BytesLoan<'_>, SendError> {
         self.check_len(len)?;
-        let pos = match self.end.reserve_now(len, ring::RECORD_ALIGN) {
-            Some(r) => r?,
-            None => self.end.reserve_async(len, ring::RECORD_ALIGN).await?,
-        };
+        let pos = await_reserve!(self.end, len, ring::RECORD_ALIGN)?;
         Ok(BytesLoan {
             end: &mut self.end,
             pos,
@@ -363,10 +354,7 @@ impl RawConsumer {
     /// Like [`recv`](Self::recv), but awaits the message instead of blocking the thread (see
     /// [`Consumer::recv_async`](crate::Consumer::recv_async)). Cancellation-safe.
     pub async fn recv_async(&mut self) -> Result<RawReceived<'_>, RecvError> {
-        let peeked = match self.end.peek_now(None) {
-            Some(r) => r?,
-            None => self.end.peek_async(None).await?,
-        };
+        let peeked = await_peek!(self.end, None)?;
         Ok(RawReceived {
             end: self.end.release_handle(&peeked),
             peeked,

@@ -1,6 +1,6 @@
 //! Typed ends: one message type `T`, checked at build time. Thin wrappers over the raw ends.
 
-use super::end::{Patience, Release, Sender};
+use super::end::{Patience, Release, Sender, await_peek};
 use super::raw::{RawConsumer, RawProducer};
 use super::{ConsumerStats, ProducerStats, RecvError, SendError};
 use crate::message::{Message, MessageHeader};
@@ -204,10 +204,7 @@ impl<T: Message> Consumer<T> {
     /// receive returns it) and leaves no wake-up registration behind, so it can be raced in
     /// `tokio::select!` against other channels and timers.
     pub async fn recv_async(&mut self) -> Result<Received<'_, T>, RecvError> {
-        let peeked = match self.raw.end.peek_now(Some(&Self::IDENTITY)) {
-            Some(r) => r?,
-            None => self.raw.end.peek_async(Some(&Self::IDENTITY)).await?,
-        };
+        let peeked = await_peek!(self.raw.end, Some(&Self::IDENTITY))?;
         Ok(Received::new(self.raw.end.release_handle(&peeked), peeked))
     }
 

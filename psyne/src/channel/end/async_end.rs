@@ -34,14 +34,41 @@
 //! hand the CPU to the producer, parked a few times. With it the async consumer parked 0-9
 //! times in the same runs, and its streaming rate rose from 0.81-1.00x to 1.00-1.28x the
 //! blocking `recv` (`async_bench --stats 1`, BENCHMARKS.md "Async ends"). A yield with nothing
-//! else to run returns at once (well under a microsecond); at most 16 per wait. A ring whose ends busy-spin ([`Wait::BusySpin`]) never has its
-//! parked words checked by the other end, so there a future always wakes itself: it busy-polls
-//! through the executor.
+//! else to run returns at once (well under a microsecond); at most 16 per wait.
+//!
+//! A ring whose ends busy-spin ([`Wait::BusySpin`]) never has its parked words checked by the
+//! other end, so there a future always wakes itself: it busy-polls through the executor.
 
 use super::*;
 use crate::wait::async_wait::Armed;
 use core::future::Future;
 use core::task::{Context, Poll};
+
+/// Awaits the next message of `$end` (a [`Receiver`]) expected as `$expected`: the blocking
+/// call's first attempt ([`Receiver::peek_now`]) written into the calling `async fn` itself,
+/// then, if it found nothing, [`Receiver::peek_async`]. A macro, not a function: a nested
+/// future's poll is not inlined into the caller's (see the module docs).
+macro_rules! await_peek {
+    ($end:expr, $expected:expr) => {
+        match $end.peek_now($expected) {
+            Some(r) => r,
+            None => $end.peek_async($expected).await,
+        }
+    };
+}
+pub(crate) use await_peek;
+
+/// Awaits room in `$end` (a [`Sender`]) for `$len` bytes aligned to `$align`, as
+/// [`await_peek`] does for messages ([`Sender::reserve_now`], then [`Sender::reserve_async`]).
+macro_rules! await_reserve {
+    ($end:expr, $len:expr, $align:expr) => {
+        match $end.reserve_now($len, $align) {
+            Some(r) => r,
+            None => $end.reserve_async($len, $align).await,
+        }
+    };
+}
+pub(crate) use await_reserve;
 
 /// Polls that wake themselves before a wait registers with the reactor, for a ring whose
 /// strategy is `SpinThenPark { yields, .. }`: `yields`, at most this many (the default 16).
@@ -151,14 +178,8 @@ impl<C: RecvCursor> Receiver<C> {
         &mut self,
         expected: Option<&ChannelIdentity>,
     ) -> Option<Result<Peeked, RecvError>> {
-        if let Some(e) = expected
-            && let Some(layout) = e.payload
-            && let Ok(size) = u32::try_from(layout.size)
-            && let Some(peeked) = self.cursor.try_peek_fast(size, e.type_id)
-        {
-            // Type id and length checked by the cursor; nothing was skipped (no producer to
-            // wake).
-            return Some(check_alignment(peeked, layout.align));
+        if let Some(r) = self.peek_expected_fast(expected) {
+            return Some(r);
         }
         match self.attempt() {
             Err(PeekError::Empty) => None,
@@ -351,15 +372,11 @@ impl<C: SendCursor> Future for ReserveAsync<'_, C> {
     #[inline(always)]
     fn poll(self: core::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match this.end.cursor.try_reserve(this.len, this.align) {
-            Err(ReserveError::Full) => {
-                this.end
-                    .poll_reserve_slow(cx, &mut this.park, this.len, this.align)
-            }
-            r => {
-                this.park.disarm();
-                Poll::Ready(r.map_err(SendError::from))
-            }
+        if let Some(r) = this.end.reserve_now(this.len, this.align) {
+            this.park.disarm();
+            return Poll::Ready(r);
         }
+        this.end
+            .poll_reserve_slow(cx, &mut this.park, this.len, this.align)
     }
 }

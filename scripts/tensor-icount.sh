@@ -32,7 +32,7 @@ if ! [ "$n2" -gt "$n1" ] 2>/dev/null; then
     exit 1
 fi
 contenders=("$@")
-[ ${#contenders[@]} -gt 0 ] || contenders=(typed typed-opaque raw tx-only tensor tensor-flat)
+[ ${#contenders[@]} -gt 0 ] || contenders=(typed typed-opaque raw tx-only tensor tensor-flat tensor-rows)
 
 echo "tensor-icount: building the tensor bench (bench profile: optimised, with symbols)" >&2
 bin=$(cargo bench -p psyne --bench tensor --no-run --message-format=json 2>/dev/null |

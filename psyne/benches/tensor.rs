@@ -25,9 +25,13 @@
 //!   `TensorView::as_chunks::<16>()`, fixed-width chunks whose inner loops are unrolled and
 //!   vectorised, plus the remainder; the sum goes into 16 lane-wise accumulators.
 //! * `tensor-flat`: the `typed` loops over `as_mut_slice()` / `as_slice()`.
+//! * `tensor-rows`: the tensor as rows of a compile-time width (`TensorLoan::rows_mut::<W>()`
+//!   / `TensorView::rows::<W>()`), the `typed` loops over each row: shape `[1, 258]` at
+//!   `emb256` (one row of the same 1032 bytes) and `[64, 256]` at `64k`, as a user whose
+//!   hidden size is a constant and whose batch is not would write them.
 //!
 //! Instruction counts: with
-//! `PSYNE_TENSOR_ICOUNT=<typed|typed-opaque|raw|tx-only|tensor|tensor-flat>:<emb256|64k>:<N>` the binary
+//! `PSYNE_TENSOR_ICOUNT=<typed|typed-opaque|raw|tx-only|tensor|tensor-flat|tensor-rows>:<emb256|64k>:<N>` the binary
 //! runs that loop N times and exits, without criterion, for `valgrind --tool=callgrind`;
 //! instructions per message = `(Ir(N2) - Ir(N1)) / (N2 - N1)`, as in `scripts/icount.sh`.
 //! `scripts/tensor-icount.sh` runs them all. Timing: `PSYNE_TENSOR_TIME=<rounds>` runs the
@@ -201,6 +205,41 @@ fn tensor_flat_once(
     read(black_box(v.as_slice()))
 }
 
+/// [`write`] over rows of `W` words: the same values in the same words.
+#[inline(always)]
+fn write_rows<const W: usize>(rows: &mut [[u32; W]], seq: u64) {
+    let mut next = seq;
+    for row in rows {
+        write(row, next);
+        next = next.wrapping_add(W as u64);
+    }
+}
+
+/// [`read`] over rows of `W` words: the same first word and wrapping sum of every word.
+#[inline(always)]
+fn read_rows<const W: usize>(rows: &[[u32; W]]) -> (u32, u32) {
+    let first = rows.first().map_or(0, |r| r[0]);
+    let sum = rows.iter().fold(0u32, |a, row| a.wrapping_add(read(row).1));
+    (first, sum)
+}
+
+/// One tensor of shape `[rows, W]`: `allocate_tensor`, the `typed` loops over each row of
+/// `rows_mut::<W>()`, send, `recv`, `view`, the loops over each row of `rows::<W>()`.
+#[inline(always)]
+fn tensor_rows_once<const W: usize>(
+    tx: &mut TensorProducer,
+    rx: &mut TensorConsumer,
+    shape: &[usize; 2],
+    seq: u64,
+) -> (u32, u32) {
+    let mut t = tx.allocate_tensor::<u32>(shape).unwrap();
+    write_rows::<W>(t.rows_mut::<W>().unwrap(), seq);
+    t.send();
+    let r = rx.recv().unwrap();
+    let v = r.view::<u32>().unwrap();
+    read_rows::<W>(black_box(v.rows::<W>().unwrap()))
+}
+
 /// Words per payload and the rings: each holds a few records of its kind.
 struct Pair<T: Message> {
     words: usize,
@@ -225,9 +264,10 @@ fn pair<T: AsWords>(ring_bytes: usize) -> Pair<T> {
     }
 }
 
-fn bench_pair<T: AsWords>(c: &mut Criterion, name: &str, ring_bytes: usize) {
+fn bench_pair<T: AsWords, const W: usize>(c: &mut Criterion, name: &str, ring_bytes: usize) {
     let mut p = pair::<T>(ring_bytes);
     let shape = [p.words];
+    let rows = [p.words / W, W];
     // Sanity before timing: both paths deliver what was written.
     for seq in 0..1000 {
         let want = (seq as u32, expected(p.words, seq));
@@ -239,6 +279,10 @@ fn bench_pair<T: AsWords>(c: &mut Criterion, name: &str, ring_bytes: usize) {
         );
         assert_eq!(
             tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+            want
+        );
+        assert_eq!(
+            tensor_rows_once::<W>(&mut p.tensors.0, &mut p.tensors.1, &rows, seq),
             want
         );
     }
@@ -269,12 +313,18 @@ fn bench_pair<T: AsWords>(c: &mut Criterion, name: &str, ring_bytes: usize) {
             tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, black_box(&shape), seq)
         })
     });
+    g.bench_function("tensor-rows", |b| {
+        b.iter(|| {
+            seq += 1;
+            tensor_rows_once::<W>(&mut p.tensors.0, &mut p.tensors.1, black_box(&rows), seq)
+        })
+    });
     g.finish();
 }
 
 fn benches(c: &mut Criterion) {
-    bench_pair::<Embedding256>(c, "emb256", 1 << 16);
-    bench_pair::<Words<16384>>(c, "64k", 1 << 20);
+    bench_pair::<Embedding256, 258>(c, "emb256", 1 << 16);
+    bench_pair::<Words<16384>, 256>(c, "64k", 1 << 20);
 }
 
 /// The `PSYNE_TENSOR_ICOUNT` mode: one loop, no criterion.
@@ -282,40 +332,57 @@ fn icount(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
     let [contender, payload, n] = parts[..] else {
         panic!(
-            "PSYNE_TENSOR_ICOUNT={spec}: expected <typed|typed-opaque|raw|tx-only|tensor|tensor-flat>:<emb256|64k>:<N>"
+            "PSYNE_TENSOR_ICOUNT={spec}: expected <typed|typed-opaque|raw|tx-only|tensor|tensor-flat|tensor-rows>:<emb256|64k>:<N>"
         );
     };
     let n: u64 = n.parse().expect("N is a number");
-    fn run<T: AsWords>(contender: &str, ring_bytes: usize, n: u64) {
+    fn run<T: AsWords, const W: usize>(contender: &str, ring_bytes: usize, n: u64) {
         let mut p = pair::<T>(ring_bytes);
         let shape = [p.words];
+        let rows = [p.words / W, W];
         let (mut rtx, mut rrx) = Channel::raw().capacity_bytes(ring_bytes).build().unwrap();
-        let (mut stamps, mut bad) = (0u64, 0u64);
-        for seq in 0..n {
-            let (stamp, sum) = match contender {
-                "typed" => typed_once(&mut p.typed.0, &mut p.typed.1, seq),
-                "typed-opaque" => typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq),
-                "raw" => raw_once(&mut rtx, &mut rrx, p.words, black_box(seq)),
-                "tx-only" => {
-                    let mut t = rtx.allocate_tensor::<u32>(&shape).unwrap();
-                    write(t.as_mut_slice(), seq);
-                    t.send();
-                    let r = rrx.recv().unwrap();
-                    read(black_box(bytemuck::cast_slice(&r.bytes()[128..])))
-                }
-                "tensor" => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
-                "tensor-flat" => tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
-                other => panic!("contender {other:?}: see the module doc"),
-            };
-            stamps += stamp as u64;
-            bad += u64::from(sum != black_box(expected_fast(p.words, seq)));
+        let words = p.words;
+        // One loop per contender, chosen once outside it, with the message inlined into it:
+        // what the loop itself costs is then the same for every contender.
+        #[inline(always)]
+        fn drive(n: u64, words: usize, mut once: impl FnMut(u64) -> (u32, u32)) -> (u64, u64) {
+            let (mut stamps, mut bad) = (0u64, 0u64);
+            for seq in 0..n {
+                let (stamp, sum) = once(seq);
+                stamps += stamp as u64;
+                bad += u64::from(sum != black_box(expected_fast(words, seq)));
+            }
+            (stamps, bad)
         }
+        let (t, r) = (&mut p.typed, &mut p.tensors);
+        let (stamps, bad) = match contender {
+            "typed" => drive(n, words, |seq| typed_once(&mut t.0, &mut t.1, seq)),
+            "typed-opaque" => drive(n, words, |seq| typed_opaque_once(&mut t.0, &mut t.1, seq)),
+            "raw" => drive(n, words, |seq| {
+                raw_once(&mut rtx, &mut rrx, words, black_box(seq))
+            }),
+            "tx-only" => drive(n, words, |seq| {
+                let mut t = rtx.allocate_tensor::<u32>(&shape).unwrap();
+                write(t.as_mut_slice(), seq);
+                t.send();
+                let r = rrx.recv().unwrap();
+                read(black_box(bytemuck::cast_slice(&r.bytes()[128..])))
+            }),
+            "tensor" => drive(n, words, |seq| tensor_once(&mut r.0, &mut r.1, &shape, seq)),
+            "tensor-flat" => drive(n, words, |seq| {
+                tensor_flat_once(&mut r.0, &mut r.1, &shape, seq)
+            }),
+            "tensor-rows" => drive(n, words, |seq| {
+                tensor_rows_once::<W>(&mut r.0, &mut r.1, &rows, seq)
+            }),
+            other => panic!("contender {other:?}: see the module doc"),
+        };
         assert_eq!(bad, 0, "{bad} of {n} messages did not add up");
         println!("{contender}: {n} messages, stamp sum {stamps}");
     }
     match payload {
-        "emb256" => run::<Embedding256>(contender, 1 << 16, n),
-        "64k" => run::<Words<16384>>(contender, 1 << 20, n),
+        "emb256" => run::<Embedding256, 258>(contender, 1 << 16, n),
+        "64k" => run::<Words<16384>, 256>(contender, 1 << 20, n),
         other => panic!("payload {other:?}: expected emb256 or 64k"),
     }
 }
@@ -333,11 +400,18 @@ fn expected_fast(n: usize, seq: u64) -> u32 {
 /// and the minimum are what make the ratio meaningful.
 fn timing(rounds: usize) {
     use std::time::Instant;
-    const NAMES: [&str; 4] = ["typed", "typed-opaque-length", "tensor", "tensor-flat"];
-    fn run<T: AsWords>(name: &str, ring_bytes: usize, n: u64, rounds: usize) {
+    const NAMES: [&str; 5] = [
+        "typed",
+        "typed-opaque-length",
+        "tensor",
+        "tensor-flat",
+        "tensor-rows",
+    ];
+    fn run<T: AsWords, const W: usize>(name: &str, ring_bytes: usize, n: u64, rounds: usize) {
         let mut p = pair::<T>(ring_bytes);
         let shape = [p.words];
-        let mut times: [Vec<f64>; 4] = Default::default();
+        let rows = [p.words / W, W];
+        let mut times: [Vec<f64>; 5] = Default::default();
         let mut seq = 0u64;
         let mut sink = 0u32;
         for _ in 0..rounds {
@@ -349,7 +423,8 @@ fn timing(rounds: usize) {
                         0 => typed_once(&mut p.typed.0, &mut p.typed.1, seq),
                         1 => typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq),
                         2 => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
-                        _ => tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+                        3 => tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
+                        _ => tensor_rows_once::<W>(&mut p.tensors.0, &mut p.tensors.1, &rows, seq),
                     };
                     sink = sink.wrapping_add(a ^ b);
                 }
@@ -379,8 +454,8 @@ fn timing(rounds: usize) {
             );
         }
     }
-    run::<Embedding256>("emb256", 1 << 16, 200_000, rounds);
-    run::<Words<16384>>("64k", 1 << 20, 4_000, rounds);
+    run::<Embedding256, 258>("emb256", 1 << 16, 200_000, rounds);
+    run::<Words<16384>, 256>("64k", 1 << 20, 4_000, rounds);
 }
 
 criterion_group!(tensor, benches);

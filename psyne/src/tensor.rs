@@ -108,6 +108,12 @@
 //! # Ok::<(), psyne::TensorError>(())
 //! ```
 //!
+//! When the innermost dimension is a constant of the model (a hidden size of 256, with the
+//! batch varying), read and write whole rows instead: `TensorReceived::rows::<E, N>()`,
+//! [`TensorView::rows`] and `TensorLoan::rows_mut` give `&[[E; N]]` (a
+//! [`TensorError::RowWidth`] if the last dimension is not `N`), and a loop over one row
+//! compiles exactly as a fixed-size message's loop does, fully unrolled with no remainder.
+//!
 //! Choose the width so that the accumulators fit the vector registers: 16 or 32 lanes of 4
 //! bytes are 4 or 8 SSE registers; 64 spill (in the benchmark, 16-wide chunks cost the fewest
 //! instructions: about 1.5 per word, remainder and chunk loop included). The chunk width is a
@@ -492,6 +498,19 @@ pub(crate) fn row_major_dims(shape: &[usize]) -> (usize, usize) {
         // Cannot overflow: every partial product of a validated shape fits (`element_count`);
         // saturating keeps this total anyway.
         Some((&cols, rest)) => (rest.iter().fold(1usize, |a, &d| a.saturating_mul(d)), cols),
+    }
+}
+
+/// Checks that a tensor of `shape` is made of rows of `N` elements (its last dimension), for
+/// `rows` / `rows_mut`: the error names the last dimension found (`None` for a scalar).
+#[inline]
+pub(crate) fn check_row_width<const N: usize>(shape: &[usize]) -> Result<(), TensorError> {
+    match shape.last() {
+        Some(&d) if d == N => Ok(()),
+        found => Err(TensorError::RowWidth {
+            expected: N,
+            found: found.copied(),
+        }),
     }
 }
 
@@ -1150,6 +1169,25 @@ impl TensorInfo {
         &self,
         payload: &'a [u8],
     ) -> Option<TensorView<'a, E>> {
+        // SAFETY: the caller's promise, passed on.
+        let data = unsafe { self.elements_validated::<E>(payload) }?;
+        Some(TensorView {
+            data,
+            shape: self.shape,
+            rank: self.rank,
+        })
+    }
+
+    /// The elements of [`view_validated`](Self::view_validated), without the view (its
+    /// shape is not copied): `None` if the element type or the alignment differ.
+    ///
+    /// # Safety
+    /// As [`view_validated`](Self::view_validated).
+    #[inline(always)]
+    unsafe fn elements_validated<'a, E: TensorElement>(
+        &self,
+        payload: &'a [u8],
+    ) -> Option<&'a [E]> {
         if E::DTYPE != self.dtype {
             return None;
         }
@@ -1172,12 +1210,28 @@ impl TensorInfo {
         // above); the bytes are initialised (a `&[u8]`) and any bytes are a valid `E` (`Pod`);
         // the slice borrows `payload` (shared, for its lifetime) and is at most `payload.len()
         // <= isize::MAX` bytes.
-        let data = unsafe { core::slice::from_raw_parts(ptr.cast::<E>(), self.count) };
-        Some(TensorView {
-            data,
-            shape: self.shape,
-            rank: self.rank,
-        })
+        Some(unsafe { core::slice::from_raw_parts(ptr.cast::<E>(), self.count) })
+    }
+
+    /// [`view_validated`](Self::view_validated) as rows of `N` (`TensorView::rows`), without
+    /// making the view: `None` if the element type, the alignment or the last dimension
+    /// differ (the caller then takes the checked path for the error).
+    ///
+    /// # Safety
+    /// As [`view_validated`](Self::view_validated).
+    #[inline(always)]
+    pub(crate) unsafe fn rows_validated<'a, E: TensorElement, const N: usize>(
+        &self,
+        payload: &'a [u8],
+    ) -> Option<&'a [[E; N]]> {
+        if self.rank == 0 || self.shape[(self.rank as usize - 1) % MAX_RANK] != N {
+            return None;
+        }
+        // SAFETY: the caller's promise, passed on.
+        let data = unsafe { self.elements_validated::<E>(payload) }?;
+        // The count is the product of the shape, a multiple of its last dimension `N`: the
+        // remainder is empty.
+        Some(data.as_chunks::<N>().0)
     }
 }
 
@@ -1442,6 +1496,37 @@ impl<'a, E: TensorElement> TensorView<'a, E> {
         self.data.as_chunks::<N>()
     }
 
+    /// The elements as rows of a compile-time width `N`, in place: the tensor's last dimension
+    /// must be `N` (a `[batch, N]` activation, a `[batch, seq, N]` sequence: the model's
+    /// hidden size is usually a constant while the batch is not). Each row is an `[E; N]`, so
+    /// loops over one row compile as a fixed-size message's do (unrolled and vectorised, no
+    /// remainder); see the [module docs](self#writing-the-element-loops). There are
+    /// `len() / N` rows. `N` must not be 0 (a compile-time error).
+    ///
+    /// # Errors
+    /// [`TensorError::RowWidth`] if the last dimension is not `N` (or the tensor is a scalar).
+    ///
+    /// ```
+    /// # use psyne::tensor::{DType, TensorLayout, TensorRef};
+    /// # let layout = TensorLayout::new(DType::F32, &[3, 4], None)?;
+    /// # let mut storage = vec![0u64; layout.payload_len().div_ceil(8)];
+    /// # let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut storage)[..layout.payload_len()];
+    /// # layout.write_description(bytes)?;
+    /// let v = TensorRef::parse(bytes)?.view::<f32>()?; // shape [3, 4]
+    /// let rows: &[[f32; 4]] = v.rows::<4>()?;
+    /// assert_eq!(rows.len(), 3);
+    /// assert!(v.rows::<8>().is_err()); // TensorError::RowWidth { expected: 8, found: Some(4) }
+    /// # Ok::<(), psyne::TensorError>(())
+    /// ```
+    #[inline]
+    pub fn rows<const N: usize>(&self) -> Result<&'a [[E; N]], TensorError> {
+        const { assert!(N > 0, "rows of 0 elements") };
+        check_row_width::<N>(self.shape())?;
+        // The element count is the product of the shape, a multiple of its last dimension
+        // `N`: the remainder is empty.
+        Ok(self.data.as_chunks::<N>().0)
+    }
+
     /// The element at row-major `index` (one entry per dimension), or `None` if the index has
     /// the wrong rank or lies outside the shape.
     #[inline]
@@ -1643,6 +1728,14 @@ pub enum TensorError {
         /// The length in the description.
         found: usize,
     },
+    /// Rows of `expected` elements were asked for (`rows::<N>()`), and the tensor's last
+    /// dimension is another.
+    RowWidth {
+        /// `N`.
+        expected: usize,
+        /// The tensor's last dimension (`None`: the tensor is a scalar, of rank 0).
+        found: Option<usize>,
+    },
 }
 
 impl fmt::Display for TensorError {
@@ -1727,6 +1820,20 @@ impl fmt::Display for TensorError {
             TensorError::HeaderLength { expected, found } => write!(
                 f,
                 "the tensor's header is {found} bytes, the requested type {expected}"
+            ),
+            TensorError::RowWidth {
+                expected,
+                found: Some(found),
+            } => write!(
+                f,
+                "rows of {expected} elements asked for; the tensor's last dimension is {found}"
+            ),
+            TensorError::RowWidth {
+                expected,
+                found: None,
+            } => write!(
+                f,
+                "rows of {expected} elements asked for; the tensor is a scalar (rank 0)"
             ),
         }
     }

@@ -249,6 +249,82 @@ fn matrix_mut_writes_row_major() {
 }
 
 #[test]
+fn rows_of_a_compile_time_width() {
+    let (mut tx, mut rx) = Channel::tensors().build().unwrap();
+    // [2, 3, 4]: six rows of four, written through rows_mut, read three ways.
+    let mut t = tx.allocate_tensor::<f32>(&[2, 3, 4]).unwrap();
+    assert_eq!(
+        t.rows_mut::<3>().unwrap_err(),
+        TensorError::RowWidth {
+            expected: 3,
+            found: Some(4)
+        }
+    );
+    let rows = t.rows_mut::<4>().unwrap();
+    assert_eq!(rows.len(), 6);
+    for (r, row) in rows.iter_mut().enumerate() {
+        for (k, x) in row.iter_mut().enumerate() {
+            *x = (10 * r + k) as f32;
+        }
+    }
+    t.send();
+    // Every failure below happens twice: once the description is remembered, once not.
+    for _ in 0..2 {
+        let r = rx.recv().unwrap();
+        let rows = r.rows::<f32, 4>().unwrap();
+        assert_eq!(rows.len(), 6);
+        assert_eq!(rows[5], [50.0, 51.0, 52.0, 53.0]);
+        let v = r.view::<f32>().unwrap();
+        assert_eq!(v.rows::<4>().unwrap(), rows);
+        assert_eq!(v.as_slice()[4 * 5 + 2], 52.0);
+        assert_eq!(
+            r.rows::<f32, 8>().unwrap_err(),
+            TensorError::RowWidth {
+                expected: 8,
+                found: Some(4)
+            }
+        );
+        assert!(matches!(
+            r.rows::<u32, 4>(),
+            Err(TensorError::DType {
+                expected: DType::U32,
+                found: DType::F32
+            })
+        ));
+        drop(r);
+        let mut t = tx.allocate_tensor::<f32>(&[2, 3, 4]).unwrap();
+        t.as_mut_slice()
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = (10 * (i / 4) + i % 4) as f32);
+        t.send();
+    }
+    // A scalar has no rows; an empty batch has zero of them.
+    let mut t = tx.allocate_tensor::<f32>(&[]).unwrap();
+    let err = t.rows_mut::<1>().unwrap_err();
+    assert_eq!(
+        err,
+        TensorError::RowWidth {
+            expected: 1,
+            found: None
+        }
+    );
+    assert!(err.to_string().contains("scalar"), "{err}");
+    t.send();
+    let _ = rx.recv().unwrap(); // the [2, 3, 4] tensor sent last in the loop
+    let r = rx.recv().unwrap();
+    assert!(matches!(
+        r.rows::<f32, 1>(),
+        Err(TensorError::RowWidth { found: None, .. })
+    ));
+    drop(r);
+    let mut t = tx.allocate_tensor::<f32>(&[0, 256]).unwrap();
+    assert!(t.rows_mut::<256>().unwrap().is_empty());
+    t.send();
+    assert!(rx.recv().unwrap().rows::<f32, 256>().unwrap().is_empty());
+}
+
+#[test]
 fn user_header_round_trips_and_is_type_checked() {
     let (mut tx, mut rx) = Channel::tensors().timestamps(true).build().unwrap();
     let batch = Batch {

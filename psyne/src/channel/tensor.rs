@@ -382,6 +382,34 @@ impl<E: TensorElement> TensorLoan<'_, E> {
         self.as_mut_slice().as_chunks_mut::<N>()
     }
 
+    /// The elements to write as rows of a compile-time width `N` (the last dimension must be
+    /// `N`): [`TensorView::rows`] for writing. Loops over one `[E; N]` row compile as a
+    /// fixed-size message's do. `N` must not be 0 (a compile-time error).
+    ///
+    /// # Errors
+    /// [`TensorError::RowWidth`] if the last dimension is not `N` (or the tensor is a scalar);
+    /// the loan is unchanged and can still be written another way or sent.
+    ///
+    /// ```
+    /// # let (mut tx, mut rx) = psyne::Channel::tensors().capacity_bytes(1 << 16).build()?;
+    /// let mut t = tx.allocate_tensor::<f32>(&[2, 256])?; // a batch of 2 rows of 256
+    /// for (r, row) in t.rows_mut::<256>()?.iter_mut().enumerate() {
+    ///     row.fill(r as f32);
+    /// }
+    /// t.send();
+    /// let m = rx.recv()?;
+    /// let v = m.view::<f32>()?;
+    /// assert_eq!(v.rows::<256>()?[1][255], 1.0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn rows_mut<const N: usize>(&mut self) -> Result<&mut [[E; N]], TensorError> {
+        const { assert!(N > 0, "rows of 0 elements") };
+        crate::tensor::check_row_width::<N>(self.shape())?;
+        // The element count is the product of the shape, a multiple of its last dimension.
+        Ok(self.as_mut_slice().as_chunks_mut::<N>().0)
+    }
+
     /// The elements as nalgebra's column-major view of the row-major matrix `[rows, cols]`:
     /// a `cols x rows` matrix, the transpose (see [`TensorView::matrix`]).
     pub fn matrix(&self) -> DMatrixView<'_, E> {
@@ -846,6 +874,32 @@ impl TensorReceived<'_> {
             }
         }
         TensorInfo::view_in(self.payload()?)
+    }
+
+    /// The elements as rows of a compile-time width `N`, in place:
+    /// `view::<E>()?.rows::<N>()` ([`TensorView::rows`]) in one call, without making the view.
+    ///
+    /// # Errors
+    /// [`TensorError::RowWidth`] if the last dimension is not `N` (or the tensor is a
+    /// scalar); as [`view`](Self::view) otherwise.
+    #[inline(always)]
+    pub fn rows<E: TensorElement, const N: usize>(&self) -> Result<&[[E; N]], TensorError> {
+        const { assert!(N > 0, "rows of 0 elements") };
+        if let Some(info) = self.known {
+            // SAFETY: as in `view`.
+            if let Some(rows) = unsafe { info.rows_validated::<E, N>(self.raw.bytes()) } {
+                return Ok(rows);
+            }
+        }
+        self.rows_checked()
+    }
+
+    /// [`rows`](Self::rows) through the full checks, for its error (or a description that
+    /// was not remembered).
+    #[cold]
+    #[inline(never)]
+    fn rows_checked<E: TensorElement, const N: usize>(&self) -> Result<&[[E; N]], TensorError> {
+        TensorInfo::view_in::<E>(self.payload()?)?.rows::<N>()
     }
 
     /// The user header as an `H`, in place (see [`TensorRef::header`]).

@@ -514,6 +514,16 @@ pub(crate) fn check_row_width<const N: usize>(shape: &[usize]) -> Result<(), Ten
     }
 }
 
+/// The [`TensorError::RowWidth`] of `rows::<N>()` on a tensor of `rank` dimensions whose last
+/// one is `last` (ignored for a scalar).
+#[cold]
+fn row_width_error<const N: usize>(rank: u8, last: usize) -> TensorError {
+    TensorError::RowWidth {
+        expected: N,
+        found: (rank != 0).then_some(last),
+    }
+}
+
 /// The layout of one tensor payload, planned by a producer before it borrows the bytes:
 /// [`payload_len`](Self::payload_len) to allocate, then
 /// [`write_description`](Self::write_description) into them.
@@ -729,8 +739,20 @@ pub struct TensorInfo {
     /// 0 when there is no header; else the header lies in `DESCRIPTION_SIZE..element_offset`.
     header_offset: u32,
     header_len: u32,
+    /// The last dimension (0 for a scalar): what `rows::<N>()` compares with `N` (never 0), so
+    /// that the shape is not indexed by the rank on the receive path.
+    last: usize,
     dtype: DType,
     rank: u8,
+}
+
+/// The last dimension of a shape of `rank` dimensions padded to [`MAX_RANK`] (0 for a scalar).
+#[inline(always)]
+fn last_dim<T: Copy + Into<u64>>(dims: &[T; MAX_RANK], rank: usize) -> u64 {
+    match rank {
+        0 => 0,
+        r => dims[(r - 1) % MAX_RANK].into(),
+    }
 }
 
 impl TensorInfo {
@@ -928,6 +950,7 @@ impl TensorInfo {
             element_offset,
             header_offset,
             header_len,
+            last: last_dim(&dims, rank) as usize,
             dtype,
             rank: rank8,
         })
@@ -954,6 +977,7 @@ impl TensorInfo {
                 return Ok(TensorView {
                     data,
                     shape: info.shape,
+                    last: info.last,
                     rank: info.rank,
                 });
             }
@@ -1065,6 +1089,7 @@ impl TensorInfo {
             element_offset,
             header_offset,
             header_len,
+            last: last_dim(&dims, rank8 as usize) as usize,
             dtype,
             rank: rank8,
         })
@@ -1097,6 +1122,7 @@ impl TensorInfo {
         Ok(TensorView {
             data,
             shape: self.shape,
+            last: self.last,
             rank: self.rank,
         })
     }
@@ -1174,6 +1200,7 @@ impl TensorInfo {
         Some(TensorView {
             data,
             shape: self.shape,
+            last: self.last,
             rank: self.rank,
         })
     }
@@ -1224,7 +1251,8 @@ impl TensorInfo {
         &self,
         payload: &'a [u8],
     ) -> Option<&'a [[E; N]]> {
-        if self.rank == 0 || self.shape[(self.rank as usize - 1) % MAX_RANK] != N {
+        // `last` is 0 for a scalar, and `N` is not 0.
+        if self.last != N {
             return None;
         }
         // SAFETY: the caller's promise, passed on.
@@ -1253,11 +1281,15 @@ pub(crate) struct DescriptionCache {
     /// The payload length they were validated with; `u64::MAX` (longer than any slice) while
     /// nothing is remembered.
     len: u64,
+    /// `len`, or `u32::MAX` (longer than any ring allows) if it does not fit: what the next
+    /// tensor's payload length is likely to be.
+    likely: u32,
     /// What the checks found for them.
     info: TensorInfo,
 }
 
 const _: () = assert!(DESCRIPTION_SIZE.is_multiple_of(16));
+const _: () = assert!(DESCRIPTION_SIZE <= 2 * ELEMENT_ALIGN);
 const _: () = assert!(core::mem::offset_of!(DescriptionCache, bytes) == 0);
 
 impl Default for DescriptionCache {
@@ -1265,12 +1297,14 @@ impl Default for DescriptionCache {
         DescriptionCache {
             bytes: [0; DESCRIPTION_SIZE],
             len: u64::MAX,
+            likely: u32::MAX,
             info: TensorInfo {
                 shape: [0; MAX_RANK],
                 count: 0,
                 element_offset: 0,
                 header_offset: 0,
                 header_len: 0,
+                last: 0,
                 dtype: DType::U8,
                 rank: 0,
             },
@@ -1322,10 +1356,19 @@ impl DescriptionCache {
     /// [`TensorInfo::parse`]'s checks for a payload of `payload.len()` bytes.
     #[inline(always)]
     pub(crate) fn validate(&mut self, payload: &[u8]) -> Option<&TensorInfo> {
-        let (d, _) = payload.split_first_chunk::<DESCRIPTION_SIZE>()?;
-        if (payload.len() as u64 == self.len && same_bytes(d, self))
-            || self.refill(d, payload.len())
-        {
+        if payload.len() as u64 == self.len {
+            debug_assert!(payload.len() >= DESCRIPTION_SIZE);
+            // SAFETY: `self.len` is `u64::MAX` (which no slice length equals: they are at most
+            // `isize::MAX`) or the length of a payload whose description passed the checks,
+            // so at least `2 * ELEMENT_ALIGN >= DESCRIPTION_SIZE` bytes (the elements start at
+            // or after 128): `payload` holds `DESCRIPTION_SIZE` bytes, and a `[u8; N]` has
+            // alignment 1. The reference borrows `payload` (shared) for as long as `d` lives.
+            let d = unsafe { &*payload.as_ptr().cast::<[u8; DESCRIPTION_SIZE]>() };
+            if same_bytes(d, self) {
+                return Some(&self.info);
+            }
+        }
+        if self.refill(payload) {
             Some(&self.info)
         } else {
             None
@@ -1336,20 +1379,25 @@ impl DescriptionCache {
     /// allows, while none is): what the next tensor's is likely to be.
     #[inline(always)]
     pub(crate) fn likely_len(&self) -> u32 {
-        self.len.min(u32::MAX as u64) as u32
+        self.likely
     }
 
     /// [`validate`](Self::validate) of a description other than the one remembered: copied,
     /// checked, and remembered if it passes (`true`; else nothing is remembered).
     #[inline(never)]
-    fn refill(&mut self, d: &[u8; DESCRIPTION_SIZE], len: usize) -> bool {
-        // The checks read only this copy: the bytes remembered are the bytes checked.
-        self.bytes = *d;
+    fn refill(&mut self, payload: &[u8]) -> bool {
         self.len = u64::MAX;
-        let Some(info) = TensorInfo::parse_fields(&self.bytes, len, None) else {
+        self.likely = u32::MAX;
+        let Some((d, _)) = payload.split_first_chunk::<DESCRIPTION_SIZE>() else {
             return false;
         };
-        self.len = len as u64;
+        // The checks read only this copy: the bytes remembered are the bytes checked.
+        self.bytes = *d;
+        let Some(info) = TensorInfo::parse_fields(&self.bytes, payload.len(), None) else {
+            return false;
+        };
+        self.len = payload.len() as u64;
+        self.likely = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         self.info = info;
         true
     }
@@ -1444,6 +1492,8 @@ impl<'a> TensorRef<'a> {
 pub struct TensorView<'a, E> {
     data: &'a [E],
     shape: [usize; MAX_RANK],
+    /// The last dimension, 0 for a scalar (see `TensorInfo::last`).
+    last: usize,
     rank: u8,
 }
 
@@ -1521,7 +1571,11 @@ impl<'a, E: TensorElement> TensorView<'a, E> {
     #[inline]
     pub fn rows<const N: usize>(&self) -> Result<&'a [[E; N]], TensorError> {
         const { assert!(N > 0, "rows of 0 elements") };
-        check_row_width::<N>(self.shape())?;
+        // `last` is the last dimension (0, never `N`, for a scalar): the shape is not indexed
+        // by the rank, so a view that is only read by rows need not be kept in memory.
+        if self.last != N {
+            return Err(row_width_error::<N>(self.rank, self.last));
+        }
         // The element count is the product of the shape, a multiple of its last dimension
         // `N`: the remainder is empty.
         Ok(self.data.as_chunks::<N>().0)

@@ -317,11 +317,33 @@ fn rows_of_a_compile_time_width() {
         r.rows::<f32, 1>(),
         Err(TensorError::RowWidth { found: None, .. })
     ));
+    assert_eq!(
+        r.view::<f32>().unwrap().rows::<1>().unwrap_err(),
+        TensorError::RowWidth {
+            expected: 1,
+            found: None
+        }
+    );
     drop(r);
     let mut t = tx.allocate_tensor::<f32>(&[0, 256]).unwrap();
     assert!(t.rows_mut::<256>().unwrap().is_empty());
     t.send();
     assert!(rx.recv().unwrap().rows::<f32, 256>().unwrap().is_empty());
+    // A last dimension of 0 is a width like any other: rows of 4 are refused, by every path.
+    for _ in 0..2 {
+        let t = tx.allocate_tensor::<f32>(&[3, 0]).unwrap();
+        t.send();
+        let r = rx.recv().unwrap();
+        let want = TensorError::RowWidth {
+            expected: 4,
+            found: Some(0),
+        };
+        assert_eq!(r.rows::<f32, 4>().unwrap_err(), want);
+        assert_eq!(r.view::<f32>().unwrap().rows::<4>().unwrap_err(), want);
+        let parsed = psyne::tensor::TensorRef::parse(r.bytes()).unwrap();
+        assert_eq!(parsed.view::<f32>().unwrap().rows::<4>().unwrap_err(), want);
+        assert_eq!(parsed.view::<f32>().unwrap().shape(), &[3, 0]);
+    }
 }
 
 #[test]
@@ -860,9 +882,17 @@ fn a_tensor_consumer_remembers_only_descriptions_that_passed() {
     let r = rx.recv().unwrap();
     assert_eq!(r.view::<f32>().unwrap().shape(), &[4, 3]);
     assert_eq!(r.view::<f32>().unwrap().as_slice(), &[2.0; 12]);
+    assert_eq!(r.view::<f32>().unwrap().rows::<3>().unwrap().len(), 4);
+    assert_eq!(r.rows::<f32, 3>().unwrap().len(), 4);
+    assert!(r.rows::<f32, 4>().is_err());
     drop(r);
     tx.send_bytes(TENSOR_TYPE_ID, &good_bytes).unwrap();
     check_good(&mut rx);
+    tx.send_bytes(TENSOR_TYPE_ID, &good_bytes).unwrap();
+    let r = rx.recv().unwrap();
+    assert_eq!(r.view::<f32>().unwrap().rows::<4>().unwrap().len(), 3);
+    assert_eq!(r.rows::<f32, 4>().unwrap().len(), 3);
+    drop(r);
     // A record of another type id with the remembered description's bytes is not a tensor.
     tx.send_bytes(7, &good_bytes).unwrap();
     assert_eq!(

@@ -694,21 +694,22 @@ impl<C: RecvCursor> Receiver<C> {
 
     /// [`Self::peek`] for a consumer that expects, without requiring it, a payload of `len`
     /// bytes and type id `type_id` (a tensor consumer: those of its last tensor): such a
-    /// record is taken by the cursor's fast check, as a typed consumer's is; any other by the
-    /// general path, as with no expectation.
+    /// record is taken by the cursor's fast check, as a typed consumer's is, and comes with
+    /// `true` (its header held `len` and `type_id` when checked); any other by the general
+    /// path, as with no expectation, with `false`.
     #[inline(always)]
     pub(crate) fn peek_likely(
         &mut self,
         patience: Patience,
         len: u32,
         type_id: u64,
-    ) -> Result<Peeked, RecvError> {
+    ) -> Result<(Peeked, bool), RecvError> {
         // As in `peek`: nothing was skipped (no producer to wake); the record holds exactly
         // `len` bytes, aligned to 64 as every record is.
         if let Some(peeked) = self.cursor.try_peek_fast(len, type_id) {
-            return Ok(peeked);
+            return Ok((peeked, true));
         }
-        self.peek(patience, None)
+        self.peek(patience, None).map(|p| (p, false))
     }
 
     /// [`Self::peek`] after the ring was found empty.

@@ -329,19 +329,23 @@ impl RawConsumer {
 
     /// [`recv_with`](Self::recv_with) for a consumer that expects, without requiring it, a
     /// payload of `len` bytes tagged `type_id` (a tensor consumer: its last tensor's): such a
-    /// record takes the typed ends' fast check of the header.
+    /// record takes the typed ends' fast check of the header, and comes with `true` (its
+    /// payload is `len` bytes and it was tagged `type_id`); any other with `false`.
     #[inline(always)]
     pub(crate) fn recv_likely(
         &mut self,
         patience: Patience,
         len: u32,
         type_id: u64,
-    ) -> Result<RawReceived<'_>, RecvError> {
-        let peeked = self.end.peek_likely(patience, len, type_id)?;
-        Ok(RawReceived {
-            end: self.end.release_handle(&peeked),
-            peeked,
-        })
+    ) -> Result<(RawReceived<'_>, bool), RecvError> {
+        let (peeked, likely) = self.end.peek_likely(patience, len, type_id)?;
+        Ok((
+            RawReceived {
+                end: self.end.release_handle(&peeked),
+                peeked,
+            },
+            likely,
+        ))
     }
 
     /// The next message, waiting for one if needed. Fails only with `Disconnected` (once the

@@ -747,7 +747,18 @@ pub struct TensorConsumer {
 /// the consumer's last description or the full checks).
 #[inline(always)]
 fn received<'a>(raw: RawReceived<'a>, last: &'a mut DescriptionCache) -> TensorReceived<'a> {
-    let known = if raw.type_id() == TENSOR_TYPE_ID {
+    received_likely((raw, false), last)
+}
+
+/// [`received`] for a record from `recv_likely`: `true` with it says that its header was
+/// checked to hold the last description's payload length and [`TENSOR_TYPE_ID`], so the type
+/// id is not read again.
+#[inline(always)]
+fn received_likely<'a>(
+    (raw, likely): (RawReceived<'a>, bool),
+    last: &'a mut DescriptionCache,
+) -> TensorReceived<'a> {
+    let known = if likely || raw.type_id() == TENSOR_TYPE_ID {
         last.validate(raw.bytes())
     } else {
         None
@@ -776,7 +787,7 @@ impl TensorConsumer {
     pub fn recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
         let TensorConsumer { raw, last } = self;
         raw.recv_likely(RecvPatience::Forever, last.likely_len(), TENSOR_TYPE_ID)
-            .map(|raw| received(raw, last))
+            .map(|r| received_likely(r, last))
     }
 
     /// Like [`recv`](Self::recv), but awaits the tensor instead of blocking the thread (see
@@ -791,7 +802,7 @@ impl TensorConsumer {
     pub fn try_recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
         let TensorConsumer { raw, last } = self;
         raw.recv_likely(RecvPatience::Never, last.likely_len(), TENSOR_TYPE_ID)
-            .map(|raw| received(raw, last))
+            .map(|r| received_likely(r, last))
     }
 
     /// The next tensor, waiting at most `timeout` (`Timeout`).
@@ -802,7 +813,7 @@ impl TensorConsumer {
             last.likely_len(),
             TENSOR_TYPE_ID,
         )
-        .map(|raw| received(raw, last))
+        .map(|r| received_likely(r, last))
     }
 
     /// Size of the ring in bytes.

@@ -742,17 +742,22 @@ pub struct TensorInfo {
     /// The last dimension (0 for a scalar): what `rows::<N>()` compares with `N` (never 0), so
     /// that the shape is not indexed by the rank on the receive path.
     last: usize,
+    /// `count / last` (0 when `last` is 0): the number of rows of `last` elements.
+    rows: usize,
     dtype: DType,
     rank: u8,
 }
 
-/// The last dimension of a shape of `rank` dimensions padded to [`MAX_RANK`] (0 for a scalar).
+/// The last dimension of a shape of `rank` dimensions padded to [`MAX_RANK`] (0 for a scalar)
+/// and the number of rows of that many elements in `count` elements (0 when it is 0).
 #[inline(always)]
-fn last_dim<T: Copy + Into<u64>>(dims: &[T; MAX_RANK], rank: usize) -> u64 {
-    match rank {
+fn last_dim<T: Copy + Into<u64>>(dims: &[T; MAX_RANK], rank: usize, count: usize) -> [usize; 2] {
+    let last = match rank {
         0 => 0,
-        r => dims[(r - 1) % MAX_RANK].into(),
-    }
+        // Each dimension of a validated shape fits a usize (see the callers).
+        r => dims[(r - 1) % MAX_RANK].into() as usize,
+    };
+    [last, count.checked_div(last).unwrap_or(0)]
 }
 
 impl TensorInfo {
@@ -942,6 +947,7 @@ impl TensorInfo {
         if end != len as u64 {
             return None;
         }
+        let [last, rows] = last_dim(&dims, rank, count as usize);
         Some(TensorInfo {
             // Each dimension is at most the product of the non-zero ones, at most
             // `isize::MAX`: it fits a usize.
@@ -950,7 +956,8 @@ impl TensorInfo {
             element_offset,
             header_offset,
             header_len,
-            last: last_dim(&dims, rank) as usize,
+            last,
+            rows,
             dtype,
             rank: rank8,
         })
@@ -978,6 +985,7 @@ impl TensorInfo {
                     data,
                     shape: info.shape,
                     last: info.last,
+                    rows: info.rows,
                     rank: info.rank,
                 });
             }
@@ -1081,6 +1089,7 @@ impl TensorInfo {
                 expected,
             });
         }
+        let [last, rows] = last_dim(&dims, rank8 as usize, count);
         Ok(TensorInfo {
             // Entries past the rank are 0 (checked), and the used ones fit a usize: each is at
             // most the product of the non-zero dimensions, at most `isize::MAX` (checked).
@@ -1089,7 +1098,8 @@ impl TensorInfo {
             element_offset,
             header_offset,
             header_len,
-            last: last_dim(&dims, rank8 as usize) as usize,
+            last,
+            rows,
             dtype,
             rank: rank8,
         })
@@ -1123,6 +1133,7 @@ impl TensorInfo {
             data,
             shape: self.shape,
             last: self.last,
+            rows: self.rows,
             rank: self.rank,
         })
     }
@@ -1183,13 +1194,14 @@ impl TensorInfo {
 
 impl TensorInfo {
     /// The elements of `payload` as `E`s, for an info validated for `payload`: `None` if they
-    /// are not `E`s or not aligned for `E` (the caller then asks the full checks for the
-    /// error).
+    /// are not `E`s (the caller then asks the full checks for the error).
     ///
     /// # Safety
     /// `self` passed the checks of [`parse`](Self::parse) for a payload of exactly
     /// `payload.len()` bytes (as [`DescriptionCache::validate`]'s result does for the payload
-    /// it was given), so that `element_offset + len() * dtype().size() == payload.len()`.
+    /// it was given), so that `element_offset + len() * dtype().size() == payload.len()`; and
+    /// `payload` starts aligned for `E` (a ring payload starts 64-byte aligned; the elements
+    /// are a multiple of 64 bytes past the start, so they are aligned too).
     #[inline(always)]
     pub(crate) unsafe fn view_validated<'a, E: TensorElement>(
         &self,
@@ -1201,12 +1213,13 @@ impl TensorInfo {
             data,
             shape: self.shape,
             last: self.last,
+            rows: self.rows,
             rank: self.rank,
         })
     }
 
     /// The elements of [`view_validated`](Self::view_validated), without the view (its
-    /// shape is not copied): `None` if the element type or the alignment differ.
+    /// shape is not copied): `None` if the element type differs.
     ///
     /// # Safety
     /// As [`view_validated`](Self::view_validated).
@@ -1228,21 +1241,20 @@ impl TensorInfo {
         // SAFETY: `start <= payload.len()` by the caller's promise, so `ptr` is inside the
         // payload or one past its end.
         let ptr = unsafe { payload.as_ptr().add(start) };
-        if !ptr.cast::<E>().is_aligned() {
-            return None;
-        }
+        debug_assert!(start.is_multiple_of(ELEMENT_ALIGN) && ptr.cast::<E>().is_aligned());
         // SAFETY: by the caller's promise `start + count * size_of::<E>() == payload.len()`
         // (the dtype is `E::DTYPE`, checked above, whose size is `size_of::<E>()`), so the
-        // `count` elements from `ptr` lie inside `payload`; `ptr` is aligned for `E` (checked
-        // above); the bytes are initialised (a `&[u8]`) and any bytes are a valid `E` (`Pod`);
+        // `count` elements from `ptr` lie inside `payload`; `ptr` is aligned for `E` (the
+        // payload starts aligned for `E`, by the caller's promise, and `start` is a multiple
+        // of 64, checked by `parse`, and so of `align_of::<E>()`, at most 8); the bytes are initialised (a `&[u8]`) and any bytes are a valid `E` (`Pod`);
         // the slice borrows `payload` (shared, for its lifetime) and is at most `payload.len()
         // <= isize::MAX` bytes.
         Some(unsafe { core::slice::from_raw_parts(ptr.cast::<E>(), self.count) })
     }
 
     /// [`view_validated`](Self::view_validated) as rows of `N` (`TensorView::rows`), without
-    /// making the view: `None` if the element type, the alignment or the last dimension
-    /// differ (the caller then takes the checked path for the error).
+    /// making the view: `None` if the element type or the last dimension differ (the caller
+    /// then takes the checked path for the error).
     ///
     /// # Safety
     /// As [`view_validated`](Self::view_validated).
@@ -1257,9 +1269,9 @@ impl TensorInfo {
         }
         // SAFETY: the caller's promise, passed on.
         let data = unsafe { self.elements_validated::<E>(payload) }?;
-        // The count is the product of the shape, a multiple of its last dimension `N`: the
-        // remainder is empty.
-        Some(data.as_chunks::<N>().0)
+        debug_assert_eq!(self.rows * N, data.len());
+        // SAFETY: as in `TensorView::rows`: `data` holds `count == rows * N` elements.
+        Some(unsafe { core::slice::from_raw_parts(data.as_ptr().cast::<[E; N]>(), self.rows) })
     }
 }
 
@@ -1305,6 +1317,7 @@ impl Default for DescriptionCache {
                 header_offset: 0,
                 header_len: 0,
                 last: 0,
+                rows: 0,
                 dtype: DType::U8,
                 rank: 0,
             },
@@ -1368,7 +1381,7 @@ impl DescriptionCache {
                 return Some(&self.info);
             }
         }
-        if self.refill(payload) {
+        if refill(self, payload.as_ptr(), payload.len()) {
             Some(&self.info)
         } else {
             None
@@ -1384,7 +1397,7 @@ impl DescriptionCache {
 
     /// [`validate`](Self::validate) of a description other than the one remembered: copied,
     /// checked, and remembered if it passes (`true`; else nothing is remembered).
-    #[inline(never)]
+    #[inline(always)]
     fn refill(&mut self, payload: &[u8]) -> bool {
         self.len = u64::MAX;
         self.likely = u32::MAX;
@@ -1401,6 +1414,18 @@ impl DescriptionCache {
         self.info = info;
         true
     }
+}
+
+/// [`DescriptionCache::refill`] out of line, for the `len` bytes at `payload` (a `&[u8]` of
+/// the caller's). An `extern "C"` function cannot unwind (a panic inside would abort, and
+/// nothing in it panics): the compiler then needs no clean-up path for the received record the
+/// caller holds while calling it, and keeps that record in registers.
+#[inline(never)]
+extern "C" fn refill(cache: &mut DescriptionCache, payload: *const u8, len: usize) -> bool {
+    // SAFETY: `payload` and `len` are the pointer and length of a `&[u8]` the caller holds
+    // for the whole call (`validate`), so they describe initialised bytes borrowed shared.
+    let payload = unsafe { core::slice::from_raw_parts(payload, len) };
+    cache.refill(payload)
 }
 
 /// A tensor payload whose description was validated, borrowed from the payload's bytes (a
@@ -1494,6 +1519,8 @@ pub struct TensorView<'a, E> {
     shape: [usize; MAX_RANK],
     /// The last dimension, 0 for a scalar (see `TensorInfo::last`).
     last: usize,
+    /// `len() / last` (0 when `last` is 0).
+    rows: usize,
     rank: u8,
 }
 
@@ -1576,9 +1603,12 @@ impl<'a, E: TensorElement> TensorView<'a, E> {
         if self.last != N {
             return Err(row_width_error::<N>(self.rank, self.last));
         }
-        // The element count is the product of the shape, a multiple of its last dimension
-        // `N`: the remainder is empty.
-        Ok(self.data.as_chunks::<N>().0)
+        debug_assert_eq!(self.rows * N, self.data.len());
+        // SAFETY: the element count is the product of the shape, whose last dimension is
+        // `last == N`, so `data` holds exactly `rows * N` elements (`rows` is `len / last`):
+        // the `rows` arrays of `N` lie inside it, and `[E; N]` has `E`'s alignment; the slice
+        // borrows the same memory as `data`, shared, for `'a`.
+        Ok(unsafe { core::slice::from_raw_parts(self.data.as_ptr().cast::<[E; N]>(), self.rows) })
     }
 
     /// The element at row-major `index` (one entry per dimension), or `None` if the index has
@@ -2013,7 +2043,8 @@ mod tests {
                             let got = cache.validate(b).copied();
                             assert_eq!(got.ok_or(()), full.map_err(|_| ()));
                             if let Some(info) = got {
-                                // SAFETY: `info` is `validate`'s result for `b`.
+                                // SAFETY: `info` is `validate`'s result for `b`, which
+                                // starts 8-byte aligned (`u64` storage).
                                 let v = unsafe { info.view_validated::<u32>(b) }.map(view);
                                 assert_eq!(v.ok_or(()), full_view.clone().map_err(|_| ()));
                             }

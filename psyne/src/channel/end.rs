@@ -709,7 +709,15 @@ impl<C: RecvCursor> Receiver<C> {
         if let Some(peeked) = self.cursor.try_peek_fast(len, type_id) {
             return Ok((peeked, true));
         }
-        self.peek(patience, None).map(|p| (p, false))
+        self.peek_general(patience).map(|p| (p, false))
+    }
+
+    /// [`Self::peek`] without an expectation, out of line: [`Self::peek_likely`]'s other
+    /// records (a new shape: checked in full after this anyway). Kept out of the fast path so
+    /// that its result, returned through memory, does not make the fast path's go there too.
+    #[inline(never)]
+    fn peek_general(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
+        self.peek(patience, None)
     }
 
     /// [`Self::peek`] after the ring was found empty.

@@ -423,9 +423,14 @@ impl RawReceived<'_> {
         self.peeked.type_id()
     }
 
-    /// The payload bytes.
+    /// The payload bytes. They start 64-byte aligned: every record starts a multiple of 64
+    /// bytes into the ring, whose first byte is 32 modulo 64, and its 32-byte header comes
+    /// first.
     #[inline]
     pub fn bytes(&self) -> &[u8] {
+        debug_assert!(
+            (self.peeked.payload().as_ptr() as usize).is_multiple_of(crate::ring::RECORD_ALIGN)
+        );
         // SAFETY: the record is published (acquired in `peek`) and not yet released, so the
         // producer does not write it; `peek` checked that the `len()` bytes from the payload
         // lie inside the region; any bytes are valid `u8`s.

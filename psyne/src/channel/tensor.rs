@@ -747,7 +747,7 @@ pub struct TensorConsumer {
 /// the consumer's last description or the full checks).
 #[inline(always)]
 fn received<'a>(raw: RawReceived<'a>, last: &'a mut DescriptionCache) -> TensorReceived<'a> {
-    received_likely((raw, false), last)
+    received_likely(raw, false, last)
 }
 
 /// [`received`] for a record from `recv_likely`: `true` with it says that its header was
@@ -755,7 +755,8 @@ fn received<'a>(raw: RawReceived<'a>, last: &'a mut DescriptionCache) -> TensorR
 /// id is not read again.
 #[inline(always)]
 fn received_likely<'a>(
-    (raw, likely): (RawReceived<'a>, bool),
+    raw: RawReceived<'a>,
+    likely: bool,
     last: &'a mut DescriptionCache,
 ) -> TensorReceived<'a> {
     let known = if likely || raw.type_id() == TENSOR_TYPE_ID {
@@ -787,7 +788,7 @@ impl TensorConsumer {
     pub fn recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
         let TensorConsumer { raw, last } = self;
         raw.recv_likely(RecvPatience::Forever, last.likely_len(), TENSOR_TYPE_ID)
-            .map(|r| received_likely(r, last))
+            .map(|(raw, likely)| received_likely(raw, likely, last))
     }
 
     /// Like [`recv`](Self::recv), but awaits the tensor instead of blocking the thread (see
@@ -802,7 +803,7 @@ impl TensorConsumer {
     pub fn try_recv(&mut self) -> Result<TensorReceived<'_>, RecvError> {
         let TensorConsumer { raw, last } = self;
         raw.recv_likely(RecvPatience::Never, last.likely_len(), TENSOR_TYPE_ID)
-            .map(|r| received_likely(r, last))
+            .map(|(raw, likely)| received_likely(raw, likely, last))
     }
 
     /// The next tensor, waiting at most `timeout` (`Timeout`).
@@ -813,7 +814,7 @@ impl TensorConsumer {
             last.likely_len(),
             TENSOR_TYPE_ID,
         )
-        .map(|r| received_likely(r, last))
+        .map(|(raw, likely)| received_likely(raw, likely, last))
     }
 
     /// Size of the ring in bytes.
@@ -879,7 +880,8 @@ impl TensorReceived<'_> {
     pub fn view<E: TensorElement>(&self) -> Result<TensorView<'_, E>, TensorError> {
         if let Some(info) = self.known {
             // SAFETY: `known` is `DescriptionCache::validate`'s result for this record's
-            // payload (`received`), whose length does not change.
+            // payload (`received`), whose length does not change; the payload is a ring
+            // payload, which starts 64-byte aligned (`RawReceived::bytes`), so aligned for `E`.
             if let Some(view) = unsafe { info.view_validated(self.raw.bytes()) } {
                 return Ok(view);
             }

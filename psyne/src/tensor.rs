@@ -1246,9 +1246,10 @@ impl TensorInfo {
         // (the dtype is `E::DTYPE`, checked above, whose size is `size_of::<E>()`), so the
         // `count` elements from `ptr` lie inside `payload`; `ptr` is aligned for `E` (the
         // payload starts aligned for `E`, by the caller's promise, and `start` is a multiple
-        // of 64, checked by `parse`, and so of `align_of::<E>()`, at most 8); the bytes are initialised (a `&[u8]`) and any bytes are a valid `E` (`Pod`);
-        // the slice borrows `payload` (shared, for its lifetime) and is at most `payload.len()
-        // <= isize::MAX` bytes.
+        // of 64, checked by `parse`, and so of `align_of::<E>()`, at most 8); the bytes are
+        // initialised (a `&[u8]`) and any bytes are a valid `E` (`Pod`); the slice borrows
+        // `payload` (shared, for its lifetime) and is at most `payload.len() <= isize::MAX`
+        // bytes.
         Some(unsafe { core::slice::from_raw_parts(ptr.cast::<E>(), self.count) })
     }
 

@@ -507,21 +507,15 @@ pub(crate) fn row_major_dims(shape: &[usize]) -> (usize, usize) {
 pub(crate) fn check_row_width<const N: usize>(shape: &[usize]) -> Result<(), TensorError> {
     match shape.last() {
         Some(&d) if d == N => Ok(()),
-        found => Err(TensorError::RowWidth {
-            expected: N,
-            found: found.copied(),
-        }),
+        found => Err(row_width_error::<N>(found.copied())),
     }
 }
 
-/// The [`TensorError::RowWidth`] of `rows::<N>()` on a tensor of `rank` dimensions whose last
-/// one is `last` (ignored for a scalar).
+/// The [`TensorError::RowWidth`] of `rows::<N>()` on a tensor whose last dimension is `found`
+/// (`None` for a scalar).
 #[cold]
-fn row_width_error<const N: usize>(rank: u8, last: usize) -> TensorError {
-    TensorError::RowWidth {
-        expected: N,
-        found: (rank != 0).then_some(last),
-    }
+fn row_width_error<const N: usize>(found: Option<usize>) -> TensorError {
+    TensorError::RowWidth { expected: N, found }
 }
 
 /// The layout of one tensor payload, planned by a producer before it borrows the bytes:
@@ -751,11 +745,11 @@ pub struct TensorInfo {
 /// The last dimension of a shape of `rank` dimensions padded to [`MAX_RANK`] (0 for a scalar)
 /// and the number of rows of that many elements in `count` elements (0 when it is 0).
 #[inline(always)]
-fn last_dim<T: Copy + Into<u64>>(dims: &[T; MAX_RANK], rank: usize, count: usize) -> [usize; 2] {
+fn last_dim(dims: &[u64; MAX_RANK], rank: usize, count: usize) -> [usize; 2] {
     let last = match rank {
         0 => 0,
         // Each dimension of a validated shape fits a usize (see the callers).
-        r => dims[(r - 1) % MAX_RANK].into() as usize,
+        r => dims[(r - 1) % MAX_RANK] as usize,
     };
     [last, count.checked_div(last).unwrap_or(0)]
 }
@@ -1382,7 +1376,7 @@ impl DescriptionCache {
                 return Some(&self.info);
             }
         }
-        if refill(self, payload.as_ptr(), payload.len()) {
+        if self.refill(payload.as_ptr(), payload.len()) {
             Some(&self.info)
         } else {
             None
@@ -1396,10 +1390,17 @@ impl DescriptionCache {
         self.likely
     }
 
-    /// [`validate`](Self::validate) of a description other than the one remembered: copied,
-    /// checked, and remembered if it passes (`true`; else nothing is remembered).
-    #[inline(always)]
-    fn refill(&mut self, payload: &[u8]) -> bool {
+    /// [`validate`](Self::validate) of a description other than the one remembered, for the
+    /// `len` bytes at `payload` (a `&[u8]` of the caller's): copied, checked, and remembered if
+    /// it passes (`true`; else nothing is remembered). Out of line, and `extern "C"`: such a
+    /// function cannot unwind (a panic inside would abort, and nothing in it panics), so the
+    /// compiler needs no clean-up path for the received record the caller holds around the
+    /// call, and keeps that record in registers.
+    #[inline(never)]
+    extern "C" fn refill(&mut self, payload: *const u8, len: usize) -> bool {
+        // SAFETY: `payload` and `len` are the pointer and length of a `&[u8]` the caller holds
+        // for the whole call (`validate`), so they describe initialised bytes borrowed shared.
+        let payload = unsafe { core::slice::from_raw_parts(payload, len) };
         self.len = u64::MAX;
         self.likely = u32::MAX;
         let Some((d, _)) = payload.split_first_chunk::<DESCRIPTION_SIZE>() else {
@@ -1415,18 +1416,6 @@ impl DescriptionCache {
         self.info = info;
         true
     }
-}
-
-/// [`DescriptionCache::refill`] out of line, for the `len` bytes at `payload` (a `&[u8]` of
-/// the caller's). An `extern "C"` function cannot unwind (a panic inside would abort, and
-/// nothing in it panics): the compiler then needs no clean-up path for the received record the
-/// caller holds while calling it, and keeps that record in registers.
-#[inline(never)]
-extern "C" fn refill(cache: &mut DescriptionCache, payload: *const u8, len: usize) -> bool {
-    // SAFETY: `payload` and `len` are the pointer and length of a `&[u8]` the caller holds
-    // for the whole call (`validate`), so they describe initialised bytes borrowed shared.
-    let payload = unsafe { core::slice::from_raw_parts(payload, len) };
-    cache.refill(payload)
 }
 
 /// A tensor payload whose description was validated, borrowed from the payload's bytes (a
@@ -1602,7 +1591,7 @@ impl<'a, E: TensorElement> TensorView<'a, E> {
         // `last` is the last dimension (0, never `N`, for a scalar): the shape is not indexed
         // by the rank, so a view that is only read by rows need not be kept in memory.
         if self.last != N {
-            return Err(row_width_error::<N>(self.rank, self.last));
+            return Err(row_width_error::<N>((self.rank != 0).then_some(self.last)));
         }
         debug_assert_eq!(self.rows * N, self.data.len());
         // SAFETY: the element count is the product of the shape, whose last dimension is

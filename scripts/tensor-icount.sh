@@ -7,10 +7,12 @@
 #
 # Contenders (see the bench's module doc): typed, typed-opaque (the typed path with the
 # payload's length hidden from the optimiser), raw (allocate_bytes / recv, no description),
-# tx-only (the tensor producer with a raw receive) and tensor. Payloads: emb256 (1032 bytes)
-# and 64k (65536 bytes).
+# tx-only (the tensor producer with a raw receive), tensor (chunked loops), tensor-flat (loops
+# over the slices), tensor-rows (rows of a compile-time width) and tensor-array (one array of
+# the compile-time element count: the typed loops, so against typed it is the description's
+# cost alone; issue 14's 1.2x target). Payloads: emb256 (1032 bytes) and 64k (65536 bytes).
 #
-# Usage: scripts/tensor-icount.sh [contender...]   (default: all five; ~1 minute once built)
+# Usage: scripts/tensor-icount.sh [contender...]   (default: all eight; ~2 minutes once built)
 # Env:   TENSOR_N1, TENSOR_N2  messages of the two runs (2000, 12000)
 #        TENSOR_OUT            where the callgrind.out files are kept (target/tensor-icount)
 #        CARGO_TARGET_DIR      honoured
@@ -32,7 +34,7 @@ if ! [ "$n2" -gt "$n1" ] 2>/dev/null; then
     exit 1
 fi
 contenders=("$@")
-[ ${#contenders[@]} -gt 0 ] || contenders=(typed typed-opaque raw tx-only tensor tensor-flat tensor-rows)
+[ ${#contenders[@]} -gt 0 ] || contenders=(typed typed-opaque raw tx-only tensor tensor-flat tensor-rows tensor-array)
 
 echo "tensor-icount: building the tensor bench (bench profile: optimised, with symbols)" >&2
 bin=$(cargo bench -p psyne --bench tensor --no-run --message-format=json 2>/dev/null |

@@ -29,13 +29,17 @@
 //!   / `TensorView::rows::<W>()`), the `typed` loops over each row: shape `[1, 258]` at
 //!   `emb256` (one row of the same 1032 bytes) and `[64, 256]` at `64k`, as a user whose
 //!   hidden size is a constant and whose batch is not would write them.
+//! * `tensor-array`: the tensor as one array of its compile-time element count
+//!   (`TensorLoan::as_array_mut::<A>()` / `TensorView::as_array::<A>()`, shape `[258]` /
+//!   `[16384]`), with the `typed` loops themselves: the loops are the same on both sides, so
+//!   the difference to `typed` is the description's cost alone.
 //!
 //! Instruction counts: with
-//! `PSYNE_TENSOR_ICOUNT=<typed|typed-opaque|raw|tx-only|tensor|tensor-flat|tensor-rows>:<emb256|64k>:<N>` the binary
+//! `PSYNE_TENSOR_ICOUNT=<typed|typed-opaque|raw|tx-only|tensor|tensor-flat|tensor-rows|tensor-array>:<emb256|64k>:<N>` the binary
 //! runs that loop N times and exits, without criterion, for `valgrind --tool=callgrind`;
 //! instructions per message = `(Ir(N2) - Ir(N1)) / (N2 - N1)`, as in `scripts/icount.sh`.
 //! `scripts/tensor-icount.sh` runs them all. Timing: `PSYNE_TENSOR_TIME=<rounds>` runs the
-//! typed, typed-opaque-length, tensor and tensor-flat loops in interleaved rounds and prints
+//! typed, typed-opaque-length and every tensor loop in interleaved rounds and prints
 //! each one's best and median time per message, and the tensors' ratios.
 
 use std::hint::black_box;
@@ -240,6 +244,28 @@ fn tensor_rows_once<const W: usize>(
     read_rows::<W>(black_box(v.rows::<W>().unwrap()))
 }
 
+/// One tensor of shape `[A]` through arrays of its compile-time element count
+/// (`TensorLoan::as_array_mut::<A>()` / `TensorView::as_array::<A>()`): `allocate_tensor`, the
+/// `typed` loops over the array, send, `recv`, `view`, the `typed` read. The loops are the
+/// `typed` contender's, so the difference is the description's cost alone.
+#[inline(always)]
+fn tensor_array_once<const A: usize>(
+    tx: &mut TensorProducer,
+    rx: &mut TensorConsumer,
+    shape: &[usize; 1],
+    seq: u64,
+) -> (u32, u32) {
+    let mut t = tx.allocate_tensor::<u32>(shape).unwrap();
+    write(t.as_array_mut::<A>().unwrap(), seq);
+    t.send();
+    let r = rx.recv().unwrap();
+    let v = r.view::<u32>().unwrap();
+    // `black_box` on the array reference (as `typed` does on the message), not on a slice,
+    // which would hide the length.
+    let a: &[u32; A] = black_box(v.as_array::<A>().unwrap());
+    read(a)
+}
+
 /// Words per payload and the rings: each holds a few records of its kind.
 struct Pair<T: Message> {
     words: usize,
@@ -264,7 +290,11 @@ fn pair<T: AsWords>(ring_bytes: usize) -> Pair<T> {
     }
 }
 
-fn bench_pair<T: AsWords, const W: usize>(c: &mut Criterion, name: &str, ring_bytes: usize) {
+fn bench_pair<T: AsWords, const W: usize, const A: usize>(
+    c: &mut Criterion,
+    name: &str,
+    ring_bytes: usize,
+) {
     let mut p = pair::<T>(ring_bytes);
     let shape = [p.words];
     let rows = [p.words / W, W];
@@ -283,6 +313,10 @@ fn bench_pair<T: AsWords, const W: usize>(c: &mut Criterion, name: &str, ring_by
         );
         assert_eq!(
             tensor_rows_once::<W>(&mut p.tensors.0, &mut p.tensors.1, &rows, seq),
+            want
+        );
+        assert_eq!(
+            tensor_array_once::<A>(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
             want
         );
     }
@@ -319,12 +353,18 @@ fn bench_pair<T: AsWords, const W: usize>(c: &mut Criterion, name: &str, ring_by
             tensor_rows_once::<W>(&mut p.tensors.0, &mut p.tensors.1, black_box(&rows), seq)
         })
     });
+    g.bench_function("tensor-array", |b| {
+        b.iter(|| {
+            seq += 1;
+            tensor_array_once::<A>(&mut p.tensors.0, &mut p.tensors.1, black_box(&shape), seq)
+        })
+    });
     g.finish();
 }
 
 fn benches(c: &mut Criterion) {
-    bench_pair::<Embedding256, 258>(c, "emb256", 1 << 16);
-    bench_pair::<Words<16384>, 256>(c, "64k", 1 << 20);
+    bench_pair::<Embedding256, 258, 258>(c, "emb256", 1 << 16);
+    bench_pair::<Words<16384>, 256, 16384>(c, "64k", 1 << 20);
 }
 
 /// The `PSYNE_TENSOR_ICOUNT` mode: one loop, no criterion.
@@ -332,11 +372,11 @@ fn icount(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
     let [contender, payload, n] = parts[..] else {
         panic!(
-            "PSYNE_TENSOR_ICOUNT={spec}: expected <typed|typed-opaque|raw|tx-only|tensor|tensor-flat|tensor-rows>:<emb256|64k>:<N>"
+            "PSYNE_TENSOR_ICOUNT={spec}: expected <typed|typed-opaque|raw|tx-only|tensor|tensor-flat|tensor-rows|tensor-array>:<emb256|64k>:<N>"
         );
     };
     let n: u64 = n.parse().expect("N is a number");
-    fn run<T: AsWords, const W: usize>(contender: &str, ring_bytes: usize, n: u64) {
+    fn run<T: AsWords, const W: usize, const A: usize>(contender: &str, ring_bytes: usize, n: u64) {
         let mut p = pair::<T>(ring_bytes);
         let shape = [p.words];
         let rows = [p.words / W, W];
@@ -375,14 +415,17 @@ fn icount(spec: &str) {
             "tensor-rows" => drive(n, words, |seq| {
                 tensor_rows_once::<W>(&mut r.0, &mut r.1, &rows, seq)
             }),
+            "tensor-array" => drive(n, words, |seq| {
+                tensor_array_once::<A>(&mut r.0, &mut r.1, &shape, seq)
+            }),
             other => panic!("contender {other:?}: see the module doc"),
         };
         assert_eq!(bad, 0, "{bad} of {n} messages did not add up");
         println!("{contender}: {n} messages, stamp sum {stamps}");
     }
     match payload {
-        "emb256" => run::<Embedding256, 258>(contender, 1 << 16, n),
-        "64k" => run::<Words<16384>, 256>(contender, 1 << 20, n),
+        "emb256" => run::<Embedding256, 258, 258>(contender, 1 << 16, n),
+        "64k" => run::<Words<16384>, 256, 16384>(contender, 1 << 20, n),
         other => panic!("payload {other:?}: expected emb256 or 64k"),
     }
 }
@@ -400,18 +443,24 @@ fn expected_fast(n: usize, seq: u64) -> u32 {
 /// and the minimum are what make the ratio meaningful.
 fn timing(rounds: usize) {
     use std::time::Instant;
-    const NAMES: [&str; 5] = [
+    const NAMES: [&str; 6] = [
         "typed",
         "typed-opaque-length",
         "tensor",
         "tensor-flat",
         "tensor-rows",
+        "tensor-array",
     ];
-    fn run<T: AsWords, const W: usize>(name: &str, ring_bytes: usize, n: u64, rounds: usize) {
+    fn run<T: AsWords, const W: usize, const A: usize>(
+        name: &str,
+        ring_bytes: usize,
+        n: u64,
+        rounds: usize,
+    ) {
         let mut p = pair::<T>(ring_bytes);
         let shape = [p.words];
         let rows = [p.words / W, W];
-        let mut times: [Vec<f64>; 5] = Default::default();
+        let mut times: [Vec<f64>; 6] = Default::default();
         let mut seq = 0u64;
         let mut sink = 0u32;
         for _ in 0..rounds {
@@ -424,7 +473,10 @@ fn timing(rounds: usize) {
                         1 => typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq),
                         2 => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
                         3 => tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
-                        _ => tensor_rows_once::<W>(&mut p.tensors.0, &mut p.tensors.1, &rows, seq),
+                        4 => tensor_rows_once::<W>(&mut p.tensors.0, &mut p.tensors.1, &rows, seq),
+                        _ => {
+                            tensor_array_once::<A>(&mut p.tensors.0, &mut p.tensors.1, &shape, seq)
+                        }
                     };
                     sink = sink.wrapping_add(a ^ b);
                 }
@@ -454,8 +506,8 @@ fn timing(rounds: usize) {
             );
         }
     }
-    run::<Embedding256, 258>("emb256", 1 << 16, 200_000, rounds);
-    run::<Words<16384>, 256>("64k", 1 << 20, 4_000, rounds);
+    run::<Embedding256, 258, 258>("emb256", 1 << 16, 200_000, rounds);
+    run::<Words<16384>, 256, 16384>("64k", 1 << 20, 4_000, rounds);
 }
 
 criterion_group!(tensor, benches);

@@ -347,6 +347,66 @@ fn rows_of_a_compile_time_width() {
 }
 
 #[test]
+fn arrays_of_a_compile_time_element_count() {
+    let (mut tx, mut rx) = Channel::tensors().build().unwrap();
+    // [3, 4]: twelve elements, whatever the shape, written and read as one array.
+    let mut t = tx.allocate_tensor::<u32>(&[3, 4]).unwrap();
+    let err = t.as_array_mut::<4>().unwrap_err();
+    assert_eq!(
+        err,
+        TensorError::ElementCount {
+            expected: 4,
+            found: 12
+        }
+    );
+    assert!(err.to_string().contains("12 elements"), "{err}");
+    // The failed call left the loan as it was.
+    assert_eq!(t.shape(), &[3, 4]);
+    let a: &mut [u32; 12] = t.as_array_mut::<12>().unwrap();
+    for (i, x) in a.iter_mut().enumerate() {
+        *x = 7 * i as u32;
+    }
+    t.send();
+    // Twice: once the description is not remembered, once it is.
+    for round in 0..2 {
+        let r = rx.recv().unwrap();
+        let v = r.view::<u32>().unwrap();
+        let a: &[u32; 12] = v.as_array::<12>().unwrap();
+        assert_eq!(a[11], 77, "round {round}");
+        assert_eq!(&a[..], v.as_slice());
+        assert_eq!(
+            v.as_array::<13>().unwrap_err(),
+            TensorError::ElementCount {
+                expected: 13,
+                found: 12
+            }
+        );
+        drop(r);
+        let mut t = tx.allocate_tensor::<u32>(&[3, 4]).unwrap();
+        t.as_mut_slice()
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = 7 * i as u32);
+        t.send();
+    }
+    drop(rx.recv().unwrap());
+    // A scalar is an array of one; an empty tensor of none.
+    let mut t = tx.allocate_tensor::<f64>(&[]).unwrap();
+    t.as_array_mut::<1>().unwrap()[0] = 2.5;
+    t.send();
+    let r = rx.recv().unwrap();
+    assert_eq!(r.view::<f64>().unwrap().as_array::<1>().unwrap(), &[2.5]);
+    drop(r);
+    let mut t = tx.allocate_tensor::<f64>(&[4, 0]).unwrap();
+    assert_eq!(t.as_array_mut::<0>().unwrap().len(), 0);
+    t.send();
+    let r = rx.recv().unwrap();
+    let v = r.view::<f64>().unwrap();
+    assert!(v.as_array::<0>().is_ok());
+    assert!(v.as_array::<1>().is_err());
+}
+
+#[test]
 fn user_header_round_trips_and_is_type_checked() {
     let (mut tx, mut rx) = Channel::tensors().timestamps(true).build().unwrap();
     let batch = Batch {

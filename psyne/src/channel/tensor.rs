@@ -410,6 +410,32 @@ impl<E: TensorElement> TensorLoan<'_, E> {
         Ok(self.as_mut_slice().as_chunks_mut::<N>().0)
     }
 
+    /// All the elements as one array of a compile-time length `N`, to write in place:
+    /// [`TensorView::as_array`] for writing (the tensor must have exactly `N` elements,
+    /// whatever its shape). Loops over the array compile as a fixed-size message's do.
+    ///
+    /// # Errors
+    /// [`TensorError::ElementCount`] if the tensor has another number of elements; the loan
+    /// is unchanged and can still be written another way or sent.
+    ///
+    /// ```
+    /// # let (mut tx, mut rx) = psyne::Channel::tensors().capacity_bytes(1 << 16).build()?;
+    /// let mut t = tx.allocate_tensor::<f32>(&[256])?; // one embedding of 256
+    /// t.as_array_mut::<256>()?.fill(0.5);
+    /// t.send();
+    /// let m = rx.recv()?;
+    /// assert_eq!(m.view::<f32>()?.as_array::<256>()?[255], 0.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn as_array_mut<const N: usize>(&mut self) -> Result<&mut [E; N], TensorError> {
+        let len = self.len;
+        match <&mut [E; N]>::try_from(self.as_mut_slice()) {
+            Ok(array) => Ok(array),
+            Err(_) => Err(crate::tensor::element_count_error::<N>(len)),
+        }
+    }
+
     /// The elements as nalgebra's column-major view of the row-major matrix `[rows, cols]`:
     /// a `cols x rows` matrix, the transpose (see [`TensorView::matrix`]).
     pub fn matrix(&self) -> DMatrixView<'_, E> {

@@ -33,7 +33,7 @@
 //! | `sync` (crate-private) | every atomic, fence and futex, swapped for loom's under `cfg(loom)` | anything above it |
 //! | [`ring`] | ring protocols over a region, offsets only: record format, control block, SPSC cursors | `wait`, `transport`, `channel` |
 //! | [`wait`] | spin, yield, park; the futex notifier | `transport`, `channel` |
-//! | [`transport`] | how ends reach the same ring: shared memory (create, open, liveness, stale names), TCP (wire format, handshake, pumps) | the end layer's internals (the TCP pumps drive ordinary raw ends, as a user would) |
+//! | [`transport`] | how ends reach the same ring: shared memory (create, open, liveness, stale names), TCP (wire format, handshake, the sending pump, the receiving side's reader) | the end layer's internals, but for two crate-private hooks: the TCP reader reserves and commits records through the end layer (to keep a half-arrived frame across calls) and is attached to a consumer as its source (the consumer's calls read the socket); the sending pump drives an ordinary raw end, as a user would |
 //! | [`channel`] | the public ends and builders, and the one end layer (blocking, timeouts, liveness checks, wake-ups, counters, errors) | |
 //! | [`device`] | device channels: payloads in GPU memory ordered by events, across processes by CUDA IPC; descriptors through an ordinary ring | the ring's or the end layer's internals (it uses the public typed ends) |
 //!

@@ -721,6 +721,8 @@ enum Fault {
     Flip(usize, u8),
     /// Forward in chunks of `n` bytes with `ms` milliseconds between them.
     Slow(usize, u64),
+    /// Forward `k` bytes, then nothing until `release`, then the rest.
+    PauseAt(usize),
 }
 
 /// A one-connection proxy in front of `target`; returns its address and a release flag.
@@ -742,6 +744,7 @@ fn proxy(target: SocketAddr, fault: Fault) -> (SocketAddr, Arc<AtomicBool>) {
         });
         let (mut from, mut to) = (client, server);
         let mut seen = 0usize;
+        let mut paused = false;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let want = match fault {
@@ -760,6 +763,18 @@ fn proxy(target: SocketAddr, fault: Fault) -> (SocketAddr, Arc<AtomicBool>) {
                 }
                 Fault::Flip(k, mask) if seen <= k && k < seen + n => buf[k - seen] ^= mask,
                 Fault::Slow(_, ms) => thread::sleep(Duration::from_millis(ms)),
+                Fault::PauseAt(k) if !paused && seen + n >= k => {
+                    let first = k - seen;
+                    if to.write_all(&buf[..first]).is_err() {
+                        break;
+                    }
+                    while !rel.load(Ordering::Relaxed) {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    paused = true;
+                    buf.copy_within(first..n, 0);
+                    (seen, n) = (k, n - first);
+                }
                 _ => {}
             }
             if to.write_all(&buf[..n]).is_err() {
@@ -866,6 +881,52 @@ fn a_stall_mid_frame_ends_in_disconnected_after_the_stall_timeout() {
     assert_eq!(got, 4);
     assert!(producer_disconnected);
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+}
+
+#[test]
+fn each_receive_keeps_its_own_deadline_while_a_frame_is_half_arrived() {
+    // The consumer's calls read the socket themselves: a frame cut in two by a pause of the
+    // link waits in the reader for its rest while each call returns on its own deadline, and
+    // is delivered whole once the rest arrives.
+    let hs = sender_handshake_len("test.Embedding");
+    let (l, addr) = listener();
+    let (paddr, release) = proxy(addr, Fault::PauseAt(hs + 2 * FRAME + 500));
+    let sender = thread::spawn(move || {
+        let mut tx = Channel::<Embedding>::builder()
+            .capacity(8)
+            .connect_producer(paddr)
+            .unwrap();
+        for s in 0..6 {
+            tx.send(&embedding(s)).unwrap();
+        }
+    });
+    let mut rx = Channel::<Embedding>::builder()
+        .capacity(8)
+        .net()
+        .stall_timeout(Duration::from_secs(20))
+        .accept_consumer(&l)
+        .unwrap();
+    for s in 0..2 {
+        check_embedding(&rx.recv_timeout(Duration::from_secs(10)).unwrap(), s);
+    }
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = rx.recv_timeout(Duration::from_millis(100)).err();
+        assert!(matches!(r, Some(RecvError::Timeout)), "{r:?}");
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
+    }
+    release.store(true, Ordering::Relaxed);
+    for s in 2..6 {
+        check_embedding(&rx.recv_timeout(Duration::from_secs(10)).unwrap(), s);
+    }
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Err(RecvError::Disconnected)
+    ));
+    sender.join().unwrap();
 }
 
 #[test]

@@ -581,14 +581,54 @@ impl<C: SendCursor> Drop for Sender<C> {
     }
 }
 
+/// What a [`Source`] did in one [`Source::pull`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pulled {
+    /// It published at least one message into the ring.
+    Published,
+    /// Nothing yet: the wait ended (or there was no room to publish into).
+    Nothing,
+    /// The source is over (connection closed or broken): it has dropped its producer of the
+    /// ring, whose consumer sees `Disconnected` once the ring is drained.
+    Ended,
+}
+
+/// What fills a receiving end's ring inside the consumer's own calls, where no other thread
+/// does: a TCP receiver reads its socket when the consumer finds its ring empty (see
+/// `crate::transport::net`), so a message crosses no thread between the kernel and the user.
+pub(crate) trait Source: Send {
+    /// Moves what has arrived into the ring, waiting for it as `patience` allows; called only
+    /// with the ring empty.
+    fn pull(&mut self, patience: Patience) -> Pulled;
+    /// Whether the peer is gone (a check that does not wait).
+    fn peer_gone(&self) -> bool;
+    /// Hands the source to a thread of its own that fills the ring from now on (for the async
+    /// waits, whose wake-ups come from the ring's producer). A source that cannot get its
+    /// thread drops its producer (the consumer then sees `Disconnected`).
+    fn detach(self: Box<Self>);
+}
+
 /// The receiving end over a consumer cursor.
-#[derive(Debug)]
 pub(crate) struct Receiver<C: RecvCursor> {
     cursor: C,
     common: Common,
     /// `recv` spins in place ([`Wait::BusySpin`], both ends in this process).
     spin_here: bool,
     stats: ConsumerStats,
+    /// Fills the ring in this end's calls when no thread does (a TCP receiver).
+    source: Option<Box<dyn Source>>,
+}
+
+impl<C: RecvCursor + core::fmt::Debug> core::fmt::Debug for Receiver<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("cursor", &self.cursor)
+            .field("common", &self.common)
+            .field("spin_here", &self.spin_here)
+            .field("stats", &self.stats)
+            .field("source", &self.source.is_some())
+            .finish()
+    }
 }
 
 impl<C: RecvCursor> Receiver<C> {
@@ -601,6 +641,22 @@ impl<C: RecvCursor> Receiver<C> {
             common,
             spin_here,
             stats: ConsumerStats::default(),
+            source: None,
+        }
+    }
+
+    /// Makes `source` fill this end's ring in its own calls (its waits then read the source,
+    /// never spin in place).
+    pub(crate) fn set_source(&mut self, source: Box<dyn Source>) {
+        self.spin_here = false;
+        self.source = Some(source);
+    }
+
+    /// Hands the source, if any, to a thread of its own (before an async wait).
+    #[cold]
+    pub(crate) fn detach_source(&mut self) {
+        if let Some(s) = self.source.take() {
+            s.detach();
         }
     }
 
@@ -633,6 +689,9 @@ impl<C: RecvCursor> Receiver<C> {
     /// Whether the producers are gone (messages they published may still be waiting); for a
     /// shared ring this checks their processes first.
     pub(crate) fn is_disconnected(&self) -> bool {
+        if let Some(s) = &self.source {
+            return s.peer_gone();
+        }
         check_peers(
             self.cursor.ring(),
             self.cursor.peer_slots(),
@@ -724,6 +783,9 @@ impl<C: RecvCursor> Receiver<C> {
     #[inline(never)]
     fn peek_slow(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
         self.stats.empty += 1;
+        if self.source.is_some() {
+            return self.pull_slow(patience);
+        }
         let ring = Arc::clone(self.cursor.ring());
         let deadline = match patience {
             Patience::Never if !ring.is_shared() => return Err(RecvError::Empty),
@@ -781,6 +843,31 @@ impl<C: RecvCursor> Receiver<C> {
         match waited {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(RecvError::Timeout),
+        }
+    }
+
+    /// [`Self::peek_slow`] with a source: the source fills the ring in this call, waiting as
+    /// `patience` allows, until the ring holds a message or the source is over.
+    fn pull_slow(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
+        loop {
+            let Some(source) = self.source.as_mut() else {
+                // Over: what it published is received first, then `Disconnected`.
+                return self.attempt().map_err(RecvError::from);
+            };
+            match source.pull(patience) {
+                Pulled::Published => {}
+                Pulled::Nothing => match patience {
+                    Patience::Never => return Err(RecvError::Empty),
+                    Patience::Until(t) if Instant::now() >= t => return Err(RecvError::Timeout),
+                    _ => {}
+                },
+                Pulled::Ended => self.source = None,
+            }
+            match self.attempt() {
+                Ok(p) => return Ok(p),
+                Err(PeekError::Empty) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 

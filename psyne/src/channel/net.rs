@@ -1,6 +1,7 @@
 //! TCP ends: the builder methods that put a channel's two ends on two machines (see
 //! [`crate::transport::net`] for the protocol). The local side is an ordinary ring built from
-//! the same builder; a pump thread moves records between it and the socket.
+//! the same builder; a sending pump thread writes its records to the socket, and a receiving
+//! end reads the socket into its ring in the consumer's own calls.
 
 use super::{
     ChannelBuilder, Consumer, Producer, RawChannelBuilder, RawConsumer, RawProducer, pair,
@@ -10,13 +11,16 @@ use crate::message::{ElemType, Message};
 use crate::ring::{ChannelIdentity, Ring};
 use crate::transport::net::{
     Compression, Identity, Listener, Local, NetError, NetOptions, RawSlots, Role, TypedSlots,
-    spawn_receiver, spawn_sender, wire,
+    attach_receiver, spawn_sender, wire,
 };
 use core::time::Duration;
 use std::net::ToSocketAddrs;
 
-/// For the sending pump, which waits for records as the end layer does.
-pub(crate) use super::end::Patience;
+/// For the sending pump, which waits for records as the end layer does, and the receiving
+/// side, which fills its consumer's ring in the consumer's calls.
+pub(crate) use super::end::{Patience, Pulled, Source};
+/// The payload alignment of a ring of `T`s, for the receiving side's reservations.
+pub(crate) use super::typed::align_of_payload;
 
 /// A typed channel builder with network options; from [`ChannelBuilder::net`] or any of the
 /// network setters on [`ChannelBuilder`] (`compression`, `auth_key`, timeouts).
@@ -170,7 +174,7 @@ fn check_codec(c: Compression) -> Result<(), NetError> {
     Ok(())
 }
 
-/// The codec a sender announced, for the receiving pump.
+/// The codec a sender announced, for the receiving side's reader.
 fn announced(remote: &Identity) -> Compression {
     match remote.codec {
         wire::CODEC_LZ4 => Compression::Lz4,
@@ -266,10 +270,11 @@ impl<T: Message> NetBuilder<T> {
         raw: (RawProducer, RawConsumer),
         stream_remote: (std::net::TcpStream, Identity),
     ) -> Result<Consumer<T>, NetError> {
-        let (tx, rx) = raw;
+        let (tx, mut rx) = raw;
         let (stream, remote) = stream_remote;
-        spawn_receiver(
+        attach_receiver(
             stream,
+            &mut rx,
             tx,
             TypedSlots::<T>::new(),
             announced(&remote),
@@ -297,7 +302,7 @@ impl<T: Message> NetBuilder<T> {
 
     /// Builds the local ring, waits for one connection on `listener` (at most the accept
     /// timeout), runs the handshake (type, layout, version, key) and returns the consumer end;
-    /// a pump thread fills its ring from the socket. A bad client fails this call only: call
+    /// its `recv` calls read the socket into its ring. A bad client fails this call only: call
     /// it again to serve the next one.
     pub fn accept_consumer(self, listener: &Listener) -> Result<Consumer<T>, NetError> {
         let raw = self.base.ring_ends()?;
@@ -420,14 +425,15 @@ impl RawNetBuilder {
     /// Raw variant of [`NetBuilder::accept_consumer`]. A raw receiver takes frames of any
     /// type from a raw or typed sender whose largest message fits its ring.
     pub fn accept_consumer(self, listener: &Listener) -> Result<RawConsumer, NetError> {
-        let (tx, rx) = self.base.ring_ends()?;
+        let (tx, mut rx) = self.base.ring_ends()?;
         let local = Local {
             role: Role::Receiver,
             identity: self.identity(Role::Receiver, tx.max_payload()),
         };
         let (stream, remote) = self.opts.accept(listener, &local)?;
-        spawn_receiver(
+        attach_receiver(
             stream,
+            &mut rx,
             tx,
             RawSlots,
             announced(&remote),
@@ -463,14 +469,15 @@ impl RawNetBuilder {
 
     /// Raw variant of [`NetBuilder::connect_consumer`].
     pub fn connect_consumer(self, addr: impl ToSocketAddrs) -> Result<RawConsumer, NetError> {
-        let (tx, rx) = self.base.ring_ends()?;
+        let (tx, mut rx) = self.base.ring_ends()?;
         let local = Local {
             role: Role::Receiver,
             identity: self.identity(Role::Receiver, tx.max_payload()),
         };
         let (stream, remote) = self.opts.connect(addr, &local)?;
-        spawn_receiver(
+        attach_receiver(
             stream,
+            &mut rx,
             tx,
             RawSlots,
             announced(&remote),

@@ -7,8 +7,9 @@
 //!   The ends are the same [`crate::Producer`] / [`crate::Consumer`] types with the same zero-copy
 //!   path; only waiting differs (a waiter also watches the other process's liveness).
 //!
-//! * [`net`]: TCP, one end on each machine; an ordinary ring on each side and a pump thread
-//!   moving records over the socket, after a versioned, checked, optionally authenticated
+//! * [`net`]: TCP, one end on each machine; an ordinary ring on each side, a pump thread
+//!   writing the sender's records to the socket and the consumer's own calls reading them into
+//!   its ring, after a versioned, checked, optionally authenticated
 //!   handshake (the wire protocol is specified there). Built with `accept_consumer` /
 //!   `connect_producer` (and the swapped pair) on a channel builder.
 //!

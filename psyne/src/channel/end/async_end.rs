@@ -201,6 +201,13 @@ impl<C: RecvCursor> Receiver<C> {
         if !park.counted {
             park.counted = true;
             self.stats.empty += 1;
+            // The reactor's wake-ups come from the ring's producer: a source that fills the
+            // ring in the consumer's calls moves to a thread of its own.
+            self.detach_source();
+            if let Ok(p) = self.attempt() {
+                park.disarm();
+                return Poll::Ready(check_expected(p, expected));
+            }
         }
         if self.cursor.ring().is_shared() && park.checks_peer(self.common.wait) {
             // A producer in another process may have died: the next attempt reports it.

@@ -1,14 +1,15 @@
 //! The entry point of the fuzz target `net_decoder` (`psyne/fuzz`): a peer's bytes into the real
-//! handshake and the real receiving pump, without sockets. Not part of the API.
+//! handshake and the real receiving side's reader, without sockets. Not part of the API.
 
 use super::handshake::{Conn, Local, compatible, handshake};
-use super::pump::{Codec, End, RawSlots, Slots, TypedSlots, receive_loop};
+use super::inbound::{Inbound, RawSlots, TypedSlots, Until, Wire};
 use super::wire::{Identity, Role};
 use super::{Compression, NetOptions};
+use crate::channel::net::Source;
 use crate::channel::{Channel, RecvError};
 use crate::message::Message;
 use core::time::Duration;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSliceMut, Read, Write};
 
 /// The example type of `PROTOCOL.md` (16 bytes, align 8), so that its hex conversation is a
 /// seed that reaches the frames.
@@ -52,7 +53,9 @@ impl Conn for Replay<'_> {
 /// Byte 0 chooses: bit 0 what is decoded (0: frames, as after an accepted handshake; 1: the
 /// handshake), bit 1 the receiving end (0 typed `demo.Pair`, 1 raw), bits 2-3 the negotiated
 /// codec (none, lz4, zstd where built, none), bit 4 the ring (4 KiB, 64 KiB); for the
-/// handshake, bit 5 whether this side holds a key and bit 6 whether it is the sender.
+/// handshake, bit 5 whether this side holds a key and bit 6 whether it is the sender; for
+/// frames, bits 5-6 the most bytes one read hands out (any, 1, 7, 61) and bit 7 whether every
+/// other read finds nothing (frames then arrive in pieces across the consumer's calls).
 ///
 /// Returns the messages delivered (frames) or whether the handshake accepted (0 or 1), or what
 /// went wrong: a message published that the checks should have refused, or an accepted
@@ -109,59 +112,84 @@ pub fn decode(data: &[u8]) -> Result<u64, String> {
         };
     }
     let cap = if mode & 16 == 0 { 4 << 10 } else { 64 << 10 };
-    let (mut tx, mut rx) = Channel::raw()
+    let (tx, mut rx) = Channel::raw()
         .capacity_bytes(cap)
         .build()
         .map_err(|e| e.to_string())?;
     let max = tx.max_payload();
-    let mut codec = Codec::new(compression, 1, max).map_err(|e| e.to_string())?;
-    // The consumer drains concurrently (a full ring makes the pump wait for room, as it does
-    // for a slow consumer); the pump ends at the end of the bytes, and drops its producer.
-    let drain = std::thread::spawn(move || -> Result<u64, String> {
-        let mut n = 0u64;
-        loop {
-            match rx.recv() {
-                Ok(m) => {
-                    let len = m.bytes().len();
-                    if len > max {
-                        return Err(format!("a {len}-byte message in a ring taking {max}"));
-                    }
-                    if typed && (m.type_id() != Pair::TYPE_ID || m.downcast::<Pair>().is_none()) {
-                        return Err("a typed ring got a message of another type".into());
-                    }
-                    n += 1;
-                }
-                Err(RecvError::Disconnected) => return Ok(n),
-                Err(e) => return Err(format!("the consumer failed: {e}")),
-            }
-        }
-    });
-    let mut replay = Replay(rest);
-    let stall = Duration::from_secs(1);
-    let ended: Result<(), End> = if typed {
-        run(
-            &mut replay,
-            &mut tx,
-            TypedSlots::<Pair>::new(),
-            &mut codec,
-            stall,
-        )
-    } else {
-        run(&mut replay, &mut tx, RawSlots, &mut codec, stall)
+    let feed = Feed {
+        data: rest.to_vec(),
+        at: 0,
+        chunk: [usize::MAX, 1, 7, 61][usize::from((mode >> 5) & 3)],
+        stutter: mode & 128 != 0,
+        stuttered: false,
     };
-    drop(tx);
-    let _ = ended;
-    drain
-        .join()
-        .map_err(|_| "the consumer panicked".to_string())?
+    let stall = Duration::from_secs(1);
+    let source: Box<dyn Source> = if typed {
+        let slots = TypedSlots::<Pair>::new();
+        Box::new(Inbound::new(feed, tx, slots, compression, stall).map_err(|e| e.to_string())?)
+    } else {
+        Box::new(Inbound::new(feed, tx, RawSlots, compression, stall).map_err(|e| e.to_string())?)
+    };
+    // The consumer's own calls read the bytes, as a TCP consumer's read its socket; the end of
+    // the bytes ends the connection.
+    rx.end.set_source(source);
+    let mut n = 0u64;
+    loop {
+        match rx.recv() {
+            Ok(m) => {
+                let len = m.bytes().len();
+                if len > max {
+                    return Err(format!("a {len}-byte message in a ring taking {max}"));
+                }
+                if typed && (m.type_id() != Pair::TYPE_ID || m.downcast::<Pair>().is_none()) {
+                    return Err("a typed ring got a message of another type".into());
+                }
+                n += 1;
+            }
+            Err(RecvError::Disconnected) => return Ok(n),
+            Err(e) => return Err(format!("the consumer failed: {e}")),
+        }
+    }
 }
 
-fn run<S: Slots>(
-    replay: &mut Replay<'_>,
-    tx: &mut crate::RawProducer,
-    mut slots: S,
-    codec: &mut Codec,
-    stall: Duration,
-) -> Result<(), End> {
-    receive_loop(replay, tx, &mut slots, codec, stall)
+/// A peer's bytes as the receiving side's wire: handed out at most `chunk` bytes per read, and
+/// (`stutter`) with nothing to read every other call, so that frames arrive in pieces across
+/// calls; then the end of the connection.
+struct Feed {
+    data: Vec<u8>,
+    at: usize,
+    chunk: usize,
+    stutter: bool,
+    stuttered: bool,
+}
+
+impl Wire for Feed {
+    fn read_until(&mut self, bufs: &mut [IoSliceMut<'_>], _until: Until) -> io::Result<usize> {
+        if self.stutter {
+            self.stuttered = !self.stuttered;
+            if self.stuttered {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+        let mut left = self.chunk;
+        let mut n = 0;
+        for b in bufs.iter_mut() {
+            let take = b.len().min(self.data.len() - self.at).min(left);
+            b[..take].copy_from_slice(&self.data[self.at..self.at + take]);
+            self.at += take;
+            n += take;
+            left -= take;
+            if take < b.len() {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    fn closed(&self) -> bool {
+        self.at == self.data.len()
+    }
+
+    fn shutdown(&self) {}
 }

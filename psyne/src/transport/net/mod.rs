@@ -3,6 +3,7 @@
 #[doc(hidden)]
 pub mod fuzz;
 mod handshake;
+mod inbound;
 mod pump;
 pub(crate) mod wire;
 
@@ -15,7 +16,8 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 pub(crate) use handshake::{Local, handshake};
-pub(crate) use pump::{RawSlots, TypedSlots, spawn_receiver, spawn_sender};
+pub(crate) use inbound::{RawSlots, TypedSlots, attach_receiver};
+pub(crate) use pump::spawn_sender;
 pub(crate) use wire::{Identity, Role};
 
 /// Per-channel compression of payloads, negotiated in the handshake (the sender chooses, the

@@ -1,5 +1,5 @@
-//! The pumps: one thread per connection that moves records between a local ring and the
-//! socket (see `PROTOCOL.md`, "Frames").
+//! The sending pump: one thread per sending connection that moves records from a local ring
+//! to the socket (see `PROTOCOL.md`, "Frames").
 //!
 //! * The sending pump waits for a record in its ring, peeks every record published after it
 //!   (up to a batch limit) without releasing any, and writes all their headers and payloads
@@ -7,23 +7,19 @@
 //!   releases them. A compressing pump sends one record per call (its codec has one scratch
 //!   buffer). When the user's producer drops, the pump writes what the ring still holds and
 //!   ends; the producer's drop waits for that, with a deadline ([`Flush`]).
-//! * The receiving pump reads a header, bounds its length by the ring's largest payload before
-//!   anything else, loans that room in its ring (waiting while the ring is full: backpressure
-//!   end to end) and reads the payload straight into the loan, each `readv` also reading what
-//!   has arrived of the next frame's header (so back-to-back frames cost one system call each);
-//!   it publishes only whole messages.
 //!
-//! A pump ends when its user's end is gone, the socket fails or closes, or the peer breaks the
-//! protocol; dropping its ring end then shows the user's end `Disconnected`.
+//! The receiving side has no pump of its own: see `inbound.rs`.
+//!
+//! The pump ends when its user's end is gone, the socket fails or closes, or the peer breaks
+//! the protocol; dropping its ring end then shows the user's end `Disconnected`.
 
 use super::wire::{self, CompressedPrefix, FrameHeader};
 use super::{Compression, NetError};
 use crate::channel::net::Patience;
-use crate::channel::{RawConsumer, RawProducer, RecvError};
-use crate::message::Message;
+use crate::channel::{RawConsumer, RecvError};
 use crate::ring::Peeked;
 use core::time::Duration;
-use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +125,16 @@ impl Codec {
         })
     }
 
+    /// The negotiated codec.
+    pub(crate) fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The receiver's buffer for a compressed payload (the ring's largest payload).
+    pub(crate) fn packed(&mut self) -> &mut [u8] {
+        &mut self.a
+    }
+
     /// Compresses `src`; `None` when the codec is off or the payload would not shrink.
     fn compress(&mut self, src: &[u8]) -> Option<(CompressedPrefix, &[u8])> {
         if self.compression == Compression::None || src.len() < 64 {
@@ -170,7 +176,12 @@ impl Codec {
 
     /// Decompresses `self.a[..clen]` into `dst` (exactly `dst.len()` bytes, the prefix's
     /// original length), unshuffling by the prefix's width.
-    fn decompress(&mut self, clen: usize, p: &CompressedPrefix, dst: &mut [u8]) -> Result<(), End> {
+    pub(crate) fn decompress(
+        &mut self,
+        clen: usize,
+        p: &CompressedPrefix,
+        dst: &mut [u8],
+    ) -> Result<(), End> {
         let width = usize::from(p.shuffle);
         let bad = End::Corrupted("a compressed payload does not decode to its announced length");
         let (src, out) = (&self.a[..clen], &mut self.b);
@@ -480,209 +491,6 @@ fn write_compressed(
             write_all_vectored(stream, &mut bufs, written)
         }
     }
-}
-
-/// Where the receiving pump puts frames: checks and loans for one message type, or any.
-pub(crate) trait Slots: Send + 'static {
-    /// Checks a frame of `len` payload bytes tagged `type_id`, loans room for it in `tx`, lets
-    /// `fill` write all `len` bytes and publishes the message; publishes nothing if `fill`
-    /// fails.
-    fn deliver(
-        &mut self,
-        tx: &mut RawProducer,
-        type_id: u64,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), End>,
-    ) -> Result<(), End>;
-}
-
-/// Frames of any type, into a raw ring.
-pub(crate) struct RawSlots;
-
-impl Slots for RawSlots {
-    fn deliver(
-        &mut self,
-        tx: &mut RawProducer,
-        type_id: u64,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), End>,
-    ) -> Result<(), End> {
-        let mut loan = tx.allocate_bytes(len).map_err(|_| End::Closed)?;
-        fill(&mut loan)?;
-        loan.send(type_id);
-        Ok(())
-    }
-}
-
-/// Frames of `T` only, into a ring of `T`s (aligned for `T`).
-pub(crate) struct TypedSlots<T>(core::marker::PhantomData<fn() -> T>);
-
-impl<T> TypedSlots<T> {
-    /// The slots for `T`.
-    pub(crate) fn new() -> Self {
-        TypedSlots(core::marker::PhantomData)
-    }
-}
-
-impl<T: Message> Slots for TypedSlots<T> {
-    fn deliver(
-        &mut self,
-        tx: &mut RawProducer,
-        type_id: u64,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), End>,
-    ) -> Result<(), End> {
-        if type_id != T::TYPE_ID || len != core::mem::size_of::<T>() {
-            return Err(End::Corrupted(
-                "a frame's type id or length is not the channel's message type",
-            ));
-        }
-        let mut loan = tx.allocate::<T>().map_err(|_| End::Closed)?;
-        fill(bytemuck::bytes_of_mut(&mut *loan))?;
-        loan.send();
-        Ok(())
-    }
-}
-
-/// Fills `buf` from the socket (whose read timeout is [`POLL`]). Before the first byte, waits
-/// as long as `gone()` says no (`at_boundary`: between frames, where a clean close is
-/// `Closed`); once a byte arrived, fails with `Stalled` after `stall` without progress.
-fn fill(
-    stream: &mut impl Read,
-    buf: &mut [u8],
-    stall: Duration,
-    at_boundary: bool,
-    gone: &mut dyn FnMut() -> bool,
-) -> Result<(), End> {
-    let mut off = 0;
-    let mut progress = Instant::now();
-    while off < buf.len() {
-        match stream.read(&mut buf[off..]) {
-            Ok(0) if off == 0 && at_boundary => return Err(End::Closed),
-            Ok(0) => return Err(End::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => {
-                off += n;
-                progress = Instant::now();
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if off == 0 && at_boundary {
-                    if gone() {
-                        return Err(End::Closed);
-                    }
-                } else if progress.elapsed() >= stall {
-                    return Err(End::Stalled);
-                }
-            }
-            Err(e) => return Err(End::Io(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Starts the receiving pump: frames from `stream` into `tx`.
-pub(crate) fn spawn_receiver<S: Slots>(
-    mut stream: TcpStream,
-    mut tx: RawProducer,
-    mut slots: S,
-    compression: Compression,
-    stall: Duration,
-) -> Result<(), NetError> {
-    let max = tx.max_payload();
-    let mut codec = Codec::new(compression, 1, max)?;
-    stream.set_read_timeout(Some(POLL))?;
-    std::thread::Builder::new()
-        .name("psyne-net-rx".into())
-        .spawn(move || {
-            let _ = receive_loop(&mut stream, &mut tx, &mut slots, &mut codec, stall);
-            let _ = stream.shutdown(Shutdown::Both);
-        })?;
-    Ok(())
-}
-
-pub(crate) fn receive_loop<S: Slots>(
-    stream: &mut impl Read,
-    tx: &mut RawProducer,
-    slots: &mut S,
-    codec: &mut Codec,
-    stall: Duration,
-) -> Result<(), End> {
-    let max = tx.max_payload();
-    let negotiated = codec.compression.codec();
-    let mut sequence = 0u64;
-    // The next frame's header, of which `have` bytes were already read with a payload.
-    let mut hb = [0u8; wire::FRAME_HEADER];
-    let mut have = 0;
-    loop {
-        if have < hb.len() {
-            fill(stream, &mut hb[have..], stall, have == 0, &mut || {
-                tx.is_disconnected()
-            })?;
-        }
-        // Every field is checked, the length bounded by this ring, before anything else.
-        let h = FrameHeader::decode(&hb, max, sequence)?;
-        sequence += 1;
-        let len = h.len as usize;
-        if h.flags & wire::FLAG_COMPRESSED == 0 {
-            slots.deliver(tx, h.type_id, len, &mut |dst| {
-                have = fill_then(stream, dst, &mut hb, stall)?;
-                Ok(())
-            })?;
-            continue;
-        }
-        let mut pb = [0u8; wire::COMPRESSED_PREFIX];
-        fill(stream, &mut pb, stall, false, &mut || false)?;
-        let p = CompressedPrefix::decode(&pb, negotiated, max, len)?;
-        let clen = len - wire::COMPRESSED_PREFIX;
-        have = fill_then(stream, &mut codec.a[..clen], &mut hb, stall)?;
-        slots.deliver(tx, h.type_id, p.original_len as usize, &mut |dst| {
-            codec.decompress(clen, &p, dst)
-        })?;
-    }
-}
-
-/// Fills `buf` (the rest of a frame) like [`fill`] inside a frame, with each `readv` also
-/// reading into `next` (room for the following frame's header): one system call per message
-/// when frames arrive back to back. Returns the bytes of `next` read (the rest of it follows).
-fn fill_then(
-    stream: &mut impl Read,
-    buf: &mut [u8],
-    next: &mut [u8; wire::FRAME_HEADER],
-    stall: Duration,
-) -> Result<usize, End> {
-    let mut off = 0;
-    let mut extra = 0;
-    let mut progress = Instant::now();
-    while off < buf.len() {
-        let mut iov = [IoSliceMut::new(&mut buf[off..]), IoSliceMut::new(next)];
-        match stream.read_vectored(&mut iov) {
-            Ok(0) => return Err(End::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => {
-                let into_buf = n.min(buf.len() - off);
-                off += into_buf;
-                extra = n - into_buf;
-                progress = Instant::now();
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if progress.elapsed() >= stall {
-                    return Err(End::Stalled);
-                }
-            }
-            Err(e) => return Err(End::Io(e)),
-        }
-    }
-    Ok(extra)
 }
 
 #[cfg(test)]

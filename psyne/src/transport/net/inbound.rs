@@ -1,0 +1,609 @@
+//! The receiving side of a connection: frames from the socket into the local ring, read in the
+//! consumer's own calls (see `PROTOCOL.md`, "Frames").
+//!
+//! A TCP consumer's ring is filled by an [`Inbound`], the ring's [`Source`]: when the consumer
+//! finds its ring empty, its `recv` reads the socket itself, waiting in the kernel as a blocking
+//! socket read does, so that a message crosses no thread between the kernel and the user (a
+//! receiving pump thread cost a hand-off and a wake-up per message and, on a machine with few
+//! cores, a core the consumer needed). Flow control stays end to end: a consumer that does not
+//! call `recv` reads nothing, the socket's buffers fill, and TCP's backpressure fills the
+//! sending ring.
+//!
+//! The reader is a state machine that keeps a frame begun in one call for the next, so every
+//! call keeps its own deadline (`try_recv` reads what has arrived and never waits;
+//! `recv_timeout` waits at most its timeout, a frame in progress included); a frame that has
+//! begun must go on arriving, or after the stall timeout the connection is closed. Per frame:
+//! it reads a header, checks every field and bounds the length by the ring's largest payload
+//! before anything else, reserves that room in the ring and reads the payload straight into it,
+//! each `readv` also reading what has arrived of the next frame's header (so back-to-back frames
+//! cost one system call each); it publishes only whole messages. A compressed frame is read
+//! into the codec's buffer, then decoded into the reserved room.
+//!
+//! An async consumer waits through the reactor, whose wake-ups come from the ring's producer;
+//! its first wait moves the reader to a thread of its own (the receiving pump), which from then
+//! on fills the ring as the consumer's calls did.
+
+use super::pump::{Codec, End};
+use super::wire::{self, CompressedPrefix, FrameHeader};
+use super::{Compression, NetError};
+use crate::channel::RawProducer;
+use crate::channel::net::{Patience, Pulled, Source, align_of_payload};
+use crate::message::Message;
+use core::time::Duration;
+use std::io::{self, IoSliceMut};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+/// How often the receiving pump checks whether its consumer is gone while nothing arrives.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Until when a read may wait for its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Not at all.
+    Now,
+    /// Until this instant.
+    At(Instant),
+    /// Until something arrives or the connection ends.
+    Forever,
+}
+
+impl Until {
+    fn of(patience: Patience) -> Until {
+        match patience {
+            Patience::Never => Until::Now,
+            Patience::Until(t) => Until::At(t),
+            Patience::Forever => Until::Forever,
+        }
+    }
+
+    /// The earlier of this and `t`.
+    fn min(self, t: Instant) -> Until {
+        match self {
+            Until::Now => Until::Now,
+            Until::At(u) => Until::At(u.min(t)),
+            Until::Forever => Until::At(t),
+        }
+    }
+}
+
+/// Where the reader's bytes come from: the socket, or (fuzzing) bytes in memory.
+pub(crate) trait Wire: Send + 'static {
+    /// Reads into `bufs` what has arrived, waiting for the first byte as `until` allows:
+    /// `Ok(0)` when the peer closed the connection, `WouldBlock` when nothing came in time.
+    fn read_until(&mut self, bufs: &mut [IoSliceMut<'_>], until: Until) -> io::Result<usize>;
+    /// Whether the peer closed the connection or it failed (does not wait).
+    fn closed(&self) -> bool;
+    /// Ends the connection.
+    fn shutdown(&self);
+}
+
+/// One `recvmsg` into `bufs` with `flags`.
+fn recv_vectored(stream: &TcpStream, bufs: &mut [IoSliceMut<'_>], flags: i32) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid `msghdr` (null name, no control data).
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    // `IoSliceMut` is ABI-compatible with `iovec` on Unix (std's documented guarantee).
+    msg.msg_iov = bufs.as_mut_ptr().cast::<libc::iovec>();
+    msg.msg_iovlen = bufs.len() as _;
+    loop {
+        // SAFETY: `msg` describes `bufs.len()` valid iovecs over live, writable memory (the
+        // exclusive borrows in `bufs`) for the duration of the call; the descriptor is open.
+        let r = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, flags) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Waits until `stream` is readable (or closed) or `until` passes; `false` on time-out.
+fn readable_by(stream: &TcpStream, until: Instant) -> io::Result<bool> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let ts = libc::timespec {
+            tv_sec: left.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut pfd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the stream's open descriptor, a valid timespec, no
+        // signal mask.
+        let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, core::ptr::null()) };
+        match r {
+            0 => {}
+            r if r > 0 => return Ok(true),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Wire for TcpStream {
+    fn read_until(&mut self, bufs: &mut [IoSliceMut<'_>], until: Until) -> io::Result<usize> {
+        match until {
+            // A blocking socket without a read timeout (set so by `Inbound::new`): the kernel
+            // wakes this thread when bytes arrive, as a plain blocking read.
+            Until::Forever => recv_vectored(self, bufs, 0),
+            Until::Now => recv_vectored(self, bufs, libc::MSG_DONTWAIT),
+            Until::At(t) => loop {
+                match recv_vectored(self, bufs, libc::MSG_DONTWAIT) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if !readable_by(self, t)? {
+                            return Err(e);
+                        }
+                    }
+                    r => return r,
+                }
+            },
+        }
+    }
+
+    fn closed(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the stream's open descriptor; timeout 0.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        r != 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
+    fn shutdown(&self) {
+        let _ = TcpStream::shutdown(self, Shutdown::Both);
+    }
+}
+
+/// What the reader accepts: frames of one message type, or of any.
+pub(crate) trait Slots: Send + 'static {
+    /// The alignment to reserve a message of `len` bytes tagged `type_id` with, or why such a
+    /// frame is refused.
+    fn check(&self, type_id: u64, len: usize) -> Result<usize, End>;
+}
+
+/// Frames of any type, into a raw ring (64-byte aligned, as `allocate_bytes`).
+pub(crate) struct RawSlots;
+
+impl Slots for RawSlots {
+    fn check(&self, _type_id: u64, _len: usize) -> Result<usize, End> {
+        Ok(crate::ring::RECORD_ALIGN)
+    }
+}
+
+/// Frames of `T` only, into a ring of `T`s (aligned for `T`, as `allocate::<T>`).
+pub(crate) struct TypedSlots<T>(core::marker::PhantomData<fn() -> T>);
+
+impl<T> TypedSlots<T> {
+    /// The slots for `T`.
+    pub(crate) fn new() -> Self {
+        TypedSlots(core::marker::PhantomData)
+    }
+}
+
+impl<T: Message> Slots for TypedSlots<T> {
+    fn check(&self, type_id: u64, len: usize) -> Result<usize, End> {
+        if type_id != T::TYPE_ID || len != core::mem::size_of::<T>() {
+            return Err(End::Corrupted(
+                "a frame's type id or length is not the channel's message type",
+            ));
+        }
+        Ok(align_of_payload::<T>())
+    }
+}
+
+/// Where the reader is within the current frame.
+#[derive(Debug, Clone, Copy)]
+enum Frame {
+    /// Reading a header (the bytes in `Inbound::next`).
+    Head,
+    /// Reading an uncompressed payload into the record reserved at `pos` (`None`: not yet
+    /// reserved), `off` bytes of `len` read.
+    Body {
+        type_id: u64,
+        len: usize,
+        align: usize,
+        pos: Option<u64>,
+        off: usize,
+    },
+    /// Reading a compressed frame's prefix, `have` bytes of it read.
+    Prefix {
+        type_id: u64,
+        len: usize,
+        bytes: [u8; wire::COMPRESSED_PREFIX],
+        have: usize,
+    },
+    /// Reading a compressed payload of `clen` bytes into the codec's buffer, `off` read.
+    Packed {
+        type_id: u64,
+        prefix: CompressedPrefix,
+        align: usize,
+        clen: usize,
+        off: usize,
+    },
+}
+
+/// The reader of one connection; the [`Source`] of its consumer's ring.
+pub(crate) struct Inbound<S, W> {
+    wire: W,
+    /// The ring's producer; `None` once the connection is over.
+    tx: Option<RawProducer>,
+    slots: S,
+    codec: Codec,
+    stall: Duration,
+    /// The ring's largest payload: every announced length is bounded by it first.
+    max: usize,
+    /// The next frame's number.
+    sequence: u64,
+    /// The next frame's header, of which `have` bytes were read.
+    next: [u8; wire::FRAME_HEADER],
+    have: usize,
+    frame: Frame,
+    /// When the current frame last made progress.
+    progress: Instant,
+    /// Why the reader stopped (kept for `Debug` output).
+    why: Option<End>,
+}
+
+impl<S: Slots, W: Wire> Inbound<S, W> {
+    /// The reader of frames from `wire` into `tx`'s ring, decoding `compression` (what the
+    /// sender announced).
+    pub(crate) fn new(
+        wire: W,
+        tx: RawProducer,
+        slots: S,
+        compression: Compression,
+        stall: Duration,
+    ) -> io::Result<Self> {
+        let max = tx.max_payload();
+        Ok(Inbound {
+            wire,
+            codec: Codec::new(compression, 1, max)?,
+            tx: Some(tx),
+            slots,
+            stall,
+            max,
+            sequence: 0,
+            next: [0; wire::FRAME_HEADER],
+            have: 0,
+            frame: Frame::Head,
+            progress: Instant::now(),
+            why: None,
+        })
+    }
+
+    /// Reads into `bufs` inside a frame; `None` when nothing came in time (`Stalled` once the
+    /// stall timeout has passed).
+    fn read_inside(
+        wire: &mut W,
+        bufs: &mut [IoSliceMut<'_>],
+        until: Until,
+        progress: &mut Instant,
+        stall: Duration,
+    ) -> Result<Option<usize>, End> {
+        match wire.read_until(bufs, until) {
+            Ok(0) => Err(End::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => {
+                *progress = Instant::now();
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if progress.elapsed() >= stall {
+                    Err(End::Stalled)
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) => Err(End::Io(e)),
+        }
+    }
+
+    /// Reads until one message is published (`Ok(true)`) or the wait ends (`Ok(false)`).
+    fn step(&mut self, until: Until) -> Result<bool, End> {
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(End::Closed);
+        };
+        loop {
+            match self.frame {
+                Frame::Head if self.have < wire::FRAME_HEADER => {
+                    let first = self.have == 0;
+                    let wait = if first {
+                        until
+                    } else {
+                        until.min(self.progress + self.stall)
+                    };
+                    let mut iov = [IoSliceMut::new(&mut self.next[self.have..])];
+                    match self.wire.read_until(&mut iov, wait) {
+                        // A close between frames is the clean end of the connection.
+                        Ok(0) if first => return Err(End::Closed),
+                        Ok(0) => return Err(End::Io(io::ErrorKind::UnexpectedEof.into())),
+                        Ok(n) => {
+                            self.have += n;
+                            self.progress = Instant::now();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if !first && self.progress.elapsed() >= self.stall {
+                                return Err(End::Stalled);
+                            }
+                            return Ok(false);
+                        }
+                        Err(e) => return Err(End::Io(e)),
+                    }
+                }
+                Frame::Head => {
+                    // Every field is checked, the length bounded by this ring, before anything
+                    // else.
+                    let h = FrameHeader::decode(&self.next, self.max, self.sequence)?;
+                    self.sequence += 1;
+                    self.have = 0;
+                    let (type_id, len) = (h.type_id, h.len as usize);
+                    self.frame = if h.flags & wire::FLAG_COMPRESSED == 0 {
+                        Frame::Body {
+                            type_id,
+                            len,
+                            align: self.slots.check(type_id, len)?,
+                            pos: None,
+                            off: 0,
+                        }
+                    } else {
+                        Frame::Prefix {
+                            type_id,
+                            len,
+                            bytes: [0; wire::COMPRESSED_PREFIX],
+                            have: 0,
+                        }
+                    };
+                }
+                Frame::Body {
+                    type_id,
+                    len,
+                    align,
+                    pos: None,
+                    off,
+                } => {
+                    // Room was there when the consumer found its ring empty; a pump waits for
+                    // it a little at a time.
+                    match tx
+                        .end
+                        .reserve(len, align, Patience::timeout(POLL.min(self.stall)))
+                    {
+                        Ok(pos) => {
+                            self.frame = Frame::Body {
+                                type_id,
+                                len,
+                                align,
+                                pos: Some(pos),
+                                off,
+                            }
+                        }
+                        Err(crate::SendError::Disconnected) => return Err(End::Closed),
+                        Err(_) => return Ok(false),
+                    }
+                }
+                Frame::Body {
+                    type_id,
+                    len,
+                    align,
+                    pos: Some(pos),
+                    off,
+                } => {
+                    if off == len {
+                        tx.end.commit(pos, len, align, type_id);
+                        self.frame = Frame::Head;
+                        return Ok(true);
+                    }
+                    // SAFETY: `pos` is this producer's reserved, unpublished record of `len`
+                    // payload bytes: nobody else reads or writes them until `commit`.
+                    let dst = unsafe {
+                        core::slice::from_raw_parts_mut(tx.end.payload(pos).as_ptr(), len)
+                    };
+                    let wait = until.min(self.progress + self.stall);
+                    let mut iov = [
+                        IoSliceMut::new(&mut dst[off..]),
+                        IoSliceMut::new(&mut self.next),
+                    ];
+                    let Some(n) = Self::read_inside(
+                        &mut self.wire,
+                        &mut iov,
+                        wait,
+                        &mut self.progress,
+                        self.stall,
+                    )?
+                    else {
+                        return Ok(false);
+                    };
+                    let into = n.min(len - off);
+                    self.have = n - into;
+                    self.frame = Frame::Body {
+                        type_id,
+                        len,
+                        align,
+                        pos: Some(pos),
+                        off: off + into,
+                    };
+                }
+                Frame::Prefix {
+                    type_id,
+                    len,
+                    mut bytes,
+                    have,
+                } => {
+                    if have < bytes.len() {
+                        let wait = until.min(self.progress + self.stall);
+                        let mut iov = [IoSliceMut::new(&mut bytes[have..])];
+                        let Some(n) = Self::read_inside(
+                            &mut self.wire,
+                            &mut iov,
+                            wait,
+                            &mut self.progress,
+                            self.stall,
+                        )?
+                        else {
+                            return Ok(false);
+                        };
+                        self.frame = Frame::Prefix {
+                            type_id,
+                            len,
+                            bytes,
+                            have: have + n,
+                        };
+                        continue;
+                    }
+                    let negotiated = self.codec.compression().codec();
+                    let prefix = CompressedPrefix::decode(&bytes, negotiated, self.max, len)?;
+                    let original = prefix.original_len as usize;
+                    self.frame = Frame::Packed {
+                        type_id,
+                        prefix,
+                        align: self.slots.check(type_id, original)?,
+                        clen: len - wire::COMPRESSED_PREFIX,
+                        off: 0,
+                    };
+                }
+                Frame::Packed {
+                    type_id,
+                    prefix,
+                    align,
+                    clen,
+                    off,
+                } => {
+                    if off < clen {
+                        let wait = until.min(self.progress + self.stall);
+                        let (packed, next) = (&mut self.codec.packed()[off..clen], &mut self.next);
+                        let mut iov = [IoSliceMut::new(packed), IoSliceMut::new(next)];
+                        let Some(n) = Self::read_inside(
+                            &mut self.wire,
+                            &mut iov,
+                            wait,
+                            &mut self.progress,
+                            self.stall,
+                        )?
+                        else {
+                            return Ok(false);
+                        };
+                        let into = n.min(clen - off);
+                        self.have = n - into;
+                        self.frame = Frame::Packed {
+                            type_id,
+                            prefix,
+                            align,
+                            clen,
+                            off: off + into,
+                        };
+                        continue;
+                    }
+                    let len = prefix.original_len as usize;
+                    let pos = match tx.end.reserve(len, align, Patience::timeout(POLL)) {
+                        Ok(pos) => pos,
+                        Err(crate::SendError::Disconnected) => return Err(End::Closed),
+                        Err(_) => return Ok(false),
+                    };
+                    // SAFETY: as for an uncompressed payload: reserved, unpublished, ours.
+                    let dst = unsafe {
+                        core::slice::from_raw_parts_mut(tx.end.payload(pos).as_ptr(), len)
+                    };
+                    // A payload that does not decode is never published.
+                    self.codec.decompress(clen, &prefix, dst)?;
+                    tx.end.commit(pos, len, align, type_id);
+                    self.frame = Frame::Head;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: the ring's producer is dropped, the socket shut down.
+    fn finish(&mut self, why: End) {
+        self.why = Some(why);
+        self.tx = None;
+        self.wire.shutdown();
+    }
+
+    /// The receiving pump: fills the ring until the connection or the consumer is gone.
+    fn pump(mut self) {
+        loop {
+            match self.step(Until::At(Instant::now() + POLL)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.tx.as_ref().is_none_or(RawProducer::is_disconnected) {
+                        self.finish(End::Closed);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.finish(e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl<S: Slots, W: Wire> Source for Inbound<S, W> {
+    fn pull(&mut self, patience: Patience) -> Pulled {
+        if self.tx.is_none() {
+            return Pulled::Ended;
+        }
+        match self.step(Until::of(patience)) {
+            Ok(true) => Pulled::Published,
+            Ok(false) => Pulled::Nothing,
+            Err(e) => {
+                self.finish(e);
+                Pulled::Ended
+            }
+        }
+    }
+
+    fn peer_gone(&self) -> bool {
+        self.tx.is_none() || self.wire.closed()
+    }
+
+    fn detach(self: Box<Self>) {
+        let this = *self;
+        // If the thread cannot start, the closure (and the ring's producer in it) is dropped:
+        // the consumer sees `Disconnected`.
+        let _ = std::thread::Builder::new()
+            .name("psyne-net-rx".into())
+            .spawn(move || this.pump());
+    }
+}
+
+impl<S, W> core::fmt::Debug for Inbound<S, W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("sequence", &self.sequence)
+            .field("frame", &self.frame)
+            .field("why", &self.why)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes `stream` fill `rx`'s ring (whose producer is `tx`) in the consumer's calls.
+pub(crate) fn attach_receiver<S: Slots>(
+    stream: TcpStream,
+    rx: &mut crate::channel::RawConsumer,
+    tx: RawProducer,
+    slots: S,
+    compression: Compression,
+    stall: Duration,
+) -> Result<(), NetError> {
+    // Blocking, without a read timeout: `Until::Forever` is a plain blocking read.
+    stream.set_read_timeout(None)?;
+    stream.set_nonblocking(false)?;
+    let inbound = Inbound::new(stream, tx, slots, compression, stall)?;
+    rx.end.set_source(Box::new(inbound));
+    Ok(())
+}

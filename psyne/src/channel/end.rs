@@ -574,6 +574,17 @@ impl<C: SendCursor> Sender<C> {
     }
 }
 
+impl Sender<SpscProducer> {
+    /// Room for up to `count` records of `len`-byte payloads back to back, if there is room now
+    /// for two or more before the region's end (see [`SpscProducer::try_reserve_run`]): their
+    /// position and number; commit them in order with [`Self::commit`], record `i` at
+    /// `pos + i * record_size_of(len)`. `len` and `count` must have been validated (their
+    /// total fits the ring's largest payload).
+    pub(crate) fn try_reserve_run(&mut self, len: usize, count: usize) -> Option<(u64, usize)> {
+        self.cursor.try_reserve_run(len, count).ok()
+    }
+}
+
 impl<C: SendCursor> Drop for Sender<C> {
     fn drop(&mut self) {
         self.cursor.close();

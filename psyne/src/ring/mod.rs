@@ -154,7 +154,7 @@ pub(crate) use control::{
 #[doc(hidden)]
 pub use control::{MAGIC, layout};
 pub use control::{MAX_CONSUMERS, MAX_PRODUCERS, PROTOCOL_VERSION};
-pub(crate) use format::Peeked;
+pub(crate) use format::{HEADER, Peeked, record_size_of};
 pub use format::{
     MAX_ALIGN, MAX_REGION, MIN_REGION, RECORD_ALIGN, max_record, payload_align, record_size,
 };

@@ -381,6 +381,30 @@ impl SpscProducer {
         self.try_reserve_slow(len, align)
     }
 
+    /// Reserves room for up to `count` records of `len`-byte payloads (64-byte aligned) back to
+    /// back, as many as fit before the end of the region (never wrapping: a run that does not
+    /// fit there is `Full`, and a single record's reservation wraps as usual), at least two:
+    /// one reservation of their total size. Returns its position and how many records it
+    /// holds. They are then committed in order, any first ones of them: record `i` at
+    /// `pos + i * record_size_of(len)`, each `commit` with `len` and `RECORD_ALIGN` (what is
+    /// not committed stays free). `count * record_size_of(len)` must fit the ring's largest
+    /// record.
+    pub(crate) fn try_reserve_run(
+        &mut self,
+        len: usize,
+        count: usize,
+    ) -> Result<(u64, usize), ReserveError> {
+        let record = record_size_of(len);
+        let to_end = self.region.len() - self.region.mask(self.write);
+        let fit = (to_end / record).min(count);
+        if fit < 2 {
+            return Err(ReserveError::Full);
+        }
+        let pos = self.try_reserve(fit * record - HEADER, RECORD_ALIGN)?;
+        debug_assert_eq!(pos, self.write);
+        Ok((pos, fit))
+    }
+
     /// [`Self::try_reserve`] when the limit says no (or padding or a restart may be needed):
     /// the full checks, a wrap if needed, and the limit refreshed.
     #[inline(never)]
@@ -461,7 +485,7 @@ impl SpscProducer {
     /// (with any alignment filler before it). The caller then wakes the consumer if it sleeps.
     ///
     /// `pos` must come from the last `try_reserve` (with the same `len` and `align`), with
-    /// nothing published since.
+    /// nothing published since, or be the next record of a [`Self::try_reserve_run`].
     #[inline(always)]
     pub(crate) fn commit(
         &mut self,

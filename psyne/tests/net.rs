@@ -930,6 +930,44 @@ fn each_receive_keeps_its_own_deadline_while_a_frame_is_half_arrived() {
 }
 
 #[test]
+fn a_ring_of_two_large_messages_streams_without_waiting_for_itself() {
+    // 1 MiB messages in 2 MiB rings: every other reservation wraps, and the wrap filler must
+    // be skipped by the receiving consumer's own next attempt, not waited for (a wait there
+    // would wait for the calling thread itself: 50 ms per message).
+    const N: u64 = 40;
+    let size = 1 << 20;
+    let (l, addr) = listener();
+    let sender = thread::spawn(move || {
+        let mut tx = Channel::raw()
+            .capacity_bytes(2 << 20)
+            .connect_producer(addr)
+            .unwrap();
+        for s in 0..N {
+            let mut loan = tx.allocate_bytes(size).unwrap();
+            loan[..8].copy_from_slice(&s.to_le_bytes());
+            loan.send(7);
+        }
+    });
+    let mut rx = Channel::raw()
+        .capacity_bytes(2 << 20)
+        .accept_consumer(&l)
+        .unwrap();
+    let t = Instant::now();
+    for s in 0..N {
+        let m = rx.recv().unwrap();
+        assert_eq!(m.bytes().len(), size);
+        assert_eq!(m.bytes()[..8], s.to_le_bytes());
+    }
+    // 40 MiB over loopback take tens of milliseconds; 50 ms per message would be 2 s.
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "{took:?} for {N} messages"
+    );
+    sender.join().unwrap();
+}
+
+#[test]
 fn a_huge_announced_length_closes_the_connection_and_delivers_nothing() {
     let hs = sender_handshake_len("test.Embedding");
     // Byte 3 of the first frame is the top byte of `len`: 0x80 makes it over 2 GiB.

@@ -46,6 +46,9 @@ use std::time::Instant;
 /// How often the receiving pump checks whether its consumer is gone while nothing arrives.
 const POLL: Duration = Duration::from_millis(50);
 
+/// A payload rest at least this long is read blocking with `MSG_WAITALL` (see
+/// [`Wire::read_all`]).
+const WAIT_ALL: usize = 64 << 10;
 /// Frames one run reads at most (see [`Inbound::read_run`]).
 const MAX_RUN: usize = 64;
 /// Ring bytes one run reserves at most.
@@ -83,12 +86,14 @@ impl Until {
         }
     }
 
-    /// The earlier of this and `t`.
-    fn min(self, t: Instant) -> Until {
+    /// A wait inside a frame, whose stall deadline is `t`: the earlier of this and `t`, but
+    /// `Forever` stays a blocking read, which the wire itself ends after the stall timeout
+    /// without a byte (see [`Wire::read_until`]).
+    fn inside(self, t: Instant) -> Until {
         match self {
             Until::Now => Until::Now,
             Until::At(u) => Until::At(u.min(t)),
-            Until::Forever => Until::At(t),
+            Until::Forever => Until::Forever,
         }
     }
 }
@@ -97,7 +102,18 @@ impl Until {
 pub(crate) trait Wire: Send + 'static {
     /// Reads into `bufs` what has arrived, waiting for the first byte as `until` allows:
     /// `Ok(0)` when the peer closed the connection, `WouldBlock` when nothing came in time.
+    /// `Until::Forever` waits at most the wire's idle timeout (`set_idle_timeout`: the stall
+    /// timeout in the consumer's calls, the poll interval in the pump), then `WouldBlock`.
     fn read_until(&mut self, bufs: &mut [IoSliceMut<'_>], until: Until) -> io::Result<usize>;
+    /// Fills as much of `buf` as arrives before the idle timeout, in one call where the wire
+    /// can (the rest of a large payload, read blocking): as `read_until(.., Forever)`.
+    fn read_all(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_until(&mut [IoSliceMut::new(buf)], Until::Forever)
+    }
+    /// Sets how long an `Until::Forever` read waits without a byte.
+    fn set_idle_timeout(&mut self, _timeout: Duration) -> io::Result<()> {
+        Ok(())
+    }
     /// Whether the peer closed the connection or it failed (does not wait).
     fn closed(&self) -> bool;
     /// Ends the connection.
@@ -160,8 +176,8 @@ fn readable_by(stream: &TcpStream, until: Instant) -> io::Result<bool> {
 impl Wire for TcpStream {
     fn read_until(&mut self, bufs: &mut [IoSliceMut<'_>], until: Until) -> io::Result<usize> {
         match until {
-            // A blocking socket without a read timeout (set so by `Inbound::new`): the kernel
-            // wakes this thread when bytes arrive, as a plain blocking read.
+            // A blocking socket whose read timeout is the idle timeout: the kernel wakes this
+            // thread when bytes arrive, as a plain blocking read.
             Until::Forever => recv_vectored(self, bufs, 0),
             Until::Now => recv_vectored(self, bufs, libc::MSG_DONTWAIT),
             Until::At(t) => loop {
@@ -175,6 +191,17 @@ impl Wire for TcpStream {
                 }
             },
         }
+    }
+
+    fn read_all(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // `MSG_WAITALL`: the kernel returns once all of `buf` is there (or at the read timeout,
+        // a signal or the end, with what came), waking this thread once per large read rather
+        // than once per arriving segment.
+        recv_vectored(self, &mut [IoSliceMut::new(buf)], libc::MSG_WAITALL)
+    }
+
+    fn set_idle_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
     }
 
     fn closed(&self) -> bool {
@@ -349,7 +376,16 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
         progress: &mut Instant,
         stall: Duration,
     ) -> Result<Option<usize>, End> {
-        match wire.read_until(bufs, until) {
+        Self::settle(wire.read_until(bufs, until), progress, stall)
+    }
+
+    /// What a read inside a frame returned, as [`Self::read_inside`] reports it.
+    fn settle(
+        read: io::Result<usize>,
+        progress: &mut Instant,
+        stall: Duration,
+    ) -> Result<Option<usize>, End> {
+        match read {
             Ok(0) => Err(End::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => {
                 *progress = Instant::now();
@@ -386,7 +422,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     let wait = if first {
                         until
                     } else {
-                        until.min(self.progress + self.stall)
+                        until.inside(self.progress + self.stall)
                     };
                     let mut iov = [IoSliceMut::new(&mut self.next[self.have..])];
                     match self.wire.read_until(&mut iov, wait) {
@@ -437,12 +473,9 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     pos: None,
                     off,
                 } => {
-                    // Room was there when the consumer found its ring empty; a pump waits for
-                    // it a little at a time.
-                    match tx
-                        .end
-                        .reserve(len, align, Patience::timeout(POLL.min(self.stall)))
-                    {
+                    // No room: in the consumer's calls, a wrap filler the consumer skips next
+                    // (see `room`); in the pump, messages not yet received.
+                    match tx.end.reserve(len, align, self.room) {
                         Ok(pos) => {
                             self.frame = Frame::Body {
                                 type_id,
@@ -473,19 +506,26 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     let dst = unsafe {
                         core::slice::from_raw_parts_mut(tx.end.payload(pos).as_ptr(), len)
                     };
-                    let wait = until.min(self.progress + self.stall);
-                    let mut iov = [
-                        IoSliceMut::new(&mut dst[off..]),
-                        IoSliceMut::new(&mut self.next),
-                    ];
-                    let Some(n) = Self::read_inside(
-                        &mut self.wire,
-                        &mut iov,
-                        wait,
-                        &mut self.progress,
-                        self.stall,
-                    )?
-                    else {
+                    let wait = until.inside(self.progress + self.stall);
+                    let n = if wait == Until::Forever && len - off >= WAIT_ALL {
+                        // A large rest, read blocking: all of it in one call (the next header
+                        // follows with the next frame's first read).
+                        let r = self.wire.read_all(&mut dst[off..]);
+                        Self::settle(r, &mut self.progress, self.stall)?
+                    } else {
+                        let mut iov = [
+                            IoSliceMut::new(&mut dst[off..]),
+                            IoSliceMut::new(&mut self.next),
+                        ];
+                        Self::read_inside(
+                            &mut self.wire,
+                            &mut iov,
+                            wait,
+                            &mut self.progress,
+                            self.stall,
+                        )?
+                    };
+                    let Some(n) = n else {
                         return Ok(false);
                     };
                     let into = n.min(len - off);
@@ -505,7 +545,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     have,
                 } => {
                     if have < bytes.len() {
-                        let wait = until.min(self.progress + self.stall);
+                        let wait = until.inside(self.progress + self.stall);
                         let mut iov = [IoSliceMut::new(&mut bytes[have..])];
                         let Some(n) = Self::read_inside(
                             &mut self.wire,
@@ -544,7 +584,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     off,
                 } => {
                     if off < clen {
-                        let wait = until.min(self.progress + self.stall);
+                        let wait = until.inside(self.progress + self.stall);
                         let (packed, next) = (&mut self.codec.packed()[off..clen], &mut self.next);
                         let mut iov = [IoSliceMut::new(packed), IoSliceMut::new(next)];
                         let Some(n) = Self::read_inside(
@@ -611,7 +651,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
         let wait = if have == 0 {
             until
         } else {
-            until.min(self.progress + self.stall)
+            until.inside(self.progress + self.stall)
         };
         let read = {
             let mut iov: [IoSliceMut<'_>; 2 * MAX_RUN + 1] =
@@ -711,9 +751,13 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
 
     /// The receiving pump: fills the ring until the connection or the consumer is gone.
     fn pump(mut self) {
+        if let Err(e) = self.wire.set_idle_timeout(POLL) {
+            self.finish(End::Io(e));
+            return;
+        }
         loop {
             self.room = Patience::timeout(POLL);
-            match self.step(Until::At(Instant::now() + POLL)) {
+            match self.step(Until::Forever) {
                 Ok(true) => {}
                 Ok(false) => {
                     if self.tx.as_ref().is_none_or(RawProducer::is_disconnected) {
@@ -778,9 +822,10 @@ pub(crate) fn attach_receiver<S: Slots>(
     compression: Compression,
     stall: Duration,
 ) -> Result<(), NetError> {
-    // Blocking, without a read timeout: `Until::Forever` is a plain blocking read.
-    stream.set_read_timeout(None)?;
+    // Blocking, with the stall timeout as the idle timeout of `Until::Forever` reads.
+    let mut stream = stream;
     stream.set_nonblocking(false)?;
+    stream.set_idle_timeout(stall)?;
     let inbound = Inbound::new(stream, tx, slots, compression, stall)?;
     rx.end.set_source(Box::new(inbound));
     Ok(())

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example net_bench [--features zmq] -- [--reps N] [--scale F] [--only NAME]
+//! # NAME: streaming, rtt, veth, or one streaming workload (Embedding256, 64KiB, 1MiB, 16MiB)
 //! ```
 //!
 //! * **Streaming**: one producer thread sends `N` messages, one consumer thread receives them;
@@ -19,6 +20,11 @@
 //!
 //!   Every contender's producer writes the message number into the first 8 bytes of every
 //!   4 KiB of the payload and into its last 8 bytes; every consumer checks them.
+//! * **Over veth** (when the machine allows network namespaces; else a printed reason): the
+//!   same streaming runs for psyne and the raw floor with the listeners in one fresh network
+//!   namespace and the senders in another, joined by a veth pair (each sending thread enters
+//!   its namespace with `setns`). ZeroMQ is left out there: its I/O threads belong to its
+//!   context, which lives in one namespace.
 //! * **Round trip**: a 64-byte message and an `Embedding256` sent, echoed back by another
 //!   thread, p50/p99 of 20 000 round trips after 2 000 warm-up ones: psyne (two TCP channels, one
 //!   per direction), a raw ping-pong on one blocking socket (`write_all` of header and payload,
@@ -44,8 +50,11 @@ use psyne::{Channel, PsyneMessage};
 use psyne_examples::args::Args;
 use psyne_examples::stats::{Summary, quantile_sorted};
 use psyne_schemas::Embedding256;
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
 use std::thread;
 use std::time::Instant;
 
@@ -100,8 +109,101 @@ struct Workload {
 /// Seconds from the first send to the last receive.
 type Run = Result<f64, Error>;
 
+/// The address listeners bind: loopback, or this side of the veth link (see [`Veth`]).
+static LISTEN_IP: Mutex<&str> = Mutex::new("127.0.0.1");
+/// The namespace every sending thread enters first (`None`: stay, on loopback).
+static PEER_NS: Mutex<Option<File>> = Mutex::new(None);
+
+fn listen_ip() -> &'static str {
+    *LISTEN_IP.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Moves this thread into the namespace `ns` (its sockets made from now on live there).
+fn enter(ns: &File) -> Result<(), Error> {
+    // SAFETY: `ns` is an open namespace file; `setns` changes only this thread's network
+    // namespace and touches no memory of ours.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// A sending thread's first step: the peer's namespace over the veth link, nothing on
+/// loopback.
+fn enter_peer() -> Result<(), Error> {
+    match &*PEER_NS.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some(ns) => enter(ns),
+        None => Ok(()),
+    }
+}
+
+/// Two fresh network namespaces joined by a veth pair: listeners (the main thread) in A at
+/// 10.213.9.1, senders in B at 10.213.9.2. Dropping it moves the main thread back and deletes
+/// both namespaces.
+struct Veth {
+    names: [String; 2],
+    home: File,
+}
+
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Veth {
+    fn up() -> Result<Veth, String> {
+        let id = std::process::id() % 100_000;
+        let (a, b) = (format!("nbA{id}"), format!("nbB{id}"));
+        let (va, vb) = (format!("nba{id}"), format!("nbb{id}"));
+        let home = File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
+        if !ip(&["netns", "add", &a]) {
+            return Err("network namespaces are not allowed here (ip netns add failed)".into());
+        }
+        let veth = Veth {
+            names: [a.clone(), b.clone()],
+            home,
+        };
+        let ok = ip(&["netns", "add", &b])
+            && ip(&[
+                "link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b,
+            ])
+            && ip(&["-n", &a, "addr", "add", "10.213.9.1/24", "dev", &va])
+            && ip(&["-n", &b, "addr", "add", "10.213.9.2/24", "dev", &vb])
+            && ip(&["-n", &a, "link", "set", &va, "up"])
+            && ip(&["-n", &b, "link", "set", &vb, "up"]);
+        if !ok {
+            return Err("could not set up the veth pair".into());
+        }
+        let open = |n: &str| File::open(format!("/run/netns/{n}")).map_err(|e| e.to_string());
+        let (ns_a, ns_b) = (open(&a)?, open(&b)?);
+        enter(&ns_a).map_err(|e| e.to_string())?;
+        *PEER_NS.lock().unwrap_or_else(|p| p.into_inner()) = Some(ns_b);
+        *LISTEN_IP.lock().unwrap_or_else(|p| p.into_inner()) = "10.213.9.1";
+        Ok(veth)
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        *PEER_NS.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *LISTEN_IP.lock().unwrap_or_else(|p| p.into_inner()) = "127.0.0.1";
+        let _ = enter(&self.home);
+        for n in &self.names {
+            ip(&["netns", "del", n]);
+        }
+    }
+}
+
 fn loopback() -> Result<(Listener, std::net::SocketAddr), Error> {
-    let l = Listener::bind("127.0.0.1:0")?;
+    let l = match listen_ip() {
+        // On the veth link between two namespaces of this machine: nothing else reaches it.
+        "10.213.9.1" => Listener::bind_insecure_any("10.213.9.1:0")?,
+        ip => Listener::bind((ip, 0))?,
+    };
     let a = l.local_addr()?;
     Ok((l, a))
 }
@@ -116,6 +218,7 @@ fn psyne_stream(w: Workload) -> Run {
     let n = w.count;
     if w.size == core::mem::size_of::<Embedding256>() {
         let tx = thread::spawn(move || -> Result<Instant, Error> {
+            enter_peer()?;
             let mut tx = Channel::<Embedding256>::builder()
                 .capacity(4096)
                 .connect_producer(addr)?;
@@ -141,6 +244,7 @@ fn psyne_stream(w: Workload) -> Run {
     let size = w.size;
     let cap = ring_bytes(size);
     let tx = thread::spawn(move || -> Result<Instant, Error> {
+        enter_peer()?;
         let mut tx = Channel::raw().capacity_bytes(cap).connect_producer(addr)?;
         let start = Instant::now();
         for i in 0..n {
@@ -161,12 +265,13 @@ fn psyne_stream(w: Workload) -> Run {
 }
 
 fn raw_stream(w: Workload) -> Run {
-    let l = TcpListener::bind("127.0.0.1:0")?;
+    let l = TcpListener::bind((listen_ip(), 0))?;
     let addr = l.local_addr()?;
     let (size, n) = (w.size, w.count);
     let frame = HEADER + size;
     let per_write = ((256 << 10) / frame).max(1);
     let tx = thread::spawn(move || -> Result<Instant, Error> {
+        enter_peer()?;
         let mut s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         let mut buf = vec![0u8; per_write * frame];
@@ -356,7 +461,7 @@ fn contenders() -> Vec<(&'static str, StreamFn)> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "net_bench [--reps N] [--scale F] [--only streaming|rtt|WORKLOAD]\n\n\
+    let usage = "net_bench [--reps N] [--scale F] [--only streaming|rtt|veth|WORKLOAD]\n\n\
                  WORKLOAD: Embedding256, 64KiB, 1MiB or 16MiB (that streaming run only)";
     let args = Args::parse(&["reps", "scale", "only"], usage)?;
     let reps: usize = args.value("reps", 5)?;
@@ -389,50 +494,13 @@ fn run(reps: usize, scale: f64, only: &str) -> Result<(), Error> {
         },
     ];
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "net_bench: loopback, {cpus} CPUs, load average before: {}",
-        load()
-    );
+    println!("net_bench: {cpus} CPUs, load average before: {}", load());
     if cfg!(not(feature = "zmq")) {
         println!("(zeromq skipped: build with --features zmq)");
     }
-    if only != "rtt" {
+    if !matches!(only, "rtt" | "veth") {
         println!("\nstreaming, median [min–max] of {reps} runs");
-        let names = contenders();
-        for w in workloads {
-            let id: String = w.name.split_whitespace().collect();
-            if !matches!(only, "" | "streaming") && only != id {
-                continue;
-            }
-            let mut secs: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-            for r in 0..reps {
-                // Rotate the order so that no contender always runs first.
-                for k in 0..names.len() {
-                    let c = (k + r) % names.len();
-                    secs[c].push((names[c].1)(w)?);
-                }
-            }
-            let gbs = |s: &[f64]| {
-                let v: Vec<f64> = s
-                    .iter()
-                    .map(|t| (w.size as u64 * w.count) as f64 / t / 1e9)
-                    .collect();
-                Summary::of(&v)
-            };
-            let floor = gbs(&secs[1]).median;
-            for (c, (name, _)) in names.iter().enumerate() {
-                let g = gbs(&secs[c]);
-                let rate: Vec<f64> = secs[c].iter().map(|t| w.count as f64 / t).collect();
-                println!(
-                    "  {:<13} {:<10} {} GB/s  {} Mmsg/s  {:.2}x floor",
-                    w.name,
-                    name,
-                    g.show(2),
-                    Summary::of(&rate.iter().map(|r| r / 1e6).collect::<Vec<_>>()).show(3),
-                    g.median / floor
-                );
-            }
-        }
+        streaming(&workloads, &contenders(), reps, only)?;
     }
     if matches!(only, "" | "rtt") {
         let trips = 20_000;
@@ -466,6 +534,66 @@ fn run(reps: usize, scale: f64, only: &str) -> Result<(), Error> {
             );
         }
     }
+    if matches!(only, "" | "veth") {
+        // ZeroMQ's I/O threads belong to its context, made in one namespace: it cannot have a
+        // side in each, so this section compares psyne with the raw floor only.
+        match Veth::up() {
+            Ok(_veth) => {
+                println!(
+                    "\nstreaming over a veth pair between two network namespaces \
+                     (psyne and the raw floor), median [min–max] of {reps} runs"
+                );
+                let two = &contenders()[..2];
+                streaming(&workloads, two, reps, "")?;
+            }
+            Err(why) => println!("\nveth: skipped: {why}"),
+        }
+    }
     println!("\nload average after: {}", load());
+    Ok(())
+}
+
+/// The streaming runs of `workloads` (`only`: one of them, or all) for `names`, the raw floor
+/// second.
+fn streaming(
+    workloads: &[Workload],
+    names: &[(&'static str, StreamFn)],
+    reps: usize,
+    only: &str,
+) -> Result<(), Error> {
+    for &w in workloads {
+        let id: String = w.name.split_whitespace().collect();
+        if !matches!(only, "" | "streaming") && only != id {
+            continue;
+        }
+        let mut secs: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        for r in 0..reps {
+            // Rotate the order so that no contender always runs first.
+            for k in 0..names.len() {
+                let c = (k + r) % names.len();
+                secs[c].push((names[c].1)(w)?);
+            }
+        }
+        let gbs = |s: &[f64]| {
+            let v: Vec<f64> = s
+                .iter()
+                .map(|t| (w.size as u64 * w.count) as f64 / t / 1e9)
+                .collect();
+            Summary::of(&v)
+        };
+        let floor = gbs(&secs[1]).median;
+        for (c, (name, _)) in names.iter().enumerate() {
+            let g = gbs(&secs[c]);
+            let rate: Vec<f64> = secs[c].iter().map(|t| w.count as f64 / t).collect();
+            println!(
+                "  {:<13} {:<10} {} GB/s  {} Mmsg/s  {:.2}x floor",
+                w.name,
+                name,
+                g.show(2),
+                Summary::of(&rate.iter().map(|r| r / 1e6).collect::<Vec<_>>()).show(3),
+                g.median / floor
+            );
+        }
+    }
     Ok(())
 }

@@ -860,6 +860,9 @@ impl<C: RecvCursor> Receiver<C> {
     /// [`Self::peek_slow`] with a source: the source fills the ring in this call, waiting as
     /// `patience` allows, until the ring holds a message or the source is over.
     fn pull_slow(&mut self, patience: Patience) -> Result<Peeked, RecvError> {
+        // `try_recv`: a second pull after an attempt, in case the first found no room only
+        // because of a wrap filler (which that attempt skips).
+        let mut tries = 0;
         loop {
             let Some(source) = self.source.as_mut() else {
                 // Over: what it published is received first, then `Disconnected`.
@@ -868,7 +871,8 @@ impl<C: RecvCursor> Receiver<C> {
             match source.pull(patience) {
                 Pulled::Published => {}
                 Pulled::Nothing => match patience {
-                    Patience::Never => return Err(RecvError::Empty),
+                    Patience::Never if tries == 1 => return Err(RecvError::Empty),
+                    Patience::Never => tries += 1,
                     Patience::Until(t) if Instant::now() >= t => return Err(RecvError::Timeout),
                     _ => {}
                 },

@@ -86,14 +86,14 @@ impl Until {
         }
     }
 
-    /// A wait inside a frame, whose stall deadline is `t`: the earlier of this and `t`, but
-    /// `Forever` stays a blocking read, which the wire itself ends after the stall timeout
-    /// without a byte (see [`Wire::read_until`]).
-    fn inside(self, t: Instant) -> Until {
-        match self {
-            Until::Now => Until::Now,
-            Until::At(u) => Until::At(u.min(t)),
-            Until::Forever => Until::Forever,
+    /// A wait inside a frame, whose stall deadline is `t` (`None`: beyond any instant, a stall
+    /// timeout too large to add): the earlier of this and `t`, but `Forever` stays a blocking
+    /// read, which the wire itself ends after the stall timeout without a byte (see
+    /// [`Wire::read_until`]).
+    fn inside(self, t: Option<Instant>) -> Until {
+        match (self, t) {
+            (Until::At(u), Some(t)) => Until::At(u.min(t)),
+            (other, _) => other,
         }
     }
 }
@@ -422,7 +422,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     let wait = if first {
                         until
                     } else {
-                        until.inside(self.progress + self.stall)
+                        until.inside(self.progress.checked_add(self.stall))
                     };
                     let mut iov = [IoSliceMut::new(&mut self.next[self.have..])];
                     match self.wire.read_until(&mut iov, wait) {
@@ -486,7 +486,12 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                             }
                         }
                         Err(crate::SendError::Disconnected) => return Err(End::Closed),
-                        Err(_) => return Ok(false),
+                        Err(crate::SendError::Full | crate::SendError::Timeout) => {
+                            return Ok(false);
+                        }
+                        Err(_) => {
+                            return Err(End::Corrupted("the local ring refused a reservation"));
+                        }
                     }
                 }
                 Frame::Body {
@@ -506,7 +511,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     let dst = unsafe {
                         core::slice::from_raw_parts_mut(tx.end.payload(pos).as_ptr(), len)
                     };
-                    let wait = until.inside(self.progress + self.stall);
+                    let wait = until.inside(self.progress.checked_add(self.stall));
                     let n = if wait == Until::Forever && len - off >= WAIT_ALL {
                         // A large rest, read blocking: all of it in one call (the next header
                         // follows with the next frame's first read).
@@ -545,7 +550,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     have,
                 } => {
                     if have < bytes.len() {
-                        let wait = until.inside(self.progress + self.stall);
+                        let wait = until.inside(self.progress.checked_add(self.stall));
                         let mut iov = [IoSliceMut::new(&mut bytes[have..])];
                         let Some(n) = Self::read_inside(
                             &mut self.wire,
@@ -584,7 +589,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     off,
                 } => {
                     if off < clen {
-                        let wait = until.inside(self.progress + self.stall);
+                        let wait = until.inside(self.progress.checked_add(self.stall));
                         let (packed, next) = (&mut self.codec.packed()[off..clen], &mut self.next);
                         let mut iov = [IoSliceMut::new(packed), IoSliceMut::new(next)];
                         let Some(n) = Self::read_inside(
@@ -612,7 +617,12 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     let pos = match tx.end.reserve(len, align, self.room) {
                         Ok(pos) => pos,
                         Err(crate::SendError::Disconnected) => return Err(End::Closed),
-                        Err(_) => return Ok(false),
+                        Err(crate::SendError::Full | crate::SendError::Timeout) => {
+                            return Ok(false);
+                        }
+                        Err(_) => {
+                            return Err(End::Corrupted("the local ring refused a reservation"));
+                        }
                     };
                     // SAFETY: as for an uncompressed payload: reserved, unpublished, ours.
                     let dst = unsafe {
@@ -651,7 +661,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
         let wait = if have == 0 {
             until
         } else {
-            until.inside(self.progress + self.stall)
+            until.inside(self.progress.checked_add(self.stall))
         };
         let read = {
             let mut iov: [IoSliceMut<'_>; 2 * MAX_RUN + 1] =
@@ -938,7 +948,12 @@ mod tests {
                 tx,
                 TypedSlots::<Chunk>::new(),
                 Compression::None,
-                Duration::from_secs(5),
+                // A stall timeout too large to add to an instant means none.
+                if chunk_len == 7 {
+                    Duration::MAX
+                } else {
+                    Duration::from_secs(5)
+                },
             )
             .unwrap();
             let (len, count) = inbound.run.expect("a run for a small fixed-size type");
@@ -962,5 +977,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `try_recv` delivers every frame that has arrived, also where a frame does not fit before
+    /// the region's end (1 MiB frames in a 2 MiB ring: the wrap filler is skipped within the
+    /// call, not reported as `Empty`).
+    #[test]
+    fn try_recv_takes_what_has_arrived_across_wraps() {
+        const N: u64 = 6;
+        let len = 1 << 20;
+        let mut data = Vec::new();
+        for s in 0..N {
+            let h = FrameHeader {
+                len: len as u32,
+                flags: 0,
+                type_id: 9,
+                sequence: s,
+                timestamp_ns: 0,
+            };
+            data.extend_from_slice(&h.encode());
+            data.extend((0..len).map(|i| (i as u64 ^ s) as u8));
+        }
+        let (tx, mut rx) = Channel::raw().capacity_bytes(2 << 20).build().unwrap();
+        let wire = Pieces {
+            data,
+            at: 0,
+            chunk: usize::MAX,
+            stutter: false,
+            dry: false,
+            reads: Arc::new(AtomicUsize::new(0)),
+        };
+        let inbound = Inbound::new(
+            wire,
+            tx,
+            RawSlots,
+            Compression::None,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        rx.end.set_source(Box::new(inbound));
+        for s in 0..N {
+            let m = rx.try_recv().unwrap_or_else(|e| panic!("message {s}: {e}"));
+            assert_eq!(m.bytes().len(), len);
+            assert_eq!(m.bytes()[1], (1 ^ s) as u8);
+        }
+        assert!(matches!(rx.try_recv(), Err(RecvError::Disconnected)));
     }
 }

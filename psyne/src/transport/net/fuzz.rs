@@ -10,6 +10,8 @@ use crate::channel::{Channel, RecvError};
 use crate::message::Message;
 use core::time::Duration;
 use std::io::{self, IoSliceMut, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The example type of `PROTOCOL.md` (16 bytes, align 8), so that its hex conversation is a
 /// seed that reaches the frames.
@@ -117,13 +119,11 @@ pub fn decode(data: &[u8]) -> Result<u64, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let max = tx.max_payload();
-    let feed = Feed {
-        data: rest.to_vec(),
-        at: 0,
-        chunk: [usize::MAX, 1, 7, 61][usize::from((mode >> 5) & 3)],
-        stutter: mode & 128 != 0,
-        stuttered: false,
-    };
+    let feed = Feed::new(
+        rest.to_vec(),
+        [usize::MAX, 1, 7, 61][usize::from((mode >> 5) & 3)],
+        mode & 128 != 0,
+    );
     let stall = Duration::from_secs(1);
     let source: Box<dyn Source> = if typed {
         let slots = TypedSlots::<Pair>::new();
@@ -155,13 +155,35 @@ pub fn decode(data: &[u8]) -> Result<u64, String> {
 
 /// A peer's bytes as the receiving side's wire: handed out at most `chunk` bytes per read, and
 /// (`stutter`) with nothing to read every other call, so that frames arrive in pieces across
-/// calls; then the end of the connection.
-struct Feed {
+/// calls; then the end of the connection. Counts the reads that returned bytes (the reader's
+/// unit tests use it too).
+pub(crate) struct Feed {
     data: Vec<u8>,
     at: usize,
     chunk: usize,
     stutter: bool,
     stuttered: bool,
+    reads: Arc<AtomicUsize>,
+}
+
+impl Feed {
+    /// `data` as the peer's bytes, `chunk` bytes per read at most.
+    pub(crate) fn new(data: Vec<u8>, chunk: usize, stutter: bool) -> Feed {
+        Feed {
+            data,
+            at: 0,
+            chunk,
+            stutter,
+            stuttered: false,
+            reads: Arc::default(),
+        }
+    }
+
+    /// The count of reads that returned bytes, readable after the feed moved into a reader.
+    #[cfg(test)]
+    pub(crate) fn reads(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.reads)
+    }
 }
 
 impl Wire for Feed {
@@ -172,6 +194,7 @@ impl Wire for Feed {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
         }
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let mut left = self.chunk;
         let mut n = 0;
         for b in bufs.iter_mut() {

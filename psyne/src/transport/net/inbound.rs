@@ -367,8 +367,8 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
         })
     }
 
-    /// Reads into `bufs` inside a frame; `None` when nothing came in time (`Stalled` once the
-    /// stall timeout has passed).
+    /// Reads into `bufs` inside a frame, waiting as `until` allows but not past the stall
+    /// deadline; `None` when nothing came in time (`Stalled` once the stall timeout has passed).
     fn read_inside(
         wire: &mut W,
         bufs: &mut [IoSliceMut<'_>],
@@ -376,7 +376,24 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
         progress: &mut Instant,
         stall: Duration,
     ) -> Result<Option<usize>, End> {
-        Self::settle(wire.read_until(bufs, until), progress, stall)
+        let wait = until.inside(progress.checked_add(stall));
+        Self::settle(wire.read_until(bufs, wait), progress, stall)
+    }
+
+    /// Reserves a record in `tx`'s ring, waiting as `room` allows: `None` when there is no room
+    /// now.
+    fn reserve(
+        tx: &mut RawProducer,
+        len: usize,
+        align: usize,
+        room: Patience,
+    ) -> Result<Option<u64>, End> {
+        match tx.end.reserve(len, align, room) {
+            Ok(pos) => Ok(Some(pos)),
+            Err(crate::SendError::Full | crate::SendError::Timeout) => Ok(None),
+            Err(crate::SendError::Disconnected) => Err(End::Closed),
+            Err(_) => Err(End::Corrupted("the local ring refused a reservation")),
+        }
     }
 
     /// What a read inside a frame returned, as [`Self::read_inside`] reports it.
@@ -475,24 +492,16 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                 } => {
                     // No room: in the consumer's calls, a wrap filler the consumer skips next
                     // (see `room`); in the pump, messages not yet received.
-                    match tx.end.reserve(len, align, self.room) {
-                        Ok(pos) => {
-                            self.frame = Frame::Body {
-                                type_id,
-                                len,
-                                align,
-                                pos: Some(pos),
-                                off,
-                            }
-                        }
-                        Err(crate::SendError::Disconnected) => return Err(End::Closed),
-                        Err(crate::SendError::Full | crate::SendError::Timeout) => {
-                            return Ok(false);
-                        }
-                        Err(_) => {
-                            return Err(End::Corrupted("the local ring refused a reservation"));
-                        }
-                    }
+                    let Some(pos) = Self::reserve(tx, len, align, self.room)? else {
+                        return Ok(false);
+                    };
+                    self.frame = Frame::Body {
+                        type_id,
+                        len,
+                        align,
+                        pos: Some(pos),
+                        off,
+                    };
                 }
                 Frame::Body {
                     type_id,
@@ -511,8 +520,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     let dst = unsafe {
                         core::slice::from_raw_parts_mut(tx.end.payload(pos).as_ptr(), len)
                     };
-                    let wait = until.inside(self.progress.checked_add(self.stall));
-                    let n = if wait == Until::Forever && len - off >= WAIT_ALL {
+                    let n = if until == Until::Forever && len - off >= WAIT_ALL {
                         // A large rest, read blocking: all of it in one call (the next header
                         // follows with the next frame's first read).
                         let r = self.wire.read_all(&mut dst[off..]);
@@ -525,7 +533,7 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                         Self::read_inside(
                             &mut self.wire,
                             &mut iov,
-                            wait,
+                            until,
                             &mut self.progress,
                             self.stall,
                         )?
@@ -550,12 +558,11 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     have,
                 } => {
                     if have < bytes.len() {
-                        let wait = until.inside(self.progress.checked_add(self.stall));
                         let mut iov = [IoSliceMut::new(&mut bytes[have..])];
                         let Some(n) = Self::read_inside(
                             &mut self.wire,
                             &mut iov,
-                            wait,
+                            until,
                             &mut self.progress,
                             self.stall,
                         )?
@@ -589,13 +596,12 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                     off,
                 } => {
                     if off < clen {
-                        let wait = until.inside(self.progress.checked_add(self.stall));
                         let (packed, next) = (&mut self.codec.packed()[off..clen], &mut self.next);
                         let mut iov = [IoSliceMut::new(packed), IoSliceMut::new(next)];
                         let Some(n) = Self::read_inside(
                             &mut self.wire,
                             &mut iov,
-                            wait,
+                            until,
                             &mut self.progress,
                             self.stall,
                         )?
@@ -614,15 +620,8 @@ impl<S: Slots, W: Wire> Inbound<S, W> {
                         continue;
                     }
                     let len = prefix.original_len as usize;
-                    let pos = match tx.end.reserve(len, align, self.room) {
-                        Ok(pos) => pos,
-                        Err(crate::SendError::Disconnected) => return Err(End::Closed),
-                        Err(crate::SendError::Full | crate::SendError::Timeout) => {
-                            return Ok(false);
-                        }
-                        Err(_) => {
-                            return Err(End::Corrupted("the local ring refused a reservation"));
-                        }
+                    let Some(pos) = Self::reserve(tx, len, align, self.room)? else {
+                        return Ok(false);
                     };
                     // SAFETY: as for an uncompressed payload: reserved, unpublished, ours.
                     let dst = unsafe {
@@ -845,8 +844,8 @@ pub(crate) fn attach_receiver<S: Slots>(
 mod tests {
     use super::*;
     use crate::channel::{Channel, RecvError};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::transport::net::fuzz::Feed;
+    use std::sync::atomic::Ordering;
 
     /// A 200-byte message (a 264-byte record: several per run).
     #[derive(Clone, Copy, crate::PsyneMessage)]
@@ -863,44 +862,6 @@ mod tests {
             *b = (seq as u32).wrapping_mul(2_654_435_761) ^ i as u32;
         }
         Chunk { seq, body }
-    }
-
-    /// Bytes handed out at most `chunk` per read, every other read finding nothing when
-    /// `stutter`.
-    struct Pieces {
-        data: Vec<u8>,
-        at: usize,
-        chunk: usize,
-        stutter: bool,
-        dry: bool,
-        reads: Arc<AtomicUsize>,
-    }
-
-    impl Wire for Pieces {
-        fn read_until(&mut self, bufs: &mut [IoSliceMut<'_>], _: Until) -> io::Result<usize> {
-            if self.stutter {
-                self.dry = !self.dry;
-                if self.dry {
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-            }
-            self.reads.fetch_add(1, Ordering::Relaxed);
-            let mut n = 0;
-            for b in bufs.iter_mut() {
-                let take = b.len().min(self.data.len() - self.at).min(self.chunk - n);
-                b[..take].copy_from_slice(&self.data[self.at..self.at + take]);
-                self.at += take;
-                n += take;
-                if take < b.len() {
-                    break;
-                }
-            }
-            Ok(n)
-        }
-        fn closed(&self) -> bool {
-            self.at == self.data.len()
-        }
-        fn shutdown(&self) {}
     }
 
     fn frames(n: u64) -> Vec<u8> {
@@ -934,15 +895,8 @@ mod tests {
             (4096, false),
         ] {
             let (tx, mut rx) = Channel::raw().capacity_bytes(32 << 10).build().unwrap();
-            let reads = Arc::new(AtomicUsize::new(0));
-            let wire = Pieces {
-                data: frames(N),
-                at: 0,
-                chunk: chunk_len,
-                stutter,
-                dry: false,
-                reads: Arc::clone(&reads),
-            };
+            let wire = Feed::new(frames(N), chunk_len, stutter);
+            let reads = wire.reads();
             let inbound = Inbound::new(
                 wire,
                 tx,
@@ -999,14 +953,7 @@ mod tests {
             data.extend((0..len).map(|i| (i as u64 ^ s) as u8));
         }
         let (tx, mut rx) = Channel::raw().capacity_bytes(2 << 20).build().unwrap();
-        let wire = Pieces {
-            data,
-            at: 0,
-            chunk: usize::MAX,
-            stutter: false,
-            dry: false,
-            reads: Arc::new(AtomicUsize::new(0)),
-        };
+        let wire = Feed::new(data, usize::MAX, false);
         let inbound = Inbound::new(
             wire,
             tx,

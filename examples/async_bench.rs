@@ -17,9 +17,10 @@
 //! [--latency-messages M] [--pace-us P] [--pieces 0|1]` (defaults 200 000, 5, 5 000, 200, 1;
 //! `--pieces 0` awaits the bare futures, without the recording waker; `--stats 1` prints each
 //! psyne run's counters: how often the consumer found the ring empty and parked, the producer
-//! found it full and parked, and the producer's wake-up calls).
+//! found it full and parked, and the producer's wake-up calls; `--yields Y` gives the psyne
+//! channels `Wait::SpinThenPark { spins: 1024, yields: Y }`, default 16, the default strategy).
 
-use psyne::{Channel, RecvError};
+use psyne::{Channel, RecvError, Wait};
 use psyne_examples::args::Args;
 use psyne_examples::stats::{Summary, quantile_sorted};
 use psyne_schemas::Embedding256;
@@ -34,7 +35,7 @@ const USAGE: &str = "\
 recv_async vs tokio::sync::mpsc vs blocking recv: Embedding256 throughput and idle one-way latency.
 
 Usage: async_bench [--messages N] [--reps R] [--latency-messages M] [--pace-us P] [--pieces 0|1]
-                   [--stats 0|1]";
+                   [--stats 0|1] [--yields Y]";
 
 /// Messages in flight at most (every contender).
 const CAPACITY: usize = 256;
@@ -166,7 +167,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// One run: `n` messages, paced every `pace` (zero: streaming). Returns seconds and, for a
 /// paced run, the latencies.
-fn run(c: Contender, n: u64, pace: Duration, trace: bool, stats: bool) -> (f64, Lat) {
+fn run(c: Contender, n: u64, pace: Duration, trace: bool, stats: bool, wait: Wait) -> (f64, Lat) {
     let paced = !pace.is_zero();
     let trace = paced && trace;
     let start = Instant::now();
@@ -178,6 +179,7 @@ fn run(c: Contender, n: u64, pace: Duration, trace: bool, stats: bool) -> (f64, 
         Contender::RecvAsync | Contender::BlockingRecv => {
             let (mut tx, mut rx) = Channel::<Embedding256>::builder()
                 .capacity(CAPACITY)
+                .wait(wait)
                 .build()
                 .expect("a channel");
             let p = std::thread::spawn(move || {
@@ -293,11 +295,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "pace-us",
             "pieces",
             "stats",
+            "yields",
         ],
         USAGE,
     )?;
     let trace = args.value::<u32>("pieces", 1)? != 0;
     let stats = args.value::<u32>("stats", 0)? != 0;
+    let wait = Wait::SpinThenPark {
+        spins: 1024,
+        yields: args.value("yields", 16)?,
+    };
     let n: u64 = args.value("messages", 200_000)?;
     let reps: usize = args.value("reps", 5)?;
     let m: u64 = args.value("latency-messages", 5_000)?;
@@ -306,7 +313,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("counts and the pace must be at least 1".into());
     }
     println!(
-        "Embedding256 ({} bytes), capacity {CAPACITY}; {reps} interleaved repetitions; {} CPUs",
+        "Embedding256 ({} bytes), capacity {CAPACITY}; {reps} interleaved repetitions; {} CPUs; \
+         psyne waits {wait:?}",
         size_of::<Embedding256>(),
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
@@ -317,9 +325,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for _ in 0..reps {
         for (k, c) in Contender::ALL.into_iter().enumerate() {
-            let (secs, _) = run(c, n, Duration::ZERO, false, stats);
+            let (secs, _) = run(c, n, Duration::ZERO, false, stats, wait);
             rates[k].push(n as f64 / secs / 1e6);
-            let (_, mut l) = run(c, m, pace, trace, stats);
+            let (_, mut l) = run(c, m, pace, trace, stats, wait);
             l.one_way.sort_unstable();
             p50s[k].push(quantile_sorted(&l.one_way, 0.5) as f64 / 1e3);
             p99s[k].push(quantile_sorted(&l.one_way, 0.99) as f64 / 1e3);

@@ -24,6 +24,24 @@
 //! anything per message. Measured (`mpsc_bench`, BENCHMARKS.md "MPSC"): with 4 producers on 2
 //! cores the fixed 1024 spins gave 0.62-0.87x the 2-producer throughput.
 //!
+//! # Yields and the tail of an idle consumer
+//!
+//! A yield hands the CPU to whatever else is runnable on it, and the yielding thread runs again
+//! only when the scheduler says so. On a machine with few cores, a consumer woken from its
+//! futex may share a CPU with its producer for a while; if that producer is busy (computing
+//! the next tensor, or spinning), a yield queues the consumer behind it for the rest of a time
+//! slice (measured here: yields of 1.7-4.0 ms, one tick). The consumer then sees a message that
+//! arrived meanwhile milliseconds late. Measured on the 2-CPU development VM (`async_bench`,
+//! `Embedding256` every 200 us, BENCHMARKS.md "Yields and the idle tail"): with the default 16
+//! yields, an idle consumer's one-way p99 was 0.27-2.1 ms (blocking `recv`) and 0.23-2.1 ms
+//! (`recv_async`), against 0.05-0.23 ms and 0.06-0.20 ms with `yields: 0`; the p50 did not
+//! change, and streaming fell by 3-12%. So a consumer that waits mostly idle beside a busy
+//! producer and cares about its tail is better off with
+//! `Wait::SpinThenPark { spins: 1024, yields: 0 }`. The default keeps its yields because with
+//! more threads than cores (many producers, one consumer on two cores) they are what keeps the
+//! threads that do the work on the CPUs: of the rules tried that turn them off by themselves,
+//! those that cut the tail cost that case 20-45% of its throughput (same section).
+//!
 //! # No lost wake-ups, no syscall per message
 //!
 //! A waiter that wants to sleep raises its *parked* word, issues a `SeqCst` fence, then checks the
@@ -68,7 +86,9 @@ pub enum Wait {
     /// Poll up to `spins` times with a spin-loop hint, then `yields` times with a thread yield,
     /// then sleep on a futex until the other end wakes it (the default:
     /// `SpinThenPark { spins: 1024, yields: 16 }`). How many of the `spins` an end uses adapts
-    /// to how crowded the CPUs are (down to 64; see the module docs).
+    /// to how crowded the CPUs are (down to 64; see the module docs). `yields: 0` trades a few
+    /// percent of streaming throughput for a much shorter tail of an idle consumer next to a
+    /// busy producer (module docs, "Yields and the tail of an idle consumer").
     SpinThenPark {
         /// Polls with `core::hint::spin_loop` before yielding.
         spins: u32,

@@ -25,8 +25,10 @@ pub(crate) use wire::{Identity, Role};
 ///
 /// Typed channels whose fields all have one element size of 2, 4 or 8 bytes (f16, f32, f64
 /// tensors...) are byte-shuffled before the codec (byte 0 of every element, then byte 1, ...,
-/// as Blosc does), which makes floats compress far better. A message that would not shrink is
-/// sent uncompressed.
+/// as Blosc does): measured on 1 MiB of f32 gradients and of f16 weights, zstd's ratio rose
+/// from 1.08-1.09 to 1.17-1.19 and LZ4 went from not shrinking to 1.09 (on ReLU activations,
+/// half zeros, the shuffle lowered LZ4's ratio from 1.49 to 1.20; the protocol document's
+/// "Compression" table). A message that would not shrink is sent uncompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     /// Payloads are sent as they are in the ring (the default).

@@ -40,7 +40,8 @@
 //! `Wait::SpinThenPark { spins: 1024, yields: 0 }`. The default keeps its yields because with
 //! more threads than cores (many producers, one consumer on two cores) they are what keeps the
 //! threads that do the work on the CPUs: of the rules tried that turn them off by themselves,
-//! those that cut the tail cost that case 20-45% of its throughput (same section).
+//! those that cut the tail cost that case 20-45% of its throughput, or (one not run there)
+//! a streaming consumer 18% (same section).
 //!
 //! # No lost wake-ups, no syscall per message
 //!

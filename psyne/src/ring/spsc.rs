@@ -140,15 +140,23 @@ fn follow(region: &Region, from: u64, mut seq: u64) -> Followed {
         }
         match region.classify(pos, seq) {
             Slot::Pending => break Stop::Pending,
+            // A position near the top of `u64` comes only from a corrupt or hostile control
+            // block: never wrap past it.
             Slot::Message { size, .. } => {
-                pos += size;
+                let Some(next) = pos.checked_add(size) else {
+                    break Stop::Bad("positions overflow");
+                };
+                pos = next;
                 seq += 1;
                 messages += 1;
                 after_filler = false;
             }
             Slot::Filler { .. } if after_filler => break Stop::Bad("two fillers in a row"),
             Slot::Filler { skip } => {
-                pos += skip;
+                let Some(next) = pos.checked_add(skip) else {
+                    break Stop::Bad("positions overflow");
+                };
+                pos = next;
                 after_filler = true;
             }
             Slot::Corrupt(what) => break Stop::Bad(what),
@@ -268,7 +276,9 @@ impl SpscProducer {
             .cursor
             .position
             .load(Ordering::Acquire);
-        if !read.is_multiple_of(RECORD_ALIGN as u64) {
+        // A position of 2^63 or more (29 years of 10 GB/s) comes only from a corrupt or
+        // hostile control block; one below leaves room for any record without overflow.
+        if !read.is_multiple_of(RECORD_ALIGN as u64) || read >= super::format::PENDING_BIT {
             return Err("read position");
         }
         let first = region.load_commit(region.mask(read), Ordering::Acquire);

@@ -662,7 +662,8 @@ impl SpscConsumer {
             .cursor
             .position
             .load(Ordering::Acquire);
-        if !read.is_multiple_of(RECORD_ALIGN as u64) {
+        // As for the producer's recovery: 2^63 or more comes only from a corrupt control block.
+        if !read.is_multiple_of(RECORD_ALIGN as u64) || read >= super::format::PENDING_BIT {
             return Err("read position");
         }
         let region = ring.region_of(lane.region);

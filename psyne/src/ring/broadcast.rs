@@ -389,7 +389,8 @@ impl BroadcastConsumer {
             self.request_join();
             return Err(PeekError::Lagged);
         }
-        if word & FLAGS != 0 {
+        // Flags left set, or a position no ring reaches: a corrupt word.
+        if !super::spsc::plausible_read(word) {
             return Err(PeekError::Corrupted("consumer position word"));
         }
         // From the word loaded above: reloading it could see a cut-off that happened since
@@ -476,7 +477,7 @@ impl BroadcastConsumer {
     #[cold]
     fn waiting_since_admitted(&self) -> usize {
         let word = self.word().load(Ordering::Acquire);
-        if self.hold || word & FLAGS != 0 {
+        if self.hold || !super::spsc::plausible_read(word) {
             return 0;
         }
         let ring = Arc::clone(self.inner.ring());

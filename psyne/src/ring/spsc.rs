@@ -126,6 +126,27 @@ struct Followed {
     stop: Stop,
 }
 
+/// Whether `read`, a read position loaded from a shared slot, can be one: a multiple of the
+/// record alignment and below 2^63 (29 years of 10 GB/s). More comes only from a corrupt or
+/// hostile control block, and would leave no room to add a record's size without overflow.
+pub(crate) fn plausible_read(read: u64) -> bool {
+    read.is_multiple_of(RECORD_ALIGN as u64) && read < super::format::PENDING_BIT
+}
+
+/// The read position stored in `lane`'s reader slot (`Acquire`), if [`plausible_read`].
+fn stored_read(ring: &Ring, lane: Lane) -> Result<u64, &'static str> {
+    let read = ring
+        .slot(lane.reader)
+        .cursor
+        .position
+        .load(Ordering::Acquire);
+    if plausible_read(read) {
+        Ok(read)
+    } else {
+        Err("read position")
+    }
+}
+
 /// Follows the published records of `region` from position `from`, where message `seq` is
 /// expected, to the first pending mark: each header checked, at most one region's worth, at
 /// most one filler in a row. Reads only commit words and checked header copies; releases
@@ -271,16 +292,7 @@ impl SpscProducer {
     /// [`Self::recover`] for one lane of a ring.
     pub(crate) fn recover_lane(ring: Arc<Ring>, lane: Lane) -> Result<Self, &'static str> {
         let region = ring.region_of(lane.region);
-        let read = ring
-            .slot(lane.reader)
-            .cursor
-            .position
-            .load(Ordering::Acquire);
-        // A position of 2^63 or more (29 years of 10 GB/s) comes only from a corrupt or
-        // hostile control block; one below leaves room for any record without overflow.
-        if !read.is_multiple_of(RECORD_ALIGN as u64) || read >= super::format::PENDING_BIT {
-            return Err("read position");
-        }
+        let read = stored_read(&ring, lane)?;
         let first = region.load_commit(region.mask(read), Ordering::Acquire);
         let sequence = first & !super::format::PENDING_BIT;
         let (write, sequence) = match follow(region, read, sequence) {
@@ -657,15 +669,7 @@ impl SpscConsumer {
 
     /// [`Self::recover`] for one lane of a ring.
     pub(crate) fn recover_lane(ring: Arc<Ring>, lane: Lane) -> Result<Self, &'static str> {
-        let read = ring
-            .slot(lane.reader)
-            .cursor
-            .position
-            .load(Ordering::Acquire);
-        // As for the producer's recovery: 2^63 or more comes only from a corrupt control block.
-        if !read.is_multiple_of(RECORD_ALIGN as u64) || read >= super::format::PENDING_BIT {
-            return Err("read position");
-        }
+        let read = stored_read(&ring, lane)?;
         let region = ring.region_of(lane.region);
         let word = region.load_commit(region.mask(read), Ordering::Acquire);
         Ok(Self::at(

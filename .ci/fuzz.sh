@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Fuzzes psyne (psyne/fuzz) for a bounded time per target, under AddressSanitizer, with
-# libFuzzer: `shared_ring` (a hostile peer writing a shared ring's memory) and `net_decoder`
+# libFuzzer: `shared_ring` (a hostile peer writing a shared ring's memory), `shared_topologies`
+# (the same against shared many-producers and broadcast channels) and `net_decoder`
 # (a hostile TCP peer's bytes into the handshake and frame decoders).
 #
 #   .ci/fuzz.sh [SECONDS]      (default 60, for each target)
 #
 # For each target, first replays every input in its regressions (each a crash or hang the fuzzer
 # found: they must all pass; shared_ring's are the files directly in psyne/fuzz/regressions/,
-# net_decoder's those in psyne/fuzz/regressions/net_decoder/), then fuzzes for SECONDS from the
+# the others' those in psyne/fuzz/regressions/TARGET/), then fuzzes for SECONDS from the
 # committed seeds (psyne/fuzz/seeds/TARGET/) plus the local working corpus
 # (psyne/fuzz/corpus/TARGET/, ignored by git). Fails on any crash, sanitizer report, leak or
 # timeout (an input running 5 s: a honest call that hangs); the failing input is left in
@@ -103,4 +104,5 @@ fuzz_target() {
 
 shopt -s nullglob
 fuzz_target shared_ring regressions 512
+fuzz_target shared_topologies regressions/shared_topologies 512
 fuzz_target net_decoder regressions/net_decoder 4096

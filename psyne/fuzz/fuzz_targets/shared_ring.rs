@@ -1,8 +1,8 @@
 //! A hostile peer against honest ends of a shared channel.
 //!
-//! Each input is a script. Its first byte picks a channel (raw or typed, which end creates it,
-//! whether the other end is attached at the start, ring size, wait strategy, timestamps); the
-//! honest ends are psyne's own, made through the public API only. The rest is up to
+//! Each input is a script. Its first byte picks a channel (raw, typed or tensor, which end
+//! creates it, whether the other end is attached at the start, ring size, wait strategy,
+//! timestamps); the honest ends are psyne's own, made through the public API only. The rest is up to
 //! [`MAX_OPS`] operations, interleaved: the hostile peer writes bytes into its own `MAP_SHARED`
 //! mapping of `/dev/shm/<name>` (control block, record headers, anywhere), and the honest ends
 //! receive, send, drop and reopen. A missing end is simply absent: with the producer absent the
@@ -14,6 +14,8 @@
 //! * no panic, no out-of-bounds access (AddressSanitizer; a payload or loan outside every
 //!   mapping of the object, or misaligned for its type, fails an assertion here);
 //! * a received payload is at most the ring size minus the 32-byte header;
+//! * a tensor whose description passes the consumer's checks has its elements inside the
+//!   record's payload (a description is the peer's to write, and the view's bounds come from it);
 //! * every honest call returns within [`DEADLINE`] (the timed ones wait 1 ms);
 //! * before the peer's first write the channel behaves as a queue: what is received is exactly
 //!   what was sent, in order, `Empty`/`Timeout`/`Disconnected` only when nothing is pending,
@@ -30,7 +32,7 @@
 use libfuzzer_sys::fuzz_target;
 use psyne::{
     Channel, Consumer, MessageHeader, OpenError, Producer, PsyneMessage, RawConsumer, RawProducer,
-    RecvError, SendError, Wait,
+    RecvError, SendError, TensorConsumer, TensorProducer, TensorSendError, Wait,
 };
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -220,13 +222,30 @@ enum Kind {
     Raw,
     Small,
     Big,
+    /// `Channel::tensors()`: `u8` tensors, the payload a description and the elements.
+    Tensor,
 }
+
+/// The bytes a receive hands to the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// The message's payload (raw and typed ends).
+    Payload,
+    /// A tensor's elements, through a view its description passed.
+    Elements,
+    /// A tensor record whose description failed (its whole payload).
+    Invalid,
+}
+
+/// Bytes of a tensor payload before the elements (no user header).
+const TENSOR_OVERHEAD: usize = 128;
 
 /// An honest consumer end.
 enum Cons {
     Raw(RawConsumer),
     Small(Consumer<Small>),
     Big(Consumer<Big>),
+    Tensor(TensorConsumer),
 }
 
 /// An honest producer end.
@@ -234,6 +253,7 @@ enum Prod {
     Raw(RawProducer),
     Small(Producer<Small>),
     Big(Producer<Big>),
+    Tensor(TensorProducer),
 }
 
 /// How a producer operation ends its loan.
@@ -249,15 +269,17 @@ impl Cons {
             Cons::Raw(c) => c.capacity_bytes(),
             Cons::Small(c) => c.capacity_bytes(),
             Cons::Big(c) => c.capacity_bytes(),
+            Cons::Tensor(c) => c.capacity_bytes(),
         }
     }
 
     /// Receives one message (`timed`: `recv_timeout(WAIT)`, else `try_recv`) and hands its
-    /// payload bytes, a copy of its header and its required alignment to `f` while it is held.
+    /// payload bytes (a valid tensor's: its elements), a copy of its header, its required
+    /// alignment and what the bytes are to `f` while it is held.
     fn recv(
         &mut self,
         timed: bool,
-        f: &mut dyn FnMut(&[u8], MessageHeader, usize),
+        f: &mut dyn FnMut(&[u8], MessageHeader, usize, Seen),
     ) -> Result<(), RecvError> {
         match self {
             Cons::Raw(c) => {
@@ -266,7 +288,7 @@ impl Cons {
                 } else {
                     c.try_recv()
                 }?;
-                f(m.bytes(), m.header(), 1);
+                f(m.bytes(), m.header(), 1, Seen::Payload);
                 // A typed view of the same bytes must be aligned when it is handed out.
                 if let Some(s) = m.downcast::<Small>() {
                     assert_eq!((s as *const Small as usize) % align_of::<Small>(), 0);
@@ -283,6 +305,7 @@ impl Cons {
                     psyne::bytemuck::bytes_of(v),
                     m.header(),
                     align_of::<Small>(),
+                    Seen::Payload,
                 );
             }
             Cons::Big(c) => {
@@ -292,7 +315,37 @@ impl Cons {
                     c.try_recv()
                 }?;
                 let v: &Big = &m;
-                f(psyne::bytemuck::bytes_of(v), m.header(), align_of::<Big>());
+                f(
+                    psyne::bytemuck::bytes_of(v),
+                    m.header(),
+                    align_of::<Big>(),
+                    Seen::Payload,
+                );
+            }
+            Cons::Tensor(c) => {
+                let m = if timed {
+                    c.recv_timeout(WAIT)
+                } else {
+                    c.try_recv()
+                }?;
+                let payload = m.bytes();
+                match m.view::<u8>() {
+                    Ok(v) => {
+                        let (e, p) = (v.as_slice(), payload.as_ptr_range());
+                        assert!(
+                            p.start <= e.as_ptr() && e.as_ptr_range().end <= p.end,
+                            "a tensor's {} elements outside its {}-byte payload",
+                            e.len(),
+                            payload.len()
+                        );
+                        assert_eq!(e.len(), v.shape().iter().product::<usize>());
+                        f(e, m.message_header(), 1, Seen::Elements);
+                    }
+                    Err(e) => {
+                        let _ = e.to_string();
+                        f(payload, m.message_header(), 1, Seen::Invalid);
+                    }
+                }
             }
         }
         Ok(())
@@ -305,12 +358,15 @@ impl Prod {
             Prod::Raw(p) => p.capacity_bytes(),
             Prod::Small(p) => p.capacity_bytes(),
             Prod::Big(p) => p.capacity_bytes(),
+            Prod::Tensor(p) => p.capacity_bytes(),
         }
     }
 
     /// Loans room for one message (`timed`: `*_timeout(WAIT)`, else `try_*`; `raw_len`: the
-    /// payload length of a raw byte loan, `None` for a typed `Small` loan of a raw producer),
-    /// lets `f` fill its bytes (and check them), then sends or drops it.
+    /// payload length of a raw byte loan, `None` for a typed `Small` loan of a raw producer; for
+    /// a tensor producer the element count of a `u8` tensor of shape `[len]`, `None` for shape
+    /// `[2, 3]`), lets `f` fill its bytes (a tensor's elements; and check them), then sends or
+    /// drops it.
     fn send(
         &mut self,
         timed: bool,
@@ -367,6 +423,31 @@ impl Prod {
                 },
                 Big
             ),
+            Prod::Tensor(p) => {
+                let one;
+                let shape: &[usize] = match raw_len {
+                    Some(len) => {
+                        one = [len];
+                        &one
+                    }
+                    None => &[2, 3],
+                };
+                let r = if timed {
+                    p.allocate_tensor_timeout::<u8>(shape, WAIT)
+                } else {
+                    p.try_allocate_tensor::<u8>(shape)
+                };
+                let mut m = match r {
+                    Ok(m) => m,
+                    Err(TensorSendError::Send(e)) => return Err(e),
+                    Err(e) => panic!("a u8 tensor of shape {shape:?}: {e}"),
+                };
+                assert_eq!(m.shape(), shape);
+                f(m.as_mut_slice(), 1);
+                if let Finish::Send = finish {
+                    m.send();
+                }
+            }
         }
         Ok(())
     }
@@ -446,6 +527,7 @@ impl World {
             Kind::Raw => Channel::raw_open_consumer(&self.name).map(Cons::Raw),
             Kind::Small => Channel::<Small>::open_consumer(&self.name).map(Cons::Small),
             Kind::Big => Channel::<Big>::open_consumer(&self.name).map(Cons::Big),
+            Kind::Tensor => Channel::tensors_open_consumer(&self.name).map(Cons::Tensor),
         });
         let r = r.map(|c| self.cons = Some(c));
         self.opened("open_consumer", r);
@@ -456,6 +538,7 @@ impl World {
             Kind::Raw => Channel::raw_open_producer(&self.name).map(Prod::Raw),
             Kind::Small => Channel::<Small>::open_producer(&self.name).map(Prod::Small),
             Kind::Big => Channel::<Big>::open_producer(&self.name).map(Prod::Big),
+            Kind::Tensor => Channel::tensors_open_producer(&self.name).map(Prod::Tensor),
         });
         let r = r.map(|p| self.prod = Some(p));
         self.opened("open_producer", r);
@@ -498,7 +581,7 @@ impl World {
         };
         let mut got = None;
         let r = timed(what, || {
-            cons.recv(timed_call, &mut |bytes, header, align| {
+            cons.recv(timed_call, &mut |bytes, header, align, seen| {
                 let ptr = bytes.as_ptr() as usize;
                 assert!(
                     bytes.len() + MessageHeader::SIZE <= capacity,
@@ -512,13 +595,13 @@ impl World {
                     .iter()
                     .fold(0u64, |a, &b| a.rotate_left(5) ^ u64::from(b));
                 std::hint::black_box(sum);
-                got = Some((bytes.to_vec(), header));
+                got = Some((bytes.to_vec(), header, seen));
             })
         });
         trace!(
             "  {what} -> {:?}",
             r.as_ref()
-                .map(|()| got.as_ref().map_or(0, |(b, _)| b.len()))
+                .map(|()| got.as_ref().map_or(0, |(b, _, _)| b.len()))
         );
         if r.is_ok() {
             self.received += 1;
@@ -526,9 +609,19 @@ impl World {
         if self.clean {
             match (&r, self.pending.pop_front()) {
                 (Ok(()), Some((n, len))) => {
-                    let (bytes, header) = got.expect("payload seen");
+                    let (bytes, header, seen) = got.expect("payload seen");
+                    let overhead = if self.kind == Kind::Tensor {
+                        assert_eq!(seen, Seen::Elements, "{what}: tensor {n} not valid");
+                        TENSOR_OVERHEAD
+                    } else {
+                        0
+                    };
                     assert_eq!(bytes.len(), len, "{what}: length of message {n}");
-                    assert_eq!(header.len as usize, len, "{what}: header of message {n}");
+                    assert_eq!(
+                        header.len as usize,
+                        overhead + len,
+                        "{what}: header of message {n}"
+                    );
                     for (i, &b) in bytes.iter().enumerate() {
                         assert_eq!(b, pattern(n, i), "{what}: byte {i} of message {n}");
                     }
@@ -615,6 +708,7 @@ fn run(data: &[u8]) {
     let kind = match config & 3 {
         1 => Kind::Small,
         2 => Kind::Big,
+        3 => Kind::Tensor,
         _ => Kind::Raw,
     };
     let producer_creates = config & 4 != 0;
@@ -660,6 +754,9 @@ fn run(data: &[u8]) {
             .map(|(c, p)| (c.map(Cons::Small), p.map(Prod::Small))),
         Kind::Big => {
             create!(Channel::<Big>::builder()).map(|(c, p)| (c.map(Cons::Big), p.map(Prod::Big)))
+        }
+        Kind::Tensor => {
+            create!(Channel::tensors()).map(|(c, p)| (c.map(Cons::Tensor), p.map(Prod::Tensor)))
         }
     };
     let (cons, prod) = match created {

@@ -665,6 +665,75 @@ fn producer_waiting_for_room_parks_and_is_woken() {
     }
 }
 
+/// A lane's consumer stores its read position once per batch of releases while the producer
+/// has published more behind them (the module docs of `psyne::channel::mpsc`, "Releases"): a
+/// release is stored at once when the consumer catches up with the producer, and when the
+/// producer waits for room (its parked word raised); in between, `try_send` may find the lane
+/// full although the consumer has received a message.
+#[test]
+fn releases_held_back_are_stored_on_catching_up_and_for_a_waiting_producer() {
+    let (mut tx, mut rx) = Channel::<Tagged>::mpsc()
+        .capacity(2)
+        .max_producers(1)
+        .wait(psyne::Wait::SpinThenPark {
+            spins: 0,
+            yields: 0,
+        })
+        .build()
+        .unwrap();
+    // Fill the lane (`capacity` is a lower bound: the ring rounds up).
+    let mut sent = 0;
+    while tx.try_send(&Tagged::new(0, sent)).is_ok() {
+        sent += 1;
+    }
+    assert!((2..8).contains(&sent), "{sent}");
+    // Received while message 1 is published behind it: its room is not stored yet.
+    assert_eq!(rx.try_recv().unwrap().seq, 0);
+    assert_eq!(
+        tx.try_send(&Tagged::new(0, sent)).unwrap_err(),
+        SendError::Full,
+        "a release is held back while the producer has published more"
+    );
+    // Caught up: every release is stored, and the lane holds `sent` again.
+    for i in 1..sent {
+        assert_eq!(rx.try_recv().unwrap().seq, i);
+    }
+    for i in sent..2 * sent {
+        tx.try_send(&Tagged::new(0, i)).unwrap();
+    }
+    // A producer that waits for room gets it from the next release, held back or not.
+    let waiting = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&waiting);
+    let producer = std::thread::spawn(move || {
+        flag.store(true, Ordering::Release);
+        let sent = tx
+            .allocate_timeout(Duration::from_secs(20))
+            .map(|mut loan| {
+                *loan = Tagged::new(0, 2 * sent);
+                loan.send();
+            });
+        (tx, sent)
+    });
+    while !waiting.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    // It parks at once (no spins): give it the time to.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(rx.try_recv().unwrap().seq, sent); // more are published behind it
+    // No further receive until the producer is through: only that release can free its room.
+    let (tx, result) = producer.join().unwrap();
+    assert_eq!(
+        result,
+        Ok(()),
+        "the waiting producer got the room of a held-back release"
+    );
+    assert!(tx.stats().parked > 0, "{:?}", tx.stats());
+    for i in sent + 1..=2 * sent {
+        assert_eq!(rx.try_recv().unwrap().seq, i);
+    }
+    assert_eq!(rx.try_recv().unwrap_err(), RecvError::Empty);
+}
+
 // ---- Across processes ----
 
 const ROLE: &str = "PSYNE_MPSC_ROLE";

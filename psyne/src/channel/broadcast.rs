@@ -473,7 +473,7 @@ impl RecvCursor for ConsumerCursor {
     fn peer_slots(&self) -> Range<usize> {
         ring::broadcast::PRODUCER..ring::broadcast::PRODUCER + 1
     }
-    fn close(&self) {
+    fn close(&mut self) {
         ConsumerCursor::close(self)
     }
 }

@@ -424,38 +424,6 @@ fn mpsc_dropped_producer_place_is_reused_and_its_lane_continues() {
     });
 }
 
-/// One producer sends four messages into a lane with room for two, and the consumer stores its
-/// read position once per two releases (the batch under loom) while the producer has published
-/// more: the producer parks for room that a release has freed but not stored, and gets it from
-/// the consumer's next release (which stores first when it finds the producer's word raised),
-/// its second, or its catching up. A release held back with the producer asleep and nobody
-/// left to store it is a loom deadlock; the payload cells check that a record is rewritten
-/// only after its release is stored.
-#[test]
-fn mpsc_batched_releases_reach_a_parked_producer() {
-    mpsc_model(|| {
-        let (mut tx, mut rx) = Channel::<Pair>::mpsc()
-            .capacity(2)
-            .max_producers(1)
-            .wait(PARK)
-            .build()
-            .unwrap();
-        let producer = thread::spawn(move || {
-            for i in 0..4u64 {
-                let mut loan = tx.allocate().unwrap();
-                loan.b = i;
-                loan.send();
-            }
-            tx
-        });
-        for i in 0..4u64 {
-            let m = rx.recv().unwrap();
-            assert_eq!((m.b, m.header().sequence), (i, i));
-        }
-        drop(producer.join().unwrap());
-    });
-}
-
 /// Async: a consumer future registers its waker against a producer that publishes and then
 /// finds the consumer's parked word raised. In-process, the registration is direct-only: armed
 /// in the index, then the word raised to `AWAITING` (`Release`); the producer's notifier lowers

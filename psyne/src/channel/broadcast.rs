@@ -473,7 +473,7 @@ impl RecvCursor for ConsumerCursor {
     fn peer_slots(&self) -> Range<usize> {
         ring::broadcast::PRODUCER..ring::broadcast::PRODUCER + 1
     }
-    fn close(&mut self) {
+    fn close(&self) {
         ConsumerCursor::close(self)
     }
 }

@@ -185,8 +185,8 @@ pub(crate) trait RecvCursor {
     fn waiting(&self) -> usize;
     /// The end slots of the producers, for liveness checks.
     fn peer_slots(&self) -> Range<usize>;
-    /// Marks our end closed, storing any release not stored yet.
-    fn close(&mut self);
+    /// Marks our end closed.
+    fn close(&self);
     /// Messages released through this cursor, every lane (from sequence numbers).
     fn released(&self) -> u64;
 }
@@ -278,7 +278,7 @@ impl RecvCursor for SpscConsumer {
         let producer = self.lane().producer;
         producer..producer + 1
     }
-    fn close(&mut self) {
+    fn close(&self) {
         SpscConsumer::close(self)
     }
     fn released(&self) -> u64 {
@@ -323,7 +323,7 @@ impl RecvCursor for MpscConsumer {
     fn peer_slots(&self) -> Range<usize> {
         0..self.producers()
     }
-    fn close(&mut self) {
+    fn close(&self) {
         MpscConsumer::close(self)
     }
     fn released(&self) -> u64 {
@@ -943,9 +943,7 @@ impl Release<'_> {
         self.lane.release(peeked.end);
         self.common.bytes += u64::from(peeked.len());
         // The notifier counts its wake-up calls (`wakeups`).
-        if self.common.notifier.raised(self.lane.peer_parked()) {
-            wake_after_release(self.lane, &mut self.common.notifier);
-        }
+        self.common.notifier.notify(self.lane.peer_parked());
     }
 
     /// The device address of `ptr`, a byte of this channel's slab (feature `cuda`).
@@ -953,19 +951,6 @@ impl Release<'_> {
     pub(crate) fn cuda_device_ptr(&self, ptr: NonNull<u8>) -> Result<u64, crate::SlabError> {
         self.common.cuda_device_ptr(self.lane.ring(), ptr)
     }
-}
-
-/// A release found the producer's parked word raised: stores the releases the lane holds back
-/// (a lane of a multi-producer ring stores its read position once per batch, see
-/// `SpscConsumer::release`), so that a producer waiting for room sees all of it, then wakes it.
-#[cold]
-#[inline(never)]
-fn wake_after_release(lane: &mut SpscConsumer, notifier: &mut Notifier) {
-    if lane.store_released() {
-        // The store is ordered before the wake-up as `notify`'s fence orders a release's.
-        crate::sync::dekker_fence();
-    }
-    notifier.wake(lane.peer_parked());
 }
 
 /// Wakes the producers of the lanes in `released` (bits) if they sleep (the notifier counts

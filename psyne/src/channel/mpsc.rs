@@ -31,20 +31,6 @@ use std::sync::Arc;
 /// head of a lane is received within `max_producers` receives however busy the other lanes are.
 /// Memory: `max_producers` regions. Defaults: 256 messages per producer, 8 producers, the
 /// memory options of [`ChannelBuilder`].
-///
-/// **Releases**: the consumer tells a producer that a received message's room is free by
-/// storing its read position in that lane. It stores at once when it has read everything the
-/// producer published (it has caught up), and when the producer waits for room (parked or
-/// awaiting); while the producer has published more behind the message, it stores once per 8
-/// messages instead. A consumer streaming behind a producer whose lane is full so moves that
-/// line between the cores once per 8 messages rather than per message (about twice the
-/// throughput at 64 bytes; see BENCHMARKS.md, "Batched releases"). What a producer can see:
-/// `try_send`/`try_allocate` may report [`SendError::Full`] although the consumer has received
-/// up to 7 of its messages, as long as the consumer has more of them to read; a producer that
-/// waits (`send`, `allocate`, `allocate_timeout`, async) gets that room from the consumer's
-/// next receive. A busy-spinning producer ([`Wait::BusySpin`](crate::Wait::BusySpin) on both
-/// ends, so nobody parks) gets it within 8 receives or when the consumer catches up. Dropping
-/// the consumer stores everything.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct MpscBuilder<T> {

@@ -507,7 +507,7 @@ impl BroadcastConsumer {
     }
 
     /// Marks our end closed (we drop).
-    pub(crate) fn close(&mut self) {
+    pub(crate) fn close(&self) {
         self.inner.close();
     }
 }

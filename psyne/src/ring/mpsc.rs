@@ -31,22 +31,6 @@
 //! `n` commit words before it can say "empty". Cross-producer order is not kept (messages of
 //! different producers have no common sequence); within a lane the header's sequence counts.
 //!
-//! # Batched releases
-//!
-//! Each lane's consumer cursor stores its read position once per [`RELEASE_BATCH`] releases
-//! while the producer has published more behind them, and at once when the release catches up
-//! with the producer (the next commit word is not the next sequence number), when a peek finds
-//! the lane empty, and when the consumer closes; the end layer stores before it wakes a
-//! producer whose parked word a release finds raised (`end.rs`, `wake_after_release`). In
-//! streaming with a full lane the producer reloads the position for every message it sends,
-//! so a store per release moved the line once per message: measured (BENCHMARKS.md, "Batched
-//! releases"), 13.3 against 27.2 M msg/s at 64 B with two producers. Why it loses no wake-up:
-//! a release held back leaves the lane non-empty, so the consumer's next receive of this lane
-//! comes before it can find it empty and park, and every store is followed by the notifier's
-//! fence and a look at the producer's word; a producer that parked on a stale position is
-//! woken by the first such store. The loom model `mpsc_batched_releases_reach_a_parked_producer`
-//! runs this with a batch of 2.
-//!
 //! This module never sleeps or wakes: like `spsc.rs` it reports `Empty` and says which parked
 //! words the end layer should wake.
 
@@ -54,10 +38,6 @@ use super::control::Ring;
 use super::format::Peeked;
 use super::spsc::{Lane, PeekError, SpscConsumer};
 use std::sync::Arc;
-
-/// The most releases in a lane that one store of the consumer's read position there covers
-/// (see [`SpscConsumer::release`]; 2 under loom, so that its models reach a full batch).
-pub(crate) const RELEASE_BATCH: u32 = if cfg!(loom) { 2 } else { 8 };
 
 /// The lane of producer `i` in a ring of `producers` producers.
 pub(crate) const fn lane(producers: usize, i: usize) -> Lane {
@@ -91,11 +71,7 @@ impl MpscConsumer {
     /// The consumer of a freshly created ring of `producers` lanes.
     pub(crate) fn new(ring: Arc<Ring>, producers: usize) -> Self {
         let lanes = (0..producers)
-            .map(|i| {
-                let mut lane = SpscConsumer::new_lane(Arc::clone(&ring), lane(producers, i));
-                lane.batch_releases(RELEASE_BATCH);
-                lane
-            })
+            .map(|i| SpscConsumer::new_lane(Arc::clone(&ring), lane(producers, i)))
             .collect();
         MpscConsumer {
             ring,
@@ -221,11 +197,8 @@ impl MpscConsumer {
         }
     }
 
-    /// Marks the consumer closed (it drops), storing every lane's releases first.
-    pub(crate) fn close(&mut self) {
-        for lane in &mut self.lanes {
-            lane.store_released();
-        }
+    /// Marks the consumer closed (it drops).
+    pub(crate) fn close(&self) {
         self.ring.close(consumer_slot(self.lanes.len()));
     }
 }

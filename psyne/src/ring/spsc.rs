@@ -621,12 +621,6 @@ pub(crate) struct SpscConsumer {
     /// Bits kept in the position word we store when we skip a filler (a broadcast consumer's
     /// hold bit, see `broadcast.rs`; 0 otherwise). A release always stores the bare position.
     skip_bits: u64,
-    /// Releases whose position we have not stored yet (see [`Self::release`]): always less
-    /// than `batch`.
-    unstored: u32,
-    /// The most releases one store of our read position may cover (1: every release stores;
-    /// see [`Self::batch_releases`]).
-    batch: u32,
 }
 
 impl SpscConsumer {
@@ -653,16 +647,7 @@ impl SpscConsumer {
             corrupt: None,
             announce_waits,
             skip_bits: 0,
-            unstored: 0,
-            batch: 1,
         }
-    }
-
-    /// Lets one store of our read position cover up to `batch` releases while the producer has
-    /// published more behind them (see [`Self::release`]); 1 (the default) stores on every
-    /// release.
-    pub(crate) fn batch_releases(&mut self, batch: u32) {
-        self.batch = batch.max(1);
     }
 
     /// The consumer of a freshly created ring.
@@ -786,13 +771,7 @@ impl SpscConsumer {
                 // The producer stores its closed flag after its last commit: once we see the
                 // flag (`Acquire`), one more look finds anything it published.
                 Slot::Pending if self.producer_closed() => closed_seen = true,
-                Slot::Pending => {
-                    // Nothing more to read: nothing may stay unstored (a release that found
-                    // the next record published stores later; a hostile producer could have
-                    // taken it back since).
-                    self.store_released();
-                    return Err(PeekError::Empty);
-                }
+                Slot::Pending => return Err(PeekError::Empty),
                 Slot::Corrupt(what) => return Err(self.corrupted(what)),
             }
         }
@@ -908,54 +887,11 @@ impl SpscConsumer {
     }
 
     /// Releases the message [`Self::try_peek`] returned (everything before `end`). The caller
-    /// then wakes the producer if it sleeps, storing first ([`Self::store_released`]) if its
-    /// parked word is raised.
-    ///
-    /// With a `batch` above 1 (lanes of a multi-producer ring), the read position is stored
-    /// only when this release is the `batch`-th since the last store, or when the record after
-    /// it is not published yet (we have caught up with the producer): a consumer that streams
-    /// behind a producer whose lane is full then moves the position's line between the cores
-    /// once per `batch` messages instead of once per message, and one that keeps up stores on
-    /// every release, as before. Every release stays local at most until our next release or
-    /// empty peek of this lane.
+    /// then wakes the producer if it sleeps.
     #[inline(always)]
     pub(crate) fn release(&mut self, end: u64) {
         self.sequence += 1;
-        if self.batch == 1 {
-            self.advance(end, 0);
-            return;
-        }
-        debug_assert!(end > self.read && end - self.read <= self.region.len() as u64);
-        self.read = end;
-        self.unstored += 1;
-        if self.unstored >= self.batch
-            || self
-                .region
-                .load_commit(self.region.mask(end), Ordering::Relaxed)
-                != self.sequence
-        {
-            self.store_read();
-        }
-    }
-
-    /// Stores our read position if releases are not stored yet; returns whether it stored.
-    #[inline]
-    pub(crate) fn store_released(&mut self) -> bool {
-        if self.unstored == 0 {
-            return false;
-        }
-        self.store_read();
-        true
-    }
-
-    /// Stores our read position (`Release`), covering every release so far.
-    #[inline(always)]
-    fn store_read(&mut self) {
-        self.unstored = 0;
-        self.own()
-            .cursor
-            .position
-            .store(self.read, Ordering::Release);
+        self.advance(end, 0);
     }
 
     /// Moves our read position to `end` and publishes it, with `bits` (see `skip_bits`) in the
@@ -965,16 +901,14 @@ impl SpscConsumer {
         debug_assert!(end > self.read && end - self.read <= self.region.len() as u64);
         debug_assert!(end.is_multiple_of(RECORD_ALIGN as u64));
         self.read = end;
-        self.unstored = 0;
         self.own()
             .cursor
             .position
             .store(end | bits, Ordering::Release);
     }
 
-    /// Marks our end closed (we drop), storing any release not stored yet.
-    pub(crate) fn close(&mut self) {
-        self.store_released();
+    /// Marks our end closed (we drop).
+    pub(crate) fn close(&self) {
         self.set_waiting(false);
         self.ring.close(self.lane.consumer);
     }

@@ -68,19 +68,14 @@ impl Notifier {
     /// peer sleeping on `parked`, if it sleeps. Returns whether a wake-up call was made.
     #[inline(always)]
     pub(crate) fn notify(&mut self, parked: &Futex) -> bool {
-        self.raised(parked) && self.wake(parked)
-    }
-
-    /// The first half of [`Self::notify`]: whether the peer may sleep and its parked word
-    /// `parked` is raised (fenced after what we stored, as `notify` is). The caller then calls
-    /// [`Self::wake`] (a consumer that holds releases back stores them first).
-    #[inline(always)]
-    pub(crate) fn raised(&self, parked: &Futex) -> bool {
         if !self.may_park {
             return false;
         }
         sync::dekker_fence();
-        parked.load(Ordering::Relaxed) != AWAKE
+        if parked.load(Ordering::Relaxed) == AWAKE {
+            return false;
+        }
+        self.wake(parked)
     }
 
     /// [`Self::notify`] for several peers (a broadcast producer's consumers): one fence, then
@@ -118,11 +113,10 @@ impl Notifier {
         }
     }
 
-    /// The peer's parked word is raised: wakes it (rate-limited for a remote peer); returns
-    /// whether a wake-up call was made.
+    /// The peer's parked word is raised.
     #[cold]
     #[inline(never)]
-    pub(crate) fn wake(&mut self, parked: &Futex) -> bool {
+    fn wake(&mut self, parked: &Futex) -> bool {
         if !self.due() {
             return false;
         }

@@ -11,6 +11,10 @@
 //! * **Throughput**: each producer streams its share of `--messages`, stamped with its index and
 //!   sequence number; the consumer checks every message's per-producer order and content. Time
 //!   from the start barrier to the consumer's last message; median (and spread) of `--reps`.
+//!   The contenders run in rounds (each once per round, in turn); the targets' ratios are
+//!   printed as ratios of the medians and, because a shared VM's speed can swing 3-4x for
+//!   minutes at a time, also round by round (each round's rates divided, then the median and
+//!   range of those ratios), which a swing longer than a round moves less.
 //! * **One-way latency**: each producer sends one message every `--pace-us` microseconds,
 //!   stamped with the clock read just before it writes; the consumer reads the clock when it
 //!   has the message. p50 and p99 over all producers' messages; the median of the reps.
@@ -440,6 +444,9 @@ struct Row {
     msgs_per_s: f64,
     min: f64,
     max: f64,
+    /// Messages per second of each round, in round order (every contender runs once per
+    /// round, so round `i` of two rows ran within the same second or two).
+    rounds: Vec<f64>,
     /// Median cores kept busy during the throughput reps.
     cores_busy: f64,
     /// Consumer sleeps and wake-ups per 1000 messages over the throughput reps (Psyne).
@@ -511,7 +518,8 @@ fn measure(
         .iter()
         .zip(reps.iter().zip(&lat))
         .map(|(e, (reps, lat))| {
-            let mut rates: Vec<f64> = reps.iter().map(|r| r.rate).collect();
+            let rounds: Vec<f64> = reps.iter().map(|r| r.rate).collect();
+            let mut rates = rounds.clone();
             let mut busy: Vec<f64> = reps.iter().map(|r| r.cores_busy).collect();
             let waits = reps.iter().try_fold((0u64, 0u64), |(s, w), r| {
                 r.sleeps_and_wakeups.map(|(s1, w1)| (s + s1, w + w1))
@@ -525,6 +533,7 @@ fn measure(
                 msgs_per_s: m,
                 min: rates[0],
                 max: rates[rates.len() - 1],
+                rounds,
                 cores_busy: median(&mut busy),
                 sleeps_wakeups_per_k: waits.map(|(s, w)| (s as f64 * per_k, w as f64 * per_k)),
                 p50_ns: median(&mut p50),
@@ -594,25 +603,38 @@ fn payload_section<P: Pod + psyne::Message + Send + Sync>(
     Ok(rows)
 }
 
-/// The issue's targets, from the `Embedding256` rows.
+/// `a / b` round by round (the two rows' rounds ran back to back, so a swing in the machine's
+/// speed that lasts longer than a round moves both): median, smallest and largest.
+fn round_ratios(a: &Row, b: &Row) -> (f64, f64, f64) {
+    let mut r: Vec<f64> = a.rounds.iter().zip(&b.rounds).map(|(x, y)| x / y).collect();
+    let m = median(&mut r);
+    (m, r[0], r[r.len() - 1])
+}
+
+/// The issue's targets, from the `Embedding256` rows: ratios of the medians, and the same
+/// ratios taken round by round.
 fn targets(rows: &[Row]) {
-    let find = |name: &str, k: usize| {
-        rows.iter()
-            .find(|r| r.name == name && r.producers == k)
-            .map(|r| r.msgs_per_s)
-    };
+    let row = |name: &str, k: usize| rows.iter().find(|r| r.name == name && r.producers == k);
+    let find = |name: &str, k: usize| row(name, k).map(|r| r.msgs_per_s);
     println!("\ntargets (Embedding256):");
     if let (Some(p2), Some(c2), Some(d2)) = (
-        find("Psyne MPSC", 2),
-        find("crossbeam bounded", 2),
-        find("disruptor-rs multi", 2),
+        row("Psyne MPSC", 2),
+        row("crossbeam bounded", 2),
+        row("disruptor-rs multi", 2),
     ) {
+        let (cm, cl, ch) = round_ratios(p2, c2);
+        let (dm, dl, dh) = round_ratios(p2, d2);
         println!(
             "  2 producers: Psyne / crossbeam = {:.2}x (target >= 2x), Psyne / disruptor = {:.2}x \
              (target >= 1x)",
-            p2 / c2,
-            p2 / d2
+            p2.msgs_per_s / c2.msgs_per_s,
+            p2.msgs_per_s / d2.msgs_per_s
         );
+        println!(
+            "  the same, round by round: / crossbeam {cm:.2}x [{cl:.2}-{ch:.2}x], \
+             / disruptor {dm:.2}x [{dl:.2}-{dh:.2}x] (median [min-max])"
+        );
+        let p2 = p2.msgs_per_s;
         if let Some(p4) = find("Psyne MPSC", 4) {
             println!(
                 "  4 producers: Psyne 4 / Psyne 2 = {:.2}x (target >= 0.8x)",

@@ -615,7 +615,6 @@ fn round_ratios(a: &Row, b: &Row) -> (f64, f64, f64) {
 /// ratios taken round by round.
 fn targets(rows: &[Row]) {
     let row = |name: &str, k: usize| rows.iter().find(|r| r.name == name && r.producers == k);
-    let find = |name: &str, k: usize| row(name, k).map(|r| r.msgs_per_s);
     println!("\ntargets (Embedding256):");
     if let (Some(p2), Some(c2), Some(d2)) = (
         row("Psyne MPSC", 2),
@@ -634,11 +633,10 @@ fn targets(rows: &[Row]) {
             "  the same, round by round: / crossbeam {cm:.2}x [{cl:.2}-{ch:.2}x], \
              / disruptor {dm:.2}x [{dl:.2}-{dh:.2}x] (median [min-max])"
         );
-        let p2 = p2.msgs_per_s;
-        if let Some(p4) = find("Psyne MPSC", 4) {
+        if let Some(p4) = row("Psyne MPSC", 4) {
             println!(
                 "  4 producers: Psyne 4 / Psyne 2 = {:.2}x (target >= 0.8x)",
-                p4 / p2
+                p4.msgs_per_s / p2.msgs_per_s
             );
         }
     }

@@ -10,22 +10,26 @@
 //! network, is untrusted. It is copied out of the payload once, every field of the copy is
 //! checked, and only the copy is used for bounds; each failure is a [`TensorError`].
 //!
-//! # Payload format (version 1)
+//! # Payload format (version 2)
 //!
 //! A tensor travels as one record's payload, tagged with [`TENSOR_TYPE_ID`] (the FNV-1a hash of
 //! `"psyne.Tensor"`; raw channels tell tensors from other messages by it):
 //!
 //! ```text
-//! 0                       112                                element_offset (multiple of 64)
-//! | TensorDescription     | user header (optional) | padding | elements, row-major, to the end |
+//! 0                    64            80                                element_offset (multiple of 64)
+//! | TensorDescription  | header tag  | user header | padding | elements, row-major, to the end |
+//!                        (only with a user header)
 //! ```
 //!
-//! * The [`TensorDescription`] (112 bytes, `#[repr(C)]`, every field little-endian) gives the
-//!   magic `b"PSYT"`, the format version (1), the [`DType`] code, the rank (0 to [`MAX_RANK`]),
-//!   the element offset, the user header's offset, length, type id and fingerprint, the element
-//!   count and the shape (`[u64; 8]`, unused entries 0).
-//! * The optional user header is any derived [`Message`] (batch index, layer id, step...), at
-//!   an offset aligned for it, after the description.
+//! * The [`TensorDescription`] (64 bytes: one cache line, `#[repr(C)]`, every field
+//!   little-endian) gives the magic `b"PSYT"`, the format version (2), the [`DType`] code, the
+//!   rank (0 to [`MAX_RANK`]), the element offset, the user header's offset and length, the
+//!   element count and the shape (`[u32; 8]`, unused entries 0; see "Limits" below), then a
+//!   reserved word that is 0.
+//! * With a user header (any derived [`Message`]: batch index, layer id, step...), the 16
+//!   bytes at [`HEADER_TAG_OFFSET`] (64) hold its [`Message::TYPE_ID`] and
+//!   [`Message::FINGERPRINT`] (`u64`s, little-endian), and the header itself follows at an
+//!   offset aligned for it, at or after byte 80. Without one, those bytes do not exist.
 //! * The elements start at `element_offset`, a multiple of [`ELEMENT_ALIGN`] (64) bytes from the
 //!   payload's start (payloads are 64-byte aligned in every ring, so the elements are too), and
 //!   fill the rest of the payload exactly: `payload length = element_offset + count *
@@ -33,9 +37,21 @@
 //!   NumPy store tensors: the last index varies fastest. Element bytes are in the producer's
 //!   byte order (psyne's targets are little-endian).
 //!
-//! With no user header the elements start at byte 128: a tensor record costs 128 bytes more
-//! than the same elements in a fixed-size message. The format is the same in one process, in
-//! shared memory and on the wire.
+//! With no user header the elements start at byte 64: a tensor record costs one cache line
+//! more than the same elements in a fixed-size message (with a header of up to 48 bytes, two).
+//! The format is the same in one process, in shared memory and on the wire.
+//!
+//! **Limits.** A record's payload is at most `u32::MAX` bytes, so a tensor's element count and
+//! every dimension of a non-empty tensor fit a `u32`, which is how the description stores
+//! them. A dimension above `u32::MAX` is only possible beside a zero-sized one (`[0, 1 << 40]`);
+//! [`TensorLayout::new`] refuses it ([`TensorError::DimensionTooLarge`]).
+//!
+//! Version 1 (the first release) had a 112-byte description with `u64` dimensions and count
+//! and the header's ids inside it, so its elements started at byte 128; version 2 keeps its
+//! fields and checks and moves the ids into the header tag, which halves what the description
+//! costs a small tensor: one cache line written and read instead of two, and a consumer's
+//! comparison with the description it remembers of four 16-byte blocks instead of seven. A
+//! version 1 payload is refused with [`UnsupportedVersion`].
 //!
 //! # What a valid description satisfies
 //!
@@ -43,12 +59,12 @@
 //! the payload holds a description ([`TensorError::Truncated`]); magic ([`BadMagic`]), version
 //! ([`UnsupportedVersion`]), dtype code ([`UnknownDType`]), rank `<= 8` ([`RankTooLarge`]);
 //! the reserved word and unused shape entries are 0, and a description without a header has
-//! header length, type id and fingerprint 0 ([`Malformed`]); each dimension fits a `usize` and
-//! the product of the non-zero dimensions is at most `isize::MAX` ([`CountOverflow`]); the
-//! element count equals the product of the shape ([`CountMismatch`]); count times element size
-//! does not overflow ([`ByteSizeOverflow`]); the element offset is a multiple of 64 and not
-//! inside the description ([`BadElementOffset`]); a header lies between the description and
-//! the elements ([`BadHeader`]); and the payload length is exactly `element_offset + bytes`
+//! header length 0 ([`Malformed`]); the product of the non-zero dimensions is at most
+//! `isize::MAX` ([`CountOverflow`]); the element count equals the product of the shape
+//! ([`CountMismatch`]); count times element size does not overflow ([`ByteSizeOverflow`]);
+//! the element offset is a multiple of 64 and not inside the description
+//! ([`BadElementOffset`]); a header lies between its tag (which ends at byte 80) and the
+//! elements ([`BadHeader`]); and the payload length is exactly `element_offset + bytes`
 //! ([`LengthMismatch`]). A view checks the element type ([`TensorError::DType`]) and the memory
 //! alignment ([`Misaligned`], only possible for bytes that did not come from a ring).
 //! The checks first run as a few combined comparisons; a description that fails them is
@@ -57,8 +73,8 @@
 //! it was read").
 //!
 //! A tensor channel's consumer (`TensorConsumer`) also remembers the last description it
-//! validated, when it receives the record: a description whose 112 bytes and payload length
-//! are equal to that one's is accepted by the comparison (seven 16-byte compares; the common
+//! validated, when it receives the record: a description whose 64 bytes and payload length
+//! are equal to that one's is accepted by the comparison (four 16-byte compares; the common
 //! case of a repeated shape), any other goes through the checks above, on a copy taken first,
 //! and is remembered only if it passes. So it accepts exactly what the checks accept.
 //!
@@ -159,7 +175,15 @@ pub const ELEMENT_ALIGN: usize = 64;
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PSYT");
 
 /// The format version this build writes and reads ([`TensorDescription::version`]).
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+
+/// Offset of the header tag in a payload with a user header: its [`Message::TYPE_ID`] (a
+/// little-endian `u64`) at 64, its [`Message::FINGERPRINT`] at 72; the header follows at or
+/// after [`HEADER_MIN_OFFSET`].
+pub const HEADER_TAG_OFFSET: usize = DESCRIPTION_SIZE;
+
+/// The smallest offset a user header may have: past the description and the header tag (80).
+pub const HEADER_MIN_OFFSET: usize = HEADER_TAG_OFFSET + 16;
 
 /// The element type of a tensor, as stored in [`TensorDescription::dtype`].
 ///
@@ -307,12 +331,14 @@ tensor_elements!(
 tensor_elements!(half::f16 => F16, half::bf16 => BF16);
 
 /// The fixed description at the start of every tensor payload (see the
-/// [module docs](self#payload-format-version-1)). 112 bytes, no padding.
+/// [module docs](self#payload-format-version-2)). 64 bytes, no padding.
 ///
 /// Every field holds its value in **little-endian** byte order (on the little-endian machines
 /// psyne runs on, the plain value); [`TensorDescription::to_le`] and
 /// [`TensorDescription::from_le`] convert. This is the format's specification for other
 /// writers (tests, other languages); psyne's own producers write it through [`TensorLayout`].
+/// A user header's type id and fingerprint are not in it but in the header tag that follows
+/// it ([`HEADER_TAG_OFFSET`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TensorDescription {
@@ -327,31 +353,28 @@ pub struct TensorDescription {
     /// Offset of the first element from the payload's start: a multiple of [`ELEMENT_ALIGN`],
     /// at least [`DESCRIPTION_SIZE`] and past the user header.
     pub element_offset: u32,
-    /// Offset of the user header from the payload's start, or 0 when there is none.
+    /// Offset of the user header from the payload's start (at least [`HEADER_MIN_OFFSET`]), or
+    /// 0 when there is none.
     pub header_offset: u32,
     /// Length of the user header in bytes (`size_of::<H>()`), 0 when there is none.
     pub header_len: u32,
-    /// Must be 0.
-    pub reserved: u32,
-    /// [`Message::TYPE_ID`] of the user header, 0 when there is none.
-    pub header_type_id: u64,
-    /// [`Message::FINGERPRINT`] of the user header, 0 when there is none.
-    pub header_fingerprint: u64,
     /// Number of elements: the product of the shape (1 for rank 0).
-    pub element_count: u64,
+    pub element_count: u32,
     /// The dimensions, outermost first (`shape[rank - 1]` varies fastest); entries from `rank`
     /// on are 0.
-    pub shape: [u64; MAX_RANK],
+    pub shape: [u32; MAX_RANK],
+    /// Must be 0.
+    pub reserved: u64,
 }
 
 // SAFETY: `TensorDescription` is `#[repr(C)]` with fields u32 (0), u16 (4), u8 (6), u8 (7),
-// u32 (8), u32 (12), u32 (16), u32 (20), u64 (24), u64 (32), u64 (40), [u64; 8] (48): size 112,
-// no padding (asserted below); every bit pattern is a valid value of each field.
+// u32 (8), u32 (12), u32 (16), u32 (20), [u32; 8] (24), u64 (56): size 64, no padding
+// (asserted below); every bit pattern is a valid value of each field.
 unsafe impl bytemuck::Zeroable for TensorDescription {}
 // SAFETY: as above (no padding, all fields `Pod`, `Copy`, `'static`).
 unsafe impl bytemuck::Pod for TensorDescription {}
 
-const _: () = assert!(core::mem::size_of::<TensorDescription>() == 112);
+const _: () = assert!(core::mem::size_of::<TensorDescription>() == 64);
 const _: () = assert!(core::mem::align_of::<TensorDescription>() == 8);
 
 /// Byte offsets of the description's fields (the hot paths read and write the fields one by
@@ -366,11 +389,9 @@ mod at {
     pub(super) const ELEMENT_OFFSET: usize = offset_of!(D, element_offset);
     pub(super) const HEADER_OFFSET: usize = offset_of!(D, header_offset);
     pub(super) const HEADER_LEN: usize = offset_of!(D, header_len);
-    pub(super) const RESERVED: usize = offset_of!(D, reserved);
-    pub(super) const HEADER_TYPE_ID: usize = offset_of!(D, header_type_id);
-    pub(super) const HEADER_FINGERPRINT: usize = offset_of!(D, header_fingerprint);
     pub(super) const ELEMENT_COUNT: usize = offset_of!(D, element_count);
     pub(super) const SHAPE: usize = offset_of!(D, shape);
+    pub(super) const RESERVED: usize = offset_of!(D, reserved);
 }
 
 /// The `N` bytes at `at` of a description (one read of them).
@@ -409,11 +430,9 @@ impl TensorDescription {
             element_offset: self.element_offset.to_le(),
             header_offset: self.header_offset.to_le(),
             header_len: self.header_len.to_le(),
-            reserved: self.reserved.to_le(),
-            header_type_id: self.header_type_id.to_le(),
-            header_fingerprint: self.header_fingerprint.to_le(),
             element_count: self.element_count.to_le(),
-            shape: self.shape.map(u64::to_le),
+            shape: self.shape.map(u32::to_le),
+            reserved: self.reserved.to_le(),
         }
     }
 
@@ -475,8 +494,8 @@ pub fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
     Ok(if empty { 0 } else { nonzero })
 }
 
-/// [`element_count`] of dimensions read from a description (`u64`s): also fails when a
-/// dimension does not fit this machine's `usize` (it exceeds `isize::MAX` then).
+/// [`element_count`] of dimensions read from a description (its `u32`s, widened to `u64`s, so
+/// that no product of two overflows).
 #[inline]
 fn element_count_u64(shape: &[u64]) -> Result<usize, TensorError> {
     let mut nonzero: u64 = 1;
@@ -537,8 +556,8 @@ pub(crate) fn element_count_error<const N: usize>(found: usize) -> TensorError {
 /// use psyne::tensor::{DType, TensorLayout, TensorRef};
 ///
 /// let layout = TensorLayout::new(DType::F32, &[2, 3], None)?;
-/// assert_eq!(layout.element_offset(), 128);
-/// assert_eq!(layout.payload_len(), 128 + 6 * 4);
+/// assert_eq!(layout.element_offset(), 64);
+/// assert_eq!(layout.payload_len(), 64 + 6 * 4);
 /// let mut payload = vec![0u64; layout.payload_len().div_ceil(8)]; // 8-aligned storage
 /// let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut payload)[..layout.payload_len()];
 /// layout.write_description(bytes)?;
@@ -568,7 +587,9 @@ impl TensorLayout {
     /// # Errors
     /// [`TensorError::RankTooLarge`] (more than [`MAX_RANK`] dimensions),
     /// [`TensorError::CountOverflow`], [`TensorError::ByteSizeOverflow`],
-    /// [`TensorError::HeaderAlignment`] (a header aligned to more than 64 bytes), and
+    /// [`TensorError::DimensionTooLarge`] (a dimension above `u32::MAX`, only possible beside
+    /// a zero-sized one), [`TensorError::HeaderAlignment`] (a header aligned to more than 64
+    /// bytes), and
     /// [`TensorError::TooLarge`] for a payload over `u32::MAX` bytes (a channel's own limit,
     /// its largest payload, is checked when it allocates).
     #[inline(always)]
@@ -581,8 +602,10 @@ impl TensorLayout {
             return Err(TensorError::RankTooLarge { rank: shape.len() });
         }
         let mut dims = [0usize; MAX_RANK];
+        let mut high = 0;
         for (out, &d) in dims.iter_mut().zip(shape) {
             *out = d;
+            high |= d as u64 >> 32;
         }
         let count = element_count(shape)?;
         let overflow = TensorError::ByteSizeOverflow {
@@ -590,13 +613,19 @@ impl TensorLayout {
             element_size: dtype.size(),
         };
         let bytes = count.checked_mul(dtype.size()).ok_or(overflow)?;
+        // The description stores dimensions as u32s. A non-empty tensor's fit (each is at
+        // most the element count, and the payload is at most u32::MAX bytes: checked below);
+        // an empty one's need not.
+        if high != 0 && count == 0 {
+            return Err(Self::dimension_too_large(shape));
+        }
         let (after_description, header_offset, h) = match header {
             None => (DESCRIPTION_SIZE, 0, None),
             Some(h) => {
                 if h.align > ELEMENT_ALIGN || !h.align.is_power_of_two() {
                     return Err(TensorError::HeaderAlignment { align: h.align });
                 }
-                let offset = DESCRIPTION_SIZE.next_multiple_of(h.align);
+                let offset = HEADER_MIN_OFFSET.next_multiple_of(h.align);
                 match offset.checked_add(h.size).filter(|&e| e <= MAX_PAYLOAD) {
                     Some(end) => (end, offset, Some(h)),
                     None => return Err(TensorError::TooLarge { bytes: h.size }),
@@ -623,6 +652,14 @@ impl TensorLayout {
             dtype,
             rank: shape.len() as u8,
         })
+    }
+
+    /// The [`TensorError::DimensionTooLarge`] of an empty `shape` with a dimension above
+    /// `u32::MAX`.
+    #[cold]
+    fn dimension_too_large(shape: &[usize]) -> TensorError {
+        let dimension = shape.iter().copied().max().unwrap_or(0);
+        TensorError::DimensionTooLarge { dimension }
     }
 
     /// The element type.
@@ -682,18 +719,30 @@ impl TensorLayout {
             element_offset: self.element_offset,
             header_offset: self.header_offset,
             header_len: self.header_len,
+            // Exact: see `write_fields`.
+            element_count: self.count as u32,
+            shape: self.shape.map(|d| d as u32),
             reserved: 0,
-            header_type_id: self.header_type_id,
-            header_fingerprint: self.header_fingerprint,
-            element_count: self.count as u64,
-            shape: self.shape.map(|d| d as u64),
         }
         .to_le()
     }
 
+    /// The header tag this layout writes at [`HEADER_TAG_OFFSET`]: the user header's type id
+    /// and fingerprint, little-endian (`None` without a header).
+    #[inline]
+    pub fn header_tag(&self) -> Option<[u8; 16]> {
+        self.header_offset().map(|_| {
+            let mut tag = [0u8; 16];
+            tag[..8].copy_from_slice(&self.header_type_id.to_le_bytes());
+            tag[8..].copy_from_slice(&self.header_fingerprint.to_le_bytes());
+            tag
+        })
+    }
+
     /// Writes the description at the start of `payload`, which must be exactly
-    /// [`payload_len`](Self::payload_len) bytes ([`TensorError::LengthMismatch`] otherwise).
-    /// Header and elements are left as they are.
+    /// [`payload_len`](Self::payload_len) bytes ([`TensorError::LengthMismatch`] otherwise),
+    /// and with a user header its [tag](Self::header_tag). The header and the elements are
+    /// left as they are.
     #[inline]
     pub fn write_description(&self, payload: &mut [u8]) -> Result<(), TensorError> {
         if payload.len() != self.payload_len() {
@@ -705,7 +754,20 @@ impl TensorLayout {
         if let Some((d, _)) = payload.split_first_chunk_mut::<DESCRIPTION_SIZE>() {
             self.write_fields(d);
         }
+        self.write_tag(payload);
         Ok(())
+    }
+
+    /// Writes the header tag (if the layout has a header) into `payload`, a payload of this
+    /// layout (so at least [`HEADER_MIN_OFFSET`] bytes long when there is a header).
+    #[inline(always)]
+    pub(crate) fn write_tag(&self, payload: &mut [u8]) {
+        if let (Some(tag), Some(at)) = (
+            self.header_tag(),
+            payload.get_mut(HEADER_TAG_OFFSET..HEADER_MIN_OFFSET),
+        ) {
+            at.copy_from_slice(&tag);
+        }
     }
 
     /// Writes the description's fields into `d`, one store each (the same bytes as
@@ -719,17 +781,14 @@ impl TensorLayout {
         put(d, at::ELEMENT_OFFSET, &self.element_offset.to_le_bytes());
         put(d, at::HEADER_OFFSET, &self.header_offset.to_le_bytes());
         put(d, at::HEADER_LEN, &self.header_len.to_le_bytes());
-        put(d, at::RESERVED, &0u32.to_le_bytes());
-        put(d, at::HEADER_TYPE_ID, &self.header_type_id.to_le_bytes());
-        put(
-            d,
-            at::HEADER_FINGERPRINT,
-            &self.header_fingerprint.to_le_bytes(),
-        );
-        put(d, at::ELEMENT_COUNT, &(self.count as u64).to_le_bytes());
+        // The casts are exact: the count and each dimension of a non-empty tensor are at most
+        // its payload length, at most u32::MAX; an empty tensor's dimensions were checked to
+        // fit (`new`).
+        put(d, at::ELEMENT_COUNT, &(self.count as u32).to_le_bytes());
         for (i, &dim) in self.shape.iter().enumerate() {
-            put(d, at::SHAPE + 8 * i, &(dim as u64).to_le_bytes());
+            put(d, at::SHAPE + 4 * i, &(dim as u32).to_le_bytes());
         }
+        put(d, at::RESERVED, &0u64.to_le_bytes());
     }
 }
 
@@ -739,9 +798,9 @@ impl TensorLayout {
 pub struct TensorInfo {
     shape: [usize; MAX_RANK],
     count: usize,
-    /// A multiple of 64, at least 128; `element_offset + count * size == payload length`.
+    /// A multiple of 64, at least 64; `element_offset + count * size == payload length`.
     element_offset: u32,
-    /// 0 when there is no header; else the header lies in `DESCRIPTION_SIZE..element_offset`.
+    /// 0 when there is no header; else the header lies in `HEADER_MIN_OFFSET..element_offset`.
     header_offset: u32,
     header_len: u32,
     /// The last dimension (0 for a scalar): what `rows::<N>()` compares with `N` (never 0), so
@@ -848,13 +907,12 @@ impl TensorInfo {
     /// once, and only the copies are checked and used.
     ///
     /// The checks: magic and version match (one 48-bit compare), the dtype code is known (or
-    /// is `dtype`'s), rank `<= 8`; without a header, header length, reserved word, type id and
-    /// fingerprint are all 0 (one OR), with one, the reserved word is 0 and the header lies in
-    /// `112..element_offset`; the element offset is a multiple of 64 and at least 128 (the
-    /// same as "at least 112"); the shape entries past the rank are 0 (one OR); the product
-    /// of the non-zero dimensions does not overflow and is at most `isize::MAX`; the element
-    /// count is that product (0 if a dimension is 0); and `element_offset + count * size` does
-    /// not overflow and equals the payload length.
+    /// is `dtype`'s), rank `<= 8`; without a header, the header length is 0, with one, the
+    /// header lies in `80..element_offset`; the element offset is a multiple of 64 and at
+    /// least 64; the shape entries past the rank and the reserved word are 0 (one OR); the
+    /// product of the non-zero dimensions does not overflow and is at most `isize::MAX`; the
+    /// element count is that product (0 if a dimension is 0); and `element_offset + count *
+    /// size` equals the payload length.
     #[inline(always)]
     fn parse_fast(payload: &[u8], dtype: Option<DType>) -> Option<TensorInfo> {
         let (d, _) = payload.split_first_chunk::<DESCRIPTION_SIZE>()?;
@@ -885,77 +943,74 @@ impl TensorInfo {
         if rank > MAX_RANK {
             return None;
         }
-        // element_offset (8..12), header_offset (12..16); header_len (16..20), reserved (20..24).
+        // element_offset (8..12), header_offset (12..16); header_len (16..20), count (20..24).
         const _: () = assert!(at::HEADER_OFFSET == 12 && at::HEADER_LEN == 16);
-        const _: () = assert!(at::RESERVED == 20);
+        const _: () = assert!(at::ELEMENT_COUNT == 20 && at::SHAPE == 24 && at::RESERVED == 56);
         let offsets = u64_at(d, at::ELEMENT_OFFSET);
         let lengths = u64_at(d, at::HEADER_LEN);
         let element_offset = offsets as u32;
         let header_offset = (offsets >> 32) as u32;
         let header_len = lengths as u32;
+        let declared = lengths >> 32;
         if header_offset == 0 {
-            let ids = u64_at(d, at::HEADER_TYPE_ID) | u64_at(d, at::HEADER_FINGERPRINT);
-            if lengths | ids != 0 {
+            if header_len != 0 {
                 return None;
             }
-        } else if lengths >> 32 != 0
-            || (header_offset as usize) < DESCRIPTION_SIZE
+        } else if (header_offset as usize) < HEADER_MIN_OFFSET
             || header_offset as u64 + header_len as u64 > element_offset as u64
         {
             return None;
         }
-        if element_offset < 2 * ELEMENT_ALIGN as u32
+        if element_offset < ELEMENT_ALIGN as u32
             || !element_offset.is_multiple_of(ELEMENT_ALIGN as u32)
         {
             return None;
         }
         let mut dims = [0u64; MAX_RANK];
         for (i, dim) in dims.iter_mut().enumerate() {
-            *dim = u64_at(d, at::SHAPE + 8 * i);
+            *dim = u32_at(d, at::SHAPE + 4 * i) as u64;
         }
-        // The OR of the entries past the rank (which must be 0), the product of the non-zero
-        // dimensions, whether it overflowed, whether a dimension is 0. Ranks 0 to 2 (scalars,
-        // vectors, matrices) by fixed indices, so the dimensions stay in registers; the others
-        // by one fixed-length pass that selects by index.
-        let or_from = |k: usize| dims[k..].iter().fold(0, |a, &x| a | x);
+        // The OR of the entries past the rank and the reserved word (which must be 0), the
+        // product of the non-zero dimensions, whether it overflowed, whether a dimension is 0.
+        // Ranks 0 to 2 (scalars, vectors, matrices) by fixed indices, so the dimensions stay
+        // in registers; the others by one fixed-length pass that selects by index.
+        let or_from = |k: usize| {
+            dims[k..]
+                .iter()
+                .fold(u64_at(d, at::RESERVED), |a, &x| a | x)
+        };
         let (unused, nonzero, overflow, empty) = match rank {
             0 => (or_from(0), 1, false, false),
             1 => (or_from(1), dims[0].max(1), false, dims[0] == 0),
             2 => {
-                let (p, o) = dims[0].max(1).overflowing_mul(dims[1].max(1));
-                (or_from(2), p, o, dims[0] == 0 || dims[1] == 0)
+                // Two u32s: the product fits a u64.
+                let p = dims[0].max(1) * dims[1].max(1);
+                (or_from(2), p, false, dims[0] == 0 || dims[1] == 0)
             }
-            _ => {
-                dims.iter()
-                    .enumerate()
-                    .fold((0u64, 1u64, false, false), |(u, p, o, z), (i, &x)| {
-                        if i < rank {
-                            let (q, o2) = p.overflowing_mul(x.max(1));
-                            (u, q, o | o2, z | (x == 0))
-                        } else {
-                            (u | x, p, o, z)
-                        }
-                    })
-            }
+            _ => dims.iter().enumerate().fold(
+                (u64_at(d, at::RESERVED), 1u64, false, false),
+                |(u, p, o, z), (i, &x)| {
+                    if i < rank {
+                        let (q, o2) = p.overflowing_mul(x.max(1));
+                        (u, q, o | o2, z | (x == 0))
+                    } else {
+                        (u | x, p, o, z)
+                    }
+                },
+            ),
         };
         let count = if empty { 0 } else { nonzero };
-        if unused != 0
-            || overflow
-            || nonzero > isize::MAX as u64
-            || u64_at(d, at::ELEMENT_COUNT) != count
-        {
+        if unused != 0 || overflow || nonzero > isize::MAX as u64 || declared != count {
             return None;
         }
-        let end = count
-            .checked_mul(dtype.size() as u64)?
-            .checked_add(element_offset as u64)?;
+        // `count` is a u32 (it equals `declared`) and the size at most 8: no overflow.
+        let end = count * dtype.size() as u64 + element_offset as u64;
         if end != len as u64 {
             return None;
         }
         let [last, rows] = last_dim(&dims, rank, count as usize);
         Some(TensorInfo {
-            // Each dimension is at most the product of the non-zero ones, at most
-            // `isize::MAX`: it fits a usize.
+            // Each dimension is a u32: it fits a usize.
             shape: dims.map(|x| x as usize),
             count: count as usize,
             element_offset,
@@ -1033,14 +1088,14 @@ impl TensorInfo {
         if rank > MAX_RANK {
             return Err(TensorError::RankTooLarge { rank });
         }
-        if u32_at(d, at::RESERVED) != 0 {
+        if u64_at(d, at::RESERVED) != 0 {
             return Err(TensorError::Malformed {
                 what: "reserved word is not 0",
             });
         }
         let mut dims = [0u64; MAX_RANK];
         for (i, dim) in dims.iter_mut().enumerate() {
-            *dim = u64_at(d, at::SHAPE + 8 * i);
+            *dim = u32_at(d, at::SHAPE + 4 * i) as u64;
         }
         let (used, unused) = dims.split_at(rank);
         if unused.iter().fold(0, |a, &x| a | x) != 0 {
@@ -1048,8 +1103,15 @@ impl TensorInfo {
                 what: "shape entries past the rank are not 0",
             });
         }
+        let header_offset = u32_at(d, at::HEADER_OFFSET);
+        let header_len = u32_at(d, at::HEADER_LEN);
+        if header_offset == 0 && header_len != 0 {
+            return Err(TensorError::Malformed {
+                what: "a description without a header has a header length that is not 0",
+            });
+        }
         let count = element_count_u64(used)?;
-        let declared = u64_at(d, at::ELEMENT_COUNT);
+        let declared = u32_at(d, at::ELEMENT_COUNT) as u64;
         if declared != count as u64 {
             return Err(TensorError::CountMismatch {
                 declared,
@@ -1068,19 +1130,9 @@ impl TensorInfo {
                 offset: element_offset,
             });
         }
-        let header_offset = u32_at(d, at::HEADER_OFFSET);
-        let header_len = u32_at(d, at::HEADER_LEN);
-        if header_offset == 0 {
-            if header_len != 0
-                || u64_at(d, at::HEADER_TYPE_ID) != 0
-                || u64_at(d, at::HEADER_FINGERPRINT) != 0
-            {
-                return Err(TensorError::Malformed {
-                    what: "a description without a header has header fields that are not 0",
-                });
-            }
-        } else if (header_offset as usize) < DESCRIPTION_SIZE
-            || header_offset as u64 + header_len as u64 > element_offset as u64
+        if header_offset != 0
+            && ((header_offset as usize) < HEADER_MIN_OFFSET
+                || header_offset as u64 + header_len as u64 > element_offset as u64)
         {
             return Err(TensorError::BadHeader {
                 offset: header_offset,
@@ -1151,10 +1203,16 @@ impl TensorInfo {
         if self.header_offset == 0 {
             return None;
         }
-        let (d, _) = payload.split_first_chunk::<DESCRIPTION_SIZE>()?;
+        // A payload with a header holds its tag (`parse`: the header starts at or after byte
+        // 80 and ends inside the payload); `get` keeps it total.
+        let tag: &[u8; 16] = payload
+            .get(HEADER_TAG_OFFSET..HEADER_MIN_OFFSET)?
+            .try_into()
+            .ok()?;
+        let (type_id, fingerprint) = tag.split_at(8);
         Some((
-            u64_at(d, at::HEADER_TYPE_ID),
-            u64_at(d, at::HEADER_FINGERPRINT),
+            u64::from_le_bytes(type_id.try_into().ok()?),
+            u64::from_le_bytes(fingerprint.try_into().ok()?),
         ))
     }
 
@@ -1286,7 +1344,7 @@ impl TensorInfo {
 /// of checking every field again.
 ///
 /// Exactly as strict as [`TensorInfo::parse`]: a description is accepted either because its
-/// 112 bytes and the payload length are equal to the ones remembered, which passed the checks,
+/// 64 bytes and the payload length are equal to the ones remembered, which passed the checks,
 /// or because it passes them itself ([`TensorInfo::parse`]'s combined checks, on a copy taken
 /// first, so that the bytes remembered are the bytes checked even if another process changes
 /// the payload meanwhile). Each byte of the payload's description is read once by the
@@ -1307,7 +1365,7 @@ pub(crate) struct DescriptionCache {
 }
 
 const _: () = assert!(DESCRIPTION_SIZE.is_multiple_of(16));
-const _: () = assert!(DESCRIPTION_SIZE <= 2 * ELEMENT_ALIGN);
+const _: () = assert!(DESCRIPTION_SIZE <= ELEMENT_ALIGN);
 const _: () = assert!(core::mem::offset_of!(DescriptionCache, bytes) == 0);
 
 impl Default for DescriptionCache {
@@ -1332,7 +1390,7 @@ impl Default for DescriptionCache {
 }
 
 /// Whether the description `d` has the bytes `cache` (each byte of `d` read once, no early
-/// exit): seven 16-byte compares.
+/// exit): four 16-byte compares.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn same_bytes(d: &[u8; DESCRIPTION_SIZE], cache: &DescriptionCache) -> bool {
@@ -1379,8 +1437,8 @@ impl DescriptionCache {
             debug_assert!(payload.len() >= DESCRIPTION_SIZE);
             // SAFETY: `self.len` is `u64::MAX` (which no slice length equals: they are at most
             // `isize::MAX`) or the length of a payload whose description passed the checks,
-            // so at least `2 * ELEMENT_ALIGN >= DESCRIPTION_SIZE` bytes (the elements start at
-            // or after 128): `payload` holds `DESCRIPTION_SIZE` bytes, and a `[u8; N]` has
+            // so at least `ELEMENT_ALIGN >= DESCRIPTION_SIZE` bytes (the elements start at or
+            // after 64): `payload` holds `DESCRIPTION_SIZE` bytes, and a `[u8; N]` has
             // alignment 1. The reference borrows `payload` (shared) for as long as `d` lives.
             let d = unsafe { &*payload.as_ptr().cast::<[u8; DESCRIPTION_SIZE]>() };
             if same_bytes(d, self) {
@@ -1728,9 +1786,15 @@ pub enum TensorError {
         /// The rank given or read.
         rank: usize,
     },
-    /// The product of the non-zero dimensions exceeds `isize::MAX` (or a dimension does not
-    /// fit a `usize`).
+    /// The product of the non-zero dimensions exceeds `isize::MAX`.
     CountOverflow,
+    /// A dimension above `u32::MAX` in a tensor with no elements (beside a zero-sized
+    /// dimension): the description stores dimensions as `u32`s, and a non-empty tensor's
+    /// dimensions always fit one (see [the format's limits](crate::tensor#payload-format-version-2)).
+    DimensionTooLarge {
+        /// The largest dimension given.
+        dimension: usize,
+    },
     /// The element bytes (`count * element size`), or the payload length, overflow a `usize`.
     ByteSizeOverflow {
         /// Number of elements.
@@ -1868,6 +1932,11 @@ impl fmt::Display for TensorError {
             TensorError::CountOverflow => {
                 f.write_str("the tensor's element count overflows (product of its shape)")
             }
+            TensorError::DimensionTooLarge { dimension } => write!(
+                f,
+                "a dimension of {dimension} in an empty tensor; a tensor description stores \
+                 dimensions up to u32::MAX"
+            ),
             TensorError::ByteSizeOverflow {
                 elements,
                 element_size,
@@ -1972,9 +2041,11 @@ mod tests {
 
     #[test]
     fn description_layout() {
-        assert_eq!(DESCRIPTION_SIZE, 112);
-        assert_eq!(core::mem::offset_of!(TensorDescription, header_type_id), 24);
-        assert_eq!(core::mem::offset_of!(TensorDescription, shape), 48);
+        assert_eq!(DESCRIPTION_SIZE, 64);
+        assert_eq!(core::mem::offset_of!(TensorDescription, element_count), 20);
+        assert_eq!(core::mem::offset_of!(TensorDescription, shape), 24);
+        assert_eq!(core::mem::offset_of!(TensorDescription, reserved), 56);
+        assert_eq!((HEADER_TAG_OFFSET, HEADER_MIN_OFFSET), (64, 80));
         assert_eq!(MAGIC.to_le_bytes(), *b"PSYT");
         assert_eq!(TENSOR_TYPE_ID, fnv1a64(b"psyne.Tensor"));
     }
@@ -2072,7 +2143,12 @@ mod tests {
                     assert_eq!(Ok(valid_info), TensorInfo::parse_checked(valid));
                     let agree = |b: &[u8]| {
                         let full = TensorInfo::parse_checked(b);
-                        assert_eq!(TensorInfo::parse(b), full, "{:?}", &b[..b.len().min(112)]);
+                        assert_eq!(
+                            TensorInfo::parse(b),
+                            full,
+                            "{:?}",
+                            &b[..b.len().min(HEADER_MIN_OFFSET)]
+                        );
                         let view =
                             |v: TensorView<'_, u32>| (v.as_slice().as_ptr(), v.shape().to_vec());
                         let full_view = full.and_then(|i| i.view_of::<u32>(b)).map(view);
@@ -2095,7 +2171,7 @@ mod tests {
                     };
                     agree(bytes);
                     assert!(TensorInfo::parse(bytes).is_ok());
-                    for len in [0, 111, 112, bytes.len() - 1] {
+                    for len in [0, 63, 64, 79, 80, bytes.len() - 1] {
                         agree(&bytes[..len.min(bytes.len())]);
                     }
                     for at in 0..DESCRIPTION_SIZE {
@@ -2125,7 +2201,7 @@ mod tests {
     #[test]
     fn layout_offsets_and_limits() {
         let l = TensorLayout::new(DType::U8, &[0], None).unwrap();
-        assert_eq!((l.element_offset(), l.payload_len()), (128, 128));
+        assert_eq!((l.element_offset(), l.payload_len()), (64, 64));
         let h = HeaderSpec {
             type_id: 1,
             fingerprint: 2,
@@ -2133,9 +2209,38 @@ mod tests {
             align: 8,
         };
         let l = TensorLayout::new(DType::F64, &[3], Some(h)).unwrap();
-        assert_eq!(l.header_offset(), Some(112));
-        assert_eq!(l.element_offset(), 192);
-        assert_eq!(l.payload_len(), 192 + 24);
+        assert_eq!(l.header_offset(), Some(80));
+        assert_eq!(l.element_offset(), 128);
+        assert_eq!(l.payload_len(), 128 + 24);
+        let mut tag = [0u8; 16];
+        tag[0] = 1;
+        tag[8] = 2;
+        assert_eq!(l.header_tag(), Some(tag));
+        let wide = HeaderSpec { size: 49, ..h };
+        let l = TensorLayout::new(DType::F64, &[3], Some(wide)).unwrap();
+        assert_eq!((l.header_offset(), l.element_offset()), (Some(80), 192));
+        let l = TensorLayout::new(DType::U8, &[2], Some(HeaderSpec { align: 64, ..h })).unwrap();
+        assert_eq!((l.header_offset(), l.element_offset()), (Some(128), 192));
+        assert_eq!(
+            TensorLayout::new(DType::U8, &[2], None)
+                .unwrap()
+                .header_tag(),
+            None
+        );
+        // Dimensions are stored as u32s: a larger one is only possible in an empty tensor,
+        // which is refused; in a non-empty one the payload is too large anyway.
+        let big = u32::MAX as usize + 1;
+        assert_eq!(
+            TensorLayout::new(DType::U8, &[3, 0, big], None),
+            Err(TensorError::DimensionTooLarge { dimension: big })
+        );
+        assert_eq!(
+            TensorLayout::new(DType::U8, &[big], None),
+            Err(TensorError::TooLarge { bytes: big + 64 })
+        );
+        let l = TensorLayout::new(DType::U8, &[0, u32::MAX as usize], None).unwrap();
+        assert_eq!(l.shape(), &[0, u32::MAX as usize]);
+        assert_eq!(l.description().shape[1], u32::MAX.to_le());
         assert_eq!(
             TensorLayout::new(DType::F32, &[1; 9], None),
             Err(TensorError::RankTooLarge { rank: 9 })
@@ -2147,7 +2252,7 @@ mod tests {
         assert_eq!(
             TensorLayout::new(DType::U8, &[u32::MAX as usize], None),
             Err(TensorError::TooLarge {
-                bytes: u32::MAX as usize + 128
+                bytes: u32::MAX as usize + 64
             })
         );
         let aligned = HeaderSpec { align: 128, ..h };

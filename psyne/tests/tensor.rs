@@ -6,7 +6,8 @@
 
 use proptest::prelude::*;
 use psyne::tensor::{
-    DESCRIPTION_SIZE, FORMAT_VERSION, HeaderSpec, MAGIC, MAX_RANK, TensorDescription, TensorLayout,
+    DESCRIPTION_SIZE, FORMAT_VERSION, HEADER_MIN_OFFSET, HEADER_TAG_OFFSET, HeaderSpec, MAGIC,
+    MAX_RANK, TensorDescription, TensorLayout,
 };
 use psyne::{
     Channel, DType, Message, PsyneMessage, RawConsumer, RawProducer, RecvError, SendError,
@@ -71,7 +72,7 @@ fn contract_example() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(r.message_header().type_id, TENSOR_TYPE_ID);
     assert_eq!(
         r.message_header().len as usize,
-        128 + 32 * 256 * 4,
+        64 + 32 * 256 * 4,
         "description + elements"
     );
     Ok(())
@@ -123,7 +124,7 @@ fn round_trip<E: TensorElement>(value: impl Fn(usize) -> E) {
         let r = rx.try_recv().unwrap();
         assert_eq!(r.dtype(), Ok(E::DTYPE));
         assert_eq!(r.info().unwrap().shape(), &shape[..]);
-        assert_eq!(r.bytes().len(), 128 + count * E::DTYPE.size());
+        assert_eq!(r.bytes().len(), 64 + count * E::DTYPE.size());
         let v = r.view::<E>().unwrap();
         assert_eq!(v.shape(), &shape[..], "{:?}", E::DTYPE);
         assert_eq!(v.rank(), shape.len());
@@ -468,9 +469,10 @@ fn a_large_header_moves_the_elements() {
     t.as_mut_slice().copy_from_slice(&[1.0, 2.0, 3.0]);
     t.send();
     let r = rx.recv().unwrap();
-    // 112 + 160 = 272, elements at 320.
-    assert_eq!(r.info().unwrap().element_offset(), 320);
-    assert_eq!(r.bytes().len(), 320 + 12);
+    // The header at 80 (after the description and the header tag): 80 + 160 = 240, elements
+    // at 256.
+    assert_eq!(r.info().unwrap().element_offset(), 256);
+    assert_eq!(r.bytes().len(), 256 + 12);
     assert_eq!(*r.header::<Large>().unwrap(), h);
     assert_eq!(r.view::<f32>().unwrap().as_slice(), &[1.0, 2.0, 3.0]);
 }
@@ -500,18 +502,25 @@ fn bad_shapes_are_typed_errors() {
         tx.allocate_tensor::<u8>(&[1 << 33]).unwrap_err(),
         TensorSendError::Tensor(TensorError::TooLarge { .. })
     ));
+    // The description stores dimensions as u32s: an empty tensor cannot have a larger one.
+    assert_eq!(
+        tx.allocate_tensor::<u8>(&[0, 1 << 33]).unwrap_err(),
+        TensorSendError::Tensor(TensorError::DimensionTooLarge { dimension: 1 << 33 })
+    );
+    let empty = TensorLayout::new(DType::U8, &[0, u32::MAX as usize], None).unwrap();
+    assert_eq!(empty.shape(), &[0, u32::MAX as usize]);
     // Larger than the ring: 4096 - 96 bytes of payload at most.
     assert_eq!(tx.max_payload(), 4000);
     assert_eq!(
         tx.allocate_tensor::<f32>(&[1000]).unwrap_err(),
         TensorSendError::Send(SendError::TooLarge {
-            len: 4128,
+            len: 4064,
             max: 4000
         })
     );
     assert!(
-        tx.allocate_tensor::<f32>(&[968]).is_ok(),
-        "128 + 3872 = 4000"
+        tx.allocate_tensor::<f32>(&[984]).is_ok(),
+        "64 + 3936 = 4000"
     );
     let e = tx.allocate_tensor::<f32>(&[1; 9]).unwrap_err();
     assert!(e.to_string().contains("rank 9"), "{e}");
@@ -521,7 +530,7 @@ fn bad_shapes_are_typed_errors() {
 #[test]
 fn full_timeout_and_disconnected() {
     let (mut tx, rx) = Channel::tensors().capacity_bytes(4096).build().unwrap();
-    // 128 + 1024 = 1152 bytes: a 1216-byte record; three fit in 4096 - 64.
+    // 64 + 1024 = 1088 bytes: a 1152-byte record; three fit in 4096 - 64.
     for _ in 0..3 {
         tx.try_allocate_tensor::<f32>(&[256]).unwrap().send();
     }
@@ -683,7 +692,7 @@ fn through_raw(
     r.tensor().map(|t| (t.dtype(), t.shape().to_vec()))
 }
 
-/// A corruption of the `F32 [3, 4]` description of [`valid`] (176-byte payload): what is
+/// A corruption of the `F32 [3, 4]` description of [`valid`] (112-byte payload): what is
 /// changed, the change, bytes added to the payload length, and the error it must give.
 type Corruption = (&'static str, fn(&mut TensorDescription), isize, TensorError);
 
@@ -696,10 +705,10 @@ fn corruptions() -> Vec<Corruption> {
             TensorError::BadMagic { found: 0x1234_5678 },
         ),
         (
-            "version",
-            |d| d.version = 2,
+            "version 1 (the 112-byte description of the first release)",
+            |d| d.version = 1,
             0,
-            TensorError::UnsupportedVersion { found: 2 },
+            TensorError::UnsupportedVersion { found: 1 },
         ),
         (
             "dtype 0",
@@ -736,18 +745,18 @@ fn corruptions() -> Vec<Corruption> {
             },
         ),
         (
-            "header fields without a header",
-            |d| d.header_type_id = 5,
+            "header length without a header",
+            |d| d.header_len = 5,
             0,
             TensorError::Malformed {
-                what: "a description without a header has header fields that are not 0",
+                what: "a description without a header has a header length that is not 0",
             },
         ),
         (
             "count overflow",
             |d| {
-                d.shape[0] = 1 << 40;
-                d.shape[1] = 1 << 40;
+                d.shape[0] = u32::MAX;
+                d.shape[1] = u32::MAX;
             },
             0,
             TensorError::CountOverflow,
@@ -762,20 +771,6 @@ fn corruptions() -> Vec<Corruption> {
             },
         ),
         (
-            "byte size overflow",
-            |d| {
-                d.dtype = DType::U64.code();
-                d.rank = 1;
-                d.shape = [1 << 62, 0, 0, 0, 0, 0, 0, 0];
-                d.element_count = 1 << 62;
-            },
-            0,
-            TensorError::ByteSizeOverflow {
-                elements: 1 << 62,
-                element_size: 8,
-            },
-        ),
-        (
             "element offset misaligned",
             |d| d.element_offset = 130,
             0,
@@ -783,9 +778,9 @@ fn corruptions() -> Vec<Corruption> {
         ),
         (
             "element offset inside the description",
-            |d| d.element_offset = 64,
+            |d| d.element_offset = 0,
             0,
-            TensorError::BadElementOffset { offset: 64 },
+            TensorError::BadElementOffset { offset: 0 },
         ),
         (
             "header inside the description",
@@ -797,12 +792,23 @@ fn corruptions() -> Vec<Corruption> {
             TensorError::BadHeader { offset: 8, len: 8 },
         ),
         (
+            "header over its tag",
+            |d| {
+                d.element_offset = 128;
+                d.header_offset = 72;
+                d.header_len = 8;
+            },
+            64,
+            TensorError::BadHeader { offset: 72, len: 8 },
+        ),
+        (
             "header over the elements",
             |d| {
+                d.element_offset = 128;
                 d.header_offset = 112;
                 d.header_len = 17;
             },
-            0,
+            64,
             TensorError::BadHeader {
                 offset: 112,
                 len: 17,
@@ -813,8 +819,8 @@ fn corruptions() -> Vec<Corruption> {
             |_| {},
             4,
             TensorError::LengthMismatch {
-                len: 180,
-                expected: 176,
+                len: 116,
+                expected: 112,
             },
         ),
         (
@@ -822,8 +828,8 @@ fn corruptions() -> Vec<Corruption> {
             |_| {},
             -4,
             TensorError::LengthMismatch {
-                len: 172,
-                expected: 176,
+                len: 108,
+                expected: 112,
             },
         ),
         (
@@ -834,8 +840,8 @@ fn corruptions() -> Vec<Corruption> {
             },
             0,
             TensorError::LengthMismatch {
-                len: 176,
-                expected: 192,
+                len: 112,
+                expected: 128,
             },
         ),
     ]
@@ -845,7 +851,7 @@ fn corruptions() -> Vec<Corruption> {
 fn corrupt_descriptions_are_typed_errors() {
     let (mut tx, mut rx) = Channel::raw().capacity_bytes(1 << 16).build().unwrap();
     let (good, len) = valid(DType::F32, &[3, 4]);
-    assert_eq!(len, 128 + 48);
+    assert_eq!(len, 64 + 48);
     assert_eq!(
         through_raw(&mut tx, &mut rx, &payload(&good, len)),
         Ok((DType::F32, vec![3, 4]))
@@ -865,7 +871,7 @@ fn corrupt_descriptions_are_typed_errors() {
         assert!(!expected.to_string().is_empty());
     }
 
-    for short in [0, 1, 64, 111] {
+    for short in [0, 1, 32, 63] {
         assert_eq!(
             through_raw(&mut tx, &mut rx, &vec![0u8; short]),
             Err(TensorError::Truncated { len: short })
@@ -922,7 +928,7 @@ fn a_tensor_consumer_remembers_only_descriptions_that_passed() {
         tx.send_bytes(TENSOR_TYPE_ID, &good_bytes).unwrap();
         check_good(&mut rx);
     }
-    for short in [0, 1, 64, 111, 112, 175] {
+    for short in [0, 1, 63, 64, 80, 111] {
         tx.send_bytes(TENSOR_TYPE_ID, &good_bytes[..short]).unwrap();
         let r = rx.recv().unwrap();
         let e = r.info().unwrap_err();
@@ -961,64 +967,87 @@ fn a_tensor_consumer_remembers_only_descriptions_that_passed() {
     );
 }
 
+/// `payload(desc, len)` with the header tag (type id, fingerprint) at `HEADER_TAG_OFFSET`.
+fn payload_with_tag(
+    desc: &TensorDescription,
+    type_id: u64,
+    fingerprint: u64,
+    len: usize,
+) -> Vec<u8> {
+    let mut p = payload(desc, len);
+    p[HEADER_TAG_OFFSET..HEADER_TAG_OFFSET + 8].copy_from_slice(&type_id.to_le_bytes());
+    p[HEADER_TAG_OFFSET + 8..HEADER_MIN_OFFSET].copy_from_slice(&fingerprint.to_le_bytes());
+    p
+}
+
 #[test]
 fn corrupt_headers_are_typed_errors() {
     let (mut tx, mut rx) = Channel::raw().capacity_bytes(1 << 16).build().unwrap();
     let layout = TensorLayout::new(DType::U8, &[2], Some(HeaderSpec::of::<Batch>())).unwrap();
+    // The tag the layout writes is the header's type id and fingerprint, little-endian.
+    let mut tag = [0u8; 16];
+    tag[..8].copy_from_slice(&Batch::TYPE_ID.to_le_bytes());
+    tag[8..].copy_from_slice(&Batch::FINGERPRINT.to_le_bytes());
+    assert_eq!(layout.header_tag(), Some(tag));
+    assert_eq!(layout.header_offset(), Some(HEADER_MIN_OFFSET));
     let good = layout.description().from_le();
-    let send = |tx: &mut RawProducer, d: TensorDescription| {
-        tx.send_bytes(TENSOR_TYPE_ID, &payload(&d.to_le(), layout.payload_len()))
+    let send = |tx: &mut RawProducer, d: TensorDescription, type_id: u64, fingerprint: u64| {
+        let bytes = payload_with_tag(&d.to_le(), type_id, fingerprint, layout.payload_len());
+        tx.send_bytes(TENSOR_TYPE_ID, &bytes).unwrap()
+    };
+    let header_error = |rx: &mut RawConsumer| {
+        rx.recv()
             .unwrap()
+            .tensor()
+            .unwrap()
+            .header::<Batch>()
+            .map(|_| ())
     };
 
-    send(&mut tx, good);
-    assert!(
-        rx.recv()
-            .unwrap()
-            .tensor()
-            .unwrap()
-            .header::<Batch>()
-            .is_ok()
-    );
+    send(&mut tx, good, Batch::TYPE_ID, Batch::FINGERPRINT);
+    assert_eq!(header_error(&mut rx), Ok(()));
 
-    let mut d = good;
-    d.header_fingerprint ^= 1;
-    send(&mut tx, d);
+    send(&mut tx, good, Batch::TYPE_ID, Batch::FINGERPRINT ^ 1);
     assert_eq!(
-        rx.recv()
-            .unwrap()
-            .tensor()
-            .unwrap()
-            .header::<Batch>()
-            .unwrap_err(),
-        TensorError::HeaderLayout {
+        header_error(&mut rx),
+        Err(TensorError::HeaderLayout {
             expected: Batch::FINGERPRINT,
             found: Batch::FINGERPRINT ^ 1
-        }
+        })
+    );
+
+    send(&mut tx, good, Other::TYPE_ID, Batch::FINGERPRINT);
+    assert_eq!(
+        header_error(&mut rx),
+        Err(TensorError::HeaderType {
+            expected: Batch::TYPE_ID,
+            found: Other::TYPE_ID
+        })
     );
 
     let mut d = good;
     d.header_len = 8;
-    send(&mut tx, d);
+    send(&mut tx, d, Batch::TYPE_ID, Batch::FINGERPRINT);
     assert_eq!(
-        rx.recv()
-            .unwrap()
-            .tensor()
-            .unwrap()
-            .header::<Batch>()
-            .unwrap_err(),
-        TensorError::HeaderLength {
+        header_error(&mut rx),
+        Err(TensorError::HeaderLength {
             expected: 16,
             found: 8
-        }
+        })
     );
 
-    // An 8-byte header (112..120) leaves room before the elements (128) to misplace it.
+    // An 8-byte header (80..88) leaves room before the elements (128) to misplace it.
     let small = TensorLayout::new(DType::U8, &[2], Some(HeaderSpec::of::<Other>())).unwrap();
+    assert_eq!(small.element_offset(), 128);
     let mut d = small.description().from_le();
-    d.header_offset = 116; // inside bounds, but not 8-aligned for Other
-    tx.send_bytes(TENSOR_TYPE_ID, &payload(&d.to_le(), small.payload_len()))
-        .unwrap();
+    d.header_offset = 84; // inside bounds, but not 8-aligned for Other
+    let bytes = payload_with_tag(
+        &d.to_le(),
+        Other::TYPE_ID,
+        Other::FINGERPRINT,
+        small.payload_len(),
+    );
+    tx.send_bytes(TENSOR_TYPE_ID, &bytes).unwrap();
     assert_eq!(
         rx.recv()
             .unwrap()
@@ -1052,10 +1081,22 @@ fn description_fields_are_little_endian_and_documented() {
     assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), FORMAT_VERSION);
     assert_eq!(bytes[6], DType::I16.code());
     assert_eq!(bytes[7], 2, "rank");
-    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 128);
-    assert_eq!(u64::from_le_bytes(bytes[40..48].try_into().unwrap()), 15);
-    assert_eq!(u64::from_le_bytes(bytes[48..56].try_into().unwrap()), 3);
-    assert_eq!(u64::from_le_bytes(bytes[56..64].try_into().unwrap()), 5);
+    assert_eq!(bytes.len(), 64, "one cache line");
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 64);
+    assert_eq!(
+        u32::from_le_bytes(bytes[12..16].try_into().unwrap()),
+        0,
+        "no header"
+    );
+    assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 0);
+    assert_eq!(u32::from_le_bytes(bytes[20..24].try_into().unwrap()), 15);
+    assert_eq!(u32::from_le_bytes(bytes[24..28].try_into().unwrap()), 3);
+    assert_eq!(u32::from_le_bytes(bytes[28..32].try_into().unwrap()), 5);
+    assert!(
+        bytes[32..64].iter().all(|&b| b == 0),
+        "unused shape, reserved"
+    );
+    assert_eq!(FORMAT_VERSION, 2);
     assert_eq!(d.from_le().magic, MAGIC);
     assert_eq!(TENSOR_TYPE_ID, psyne::fnv1a64(b"psyne.Tensor"));
 }
@@ -1366,9 +1407,11 @@ proptest! {
                 }
                 t.send();
                 let r = rx.recv().unwrap();
-                // The 16-byte header fits between the description and byte 128.
-                prop_assert_eq!(r.bytes().len(), 128 + count * size);
-                prop_assert_eq!(r.header().len as usize, 128 + count * size);
+                // Elements at 64 without a header; the 16-byte header (80..96, after the
+                // description and its tag) moves them to 128.
+                let start = if with_header { 128 } else { 64 };
+                prop_assert_eq!(r.bytes().len(), start + count * size);
+                prop_assert_eq!(r.header().len as usize, start + count * size);
                 let layout = TensorLayout::new(
                     <$t as TensorElement>::DTYPE,
                     &shape,
@@ -1402,13 +1445,13 @@ proptest! {
     fn arbitrary_descriptions_never_panic(
         dtype in prop_oneof![4 => 1u8..=12, 1 => any::<u8>()],
         rank in prop_oneof![4 => 0u8..=8, 1 => any::<u8>()],
-        element_offset in prop_oneof![4 => (2u32..8).prop_map(|k| k * 64), 1 => 0u32..512],
-        header in prop_oneof![2 => Just((0u32, 0u32)), 1 => (112u32..200, 0u32..64)],
-        dims in prop::collection::vec(prop_oneof![20 => 0u64..6, 1 => any::<u64>()], MAX_RANK),
-        count in prop_oneof![4 => Just(None), 1 => any::<u64>().prop_map(Some)],
+        element_offset in prop_oneof![4 => (1u32..8).prop_map(|k| k * 64), 1 => 0u32..512],
+        header in prop_oneof![2 => Just((0u32, 0u32)), 1 => (64u32..200, 0u32..64)],
+        dims in prop::collection::vec(prop_oneof![20 => 0u32..6, 1 => any::<u32>()], MAX_RANK),
+        count in prop_oneof![4 => Just(None), 1 => any::<u32>().prop_map(Some)],
         len in prop_oneof![4 => Just(None), 1 => (0usize..2048).prop_map(Some)],
     ) {
-        let mut shape = [0u64; MAX_RANK];
+        let mut shape = [0u32; MAX_RANK];
         shape.copy_from_slice(&dims);
         for d in shape.iter_mut().skip(rank as usize) {
             *d = 0;
@@ -1416,7 +1459,7 @@ proptest! {
         let product = shape
             .iter()
             .take(rank as usize)
-            .try_fold(1u64, |a, &d| a.checked_mul(d));
+            .try_fold(1u32, |a, &d| a.checked_mul(d));
         let d = TensorDescription {
             magic: MAGIC,
             version: FORMAT_VERSION,
@@ -1425,18 +1468,16 @@ proptest! {
             element_offset,
             header_offset: header.0,
             header_len: header.1,
-            reserved: 0,
-            header_type_id: 0,
-            header_fingerprint: 0,
             // Mostly the true product, so that the later checks are reached.
             element_count: count.or(product).unwrap_or(0),
             shape,
+            reserved: 0,
         }
         .to_le();
         // Mostly the length the description implies, when it is small.
         let implied = product
             .zip(DType::from_code(dtype))
-            .and_then(|(p, t)| p.checked_mul(t.size() as u64))
+            .and_then(|(p, t)| u64::from(p).checked_mul(t.size() as u64))
             .and_then(|b| b.checked_add(element_offset as u64))
             .filter(|&l| l <= 4096)
             .map(|l| l as usize);

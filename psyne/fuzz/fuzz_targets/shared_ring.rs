@@ -238,7 +238,7 @@ enum Seen {
 }
 
 /// Bytes of a tensor payload before the elements (no user header).
-const TENSOR_OVERHEAD: usize = 128;
+const TENSOR_OVERHEAD: usize = psyne::tensor::DESCRIPTION_SIZE;
 
 /// An honest consumer end.
 enum Cons {

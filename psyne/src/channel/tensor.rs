@@ -143,8 +143,8 @@ impl<'a, E: TensorElement> TensorLoan<'a, E> {
     /// The loan of `bytes` for a tensor of `layout`, with its description written.
     #[inline(always)]
     fn describe(mut bytes: BytesLoan<'a>, layout: TensorLayout) -> Self {
-        // The payload is at least 128 bytes: a description, then elements at a multiple of 64
-        // past it.
+        // The payload is at least 64 bytes: a description, then elements at a multiple of 64
+        // from its start.
         if let Some((d, _)) = bytes.split_first_chunk_mut::<DESCRIPTION_SIZE>() {
             layout.write_fields(d);
         }
@@ -170,6 +170,7 @@ impl RawProducer {
     ) -> Result<TensorLoan<'_, E>, TensorSendError> {
         let layout = TensorLayout::new(E::DTYPE, shape, Some(HeaderSpec::of::<H>()))?;
         let mut loan = self.tensor_loan(layout, patience)?;
+        layout.write_tag(&mut loan.bytes);
         if let Some(offset) = layout.header_offset() {
             // The layout put `size_of::<H>()` header bytes at `offset`, before the elements.
             loan.bytes[offset..offset + size_of::<H>()]
@@ -181,7 +182,7 @@ impl RawProducer {
     /// Borrows room for a tensor of `shape` (row-major, outermost dimension first) with elements
     /// of type `E`, waiting for space if needed. The description is written; the elements hold
     /// the bytes the slot last held: fill them ([`TensorLoan::as_mut_slice`]) and
-    /// [`send`](TensorLoan::send). A tensor record is `128 + len * size_of::<E>()` bytes of
+    /// [`send`](TensorLoan::send). A tensor record is `64 + len * size_of::<E>()` bytes of
     /// payload (see [`crate::tensor`]), tagged [`TENSOR_TYPE_ID`].
     ///
     /// # Errors
@@ -529,7 +530,7 @@ pub struct TensorChannelBuilder {
 impl TensorChannelBuilder {
     /// A ring of at least `bytes` bytes (rounded up to a power of two). The largest tensor
     /// payload is the ring size minus 96 bytes ([`TensorProducer::max_payload`]); a tensor
-    /// payload is its elements plus 128 bytes (more with a user header).
+    /// payload is its elements plus 64 bytes (more with a user header).
     pub fn capacity_bytes(mut self, bytes: usize) -> Self {
         self.raw = self.raw.capacity_bytes(bytes);
         self
@@ -729,7 +730,7 @@ impl TensorProducer {
             .allocate_tensor_with_timeout(header, shape, timeout)
     }
 
-    /// The largest payload this channel takes, in bytes (a tensor needs its elements plus 128,
+    /// The largest payload this channel takes, in bytes (a tensor needs its elements plus 64,
     /// more with a header); see [`RawProducer::max_payload`].
     pub fn max_payload(&self) -> usize {
         self.raw.max_payload()
@@ -755,6 +756,21 @@ impl fmt::Debug for TensorProducer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("TensorProducer").field(&self.raw).finish()
     }
+}
+
+/// [`TensorReceived::view`] through the full checks, for its error (or a description that was
+/// not remembered): out of line, so that the received record stays in registers on the path
+/// that returns the remembered view.
+#[cold]
+#[inline(never)]
+fn view_checked<E: TensorElement>(
+    payload: &[u8],
+    type_id: u64,
+) -> Result<TensorView<'_, E>, TensorError> {
+    if type_id != TENSOR_TYPE_ID {
+        return Err(TensorError::NotATensor { type_id });
+    }
+    TensorInfo::view_in(payload)
 }
 
 /// The receiving end of a tensor channel; see [`Channel::tensors`].
@@ -912,7 +928,7 @@ impl TensorReceived<'_> {
                 return Ok(view);
             }
         }
-        TensorInfo::view_in(self.payload()?)
+        view_checked(self.raw.bytes(), self.raw.type_id())
     }
 
     /// The elements as rows of a compile-time width `N`, in place:

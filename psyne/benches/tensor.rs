@@ -45,6 +45,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group};
+use psyne::tensor::DESCRIPTION_SIZE;
 use psyne::{Channel, Consumer, Message, Producer, PsyneMessage, TensorConsumer, TensorProducer};
 
 /// `psyne_schemas::Embedding256`'s layout (1032 bytes; the schemas crate depends on this one).
@@ -158,7 +159,8 @@ fn typed_opaque_once<T: AsWords>(
 }
 
 /// The raw bytes path the tensor ends are built on: `allocate_bytes` of the tensor's payload
-/// length, the same words written after a 128-byte gap, `recv`, read (no description).
+/// length, the same words written after a gap of the description's size (64 bytes), `recv`,
+/// read (no description).
 #[inline(always)]
 fn raw_once(
     tx: &mut psyne::RawProducer,
@@ -166,11 +168,13 @@ fn raw_once(
     words: usize,
     seq: u64,
 ) -> (u32, u32) {
-    let mut b = tx.allocate_bytes(128 + 4 * words).unwrap();
-    write(bytemuck::cast_slice_mut(&mut b[128..]), seq);
+    let mut b = tx.allocate_bytes(DESCRIPTION_SIZE + 4 * words).unwrap();
+    write(bytemuck::cast_slice_mut(&mut b[DESCRIPTION_SIZE..]), seq);
     b.send(1);
     let r = rx.recv().unwrap();
-    read(black_box(bytemuck::cast_slice(&r.bytes()[128..])))
+    read(black_box(bytemuck::cast_slice(
+        &r.bytes()[DESCRIPTION_SIZE..],
+    )))
 }
 
 /// One tensor: `allocate_tensor`, fill, send, `recv`, `view`, read, the loops over
@@ -406,7 +410,9 @@ fn icount(spec: &str) {
                 write(t.as_mut_slice(), seq);
                 t.send();
                 let r = rrx.recv().unwrap();
-                read(black_box(bytemuck::cast_slice(&r.bytes()[128..])))
+                read(black_box(bytemuck::cast_slice(
+                    &r.bytes()[DESCRIPTION_SIZE..],
+                )))
             }),
             "tensor" => drive(n, words, |seq| tensor_once(&mut r.0, &mut r.1, &shape, seq)),
             "tensor-flat" => drive(n, words, |seq| {

@@ -371,6 +371,26 @@ fn benches(c: &mut Criterion) {
     bench_pair::<Words<16384>, 256, 16384>(c, "64k", 1 << 20);
 }
 
+/// One contender's loop over the sequence numbers `seqs`, with the message inlined into it
+/// (`once`, chosen once outside the loop): both modes, `icount` and `timing`, run this same
+/// loop, so the code whose instructions are counted is the code that is timed, and what the
+/// loop itself costs is the same for every contender. Returns the sum of the stamps and the
+/// number of messages whose sum is not the expected one.
+#[inline(always)]
+fn drive(
+    seqs: std::ops::Range<u64>,
+    words: usize,
+    mut once: impl FnMut(u64) -> (u32, u32),
+) -> (u64, u64) {
+    let (mut stamps, mut bad) = (0u64, 0u64);
+    for seq in seqs {
+        let (stamp, sum) = once(seq);
+        stamps += stamp as u64;
+        bad += u64::from(sum != black_box(expected_fast(words, seq)));
+    }
+    (stamps, bad)
+}
+
 /// The `PSYNE_TENSOR_ICOUNT` mode: one loop, no criterion.
 fn icount(spec: &str) {
     let parts: Vec<&str> = spec.split(':').collect();
@@ -386,26 +406,16 @@ fn icount(spec: &str) {
         let rows = [p.words / W, W];
         let (mut rtx, mut rrx) = Channel::raw().capacity_bytes(ring_bytes).build().unwrap();
         let words = p.words;
-        // One loop per contender, chosen once outside it, with the message inlined into it:
-        // what the loop itself costs is then the same for every contender.
-        #[inline(always)]
-        fn drive(n: u64, words: usize, mut once: impl FnMut(u64) -> (u32, u32)) -> (u64, u64) {
-            let (mut stamps, mut bad) = (0u64, 0u64);
-            for seq in 0..n {
-                let (stamp, sum) = once(seq);
-                stamps += stamp as u64;
-                bad += u64::from(sum != black_box(expected_fast(words, seq)));
-            }
-            (stamps, bad)
-        }
         let (t, r) = (&mut p.typed, &mut p.tensors);
         let (stamps, bad) = match contender {
-            "typed" => drive(n, words, |seq| typed_once(&mut t.0, &mut t.1, seq)),
-            "typed-opaque" => drive(n, words, |seq| typed_opaque_once(&mut t.0, &mut t.1, seq)),
-            "raw" => drive(n, words, |seq| {
+            "typed" => drive(0..n, words, |seq| typed_once(&mut t.0, &mut t.1, seq)),
+            "typed-opaque" => drive(0..n, words, |seq| {
+                typed_opaque_once(&mut t.0, &mut t.1, seq)
+            }),
+            "raw" => drive(0..n, words, |seq| {
                 raw_once(&mut rtx, &mut rrx, words, black_box(seq))
             }),
-            "tx-only" => drive(n, words, |seq| {
+            "tx-only" => drive(0..n, words, |seq| {
                 let mut t = rtx.allocate_tensor::<u32>(&shape).unwrap();
                 write(t.as_mut_slice(), seq);
                 t.send();
@@ -414,14 +424,16 @@ fn icount(spec: &str) {
                     &r.bytes()[DESCRIPTION_SIZE..],
                 )))
             }),
-            "tensor" => drive(n, words, |seq| tensor_once(&mut r.0, &mut r.1, &shape, seq)),
-            "tensor-flat" => drive(n, words, |seq| {
+            "tensor" => drive(0..n, words, |seq| {
+                tensor_once(&mut r.0, &mut r.1, &shape, seq)
+            }),
+            "tensor-flat" => drive(0..n, words, |seq| {
                 tensor_flat_once(&mut r.0, &mut r.1, &shape, seq)
             }),
-            "tensor-rows" => drive(n, words, |seq| {
+            "tensor-rows" => drive(0..n, words, |seq| {
                 tensor_rows_once::<W>(&mut r.0, &mut r.1, &rows, seq)
             }),
-            "tensor-array" => drive(n, words, |seq| {
+            "tensor-array" => drive(0..n, words, |seq| {
                 tensor_array_once::<A>(&mut r.0, &mut r.1, &shape, seq)
             }),
             other => panic!("contender {other:?}: see the module doc"),
@@ -466,30 +478,41 @@ fn timing(rounds: usize) {
         let mut p = pair::<T>(ring_bytes);
         let shape = [p.words];
         let rows = [p.words / W, W];
+        let words = p.words;
         let mut times: [Vec<f64>; 6] = Default::default();
-        let mut seq = 0u64;
-        let mut sink = 0u32;
+        let (mut next, mut stamps, mut bad) = (0u64, 0u64, 0u64);
         for _ in 0..rounds {
             for (k, t) in times.iter_mut().enumerate() {
+                let seqs = next..next + n;
+                next += n;
+                let (ty, te) = (&mut p.typed, &mut p.tensors);
                 let start = Instant::now();
-                for _ in 0..n {
-                    seq += 1;
-                    let (a, b) = match k {
-                        0 => typed_once(&mut p.typed.0, &mut p.typed.1, seq),
-                        1 => typed_opaque_once(&mut p.typed.0, &mut p.typed.1, seq),
-                        2 => tensor_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
-                        3 => tensor_flat_once(&mut p.tensors.0, &mut p.tensors.1, &shape, seq),
-                        4 => tensor_rows_once::<W>(&mut p.tensors.0, &mut p.tensors.1, &rows, seq),
-                        _ => {
-                            tensor_array_once::<A>(&mut p.tensors.0, &mut p.tensors.1, &shape, seq)
-                        }
-                    };
-                    sink = sink.wrapping_add(a ^ b);
-                }
+                // One loop per contender (`drive`, as in the `icount` mode), chosen here.
+                let (s, b) = match k {
+                    0 => drive(seqs, words, |seq| typed_once(&mut ty.0, &mut ty.1, seq)),
+                    1 => drive(seqs, words, |seq| {
+                        typed_opaque_once(&mut ty.0, &mut ty.1, seq)
+                    }),
+                    2 => drive(seqs, words, |seq| {
+                        tensor_once(&mut te.0, &mut te.1, &shape, seq)
+                    }),
+                    3 => drive(seqs, words, |seq| {
+                        tensor_flat_once(&mut te.0, &mut te.1, &shape, seq)
+                    }),
+                    4 => drive(seqs, words, |seq| {
+                        tensor_rows_once::<W>(&mut te.0, &mut te.1, &rows, seq)
+                    }),
+                    _ => drive(seqs, words, |seq| {
+                        tensor_array_once::<A>(&mut te.0, &mut te.1, &shape, seq)
+                    }),
+                };
                 t.push(start.elapsed().as_nanos() as f64 / n as f64);
+                stamps = stamps.wrapping_add(s);
+                bad += b;
             }
         }
-        black_box(sink);
+        assert_eq!(bad, 0, "{name}: {bad} messages did not add up");
+        black_box(stamps);
         // Best and median of each contender's rounds.
         let stats = times.map(|mut v| {
             v.sort_by(f64::total_cmp);

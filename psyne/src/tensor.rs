@@ -608,11 +608,6 @@ impl TensorLayout {
             high |= d as u64 >> 32;
         }
         let count = element_count(shape)?;
-        let overflow = TensorError::ByteSizeOverflow {
-            elements: count as u64,
-            element_size: dtype.size(),
-        };
-        let bytes = count.checked_mul(dtype.size()).ok_or(overflow)?;
         // The description stores dimensions as u32s. A non-empty tensor's fit (each is at
         // most the element count, and the payload is at most u32::MAX bytes: checked below);
         // an empty one's need not.
@@ -634,10 +629,15 @@ impl TensorLayout {
         };
         // `after_description <= u32::MAX`, so rounding up to 64 cannot overflow a usize.
         let element_offset = after_description.next_multiple_of(ELEMENT_ALIGN);
-        let payload_len = element_offset.checked_add(bytes).ok_or(overflow)?;
-        if payload_len > MAX_PAYLOAD {
-            return Err(TensorError::TooLarge { bytes: payload_len });
+        // One comparison for the three limits: `count * size` does not overflow, nor does
+        // `element_offset` plus that, and the sum is at most `MAX_PAYLOAD`. Element sizes are
+        // powers of two, so the bound is a shift, not a division.
+        let shift = dtype.size().trailing_zeros();
+        if element_offset > MAX_PAYLOAD || count > (MAX_PAYLOAD - element_offset) >> shift {
+            return Err(Self::size_error(count, dtype, element_offset));
         }
+        // Neither overflows, and `payload_len <= MAX_PAYLOAD` (the bound above).
+        let payload_len = element_offset + (count << shift);
         // Every cast below is exact: the offsets and lengths lie inside the payload, which is at
         // most u32::MAX bytes.
         Ok(TensorLayout {
@@ -652,6 +652,24 @@ impl TensorLayout {
             dtype,
             rank: shape.len() as u8,
         })
+    }
+
+    /// The error of a layout whose element bytes, or payload, exceed the limits:
+    /// [`TensorError::ByteSizeOverflow`] if `count * size` or `element_offset` plus that
+    /// overflows, else [`TensorError::TooLarge`].
+    #[cold]
+    fn size_error(count: usize, dtype: DType, element_offset: usize) -> TensorError {
+        let overflow = TensorError::ByteSizeOverflow {
+            elements: count as u64,
+            element_size: dtype.size(),
+        };
+        match count
+            .checked_mul(dtype.size())
+            .and_then(|bytes| bytes.checked_add(element_offset))
+        {
+            Some(bytes) => TensorError::TooLarge { bytes },
+            None => overflow,
+        }
     }
 
     /// The [`TensorError::DimensionTooLarge`] of an empty `shape` with a dimension above

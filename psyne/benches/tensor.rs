@@ -374,9 +374,12 @@ fn benches(c: &mut Criterion) {
 /// One contender's loop over the sequence numbers `seqs`, with the message inlined into it
 /// (`once`, chosen once outside the loop): both modes, `icount` and `timing`, run this same
 /// loop, so the code whose instructions are counted is the code that is timed, and what the
-/// loop itself costs is the same for every contender. Returns the sum of the stamps and the
-/// number of messages whose sum is not the expected one.
-#[inline(always)]
+/// loop itself costs is the same for every contender. Out of line, so that each contender's
+/// loop is its own function (one per closure type), compiled on its own: in one function
+/// with the others, a change to one path moved the optimiser's choices for another's loops.
+/// Returns the sum of the stamps and the number of messages whose sum is not the expected
+/// one.
+#[inline(never)]
 fn drive(
     seqs: std::ops::Range<u64>,
     words: usize,

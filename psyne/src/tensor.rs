@@ -132,7 +132,7 @@
 //! When the whole element count is a constant (one `[256]` embedding), take the elements as
 //! one array: [`TensorView::as_array`] and `TensorLoan::as_array_mut` give `&[E; N]` (a
 //! [`TensorError::ElementCount`] for another count), and the loops over it are a fixed-size
-//! message's own; in the `emb256` benchmark the whole round trip then costs 1.18x the typed
+//! message's own; in the `emb256` benchmark the whole round trip then costs 1.17x the typed
 //! message's instructions, the description's checks and stores being the difference.
 //!
 //! Choose the width so that the accumulators fit the vector registers: 16 or 32 lanes of 4

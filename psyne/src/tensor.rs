@@ -659,16 +659,15 @@ impl TensorLayout {
     /// overflows, else [`TensorError::TooLarge`].
     #[cold]
     fn size_error(count: usize, dtype: DType, element_offset: usize) -> TensorError {
-        let overflow = TensorError::ByteSizeOverflow {
-            elements: count as u64,
-            element_size: dtype.size(),
-        };
         match count
             .checked_mul(dtype.size())
             .and_then(|bytes| bytes.checked_add(element_offset))
         {
             Some(bytes) => TensorError::TooLarge { bytes },
-            None => overflow,
+            None => TensorError::ByteSizeOverflow {
+                elements: count as u64,
+                element_size: dtype.size(),
+            },
         }
     }
 
@@ -992,11 +991,8 @@ impl TensorInfo {
         // product of the non-zero dimensions, whether it overflowed, whether a dimension is 0.
         // Ranks 0 to 2 (scalars, vectors, matrices) by fixed indices, so the dimensions stay
         // in registers; the others by one fixed-length pass that selects by index.
-        let or_from = |k: usize| {
-            dims[k..]
-                .iter()
-                .fold(u64_at(d, at::RESERVED), |a, &x| a | x)
-        };
+        let reserved = u64_at(d, at::RESERVED);
+        let or_from = |k: usize| dims[k..].iter().fold(reserved, |a, &x| a | x);
         let (unused, nonzero, overflow, empty) = match rank {
             0 => (or_from(0), 1, false, false),
             1 => (or_from(1), dims[0].max(1), false, dims[0] == 0),
@@ -1006,7 +1002,7 @@ impl TensorInfo {
                 (or_from(2), p, false, dims[0] == 0 || dims[1] == 0)
             }
             _ => dims.iter().enumerate().fold(
-                (u64_at(d, at::RESERVED), 1u64, false, false),
+                (reserved, 1u64, false, false),
                 |(u, p, o, z), (i, &x)| {
                     if i < rank {
                         let (q, o2) = p.overflowing_mul(x.max(1));
@@ -1223,14 +1219,11 @@ impl TensorInfo {
         }
         // A payload with a header holds its tag (`parse`: the header starts at or after byte
         // 80 and ends inside the payload); `get` keeps it total.
-        let tag: &[u8; 16] = payload
-            .get(HEADER_TAG_OFFSET..HEADER_MIN_OFFSET)?
-            .try_into()
-            .ok()?;
-        let (type_id, fingerprint) = tag.split_at(8);
+        let (type_id, rest) = payload.get(HEADER_TAG_OFFSET..)?.split_first_chunk::<8>()?;
+        let (fingerprint, _) = rest.split_first_chunk::<8>()?;
         Some((
-            u64::from_le_bytes(type_id.try_into().ok()?),
-            u64::from_le_bytes(fingerprint.try_into().ok()?),
+            u64::from_le_bytes(*type_id),
+            u64::from_le_bytes(*fingerprint),
         ))
     }
 

@@ -767,10 +767,16 @@ fn view_checked<E: TensorElement>(
     payload: &[u8],
     type_id: u64,
 ) -> Result<TensorView<'_, E>, TensorError> {
+    TensorInfo::view_in(tensor_payload(payload, type_id)?)
+}
+
+/// `payload`, if its record's `type_id` is [`TENSOR_TYPE_ID`].
+#[inline(always)]
+fn tensor_payload(payload: &[u8], type_id: u64) -> Result<&[u8], TensorError> {
     if type_id != TENSOR_TYPE_ID {
         return Err(TensorError::NotATensor { type_id });
     }
-    TensorInfo::view_in(payload)
+    Ok(payload)
 }
 
 /// The receiving end of a tensor channel; see [`Channel::tensors`].
@@ -1006,11 +1012,7 @@ impl TensorReceived<'_> {
     /// The payload, if the record is tagged as a tensor.
     #[inline(always)]
     fn payload(&self) -> Result<&[u8], TensorError> {
-        let type_id = self.raw.type_id();
-        if type_id != TENSOR_TYPE_ID {
-            return Err(TensorError::NotATensor { type_id });
-        }
-        Ok(self.raw.bytes())
+        tensor_payload(self.raw.bytes(), self.raw.type_id())
     }
 }
 
